@@ -1,0 +1,73 @@
+//! `cargo xtask bench`: measured speed, each figure a ratio against a baseline from the same run.
+
+use anyhow::bail;
+use ferrovox_device::{doctor, DeviceRequest, Runtime, TuningConfig};
+
+use crate::util::{machine_name, repo_root, today};
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let cases: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let cases = if cases.is_empty() {
+        vec!["matmul"]
+    } else {
+        cases
+    };
+    let mut results = serde_json::Map::new();
+    for case in cases {
+        match case {
+            "matmul" => {
+                results.insert("matmul".into(), matmul(quick)?);
+            }
+            other => bail!("unknown bench case `{other}` (known: matmul)"),
+        }
+    }
+    let dir = repo_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}-{}.json", machine_name(), today()));
+    let doc = serde_json::json!({
+        "machine": machine_name(),
+        "date": today(),
+        "load_average": load_average(),
+        "results": results,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn load_average() -> Option<String> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// 1024^3 f32 matmul on CPU: one thread vs the tuned pool, median of several runs.
+fn matmul(quick: bool) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(&DeviceRequest::Cpu, &TuningConfig::from_env()?)?;
+    let reps = if quick { 5 } else { 21 };
+    let (one, pool) = doctor::cpu_matmul_one_vs_pool(reps)?;
+    let threads = runtime.tuning.threads.threads;
+    let gflops = |d: std::time::Duration| 2.0 * 1024f64.powi(3) / d.as_secs_f64() / 1e9;
+    let ratio = one.as_secs_f64() / pool.as_secs_f64();
+    println!("| case | 1 thread | tuned pool ({threads} threads) | speedup |");
+    println!("|---|---|---|---|");
+    println!(
+        "| f32 matmul 1024^3 | {:.2} ms ({:.1} GFLOP/s) | {:.2} ms ({:.1} GFLOP/s) | {ratio:.2}x |",
+        one.as_secs_f64() * 1e3,
+        gflops(one),
+        pool.as_secs_f64() * 1e3,
+        gflops(pool)
+    );
+    Ok(serde_json::json!({
+        "threads": threads,
+        "reps": reps,
+        "one_thread_ms": one.as_secs_f64() * 1e3,
+        "pool_ms": pool.as_secs_f64() * 1e3,
+        "speedup": ratio,
+    }))
+}

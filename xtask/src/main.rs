@@ -1,0 +1,31 @@
+//! `cargo xtask <command>`: the repository's own tooling.
+
+mod bench;
+mod doctor;
+mod fixtures;
+mod util;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
+  bench [matmul] [--quick]
+                         run benchmarks; results go to bench/results/
+  fixtures vits          regenerate the VITS parity fixtures (makes ../.venv-fixtures)";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = args
+        .split_first()
+        .map_or(("", &[][..]), |(c, r)| (c.as_str(), r));
+    match command {
+        "doctor" => doctor::run(rest),
+        "bench" => bench::run(rest),
+        "fixtures" => fixtures::run(rest),
+        "" | "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => anyhow::bail!("unknown xtask command `{other}`\n\n{USAGE}"),
+    }
+}
