@@ -1,1 +1,18 @@
+//! VITS text-to-speech on Candle: transformers' `VitsModel` checkpoints (MMS-TTS) and Piper
+//! voices, loaded into the same modules.
 
+mod config;
+pub mod duration;
+mod error;
+pub mod flow;
+pub mod hifigan;
+pub mod layers;
+mod model;
+pub mod noise;
+pub mod spline;
+pub mod text_encoder;
+
+pub use config::{Config, ResBlockKind};
+pub use error::{Error, Result};
+pub use model::{Alignment, SynthesisParams, TokenBatch, VitsModel, VitsOutput};
+pub use noise::{NoiseSource, RecordedNoise, SeededNoise};

@@ -1,0 +1,188 @@
+//! Mirrors `VitsHifiGan` and `HifiGanResidualBlock` of transformers' `modeling_vits.py`, plus
+//! VITS's second residual block (`ResBlock2`), which Piper's medium and low voices use.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::ResBlockKind;
+use crate::layers::{leaky_relu, Conv1d, ConvSpec, ConvTranspose1d};
+use crate::Config;
+
+/// A residual block of either kind.
+#[derive(Debug, Clone)]
+pub struct ResBlock {
+    /// `(dilated conv, plain conv)` pairs for kind 1; `(dilated conv, None)` for kind 2.
+    convs: Vec<(Conv1d, Option<Conv1d>)>,
+    slope: f64,
+}
+
+impl ResBlock {
+    pub fn new(
+        kind: ResBlockKind,
+        channels: usize,
+        kernel: usize,
+        dilations: &[usize],
+        slope: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let convs = dilations
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| -> Result<_> {
+                let spec = ConvSpec::same(kernel, d);
+                Ok(match kind {
+                    ResBlockKind::One => (
+                        Conv1d::new(
+                            vb.pp(format!("convs1.{i}")),
+                            channels,
+                            channels,
+                            kernel,
+                            spec,
+                        )?,
+                        Some(Conv1d::new(
+                            vb.pp(format!("convs2.{i}")),
+                            channels,
+                            channels,
+                            kernel,
+                            ConvSpec::same(kernel, 1),
+                        )?),
+                    ),
+                    ResBlockKind::Two => (
+                        Conv1d::new(
+                            vb.pp(format!("convs.{i}")),
+                            channels,
+                            channels,
+                            kernel,
+                            spec,
+                        )?,
+                        None,
+                    ),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { convs, slope })
+    }
+}
+
+impl Module for ResBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (dilated, plain) in &self.convs {
+            let mut h = dilated.forward(&leaky_relu(&x, self.slope)?)?;
+            if let Some(plain) = plain {
+                h = plain.forward(&leaky_relu(&h, self.slope)?)?;
+            }
+            x = (h + x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// The HiFi-GAN generator: spectrogram latents `[b, flow, frames]` to audio `[b, 1, samples]`.
+#[derive(Debug, Clone)]
+pub struct HifiGan {
+    conv_pre: Conv1d,
+    upsampler: Vec<ConvTranspose1d>,
+    resblocks: Vec<ResBlock>,
+    conv_post: Conv1d,
+    cond: Option<Conv1d>,
+    num_kernels: usize,
+    slope: f64,
+}
+
+impl HifiGan {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let c0 = cfg.upsample_initial_channel;
+        let conv_pre = Conv1d::new(
+            vb.pp("conv_pre"),
+            cfg.flow_size,
+            c0,
+            7,
+            ConvSpec::same(7, 1),
+        )?;
+        let mut upsampler = Vec::new();
+        let mut resblocks = Vec::new();
+        let mut channels = c0;
+        for (i, (&rate, &kernel)) in cfg
+            .upsample_rates
+            .iter()
+            .zip(&cfg.upsample_kernel_sizes)
+            .enumerate()
+        {
+            let out = c0 >> (i + 1);
+            upsampler.push(ConvTranspose1d::new(
+                vb.pp(format!("upsampler.{i}")),
+                channels,
+                out,
+                kernel,
+                rate,
+            )?);
+            channels = out;
+            for (j, (&k, dilations)) in cfg
+                .resblock_kernel_sizes
+                .iter()
+                .zip(&cfg.resblock_dilation_sizes)
+                .enumerate()
+            {
+                let index = i * cfg.resblock_kernel_sizes.len() + j;
+                resblocks.push(ResBlock::new(
+                    cfg.resblock_kind,
+                    channels,
+                    k,
+                    dilations,
+                    cfg.leaky_relu_slope,
+                    vb.pp(format!("resblocks.{index}")),
+                )?);
+            }
+        }
+        let conv_post = Conv1d::new(
+            vb.pp("conv_post"),
+            channels,
+            1,
+            7,
+            ConvSpec {
+                bias: false,
+                ..ConvSpec::same(7, 1)
+            },
+        )?;
+        let cond = if cfg.speaker_embedding_size > 0 {
+            Some(Conv1d::new(
+                vb.pp("cond"),
+                cfg.speaker_embedding_size,
+                c0,
+                1,
+                ConvSpec::default(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv_pre,
+            upsampler,
+            resblocks,
+            conv_post,
+            cond,
+            num_kernels: cfg.resblock_kernel_sizes.len(),
+            slope: cfg.leaky_relu_slope,
+        })
+    }
+
+    pub fn forward(&self, spectrogram: &Tensor, speaker: Option<&Tensor>) -> Result<Tensor> {
+        let mut x = self.conv_pre.forward(spectrogram)?;
+        if let (Some(cond), Some(g)) = (&self.cond, speaker) {
+            x = x.broadcast_add(&cond.forward(g)?)?;
+        }
+        for (i, up) in self.upsampler.iter().enumerate() {
+            x = up.forward(&leaky_relu(&x, self.slope)?)?;
+            let blocks = &self.resblocks[i * self.num_kernels..(i + 1) * self.num_kernels];
+            let mut sum = blocks[0].forward(&x)?;
+            for block in &blocks[1..] {
+                sum = (sum + block.forward(&x)?)?;
+            }
+            x = (sum / self.num_kernels as f64)?;
+        }
+        // The last activation uses torch's default slope, not the configured one.
+        let x = self.conv_post.forward(&leaky_relu(&x, 0.01)?)?;
+        x.tanh()
+    }
+}

@@ -1,0 +1,224 @@
+//! Building blocks shared by the VITS modules: convolutions that fold weight norm at load,
+//! a transposed convolution on Candle's fast path, and channel-wise layer norm.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// Loads a conv weight of `shape`, folding weight norm when the checkpoint stores it
+/// (`weight_g`/`weight_v`, or `parametrizations.weight.original0/1`): `w = g · v / ‖v‖`, the norm
+/// taken per output channel (dim 0).
+pub fn conv_weight(vb: &VarBuilder, shape: (usize, usize, usize)) -> Result<Tensor> {
+    let (out, _, _) = shape;
+    let folded = |g: &str, v: &str| -> Result<Tensor> {
+        let g = vb.get((out, 1, 1), g)?;
+        let v = vb.get(shape, v)?;
+        let norm = v.sqr()?.sum_keepdim(2)?.sum_keepdim(1)?.sqrt()?;
+        v.broadcast_mul(&g.broadcast_div(&norm)?)
+    };
+    if vb.contains_tensor("weight") {
+        vb.get(shape, "weight")
+    } else if vb.contains_tensor("weight_g") {
+        folded("weight_g", "weight_v")
+    } else if vb.contains_tensor("parametrizations.weight.original0") {
+        folded(
+            "parametrizations.weight.original0",
+            "parametrizations.weight.original1",
+        )
+    } else {
+        vb.get(shape, "weight")
+    }
+}
+
+/// A 1-D convolution (`torch.nn.Conv1d`) with symmetric padding.
+#[derive(Debug, Clone)]
+pub struct Conv1d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+}
+
+impl Conv1d {
+    /// Loads `weight` `[out, in/groups, kernel]` and `bias` `[out]` from `vb`.
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        spec: ConvSpec,
+    ) -> Result<Self> {
+        let weight = conv_weight(&vb, (out_channels, in_channels / spec.groups, kernel))?;
+        let bias = if spec.bias {
+            Some(vb.get(out_channels, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            padding: spec.padding,
+            dilation: spec.dilation,
+            groups: spec.groups,
+        })
+    }
+
+    /// The folded weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// Padding, dilation, groups and bias of a [`Conv1d`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl Default for ConvSpec {
+    fn default() -> Self {
+        Self {
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+impl ConvSpec {
+    /// "Same" padding for `kernel` at `dilation`, as VITS computes it.
+    pub fn same(kernel: usize, dilation: usize) -> Self {
+        Self {
+            padding: (kernel * dilation - dilation) / 2,
+            dilation,
+            ..Self::default()
+        }
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, k) = self.weight.dims3()?;
+        let y = if k == 1 && self.groups == 1 {
+            // A pointwise conv is a matmul; Candle's conv path would unfold first.
+            let (b, _, t) = x.dims3()?;
+            let w = self.weight.squeeze(2)?;
+            w.broadcast_left(b)?
+                .matmul(&x.contiguous()?)?
+                .reshape((b, (), t))?
+        } else {
+            x.conv1d(&self.weight, self.padding, 1, self.dilation, self.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `torch.nn.ConvTranspose1d` with padding `(kernel - stride) / 2`, run unpadded and cropped:
+/// Candle's padded transposed conv falls back to a slow generic loop.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvTranspose1d {
+    /// Loads `weight` `[in, out, kernel]` and `bias` `[out]`.
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let weight = conv_weight(&vb, (in_channels, out_channels, kernel))?;
+        let bias = vb.get(out_channels, "bias")?;
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding: (kernel - stride) / 2,
+        })
+    }
+}
+
+impl Module for ConvTranspose1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, _, len) = x.dims3()?;
+        // Candle 0.11.1's unpadded transposed conv mixes up items of a batch larger than one
+        // (the items after the first come out wrong), so each item runs on its own.
+        let full = if batch == 1 {
+            x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?
+        } else {
+            let items = (0..batch)
+                .map(|i| {
+                    x.narrow(0, i, 1)?
+                        .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&items, 0)?
+        };
+        let (_, _, k) = self.weight.dims3()?;
+        let out_len = (len - 1) * self.stride + k - 2 * self.padding;
+        full.narrow(2, self.padding, out_len)?
+            .broadcast_add(&self.bias.reshape((1, (), 1))?)
+    }
+}
+
+/// Layer norm over the channel axis of `[batch, channels, time]` tensors.
+#[derive(Debug, Clone)]
+pub struct ChannelLayerNorm {
+    inner: candle_nn::LayerNorm,
+}
+
+impl ChannelLayerNorm {
+    /// Loads `weight` and `bias` `[channels]`.
+    pub fn new(vb: VarBuilder, channels: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            inner: candle_nn::layer_norm(channels, eps, vb)?,
+        })
+    }
+
+    /// Normalises `[batch, time, channels]` (last axis).
+    pub fn forward_last(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(x)
+    }
+}
+
+impl Module for ChannelLayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(&x.transpose(1, 2)?)?.transpose(1, 2)
+    }
+}
+
+/// `torch.nn.functional.leaky_relu`.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    candle_nn::ops::leaky_relu(x, slope)
+}
+
+/// Splits `[b, c, t]` into its first `at` channels and the rest.
+pub fn split_channels(x: &Tensor, at: usize) -> Result<(Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    Ok((x.narrow(1, 0, at)?, x.narrow(1, at, c - at)?))
+}
+
+/// Reverses the channel axis (`torch.flip(x, [1])`).
+pub fn flip_channels(x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let idx: Vec<u32> = (0..c as u32).rev().collect();
+    let idx = Tensor::new(idx.as_slice(), x.device())?;
+    x.index_select(&idx, 1)
+}
+
+/// Sum over the last axis keeping it (`x.sum(-1, keepdim=True)`).
+pub fn sum_last(x: &Tensor) -> Result<Tensor> {
+    x.sum_keepdim(D::Minus1)
+}

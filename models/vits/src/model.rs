@@ -1,0 +1,361 @@
+//! Mirrors `VitsModel.forward` of transformers' `modeling_vits.py` at inference: text encoder,
+//! durations, alignment expansion, prior sampling, reverse flow, HiFi-GAN.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::duration::Durations;
+use crate::flow::ResidualCouplingBlock;
+use crate::hifigan::HifiGan;
+use crate::noise::NoiseSource;
+use crate::text_encoder::{TextEncoder, TextEncoderOutput};
+use crate::{Config, Error, Result};
+
+/// Inference controls; `Default` takes the config's values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynthesisParams {
+    /// Scale of the prior noise (Piper: `noise_scale`).
+    pub noise_scale: f64,
+    /// Scale of the duration noise (Piper: `noise_w`).
+    pub noise_scale_duration: f64,
+    /// Frames per predicted frame: `1 / speaking_rate` (Piper: `length_scale`).
+    pub length_scale: f64,
+}
+
+impl SynthesisParams {
+    /// The config's defaults.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            noise_scale: cfg.noise_scale,
+            noise_scale_duration: cfg.noise_scale_duration,
+            length_scale: 1.0 / cfg.speaking_rate,
+        }
+    }
+}
+
+/// A padded batch of token sequences.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// `[b, t]` u32 ids.
+    pub input_ids: Tensor,
+    /// `[b, t]` f32: 1 for tokens, 0 for padding.
+    pub mask: Tensor,
+    /// Each item's token count.
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Pads `sequences` with `pad_id` into one batch on `device`.
+    pub fn new(sequences: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
+        if sequences.is_empty() {
+            return Err(Error::Input("empty batch".into()));
+        }
+        if let Some(i) = sequences.iter().position(|s| s.is_empty()) {
+            return Err(Error::Input(format!("item {i} has no tokens")));
+        }
+        let t = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let b = sequences.len();
+        let mut ids = vec![pad_id; b * t];
+        let mut mask = vec![0f32; b * t];
+        for (i, s) in sequences.iter().enumerate() {
+            ids[i * t..i * t + s.len()].copy_from_slice(s);
+            mask[i * t..i * t + s.len()].fill(1.0);
+        }
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, (b, t), device)?,
+            mask: Tensor::from_vec(mask, (b, t), device)?,
+            lengths: sequences.iter().map(Vec::len).collect(),
+        })
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct VitsOutput {
+    /// `[b, samples]`, padded to the longest item.
+    pub waveform: Tensor,
+    /// Each item's own sample count.
+    pub sample_lengths: Vec<usize>,
+    /// Each item's frame count.
+    pub frame_lengths: Vec<usize>,
+    /// `[b, flow, frames]`: the decoder's input.
+    pub spectrogram: Tensor,
+}
+
+impl VitsOutput {
+    /// Item `i`'s audio, trimmed to its own length.
+    pub fn audio(&self, i: usize) -> Result<Vec<f32>> {
+        Ok(self
+            .waveform
+            .get(i)?
+            .narrow(0, 0, self.sample_lengths[i])?
+            .to_dtype(DType::F32)?
+            .to_vec1()?)
+    }
+}
+
+/// The frames each token spans, as the model rounds them.
+#[derive(Debug, Clone)]
+pub struct Alignment {
+    /// Per item, per token: frames.
+    pub durations: Vec<Vec<u32>>,
+    /// Per item: total frames (at least 1).
+    pub frames: Vec<usize>,
+}
+
+/// A VITS model for inference.
+#[derive(Debug, Clone)]
+pub struct VitsModel {
+    cfg: Config,
+    text_encoder: TextEncoder,
+    durations: Durations,
+    flow: ResidualCouplingBlock,
+    decoder: HifiGan,
+    embed_speaker: Option<Embedding>,
+    device: Device,
+    dtype: DType,
+}
+
+impl VitsModel {
+    /// Builds the model from a `VarBuilder` with transformers' state-dict names.
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let checkpoint = |e: candle_core::Error| Error::Checkpoint {
+            path: "weights".into(),
+            reason: e.to_string(),
+        };
+        let embed_speaker = if cfg.num_speakers > 1 && cfg.speaker_embedding_size > 0 {
+            Some(
+                candle_nn::embedding(
+                    cfg.num_speakers,
+                    cfg.speaker_embedding_size,
+                    vb.pp("embed_speaker"),
+                )
+                .map_err(checkpoint)?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            text_encoder: TextEncoder::new(cfg, vb.pp("text_encoder")).map_err(checkpoint)?,
+            durations: Durations::new(cfg, vb.pp("duration_predictor")).map_err(checkpoint)?,
+            flow: ResidualCouplingBlock::new(cfg, vb.pp("flow")).map_err(checkpoint)?,
+            decoder: HifiGan::new(cfg, vb.pp("decoder")).map_err(checkpoint)?,
+            embed_speaker,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The HiFi-GAN decoder.
+    pub fn decoder(&self) -> &HifiGan {
+        &self.decoder
+    }
+
+    /// The prior flow.
+    pub fn flow(&self) -> &ResidualCouplingBlock {
+        &self.flow
+    }
+
+    /// Checks token ids and speaker ids before any compute.
+    pub fn validate(&self, batch: &TokenBatch, speakers: Option<&[u32]>) -> Result<()> {
+        let ids = batch.input_ids.flatten_all()?.to_vec1::<u32>()?;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            )));
+        }
+        if let Some(speakers) = speakers {
+            if self.embed_speaker.is_none() {
+                return Err(Error::Input(
+                    "this model has a single speaker; no speaker id is accepted".into(),
+                ));
+            }
+            if speakers.len() != 1 && speakers.len() != batch.lengths.len() {
+                return Err(Error::Input(format!(
+                    "{} speaker ids for a batch of {}",
+                    speakers.len(),
+                    batch.lengths.len()
+                )));
+            }
+            if let Some(bad) = speakers
+                .iter()
+                .find(|&&s| s as usize >= self.cfg.num_speakers)
+            {
+                return Err(Error::Input(format!(
+                    "speaker id {bad} is out of range 0..{}",
+                    self.cfg.num_speakers
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[b, speaker_embedding_size, 1]`, or `None` for single-speaker models.
+    pub fn speaker_embedding(
+        &self,
+        speakers: Option<&[u32]>,
+        batch: usize,
+    ) -> Result<Option<Tensor>> {
+        let Some(embed) = &self.embed_speaker else {
+            return Ok(None);
+        };
+        let ids: Vec<u32> = match speakers {
+            Some([one]) => vec![*one; batch],
+            Some(many) => many.to_vec(),
+            None => vec![0; batch],
+        };
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
+        Ok(Some(embed.forward(&ids)?.unsqueeze(2)?))
+    }
+
+    /// Stage 1: the text encoder.
+    pub fn encode_text(&self, batch: &TokenBatch) -> Result<TextEncoderOutput> {
+        let mask = batch.mask.to_dtype(self.dtype)?;
+        Ok(self.text_encoder.forward(&batch.input_ids, &mask)?)
+    }
+
+    /// Stage 2: log-durations `[b, 1, t]` from encoder states `[b, hidden, t]`.
+    pub fn log_durations(
+        &self,
+        hidden_bct: &Tensor,
+        mask_b1t: &Tensor,
+        speaker: Option<&Tensor>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        Ok(match &self.durations {
+            Durations::Stochastic(sdp) => {
+                let (b, _, t) = hidden_bct.dims3()?;
+                let draw = noise
+                    .standard_normal(&[b, 2, t], &self.device)?
+                    .to_dtype(self.dtype)?;
+                sdp.forward(
+                    hidden_bct,
+                    mask_b1t,
+                    speaker,
+                    &draw,
+                    params.noise_scale_duration,
+                )?
+            }
+            Durations::Deterministic(dp) => dp.forward(hidden_bct, mask_b1t, speaker)?,
+        })
+    }
+
+    /// Stage 3: frames per token, `ceil(exp(log_duration) · length_scale)`.
+    pub fn align(
+        &self,
+        log_durations: &Tensor,
+        mask_b1t: &Tensor,
+        length_scale: f64,
+    ) -> Result<Alignment> {
+        let scaled =
+            (log_durations.to_dtype(DType::F32)?.exp()? * mask_b1t.to_dtype(DType::F32)?)?;
+        let scaled = (scaled * length_scale)?
+            .ceil()?
+            .squeeze(1)?
+            .to_vec2::<f32>()?;
+        let durations: Vec<Vec<u32>> = scaled
+            .iter()
+            .map(|row| row.iter().map(|&d| d.max(0.0) as u32).collect())
+            .collect();
+        let frames = durations
+            .iter()
+            .map(|d| (d.iter().map(|&x| x as usize).sum::<usize>()).max(1))
+            .collect();
+        Ok(Alignment { durations, frames })
+    }
+
+    /// Repeats each token's row of `stats` `[b, t, c]` by its duration: `[b, c, frames]`.
+    pub fn expand(&self, stats: &Tensor, alignment: &Alignment) -> Result<Tensor> {
+        let (b, t, c) = stats.dims3()?;
+        let max_frames = alignment.frames.iter().copied().max().unwrap_or(1);
+        // Row t of each item is zeros: frames past an item's end select it.
+        let padded = stats.pad_with_zeros(1, 0, 1)?.reshape((b * (t + 1), c))?;
+        let mut index = Vec::with_capacity(b * max_frames);
+        for (i, durations) in alignment.durations.iter().enumerate() {
+            let base = (i * (t + 1)) as u32;
+            let start = index.len();
+            for (token, &d) in durations.iter().enumerate() {
+                index.extend(std::iter::repeat_n(base + token as u32, d as usize));
+            }
+            index.truncate(start + max_frames);
+            index.resize(start + max_frames, base + t as u32);
+        }
+        let index = Tensor::from_vec(index, b * max_frames, &self.device)?;
+        Ok(padded
+            .index_select(&index, 0)?
+            .reshape((b, max_frames, c))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    /// `[b, 1, frames]` mask of each item's frames.
+    pub fn frame_mask(&self, alignment: &Alignment) -> Result<Tensor> {
+        let max_frames = alignment.frames.iter().copied().max().unwrap_or(1);
+        let mut mask = Vec::with_capacity(alignment.frames.len() * max_frames);
+        for &f in &alignment.frames {
+            mask.extend((0..max_frames).map(|j| if j < f { 1f32 } else { 0f32 }));
+        }
+        Ok(
+            Tensor::from_vec(mask, (alignment.frames.len(), 1, max_frames), &self.device)?
+                .to_dtype(self.dtype)?,
+        )
+    }
+
+    /// The whole model: token ids to audio.
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<VitsOutput> {
+        self.validate(batch, speakers)?;
+        let b = batch.lengths.len();
+        let speaker = self.speaker_embedding(speakers, b)?;
+        let enc = self.encode_text(batch)?;
+        let mask_b1t = batch.mask.to_dtype(self.dtype)?.unsqueeze(1)?;
+        let hidden_bct = enc.hidden.transpose(1, 2)?.contiguous()?;
+        let log_durations =
+            self.log_durations(&hidden_bct, &mask_b1t, speaker.as_ref(), params, noise)?;
+        let alignment = self.align(&log_durations, &mask_b1t, params.length_scale)?;
+        let means = self.expand(&enc.prior_means, &alignment)?;
+        let log_variances = self.expand(&enc.prior_log_variances, &alignment)?;
+        let draw = noise
+            .standard_normal(means.dims(), &self.device)?
+            .to_dtype(self.dtype)?;
+        let prior = (means + ((draw * log_variances.exp()?)? * params.noise_scale)?)?;
+        let frame_mask = self.frame_mask(&alignment)?;
+        let latents = self.flow.reverse(&prior, &frame_mask, speaker.as_ref())?;
+        let spectrogram = latents.broadcast_mul(&frame_mask)?;
+        let waveform = self
+            .decoder
+            .forward(&spectrogram, speaker.as_ref())?
+            .squeeze(1)?;
+        let hop = self.cfg.hop_length();
+        Ok(VitsOutput {
+            waveform,
+            sample_lengths: alignment.frames.iter().map(|f| f * hop).collect(),
+            frame_lengths: alignment.frames.clone(),
+            spectrogram,
+        })
+    }
+
+    /// Sum over the last axis of `x`, a helper for tests of stage shapes.
+    pub fn frames_of(x: &Tensor) -> Result<usize> {
+        Ok(x.dim(D::Minus1)?)
+    }
+}

@@ -1,0 +1,274 @@
+//! Mirrors `VitsTextEncoder`, `VitsEncoder`, `VitsEncoderLayer`, `VitsAttention` and
+//! `VitsFeedForward` of transformers' `modeling_vits.py`: a transformer encoder with windowed
+//! relative-position attention whose output is projected to the prior's means and log-variances.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::layers::{Conv1d, ConvSpec};
+use crate::Config;
+
+/// Self-attention with relative position embeddings shared by all heads.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    emb_rel_k: Option<Tensor>,
+    emb_rel_v: Option<Tensor>,
+    num_heads: usize,
+    head_dim: usize,
+    window_size: usize,
+}
+
+impl Attention {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let head_dim = h / cfg.num_attention_heads;
+        let linear = |name: &str| -> Result<Linear> {
+            let vb = vb.pp(name);
+            let w = vb.get((h, h), "weight")?;
+            let b = if cfg.use_bias {
+                Some(vb.get(h, "bias")?)
+            } else {
+                None
+            };
+            Ok(Linear::new(w, b))
+        };
+        let window_size = cfg.window_size.unwrap_or(0);
+        let rel = |name: &str| -> Result<Option<Tensor>> {
+            if window_size == 0 {
+                return Ok(None);
+            }
+            vb.get((1, 2 * window_size + 1, head_dim), name).map(Some)
+        };
+        Ok(Self {
+            q_proj: linear("q_proj")?,
+            k_proj: linear("k_proj")?,
+            v_proj: linear("v_proj")?,
+            out_proj: linear("out_proj")?,
+            emb_rel_k: rel("emb_rel_k")?,
+            emb_rel_v: rel("emb_rel_v")?,
+            num_heads: cfg.num_attention_heads,
+            head_dim,
+            window_size,
+        })
+    }
+
+    /// The relative embeddings for a sequence of `len`: `[1, 2·len − 1, head_dim]`.
+    fn relative_embeddings(&self, table: &Tensor, len: usize) -> Result<Tensor> {
+        let w = self.window_size;
+        let pad = len.saturating_sub(w + 1);
+        let table = if pad > 0 {
+            table.pad_with_zeros(1, pad, pad)?
+        } else {
+            table.clone()
+        };
+        let start = (w + 1).saturating_sub(len);
+        table.narrow(1, start, 2 * len - 1)
+    }
+
+    /// `[bh, len, 2·len − 1]` relative logits → `[bh, len, len]` absolute ones.
+    fn relative_to_absolute(x: &Tensor) -> Result<Tensor> {
+        let (bh, len, _) = x.dims3()?;
+        let x = x.pad_with_zeros(2, 0, 1)?.reshape((bh, 2 * len * len))?;
+        let x = x.pad_with_zeros(1, 0, len - 1)?;
+        x.reshape((bh, len + 1, 2 * len - 1))?
+            .narrow(1, 0, len)?
+            .narrow(2, len - 1, len)
+    }
+
+    /// `[bh, len, len]` absolute weights → `[bh, len, 2·len − 1]` relative ones.
+    fn absolute_to_relative(x: &Tensor) -> Result<Tensor> {
+        let (bh, len, _) = x.dims3()?;
+        let x = x
+            .pad_with_zeros(2, 0, len - 1)?
+            .reshape((bh, len * (2 * len - 1)))?;
+        let x = x.pad_with_zeros(1, len, 0)?;
+        x.reshape((bh, len, 2 * len))?.narrow(2, 1, 2 * len - 1)
+    }
+
+    /// `hidden` `[b, t, h]`; `mask_bias` `[b, 1, 1, t]` additive (0 or a large negative).
+    pub fn forward(&self, hidden: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = hidden.dims3()?;
+        let (nh, hd) = (self.num_heads, self.head_dim);
+        let heads = |x: Tensor| -> Result<Tensor> {
+            x.reshape((b, t, nh, hd))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * nh, t, hd))
+        };
+        let scaling = (hd as f64).powf(-0.5);
+        let q = heads((self.q_proj.forward(hidden)? * scaling)?)?;
+        let k = heads(self.k_proj.forward(hidden)?)?;
+        let v = heads(self.v_proj.forward(hidden)?)?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(rel_k) = &self.emb_rel_k {
+            let rel = self.relative_embeddings(rel_k, t)?;
+            let logits = q.broadcast_matmul(&rel.squeeze(0)?.t()?)?;
+            scores = (scores + Self::relative_to_absolute(&logits)?)?;
+        }
+        let scores = scores
+            .reshape((b, nh, t, t))?
+            .broadcast_add(mask_bias)?
+            .reshape((b * nh, t, t))?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let mut out = probs.matmul(&v)?;
+        if let Some(rel_v) = &self.emb_rel_v {
+            let rel = self.relative_embeddings(rel_v, t)?;
+            let weights = Self::absolute_to_relative(&probs)?;
+            out = (out + weights.broadcast_matmul(&rel.squeeze(0)?)?)?;
+        }
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, h))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+/// Two convolutions with asymmetric "same" padding and a masked activation between them.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    conv_1: Conv1d,
+    conv_2: Conv1d,
+    pad: (usize, usize),
+    gelu: bool,
+}
+
+impl FeedForward {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let k = cfg.ffn_kernel_size;
+        let spec = ConvSpec::default();
+        Ok(Self {
+            conv_1: Conv1d::new(vb.pp("conv_1"), cfg.hidden_size, cfg.ffn_dim, k, spec)?,
+            conv_2: Conv1d::new(vb.pp("conv_2"), cfg.ffn_dim, cfg.hidden_size, k, spec)?,
+            pad: ((k - 1) / 2, k / 2),
+            gelu: cfg.hidden_act == "gelu",
+        })
+    }
+
+    /// `hidden` `[b, t, h]`, `mask` `[b, 1, t]`.
+    pub fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = hidden.transpose(1, 2)?.broadcast_mul(mask)?;
+        let x = self
+            .conv_1
+            .forward(&x.pad_with_zeros(2, self.pad.0, self.pad.1)?)?;
+        let x = if self.gelu { x.gelu_erf()? } else { x.relu()? };
+        let x = x.broadcast_mul(mask)?;
+        let x = self
+            .conv_2
+            .forward(&x.pad_with_zeros(2, self.pad.0, self.pad.1)?)?;
+        x.broadcast_mul(mask)?.transpose(1, 2)
+    }
+}
+
+/// Post-norm transformer layer.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    attention: Attention,
+    layer_norm: LayerNorm,
+    feed_forward: FeedForward,
+    final_layer_norm: LayerNorm,
+}
+
+impl EncoderLayer {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            attention: Attention::new(cfg, vb.pp("attention"))?,
+            layer_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm"))?,
+            feed_forward: FeedForward::new(cfg, vb.pp("feed_forward"))?,
+            final_layer_norm: candle_nn::layer_norm(
+                h,
+                cfg.layer_norm_eps,
+                vb.pp("final_layer_norm"),
+            )?,
+        })
+    }
+
+    pub fn forward(&self, hidden: &Tensor, mask: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let attn = self.attention.forward(hidden, mask_bias)?;
+        let hidden = self.layer_norm.forward(&(hidden + attn)?)?;
+        let ff = self.feed_forward.forward(&hidden, mask)?;
+        self.final_layer_norm.forward(&(hidden + ff)?)
+    }
+}
+
+/// The text encoder's outputs.
+#[derive(Debug, Clone)]
+pub struct TextEncoderOutput {
+    /// `[b, t, hidden]`
+    pub hidden: Tensor,
+    /// `[b, t, flow_size]`
+    pub prior_means: Tensor,
+    /// `[b, t, flow_size]`
+    pub prior_log_variances: Tensor,
+}
+
+/// Token embedding, encoder layers and the projection to prior statistics.
+#[derive(Debug, Clone)]
+pub struct TextEncoder {
+    embed_tokens: Embedding,
+    layers: Vec<EncoderLayer>,
+    project: Conv1d,
+    hidden_size: usize,
+    flow_size: usize,
+}
+
+impl TextEncoder {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| EncoderLayer::new(cfg, vb.pp(format!("encoder.layers.{i}"))))
+            .collect::<Result<_>>()?;
+        let project = Conv1d::new(
+            vb.pp("project"),
+            cfg.hidden_size,
+            2 * cfg.flow_size,
+            1,
+            ConvSpec::default(),
+        )?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            project,
+            hidden_size: cfg.hidden_size,
+            flow_size: cfg.flow_size,
+        })
+    }
+
+    /// `input_ids` `[b, t]` (u32), `mask` `[b, t]` f32 (1 = token, 0 = padding).
+    pub fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> Result<TextEncoderOutput> {
+        let dtype = self.project.weight().dtype();
+        let mask = mask.to_dtype(dtype)?;
+        let (b, t) = mask.dims2()?;
+        let mask_btc = mask.unsqueeze(2)?;
+        let mask_bct = mask.unsqueeze(1)?;
+        // transformers adds (1 − mask) · finfo.min to the scores of padded keys.
+        let mask_bias = ((1.0 - &mask)?.to_dtype(DType::F32)? * f32::MIN as f64)?
+            .to_dtype(dtype)?
+            .reshape((b, 1, 1, t))?;
+        let mut hidden =
+            (self.embed_tokens.forward(input_ids)? * (self.hidden_size as f64).sqrt())?;
+        hidden = hidden.broadcast_mul(&mask_btc)?;
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, &mask_bct, &mask_bias)?;
+        }
+        let hidden = hidden.broadcast_mul(&mask_btc)?;
+        let stats = self
+            .project
+            .forward(&hidden.transpose(1, 2)?)?
+            .transpose(1, 2)?
+            .broadcast_mul(&mask_btc)?;
+        let f = self.flow_size;
+        Ok(TextEncoderOutput {
+            hidden,
+            prior_means: stats.narrow(D::Minus1, 0, f)?,
+            prior_log_variances: stats.narrow(D::Minus1, f, f)?,
+        })
+    }
+}

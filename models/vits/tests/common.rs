@@ -1,0 +1,76 @@
+//! Helpers shared by the parity tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use ferrovox_vits::Config;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// One parity case: the weights and the recorded inputs/outputs (`io.*`).
+pub struct Case {
+    pub cfg: Config,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl Case {
+    pub fn load(name: &str) -> Self {
+        let dir = fixtures();
+        let cfg_text = std::fs::read_to_string(dir.join(format!("{name}.config.json"))).unwrap();
+        let cfg = Config::from_json(&cfg_text).unwrap();
+        let tensors =
+            candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+                .unwrap();
+        Self { cfg, tensors }
+    }
+
+    pub fn vb(&self) -> VarBuilder<'static> {
+        VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu)
+    }
+
+    pub fn io(&self, name: &str) -> Tensor {
+        self.tensors
+            .get(&format!("io.{name}"))
+            .unwrap_or_else(|| panic!("fixture lacks io.{name}"))
+            .clone()
+    }
+
+    pub fn ids(&self, name: &str) -> Vec<Vec<u32>> {
+        let t = self.io(name).to_dtype(DType::I64).unwrap();
+        t.to_vec2::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v as u32).collect())
+            .collect()
+    }
+}
+
+/// Largest absolute difference; panics when the shapes differ.
+pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
+    (ours.to_dtype(DType::F32).unwrap() - reference.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Asserts `ours` matches `reference` within `tol`, printing the measured figure.
+pub fn assert_close(what: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
+    let err = max_abs_diff(ours, reference);
+    eprintln!("{what}: max abs error {err:.3e} (tolerance {tol:.0e})");
+    assert!(
+        err <= tol,
+        "{what}: max abs error {err:.3e} exceeds {tol:.0e}"
+    );
+}

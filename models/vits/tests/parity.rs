@@ -1,0 +1,278 @@
+//! Parity with transformers' `VitsModel` (4.57.6) on tiny random models: each stage alone and
+//! end to end, f32, max abs error ≤ 1e-4. Fixtures: `cargo xtask fixtures vits`.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::{assert_close, Case};
+use ferrovox_vits::duration::Durations;
+use ferrovox_vits::{RecordedNoise, SynthesisParams, TokenBatch, VitsModel};
+
+const TOL: f32 = 1e-4;
+
+fn model(case: &Case) -> VitsModel {
+    VitsModel::new(&case.cfg, case.vb()).unwrap()
+}
+
+fn batch(case: &Case) -> TokenBatch {
+    let ids = case.ids("input_ids");
+    let mask = case.io("attention_mask").to_dtype(DType::F32).unwrap();
+    let lengths: Vec<usize> = mask
+        .sum(1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|&l| l as usize)
+        .collect();
+    let seqs: Vec<Vec<u32>> = ids
+        .iter()
+        .zip(&lengths)
+        .map(|(r, &l)| r[..l].to_vec())
+        .collect();
+    let b = TokenBatch::new(&seqs, case.cfg.pad_token_id, &Device::Cpu).unwrap();
+    assert_eq!(
+        b.mask.to_vec2::<f32>().unwrap(),
+        mask.to_vec2::<f32>().unwrap()
+    );
+    b
+}
+
+fn speakers(case: &Case) -> Option<Vec<u32>> {
+    case.tensors.get("io.speaker_id").map(|t| {
+        t.to_dtype(DType::I64)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&s| s as u32)
+            .collect()
+    })
+}
+
+fn params(case: &Case) -> SynthesisParams {
+    SynthesisParams::from_config(&case.cfg)
+}
+
+fn text_encoder_stage(name: &str) {
+    let case = Case::load(name);
+    let out = model(&case).encode_text(&batch(&case)).unwrap();
+    assert_close(
+        &format!("{name} text_encoder.hidden"),
+        &out.hidden,
+        &case.io("text_encoder.last_hidden_state"),
+        TOL,
+    );
+    assert_close(
+        &format!("{name} text_encoder.prior_means"),
+        &out.prior_means,
+        &case.io("text_encoder.prior_means"),
+        TOL,
+    );
+    assert_close(
+        &format!("{name} text_encoder.prior_log_variances"),
+        &out.prior_log_variances,
+        &case.io("text_encoder.prior_log_variances"),
+        TOL,
+    );
+}
+
+#[test]
+fn text_encoder_matches_transformers_within_1e4() {
+    text_encoder_stage("tiny_sdp");
+    text_encoder_stage("tiny_dp_spk");
+}
+
+fn duration_stage(name: &str) {
+    let case = Case::load(name);
+    let m = model(&case);
+    let speaker = case.tensors.get("io.speaker_embedding");
+    let mut noise = RecordedNoise::new(case.tensors.get("io.noise_duration").cloned());
+    let ld = m
+        .log_durations(
+            &case.io("duration.input_hidden"),
+            &case.io("duration.padding_mask"),
+            speaker,
+            &params(&case),
+            &mut noise,
+        )
+        .unwrap();
+    assert_close(
+        &format!("{name} log_duration"),
+        &ld,
+        &case.io("duration.log_duration"),
+        TOL,
+    );
+}
+
+#[test]
+fn stochastic_duration_predictor_matches_within_1e4() {
+    duration_stage("tiny_sdp");
+}
+
+#[test]
+fn deterministic_duration_predictor_with_speaker_matches_within_1e4() {
+    duration_stage("tiny_dp_spk");
+}
+
+#[test]
+fn spline_flows_inside_and_outside_the_tail_bound_match_within_1e4() {
+    let case = Case::load("tiny_sdp");
+    let vb = case.vb().pp("duration_predictor");
+    let Durations::Stochastic(sdp) = Durations::new(&case.cfg, vb).unwrap() else {
+        panic!("tiny_sdp has a stochastic predictor")
+    };
+    let scale = case.io("sdp_only.noise_scale").to_vec1::<f32>().unwrap()[0] as f64;
+    let ld = sdp
+        .forward(
+            &case.io("sdp_only.input_hidden"),
+            &case.io("sdp_only.padding_mask"),
+            None,
+            &case.io("sdp_only.noise"),
+            scale,
+        )
+        .unwrap();
+    assert_close(
+        "sdp_only log_duration",
+        &ld,
+        &case.io("sdp_only.log_duration"),
+        TOL,
+    );
+}
+
+fn alignment_stage(name: &str) {
+    let case = Case::load(name);
+    let m = model(&case);
+    let mask = case.io("duration.padding_mask");
+    let alignment = m
+        .align(
+            &case.io("duration.log_duration"),
+            &mask,
+            params(&case).length_scale,
+        )
+        .unwrap();
+    let expected: Vec<usize> = case
+        .io("predicted_lengths")
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    assert_eq!(alignment.frames, expected, "{name}: predicted lengths");
+    let means = m
+        .expand(&case.io("text_encoder.prior_means"), &alignment)
+        .unwrap();
+    assert_close(
+        &format!("{name} expanded prior means"),
+        &means,
+        &case.io("prior_means_expanded"),
+        0.0,
+    );
+    let mask = m.frame_mask(&alignment).unwrap();
+    assert_close(
+        &format!("{name} frame mask"),
+        &mask,
+        &case.io("flow.padding_mask"),
+        0.0,
+    );
+}
+
+#[test]
+fn alignment_expansion_is_exact() {
+    alignment_stage("tiny_sdp");
+    alignment_stage("tiny_dp_spk");
+}
+
+fn flow_stage(name: &str) {
+    let case = Case::load(name);
+    let m = model(&case);
+    let speaker = case.tensors.get("io.speaker_embedding");
+    let out = m
+        .flow()
+        .reverse(
+            &case.io("flow.input"),
+            &case.io("flow.padding_mask"),
+            speaker,
+        )
+        .unwrap();
+    assert_close(&format!("{name} flow"), &out, &case.io("flow.output"), TOL);
+}
+
+#[test]
+fn reverse_flow_matches_within_1e4() {
+    flow_stage("tiny_sdp");
+    flow_stage("tiny_dp_spk");
+}
+
+fn decoder_stage(name: &str) {
+    let case = Case::load(name);
+    let m = model(&case);
+    let speaker = case.tensors.get("io.speaker_embedding");
+    let out = m
+        .decoder()
+        .forward(&case.io("decoder.input"), speaker)
+        .unwrap();
+    assert_close(
+        &format!("{name} decoder"),
+        &out,
+        &case.io("decoder.output"),
+        TOL,
+    );
+}
+
+#[test]
+fn hifigan_decoder_matches_within_1e4() {
+    decoder_stage("tiny_sdp");
+    decoder_stage("tiny_dp_spk");
+}
+
+fn end_to_end(name: &str) {
+    let case = Case::load(name);
+    let m = model(&case);
+    let draws: Vec<Tensor> = ["io.noise_duration", "io.noise_prior"]
+        .iter()
+        .filter_map(|k| case.tensors.get(*k).cloned())
+        .collect();
+    let mut noise = RecordedNoise::new(draws);
+    let spk = speakers(&case);
+    let out = m
+        .forward(&batch(&case), spk.as_deref(), &params(&case), &mut noise)
+        .unwrap();
+    let expected: Vec<usize> = case
+        .io("sequence_lengths")
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    assert_eq!(out.sample_lengths, expected, "{name}: sample lengths");
+    assert_close(
+        &format!("{name} end-to-end waveform"),
+        &out.waveform,
+        &case.io("waveform"),
+        TOL,
+    );
+    assert_close(
+        &format!("{name} end-to-end spectrogram"),
+        &out.spectrogram,
+        &case.io("spectrogram"),
+        TOL,
+    );
+    for i in 0..expected.len() {
+        assert_eq!(out.audio(i).unwrap().len(), expected[i]);
+    }
+}
+
+#[test]
+fn end_to_end_batch_with_padding_matches_within_1e4() {
+    end_to_end("tiny_sdp");
+}
+
+#[test]
+fn end_to_end_multi_speaker_matches_within_1e4() {
+    end_to_end("tiny_dp_spk");
+}
