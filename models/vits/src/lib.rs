@@ -9,6 +9,8 @@ pub mod hifigan;
 pub mod layers;
 mod model;
 pub mod noise;
+pub mod onnx;
+pub mod piper;
 pub mod spline;
 pub mod text_encoder;
 
