@@ -1,6 +1,7 @@
 //! The `ferrovox` command.
 
 mod device_cmd;
+mod say_cmd;
 
 use clap::{Parser, Subcommand};
 use ferrovox_device::{DeviceRequest, TuningConfig};
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Speak text into a WAV file (or raw PCM), with the default voice unless --voice is given.
+    Say(say_cmd::SayArgs),
     /// Show the device chosen, why others were skipped, memory and tuning.
     Device {
         /// Print JSON instead of text.
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     }
     .or(TuningConfig::from_env()?);
     match cli.command {
+        Command::Say(args) => say_cmd::say(args, &cli.device, &tuning),
         Command::Device { json } => device_cmd::device(&cli.device, &tuning, json),
         Command::Doctor { json } => {
             let ok = device_cmd::doctor(&cli.device, &tuning, json)?;

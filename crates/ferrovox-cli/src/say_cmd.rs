@@ -1,0 +1,167 @@
+//! `ferrovox say`: text to speech with a Piper voice, sentence by sentence.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
+use ferrovox_vits::{piper, SeededNoise, SynthesisParams, TokenBatch};
+use ferrovox_voices::VoiceFiles;
+
+/// Output encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// RIFF WAV, 16-bit mono.
+    Wav,
+    /// Raw little-endian 16-bit mono samples.
+    Pcm,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SayArgs {
+    /// Text to speak; read from stdin when absent.
+    text: Option<String>,
+    /// Output file; `-` writes to stdout.
+    #[arg(short, long, env = "FERROVOX_OUTPUT", default_value = "output.wav")]
+    output: PathBuf,
+    /// Write raw s16le samples to stdout as each sentence is ready (same as `-o - --format pcm`).
+    #[arg(long)]
+    output_raw: bool,
+    /// Output format.
+    #[arg(long, value_enum, env = "FERROVOX_FORMAT", default_value = "wav")]
+    format: Format,
+    /// Voice id (catalog id or a directory with `<name>.onnx` and `<name>.onnx.json`).
+    #[arg(long, env = "FERROVOX_VOICE", default_value = ferrovox_voices::DEFAULT_VOICE)]
+    voice: String,
+    /// Speaker id of a multi-speaker voice.
+    #[arg(long, env = "FERROVOX_SPEAKER")]
+    speaker: Option<u32>,
+    /// Frames per phoneme scale: above 1 is slower speech (default: the voice's).
+    #[arg(long, env = "FERROVOX_LENGTH_SCALE")]
+    length_scale: Option<f64>,
+    /// Speaking rate, the inverse of the length scale.
+    #[arg(long, env = "FERROVOX_SPEED", conflicts_with = "length_scale")]
+    speed: Option<f64>,
+    /// Prior noise scale (default: the voice's).
+    #[arg(long, env = "FERROVOX_NOISE_SCALE")]
+    noise_scale: Option<f64>,
+    /// Duration noise scale (default: the voice's).
+    #[arg(long, env = "FERROVOX_NOISE_W")]
+    noise_w: Option<f64>,
+    /// Seconds of silence after each sentence.
+    #[arg(long, env = "FERROVOX_SENTENCE_SILENCE", default_value_t = 0.2)]
+    sentence_silence: f64,
+    /// Seed of the synthesis noise.
+    #[arg(long, env = "FERROVOX_SEED", default_value_t = 0)]
+    seed: u64,
+}
+
+fn check_range(name: &str, value: Option<f64>, lo: f64, hi: f64) -> anyhow::Result<()> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) || v.is_nan() => {
+            bail!("--{name} {v} is outside {lo}..={hi}")
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyhow::Result<()> {
+    check_range("length-scale", args.length_scale, 0.1, 10.0)?;
+    check_range("speed", args.speed, 0.1, 10.0)?;
+    check_range("noise-scale", args.noise_scale, 0.0, 2.0)?;
+    check_range("noise-w", args.noise_w, 0.0, 2.0)?;
+    check_range("sentence-silence", Some(args.sentence_silence), 0.0, 10.0)?;
+    let text = match args.text {
+        Some(t) => t,
+        None => {
+            let mut t = String::new();
+            std::io::stdin().read_to_string(&mut t).context("reading text from stdin")?;
+            t
+        }
+    };
+    if text.trim().is_empty() {
+        bail!("no text to speak: give it as an argument or on stdin");
+    }
+    let (onnx, config) = match ferrovox_voices::resolve(&args.voice)? {
+        VoiceFiles::Piper { onnx, config } => (onnx, config),
+        VoiceFiles::Transformers { .. } => {
+            bail!("voice `{}` is a transformers checkpoint; `say` reads Piper voices", args.voice)
+        }
+    };
+    let runtime = Runtime::init(device, tuning)?;
+    let load = Instant::now();
+    let (model, voice) = piper::load_voice(&onnx, &config, runtime.device())?;
+    let ids_map = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
+    let espeak_voice = voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str());
+    let phonemizer = EspeakPhonemizer::new(espeak_voice)?;
+    eprintln!("loaded {} in {:.2} s on {}", args.voice, load.elapsed().as_secs_f64(), runtime.selection.kind);
+
+    let defaults = SynthesisParams::from_config(model.config());
+    let params = SynthesisParams {
+        noise_scale: args.noise_scale.unwrap_or(defaults.noise_scale),
+        noise_scale_duration: args.noise_w.unwrap_or(defaults.noise_scale_duration),
+        length_scale: args
+            .length_scale
+            .or(args.speed.map(|s| 1.0 / s))
+            .unwrap_or(defaults.length_scale),
+    };
+    let speakers = args.speaker.map(|s| vec![s]);
+    let rate = model.config().sampling_rate;
+    let silence = vec![0f32; (args.sentence_silence * rate as f64) as usize];
+
+    let raw = args.output_raw || args.format == Format::Pcm;
+    let to_stdout = args.output_raw || args.output.as_os_str() == "-";
+    let mut stdout = std::io::stdout().lock();
+    let mut all = Vec::new();
+    let mut noise = SeededNoise::new(args.seed);
+    let start = Instant::now();
+    let mut first_audio = None;
+    let sentences = phonemizer.phonemize(&text)?;
+    for sentence in &sentences {
+        let (ids, missing) = ids_map.ids_lenient(&sentence.phonemes);
+        if !missing.is_empty() {
+            tracing::warn!(?missing, "phonemes missing from the voice's map were dropped");
+        }
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let batch = TokenBatch::new(&[ids], model.config().pad_token_id, runtime.device())?;
+        let out = model.forward(&batch, speakers.as_deref(), &params, &mut noise)?;
+        let mut audio = out.audio(0)?;
+        audio.extend_from_slice(&silence);
+        first_audio.get_or_insert_with(|| start.elapsed());
+        if raw && to_stdout {
+            ferrovox_audio::write_pcm_s16le(&mut stdout, &audio)?;
+            stdout.flush()?;
+        } else {
+            all.extend_from_slice(&audio);
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let samples = if raw && to_stdout { 0 } else { all.len() };
+    if !(raw && to_stdout) {
+        let mut bytes = Vec::with_capacity(44 + 2 * all.len());
+        if raw {
+            ferrovox_audio::write_pcm_s16le(&mut bytes, &all)?;
+        } else {
+            ferrovox_audio::write_wav(&mut bytes, &all, rate)?;
+        }
+        if to_stdout {
+            stdout.write_all(&bytes)?;
+        } else {
+            std::fs::write(&args.output, &bytes)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+        }
+    }
+    if samples > 0 {
+        let seconds = samples as f64 / rate as f64;
+        eprintln!(
+            "{} sentence(s), {seconds:.2} s of audio at {rate} Hz in {wall:.2} s (real-time factor {:.1}x, first audio after {:.0} ms){}",
+            sentences.len(),
+            seconds / wall,
+            first_audio.unwrap_or_default().as_secs_f64() * 1e3,
+            if to_stdout { String::new() } else { format!(" -> {}", args.output.display()) }
+        );
+    }
+    Ok(())
+}
