@@ -12,7 +12,10 @@ pub fn to_i16(samples: &[f32]) -> Vec<i16> {
 
 /// Writes samples as little-endian signed 16-bit PCM.
 pub fn write_pcm_s16le<W: Write>(out: &mut W, samples: &[f32]) -> io::Result<()> {
-    let bytes: Vec<u8> = to_i16(samples).iter().flat_map(|s| s.to_le_bytes()).collect();
+    let bytes: Vec<u8> = to_i16(samples)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
     out.write_all(&bytes)
 }
 
@@ -20,7 +23,9 @@ pub fn write_pcm_s16le<W: Write>(out: &mut W, samples: &[f32]) -> io::Result<()>
 /// For streams of unknown length pass `None`: the sizes are set to the maximum, which
 /// common players read as "until the end of the stream".
 pub fn wav_header(sample_rate: u32, num_samples: Option<usize>) -> [u8; 44] {
-    let data_len = num_samples.map_or(u32::MAX - 36, |n| (n * 2).min((u32::MAX - 36) as usize) as u32);
+    let data_len = num_samples.map_or(u32::MAX - 36, |n| {
+        (n * 2).min((u32::MAX - 36) as usize) as u32
+    });
     let mut h = [0u8; 44];
     h[0..4].copy_from_slice(b"RIFF");
     h[4..8].copy_from_slice(&(36 + data_len).to_le_bytes());
@@ -78,14 +83,20 @@ pub fn read_wav(bytes: &[u8]) -> Result<Wav, String> {
             }
             b"data" => {
                 if bits != 16 || channels == 0 {
-                    return Err(format!("{bits}-bit, {channels}-channel WAV; only 16-bit PCM is read"));
+                    return Err(format!(
+                        "{bits}-bit, {channels}-channel WAV; only 16-bit PCM is read"
+                    ));
                 }
                 let frame = 2 * channels as usize;
                 let samples = body
                     .chunks_exact(frame)
                     .map(|f| i16::from_le_bytes([f[0], f[1]]) as f32 / 32768.0)
                     .collect();
-                return Ok(Wav { sample_rate: rate, channels, samples });
+                return Ok(Wav {
+                    sample_rate: rate,
+                    channels,
+                    samples,
+                });
             }
             _ => {}
         }
@@ -106,7 +117,12 @@ mod tests {
         assert_eq!(buf.len(), 44 + 2000);
         let wav = read_wav(&buf).unwrap();
         assert_eq!((wav.sample_rate, wav.channels), (22050, 1));
-        let err = wav.samples.iter().zip(&samples).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let err = wav
+            .samples
+            .iter()
+            .zip(&samples)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(err < 1e-4, "{err}");
     }
 

@@ -77,7 +77,9 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
         Some(t) => t,
         None => {
             let mut t = String::new();
-            std::io::stdin().read_to_string(&mut t).context("reading text from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .context("reading text from stdin")?;
             t
         }
     };
@@ -87,7 +89,10 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     let (onnx, config) = match ferrovox_voices::resolve(&args.voice)? {
         VoiceFiles::Piper { onnx, config } => (onnx, config),
         VoiceFiles::Transformers { .. } => {
-            bail!("voice `{}` is a transformers checkpoint; `say` reads Piper voices", args.voice)
+            bail!(
+                "voice `{}` is a transformers checkpoint; `say` reads Piper voices",
+                args.voice
+            )
         }
     };
     let runtime = Runtime::init(device, tuning)?;
@@ -96,7 +101,12 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     let ids_map = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
     let espeak_voice = voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str());
     let phonemizer = EspeakPhonemizer::new(espeak_voice)?;
-    eprintln!("loaded {} in {:.2} s on {}", args.voice, load.elapsed().as_secs_f64(), runtime.selection.kind);
+    eprintln!(
+        "loaded {} in {:.2} s on {}",
+        args.voice,
+        load.elapsed().as_secs_f64(),
+        runtime.selection.kind
+    );
 
     let defaults = SynthesisParams::from_config(model.config());
     let params = SynthesisParams {
@@ -122,7 +132,10 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     for sentence in &sentences {
         let (ids, missing) = ids_map.ids_lenient(&sentence.phonemes);
         if !missing.is_empty() {
-            tracing::warn!(?missing, "phonemes missing from the voice's map were dropped");
+            tracing::warn!(
+                ?missing,
+                "phonemes missing from the voice's map were dropped"
+            );
         }
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
         let batch = TokenBatch::new(&[ids], model.config().pad_token_id, runtime.device())?;

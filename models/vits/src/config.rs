@@ -170,7 +170,7 @@ impl Config {
     /// Checks the invariants the modules rely on.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -190,7 +190,7 @@ impl Config {
                 self.hidden_act
             ));
         }
-        if self.flow_size % 2 != 0 || self.depth_separable_channels != 2 {
+        if !self.flow_size.is_multiple_of(2) || self.depth_separable_channels != 2 {
             return bad("flow_size must be even and depth_separable_channels 2".into());
         }
         Ok(())

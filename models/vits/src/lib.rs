@@ -13,6 +13,7 @@ pub mod onnx;
 pub mod piper;
 pub mod spline;
 pub mod text_encoder;
+pub mod tokenizer;
 
 pub use config::{Config, ResBlockKind};
 pub use error::{Error, Result};

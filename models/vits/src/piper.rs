@@ -242,7 +242,7 @@ pub fn to_transformers_name(name: &str) -> Option<String> {
         ["dp", "flows", "0", "logs"] => "duration_predictor.flows.0.log_scale".to_string(),
         ["dp", "flows", n, module, ..] => {
             let n: usize = n.parse().ok()?;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 return None;
             }
             format!(
@@ -393,7 +393,7 @@ fn infer_config(
         "decoder.resblocks.",
         ".convs1.0.weight",
     ));
-    if ups == 0 || blocks % ups != 0 {
+    if ups == 0 || !blocks.is_multiple_of(ups) {
         return Err(format!(
             "{blocks} residual blocks do not divide into {ups} upsampling stages"
         ));

@@ -262,8 +262,8 @@ fn end_to_end(name: &str) {
         &case.io("spectrogram"),
         TOL,
     );
-    for i in 0..expected.len() {
-        assert_eq!(out.audio(i).unwrap().len(), expected[i]);
+    for (i, &len) in expected.iter().enumerate() {
+        assert_eq!(out.audio(i).unwrap().len(), len);
     }
 }
 

@@ -13,6 +13,7 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// One parity case: the weights and the recorded inputs/outputs (`io.*`).
+#[derive(Debug)]
 pub struct Case {
     pub cfg: Config,
     pub tensors: HashMap<String, Tensor>,
