@@ -13,22 +13,47 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let cases = if cases.is_empty() {
-        vec!["matmul"]
+        vec!["matmul", "vits"]
     } else {
         cases
     };
     let mut results = serde_json::Map::new();
+    let dir = repo_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let stem = format!("{}-{}", machine_name(), today());
     for case in cases {
         match case {
             "matmul" => {
                 results.insert("matmul".into(), matmul(quick)?);
             }
-            other => bail!("unknown bench case `{other}` (known: matmul)"),
+            "vits" => {
+                let runs = crate::bench_vits::run(quick)?;
+                let names: Vec<&str> = crate::bench_texts::cases(quick)
+                    .iter()
+                    .map(|c| c.0)
+                    .collect();
+                let md = crate::bench_vits::report(&runs, &names);
+                println!("{md}");
+                let title = format!(
+                    "VITS real-time factor on {} ({}), higher is better",
+                    machine_name(),
+                    today()
+                );
+                std::fs::write(dir.join(format!("{stem}-vits.md")), &md)?;
+                std::fs::write(
+                    dir.join(format!("{stem}-vits.svg")),
+                    crate::bench_vits::svg(&runs, &names, &title),
+                )?;
+                let raw: Vec<serde_json::Value> = runs
+                    .iter()
+                    .map(|r| serde_json::json!({"label": r.label, "threads": r.threads, "result": r.result}))
+                    .collect();
+                results.insert("vits".into(), serde_json::Value::Array(raw));
+            }
+            other => bail!("unknown bench case `{other}` (known: matmul, vits)"),
         }
     }
-    let dir = repo_root().join("bench/results");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}-{}.json", machine_name(), today()));
+    let path = dir.join(format!("{stem}.json"));
     let doc = serde_json::json!({
         "machine": machine_name(),
         "date": today(),

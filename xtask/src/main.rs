@@ -1,6 +1,13 @@
 //! `cargo xtask <command>`: the repository's own tooling.
 
+// The bench workers measure ferrovox as the `ferrovox` binary ships: with mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
+mod bench_texts;
+mod bench_vits;
+mod bench_worker;
 mod doctor;
 mod fixtures;
 mod util;
@@ -9,7 +16,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul] [--quick]
+  bench [matmul|vits] [--quick]
                          run benchmarks; results go to bench/results/
   fixtures vits          regenerate the VITS parity fixtures (makes ../.venv-fixtures)";
 
@@ -21,6 +28,7 @@ fn main() -> anyhow::Result<()> {
     match command {
         "doctor" => doctor::run(rest),
         "bench" => bench::run(rest),
+        "bench-worker" => bench_worker::run(rest),
         "fixtures" => fixtures::run(rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");

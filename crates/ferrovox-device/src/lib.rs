@@ -12,6 +12,7 @@
 mod backend;
 pub mod doctor;
 mod error;
+pub mod kernels;
 pub mod memory;
 pub mod planner;
 mod report;

@@ -5,7 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::ResBlockKind;
-use crate::layers::{leaky_relu, Conv1d, ConvSpec, ConvTranspose1d};
+use crate::layers::{Conv1d, ConvSpec, ConvTranspose1d};
 use crate::Config;
 
 /// A residual block of either kind.
@@ -13,7 +13,6 @@ use crate::Config;
 pub struct ResBlock {
     /// `(dilated conv, plain conv)` pairs for kind 1; `(dilated conv, None)` for kind 2.
     convs: Vec<(Conv1d, Option<Conv1d>)>,
-    slope: f64,
 }
 
 impl ResBlock {
@@ -29,7 +28,10 @@ impl ResBlock {
             .iter()
             .enumerate()
             .map(|(i, &d)| -> Result<_> {
-                let spec = ConvSpec::same(kernel, d);
+                let spec = ConvSpec {
+                    input_leaky_relu: Some(slope),
+                    ..ConvSpec::same(kernel, d)
+                };
                 Ok(match kind {
                     ResBlockKind::One => (
                         Conv1d::new(
@@ -44,7 +46,10 @@ impl ResBlock {
                             channels,
                             channels,
                             kernel,
-                            ConvSpec::same(kernel, 1),
+                            ConvSpec {
+                                input_leaky_relu: Some(slope),
+                                ..ConvSpec::same(kernel, 1)
+                            },
                         )?),
                     ),
                     ResBlockKind::Two => (
@@ -60,7 +65,7 @@ impl ResBlock {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Self { convs, slope })
+        Ok(Self { convs })
     }
 }
 
@@ -68,11 +73,10 @@ impl Module for ResBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (dilated, plain) in &self.convs {
-            let mut h = dilated.forward(&leaky_relu(&x, self.slope)?)?;
-            if let Some(plain) = plain {
-                h = plain.forward(&leaky_relu(&h, self.slope)?)?;
-            }
-            x = (h + x)?;
+            x = match plain {
+                Some(plain) => plain.forward_residual(&dilated.forward(&x)?, &x)?,
+                None => dilated.forward_residual(&x, &x)?,
+            };
         }
         Ok(x)
     }
@@ -87,7 +91,6 @@ pub struct HifiGan {
     conv_post: Conv1d,
     cond: Option<Conv1d>,
     num_kernels: usize,
-    slope: f64,
 }
 
 impl HifiGan {
@@ -116,6 +119,7 @@ impl HifiGan {
                 out,
                 kernel,
                 rate,
+                cfg.leaky_relu_slope,
             )?);
             channels = out;
             for (j, (&k, dilations)) in cfg
@@ -135,6 +139,7 @@ impl HifiGan {
                 )?);
             }
         }
+        // The last activation uses torch's default slope, not the configured one.
         let conv_post = Conv1d::new(
             vb.pp("conv_post"),
             channels,
@@ -142,6 +147,7 @@ impl HifiGan {
             7,
             ConvSpec {
                 bias: false,
+                input_leaky_relu: Some(0.01),
                 ..ConvSpec::same(7, 1)
             },
         )?;
@@ -163,7 +169,6 @@ impl HifiGan {
             conv_post,
             cond,
             num_kernels: cfg.resblock_kernel_sizes.len(),
-            slope: cfg.leaky_relu_slope,
         })
     }
 
@@ -173,7 +178,7 @@ impl HifiGan {
             x = x.broadcast_add(&cond.forward(g)?)?;
         }
         for (i, up) in self.upsampler.iter().enumerate() {
-            x = up.forward(&leaky_relu(&x, self.slope)?)?;
+            x = up.forward(&x)?;
             let blocks = &self.resblocks[i * self.num_kernels..(i + 1) * self.num_kernels];
             let mut sum = blocks[0].forward(&x)?;
             for block in &blocks[1..] {
@@ -181,8 +186,6 @@ impl HifiGan {
             }
             x = (sum / self.num_kernels as f64)?;
         }
-        // The last activation uses torch's default slope, not the configured one.
-        let x = self.conv_post.forward(&leaky_relu(&x, 0.01)?)?;
-        x.tanh()
+        self.conv_post.forward(&x)?.tanh()
     }
 }

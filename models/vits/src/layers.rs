@@ -1,8 +1,9 @@
 //! Building blocks shared by the VITS modules: convolutions that fold weight norm at load,
 //! a transposed convolution on Candle's fast path, and channel-wise layer norm.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use ferrovox_device::kernels::{PackedConv1d, PackedConvTranspose1d};
 
 /// Loads a conv weight of `shape`, folding weight norm when the checkpoint stores it
 /// (`weight_g`/`weight_v`, or `parametrizations.weight.original0/1`): `w = g · v / ‖v‖`, the norm
@@ -37,6 +38,16 @@ pub struct Conv1d {
     padding: usize,
     dilation: usize,
     groups: usize,
+    input_slope: Option<f64>,
+    /// ferrovox's CPU kernel, when the weights are f32 on the CPU.
+    packed: Option<PackedConv1d>,
+}
+
+/// Whether a layer with `weight` should use ferrovox's CPU kernels.
+fn use_cpu_kernels(weight: &Tensor) -> bool {
+    matches!(weight.device(), Device::Cpu)
+        && weight.dtype() == DType::F32
+        && ferrovox_device::kernels::enabled()
 }
 
 impl Conv1d {
@@ -54,13 +65,38 @@ impl Conv1d {
         } else {
             None
         };
+        let (_, _, k) = weight.dims3()?;
+        let packed = if use_cpu_kernels(&weight)
+            && spec.groups == 1
+            && (k > 1 || spec.input_leaky_relu.is_some())
+        {
+            let op = PackedConv1d::new(&weight, bias.as_ref(), spec.padding, spec.dilation)?;
+            Some(match spec.input_leaky_relu {
+                Some(slope) => op.with_input_leaky_relu(slope as f32),
+                None => op,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
             padding: spec.padding,
             dilation: spec.dilation,
             groups: spec.groups,
+            input_slope: spec.input_leaky_relu,
+            packed,
         })
+    }
+
+    /// `residual + conv(x)` in one pass where a kernel allows.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let (Some(op), DType::F32) = (&self.packed, x.dtype()) {
+            return x
+                .contiguous()?
+                .apply_op2(&residual.contiguous()?, op.clone());
+        }
+        self.forward(x)? + residual
     }
 
     /// The folded weight.
@@ -76,6 +112,8 @@ pub struct ConvSpec {
     pub dilation: usize,
     pub groups: usize,
     pub bias: bool,
+    /// A leaky ReLU slope applied to the input first (HiFi-GAN's pre-activation).
+    pub input_leaky_relu: Option<f64>,
 }
 
 impl Default for ConvSpec {
@@ -85,6 +123,7 @@ impl Default for ConvSpec {
             dilation: 1,
             groups: 1,
             bias: true,
+            input_leaky_relu: None,
         }
     }
 }
@@ -102,6 +141,17 @@ impl ConvSpec {
 
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some(op), DType::F32) = (&self.packed, x.dtype()) {
+            return x.contiguous()?.apply_op1(op.clone());
+        }
+        let activated;
+        let x = match self.input_slope {
+            Some(slope) => {
+                activated = leaky_relu(x, slope)?;
+                &activated
+            }
+            None => x,
+        };
         let (_, _, k) = self.weight.dims3()?;
         let y = if k == 1 && self.groups == 1 {
             // A pointwise conv is a matmul; Candle's conv path would unfold first.
@@ -128,30 +178,49 @@ pub struct ConvTranspose1d {
     bias: Tensor,
     stride: usize,
     padding: usize,
+    input_slope: f64,
+    packed: Option<PackedConvTranspose1d>,
 }
 
 impl ConvTranspose1d {
-    /// Loads `weight` `[in, out, kernel]` and `bias` `[out]`.
+    /// Loads `weight` `[in, out, kernel]` and `bias` `[out]`; the input first goes through a
+    /// leaky ReLU of `input_slope`.
     pub fn new(
         vb: VarBuilder,
         in_channels: usize,
         out_channels: usize,
         kernel: usize,
         stride: usize,
+        input_slope: f64,
     ) -> Result<Self> {
         let weight = conv_weight(&vb, (in_channels, out_channels, kernel))?;
         let bias = vb.get(out_channels, "bias")?;
+        let padding = (kernel - stride) / 2;
+        let packed = if use_cpu_kernels(&weight) {
+            Some(
+                PackedConvTranspose1d::new(&weight, Some(&bias), stride, padding)?
+                    .with_input_leaky_relu(input_slope as f32),
+            )
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
             stride,
-            padding: (kernel - stride) / 2,
+            padding,
+            input_slope,
+            packed,
         })
     }
 }
 
 impl Module for ConvTranspose1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some(op), DType::F32) = (&self.packed, x.dtype()) {
+            return x.contiguous()?.apply_op1(op.clone());
+        }
+        let x = &leaky_relu(x, self.input_slope)?;
         let (batch, _, len) = x.dims3()?;
         // Candle 0.11.1's unpadded transposed conv mixes up items of a batch larger than one
         // (the items after the first come out wrong), so each item runs on its own.

@@ -17,5 +17,5 @@ pub mod tokenizer;
 
 pub use config::{Config, ResBlockKind};
 pub use error::{Error, Result};
-pub use model::{Alignment, SynthesisParams, TokenBatch, VitsModel, VitsOutput};
+pub use model::{Alignment, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};

@@ -103,6 +103,19 @@ pub struct Alignment {
     pub frames: Vec<usize>,
 }
 
+/// Wall time per stage of one forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    /// Text encoder.
+    pub text_encoder: std::time::Duration,
+    /// Duration predictor, alignment and prior sampling.
+    pub duration: std::time::Duration,
+    /// Reverse flow.
+    pub flow: std::time::Duration,
+    /// HiFi-GAN decoder.
+    pub decoder: std::time::Duration,
+}
+
 /// A VITS model for inference.
 #[derive(Debug, Clone)]
 pub struct VitsModel {
@@ -323,10 +336,45 @@ impl VitsModel {
         params: &SynthesisParams,
         noise: &mut dyn NoiseSource,
     ) -> Result<VitsOutput> {
+        self.run(batch, speakers, params, noise, None)
+    }
+
+    /// [`VitsModel::forward`], also timing each stage (the device is synchronized between
+    /// stages, so GPU work lands in the stage that queued it).
+    pub fn forward_timed(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<(VitsOutput, StageTimings)> {
+        let mut timings = StageTimings::default();
+        let out = self.run(batch, speakers, params, noise, Some(&mut timings))?;
+        Ok((out, timings))
+    }
+
+    fn run(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+        mut timings: Option<&mut StageTimings>,
+    ) -> Result<VitsOutput> {
+        let mut clock = std::time::Instant::now();
+        let mut lap = |slot: fn(&mut StageTimings) -> &mut std::time::Duration| -> Result<()> {
+            if let Some(t) = timings.as_deref_mut() {
+                self.device.synchronize()?;
+                *slot(t) += clock.elapsed();
+                clock = std::time::Instant::now();
+            }
+            Ok(())
+        };
         self.validate(batch, speakers)?;
         let b = batch.lengths.len();
         let speaker = self.speaker_embedding(speakers, b)?;
         let enc = self.encode_text(batch)?;
+        lap(|t| &mut t.text_encoder)?;
         let mask_b1t = batch.mask.to_dtype(self.dtype)?.unsqueeze(1)?;
         let hidden_bct = enc.hidden.transpose(1, 2)?.contiguous()?;
         let log_durations =
@@ -339,12 +387,15 @@ impl VitsModel {
             .to_dtype(self.dtype)?;
         let prior = (means + ((draw * log_variances.exp()?)? * params.noise_scale)?)?;
         let frame_mask = self.frame_mask(&alignment)?;
+        lap(|t| &mut t.duration)?;
         let latents = self.flow.reverse(&prior, &frame_mask, speaker.as_ref())?;
         let spectrogram = latents.broadcast_mul(&frame_mask)?;
+        lap(|t| &mut t.flow)?;
         let waveform = self
             .decoder
             .forward(&spectrogram, speaker.as_ref())?
             .squeeze(1)?;
+        lap(|t| &mut t.decoder)?;
         let hop = self.cfg.hop_length();
         Ok(VitsOutput {
             waveform,

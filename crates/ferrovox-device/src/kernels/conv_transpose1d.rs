@@ -1,0 +1,230 @@
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{gemm_acc, SendPtr};
+
+/// A grouped-free transposed 1-D convolution (`torch.nn.ConvTranspose1d`, no output padding)
+/// with its weight packed tap-major (`[k][out][in]`): one strided-output GEMM per tap.
+#[derive(Debug, Clone)]
+pub struct PackedConvTranspose1d {
+    weight: std::sync::Arc<[f32]>,
+    bias: std::sync::Arc<[f32]>,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    input_slope: Option<f32>,
+}
+
+impl PackedConvTranspose1d {
+    /// Packs `weight` `[in, out, k]` (f32) and `bias` `[out]`.
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let (in_channels, out_channels, kernel) = weight.dims3()?;
+        let w = weight.to_dtype(candle_core::DType::F32)?.to_vec3::<f32>()?;
+        let mut packed = vec![0f32; kernel * out_channels * in_channels];
+        for (ci, outs) in w.iter().enumerate() {
+            for (co, taps) in outs.iter().enumerate() {
+                for (k, &v) in taps.iter().enumerate() {
+                    packed[(k * out_channels + co) * in_channels + ci] = v;
+                }
+            }
+        }
+        let bias = match bias {
+            Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+            None => vec![0.0; out_channels],
+        };
+        Ok(Self {
+            weight: packed.into(),
+            bias: bias.into(),
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            input_slope: None,
+        })
+    }
+
+    /// Applies `leaky_relu(x, slope)` to the input inside the kernel.
+    pub fn with_input_leaky_relu(mut self, slope: f32) -> Self {
+        self.input_slope = Some(slope);
+        self
+    }
+
+    /// Output length for `len` input samples.
+    pub fn out_len(&self, len: usize) -> Option<usize> {
+        ((len.max(1) - 1) * self.stride + self.kernel).checked_sub(2 * self.padding)
+    }
+}
+
+impl CustomOp1 for PackedConvTranspose1d {
+    fn name(&self) -> &'static str {
+        "ferrovox-conv-transpose1d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("ferrovox-conv-transpose1d takes f32 input");
+        };
+        let (batch, channels, len) = layout.shape().dims3()?;
+        if channels != self.in_channels {
+            candle_core::bail!(
+                "ferrovox-conv-transpose1d: {channels} input channels, weight expects {}",
+                self.in_channels
+            );
+        }
+        let Some((start, _)) = layout.contiguous_offsets() else {
+            candle_core::bail!("ferrovox-conv-transpose1d takes a contiguous input");
+        };
+        let activated;
+        let input = match self.input_slope {
+            None => &data[start..],
+            Some(slope) => {
+                activated = data[start..start + batch * channels * len]
+                    .par_iter()
+                    .map(|&v| if v >= 0.0 { v } else { v * slope })
+                    .collect::<Vec<f32>>();
+                &activated[..]
+            }
+        };
+        let out_len = self.out_len(len).ok_or_else(|| {
+            candle_core::Error::Msg("transposed conv output would be empty".into())
+        })?;
+        let (cin, cout, s, p) = (
+            self.in_channels,
+            self.out_channels,
+            self.stride,
+            self.padding as isize,
+        );
+        let mut out = vec![0f32; batch * cout * out_len];
+        // Taps overlap in time, so work splits by output rows, which never overlap.
+        let rows = (cout / rayon::current_num_threads().max(1)).clamp(1, 16);
+        let row_blocks = cout.div_ceil(rows);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..batch * row_blocks).into_par_iter().for_each(|job| {
+            let (item, r0) = (job / row_blocks, (job % row_blocks) * rows);
+            let r1 = (r0 + rows).min(cout);
+            // SAFETY: each job writes rows [r0, r1) of its own item only.
+            let y = unsafe { dst.get().add(item * cout * out_len) };
+            for co in r0..r1 {
+                for t in 0..out_len {
+                    unsafe { *y.add(co * out_len + t) = self.bias[co] };
+                }
+            }
+            let x = input[item * cin * len..].as_ptr();
+            for k in 0..self.kernel {
+                // Input column t lands on output column t·s + k − p.
+                let offset = k as isize - p;
+                let t_lo = if offset >= 0 {
+                    0
+                } else {
+                    ((-offset) as usize).div_ceil(s)
+                };
+                let t_hi = ((out_len as isize - offset + s as isize - 1) / s as isize)
+                    .clamp(0, len as isize) as usize;
+                if t_lo >= t_hi {
+                    continue;
+                }
+                let first = (t_lo * s) as isize + offset;
+                // SAFETY: output columns first + s·j for j < t_hi − t_lo lie in [0, out_len).
+                unsafe {
+                    gemm_acc(
+                        r1 - r0,
+                        t_hi - t_lo,
+                        cin,
+                        y.add(r0 * out_len).offset(first),
+                        out_len as isize,
+                        s as isize,
+                        self.weight[(k * cout + r0) * cin..].as_ptr(),
+                        cin as isize,
+                        1,
+                        x.add(t_lo),
+                        len as isize,
+                    );
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn check(batch: usize, cin: usize, cout: usize, k: usize, stride: usize, len: usize) {
+        let dev = Device::Cpu;
+        let padding = (k - stride) / 2;
+        let x = Tensor::randn(0f32, 1., (batch, cin, len), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (cin, cout, k), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
+        // Candle's own op, one item at a time (its batched unpadded path is unreliable).
+        let items: Vec<Tensor> = (0..batch)
+            .map(|i| {
+                x.narrow(0, i, 1)
+                    .unwrap()
+                    .conv_transpose1d(&w, padding, 0, stride, 1, 1)
+                    .unwrap()
+            })
+            .collect();
+        let reference = Tensor::cat(&items, 0)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, cout, 1)).unwrap())
+            .unwrap();
+        let op = PackedConvTranspose1d::new(&w, Some(&b), stride, padding).unwrap();
+        let ours = x.apply_op1(op).unwrap();
+        assert_eq!(ours.dims(), reference.dims());
+        let err = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let err = err.to_scalar::<f32>().unwrap();
+        assert!(
+            err < 1e-4,
+            "b{batch} {cin}->{cout} k{k} s{stride} len{len}: {err}"
+        );
+    }
+
+    #[test]
+    fn fused_leaky_relu_matches_the_composition() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 8, 30), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (8, 4, 16), &dev).unwrap();
+        let act = candle_nn::ops::leaky_relu(&x, 0.1).unwrap();
+        let plain = PackedConvTranspose1d::new(&w, None, 8, 4).unwrap();
+        let reference = act.apply_op1(plain.clone()).unwrap();
+        let fused = x.apply_op1(plain.with_input_leaky_relu(0.1)).unwrap();
+        let err = (fused - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-6, "{err}");
+    }
+
+    #[test]
+    fn matches_candle_conv_transpose1d() {
+        check(1, 8, 4, 16, 8, 20);
+        check(2, 16, 8, 8, 4, 33);
+        check(3, 4, 2, 4, 2, 7);
+        check(1, 6, 3, 3, 1, 5);
+        check(2, 5, 7, 16, 8, 1);
+    }
+}

@@ -1,0 +1,80 @@
+//! CPU kernels of ferrovox's own, as Candle custom ops, where Candle's are slow for vocoders.
+//!
+//! Candle's CPU `conv1d` unfolds the input into a `K`-times larger buffer with a scalar loop,
+//! runs one GEMM and then transposes the result, also scalar: for HiFi-GAN's long, narrow
+//! activations most of the time goes to the unfold and the transpose. These kernels instead
+//! run one GEMM per kernel tap on shifted views of the input, accumulating straight into the
+//! output, tiled over time so each tile stays in cache, and tiles run on the rayon pool.
+
+mod conv1d;
+mod conv_transpose1d;
+
+pub use conv1d::PackedConv1d;
+pub use conv_transpose1d::PackedConvTranspose1d;
+
+/// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`
+/// (the switch exists to measure them against Candle's own ops).
+pub fn enabled() -> bool {
+    !matches!(
+        std::env::var("FERROVOX_CPU_KERNELS").as_deref(),
+        Ok("0" | "false" | "off" | "no")
+    )
+}
+
+/// A raw pointer that may cross threads: the kernels hand each task a disjoint region.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer; a method so closures capture the wrapper, not the raw field.
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// `dst[m×n] += lhs[m×k] · rhs[k×n]`, all row-major with the given row strides, one thread.
+///
+/// # Safety
+/// The pointers must be valid for the extents the strides and sizes describe, and `dst` must
+/// not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            true,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            1,
+            rhs_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}

@@ -1,0 +1,169 @@
+//! `xtask bench-worker SPEC`: one engine configuration measured in a process of its own, so
+//! the thread pool, the allocator state and the peak RSS belong to that configuration alone.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
+use ferrovox_vits::{
+    piper, Config, SeededNoise, StageTimings, SynthesisParams, TokenBatch, VitsModel,
+};
+use serde_json::{json, Value};
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let path = args
+        .first()
+        .context("usage: xtask bench-worker SPEC_JSON")?;
+    let spec: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    if !spec["kernels"].as_bool().unwrap_or(true) {
+        std::env::set_var("FERROVOX_CPU_KERNELS", "0");
+    }
+    let threads = spec["threads"].as_u64().context("threads")? as usize;
+    let tuning = TuningConfig {
+        num_threads: Some(threads),
+        ..Default::default()
+    };
+    let runtime = Runtime::init(&DeviceRequest::Cpu, &tuning)?;
+    let reps = spec["reps"].as_u64().unwrap_or(5) as usize;
+    let cases: Vec<(String, String)> = spec["cases"]
+        .as_object()
+        .context("cases")?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let result = match spec["model"].as_str() {
+        Some("piper") => piper_cases(&spec, &runtime, &cases, reps)?,
+        Some("mms") => mms_cases(&spec, &cases, reps)?,
+        other => anyhow::bail!("unknown model {other:?}"),
+    };
+    println!("{result}");
+    Ok(())
+}
+
+fn stages_json(t: &StageTimings) -> Value {
+    json!({
+        "text_encoder_s": t.text_encoder.as_secs_f64(),
+        "duration_s": t.duration.as_secs_f64(),
+        "flow_s": t.flow.as_secs_f64(),
+        "decoder_s": t.decoder.as_secs_f64(),
+    })
+}
+
+fn add(a: &mut StageTimings, b: &StageTimings) {
+    a.text_encoder += b.text_encoder;
+    a.duration += b.duration;
+    a.flow += b.flow;
+    a.decoder += b.decoder;
+}
+
+fn piper_cases(
+    spec: &Value,
+    runtime: &Runtime,
+    cases: &[(String, String)],
+    reps: usize,
+) -> anyhow::Result<Value> {
+    let onnx = PathBuf::from(spec["onnx"].as_str().context("onnx")?);
+    let config = PathBuf::from(spec["config"].as_str().context("config")?);
+    let start = Instant::now();
+    let (model, voice) = piper::load_voice(&onnx, &config, runtime.device())?;
+    let ids_map = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
+    let phonemizer =
+        EspeakPhonemizer::new(voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str()))?;
+    let load_s = start.elapsed().as_secs_f64();
+    let params = SynthesisParams::from_config(model.config());
+    let rate = model.config().sampling_rate as f64;
+    let mut out = serde_json::Map::new();
+    for (name, text) in cases {
+        let (mut walls, mut firsts) = (Vec::new(), Vec::new());
+        let mut audio_s = 0.0;
+        let mut stages = StageTimings::default();
+        for rep in 0..=reps {
+            let mut noise = SeededNoise::new(rep as u64);
+            let t0 = Instant::now();
+            let mut first = None;
+            let mut samples = 0usize;
+            let mut rep_stages = StageTimings::default();
+            for sentence in phonemizer.phonemize(text)? {
+                let (ids, _) = ids_map.ids_lenient(&sentence.phonemes);
+                let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+                let batch = TokenBatch::new(&[ids], 0, runtime.device())?;
+                let (o, t) = model.forward_timed(&batch, None, &params, &mut noise)?;
+                samples += o.audio(0)?.len();
+                first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                add(&mut rep_stages, &t);
+            }
+            if rep == 0 {
+                continue;
+            }
+            walls.push(t0.elapsed().as_secs_f64());
+            firsts.push(first.unwrap_or_default());
+            audio_s = samples as f64 / rate;
+            add(&mut stages, &rep_stages);
+        }
+        let n = reps.max(1) as u32;
+        let mean = StageTimings {
+            text_encoder: stages.text_encoder / n,
+            duration: stages.duration / n,
+            flow: stages.flow / n,
+            decoder: stages.decoder / n,
+        };
+        out.insert(
+            name.clone(),
+            json!({"wall_s": walls, "first_audio_s": firsts, "audio_s": audio_s, "stages": stages_json(&mean)}),
+        );
+    }
+    Ok(json!({
+        "engine": "ferrovox",
+        "load_s": load_s,
+        "peak_rss": ferrovox_device::memory::peak_rss(),
+        "threads": runtime.tuning.threads.threads,
+        "cases": out,
+    }))
+}
+
+fn mms_cases(spec: &Value, cases: &[(String, String)], reps: usize) -> anyhow::Result<Value> {
+    let dir = PathBuf::from(spec["dir"].as_str().context("dir")?);
+    let start = Instant::now();
+    let cfg = Config::from_json(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    // SAFETY: the file is not modified while mapped.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )?
+    };
+    let model = VitsModel::new(&cfg, vb)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
+    let params = SynthesisParams {
+        noise_scale: 0.0,
+        noise_scale_duration: 0.0,
+        length_scale: 1.0,
+    };
+    let mut out = serde_json::Map::new();
+    for (name, _) in cases {
+        let seq: Vec<u32> = serde_json::from_value(ids[name].clone())?;
+        let batch = TokenBatch::new(&[seq], 0, &Device::Cpu)?;
+        let mut walls = Vec::new();
+        let mut audio_s = 0.0;
+        for rep in 0..=reps {
+            let t0 = Instant::now();
+            let o = model.forward(&batch, None, &params, &mut SeededNoise::new(0))?;
+            if rep > 0 {
+                walls.push(t0.elapsed().as_secs_f64());
+            }
+            audio_s = o.sample_lengths[0] as f64 / cfg.sampling_rate as f64;
+        }
+        out.insert(name.clone(), json!({"wall_s": walls, "audio_s": audio_s}));
+    }
+    Ok(json!({
+        "engine": "ferrovox-mms",
+        "load_s": load_s,
+        "peak_rss": ferrovox_device::memory::peak_rss(),
+        "cases": out,
+    }))
+}
