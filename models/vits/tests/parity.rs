@@ -8,7 +8,6 @@ use common::{assert_close, Case};
 use ferrovox_vits::duration::Durations;
 use ferrovox_vits::{RecordedNoise, SynthesisParams, TokenBatch, VitsModel};
 
-const TOL: f32 = 1e-4;
 
 fn model(case: &Case) -> VitsModel {
     VitsModel::new(&case.cfg, case.vb()).unwrap()
@@ -16,7 +15,12 @@ fn model(case: &Case) -> VitsModel {
 
 fn batch(case: &Case) -> TokenBatch {
     let ids = case.ids("input_ids");
-    let mask = case.io("attention_mask").to_dtype(DType::F32).unwrap();
+    let mask = case
+        .io("attention_mask")
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
     let lengths: Vec<usize> = mask
         .sum(1)
         .unwrap()
@@ -30,9 +34,9 @@ fn batch(case: &Case) -> TokenBatch {
         .zip(&lengths)
         .map(|(r, &l)| r[..l].to_vec())
         .collect();
-    let b = TokenBatch::new(&seqs, case.cfg.pad_token_id, &Device::Cpu).unwrap();
+    let b = TokenBatch::new(&seqs, case.cfg.pad_token_id, &common::device()).unwrap();
     assert_eq!(
-        b.mask.to_vec2::<f32>().unwrap(),
+        b.mask.to_device(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap(),
         mask.to_vec2::<f32>().unwrap()
     );
     b
@@ -40,6 +44,7 @@ fn batch(case: &Case) -> TokenBatch {
 
 fn speakers(case: &Case) -> Option<Vec<u32>> {
     case.tensors.get("io.speaker_id").map(|t| {
+        let t = t.to_device(&Device::Cpu).unwrap();
         t.to_dtype(DType::I64)
             .unwrap()
             .to_vec1::<i64>()
@@ -61,19 +66,19 @@ fn text_encoder_stage(name: &str) {
         &format!("{name} text_encoder.hidden"),
         &out.hidden,
         &case.io("text_encoder.last_hidden_state"),
-        TOL,
+        common::tolerance(),
     );
     assert_close(
         &format!("{name} text_encoder.prior_means"),
         &out.prior_means,
         &case.io("text_encoder.prior_means"),
-        TOL,
+        common::tolerance(),
     );
     assert_close(
         &format!("{name} text_encoder.prior_log_variances"),
         &out.prior_log_variances,
         &case.io("text_encoder.prior_log_variances"),
-        TOL,
+        common::tolerance(),
     );
 }
 
@@ -86,8 +91,16 @@ fn text_encoder_matches_transformers_within_1e4() {
 fn duration_stage(name: &str) {
     let case = Case::load(name);
     let m = model(&case);
-    let speaker = case.tensors.get("io.speaker_embedding");
-    let mut noise = RecordedNoise::new(case.tensors.get("io.noise_duration").cloned());
+    let speaker = case
+        .tensors
+        .get("io.speaker_embedding")
+        .map(|_| case.io("speaker_embedding"));
+    let speaker = speaker.as_ref();
+    let mut noise = RecordedNoise::new(
+        case.tensors
+            .get("io.noise_duration")
+            .map(|_| case.io("noise_duration")),
+    );
     let ld = m
         .log_durations(
             &case.io("duration.input_hidden"),
@@ -101,7 +114,7 @@ fn duration_stage(name: &str) {
         &format!("{name} log_duration"),
         &ld,
         &case.io("duration.log_duration"),
-        TOL,
+        common::tolerance(),
     );
 }
 
@@ -122,7 +135,12 @@ fn spline_flows_inside_and_outside_the_tail_bound_match_within_1e4() {
     let Durations::Stochastic(sdp) = Durations::new(&case.cfg, vb).unwrap() else {
         panic!("tiny_sdp has a stochastic predictor")
     };
-    let scale = case.io("sdp_only.noise_scale").to_vec1::<f32>().unwrap()[0] as f64;
+    let scale = case
+        .io("sdp_only.noise_scale")
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0] as f64;
     let ld = sdp
         .forward(
             &case.io("sdp_only.input_hidden"),
@@ -136,7 +154,7 @@ fn spline_flows_inside_and_outside_the_tail_bound_match_within_1e4() {
         "sdp_only log_duration",
         &ld,
         &case.io("sdp_only.log_duration"),
-        TOL,
+        common::tolerance(),
     );
 }
 
@@ -152,7 +170,7 @@ fn alignment_stage(name: &str) {
         )
         .unwrap();
     let expected: Vec<usize> = case
-        .io("predicted_lengths")
+        .tensors["io.predicted_lengths"]
         .to_dtype(DType::I64)
         .unwrap()
         .to_vec1::<i64>()
@@ -188,7 +206,11 @@ fn alignment_expansion_is_exact() {
 fn flow_stage(name: &str) {
     let case = Case::load(name);
     let m = model(&case);
-    let speaker = case.tensors.get("io.speaker_embedding");
+    let speaker = case
+        .tensors
+        .get("io.speaker_embedding")
+        .map(|_| case.io("speaker_embedding"));
+    let speaker = speaker.as_ref();
     let out = m
         .flow()
         .reverse(
@@ -197,7 +219,7 @@ fn flow_stage(name: &str) {
             speaker,
         )
         .unwrap();
-    assert_close(&format!("{name} flow"), &out, &case.io("flow.output"), TOL);
+    assert_close(&format!("{name} flow"), &out, &case.io("flow.output"), common::tolerance());
 }
 
 #[test]
@@ -209,7 +231,11 @@ fn reverse_flow_matches_within_1e4() {
 fn decoder_stage(name: &str) {
     let case = Case::load(name);
     let m = model(&case);
-    let speaker = case.tensors.get("io.speaker_embedding");
+    let speaker = case
+        .tensors
+        .get("io.speaker_embedding")
+        .map(|_| case.io("speaker_embedding"));
+    let speaker = speaker.as_ref();
     let out = m
         .decoder()
         .forward(&case.io("decoder.input"), speaker)
@@ -218,7 +244,7 @@ fn decoder_stage(name: &str) {
         &format!("{name} decoder"),
         &out,
         &case.io("decoder.output"),
-        TOL,
+        common::tolerance(),
     );
 }
 
@@ -233,7 +259,8 @@ fn end_to_end(name: &str) {
     let m = model(&case);
     let draws: Vec<Tensor> = ["io.noise_duration", "io.noise_prior"]
         .iter()
-        .filter_map(|k| case.tensors.get(*k).cloned())
+        .filter(|k| case.tensors.contains_key(**k))
+        .map(|k| case.io(&k["io.".len()..]))
         .collect();
     let mut noise = RecordedNoise::new(draws);
     let spk = speakers(&case);
@@ -241,7 +268,7 @@ fn end_to_end(name: &str) {
         .forward(&batch(&case), spk.as_deref(), &params(&case), &mut noise)
         .unwrap();
     let expected: Vec<usize> = case
-        .io("sequence_lengths")
+        .tensors["io.sequence_lengths"]
         .to_dtype(DType::I64)
         .unwrap()
         .to_vec1::<i64>()
@@ -254,13 +281,13 @@ fn end_to_end(name: &str) {
         &format!("{name} end-to-end waveform"),
         &out.waveform,
         &case.io("waveform"),
-        TOL,
+        common::tolerance(),
     );
     assert_close(
         &format!("{name} end-to-end spectrogram"),
         &out.spectrogram,
         &case.io("spectrogram"),
-        TOL,
+        common::tolerance(),
     );
     for (i, &len) in expected.iter().enumerate() {
         assert_eq!(out.audio(i).unwrap().len(), len);

@@ -8,8 +8,29 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use ferrovox_vits::Config;
 
+/// The fixture directory: `FERROVOX_VITS_FIXTURES`, else this crate's `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("FERROVOX_VITS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+}
+
+/// The device the tests run on: `FERROVOX_TEST_DEVICE` (`cpu`, `cuda`, ...), default CPU.
+pub fn device() -> Device {
+    let request: ferrovox_device::DeviceRequest = std::env::var("FERROVOX_TEST_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .expect("FERROVOX_TEST_DEVICE");
+    ferrovox_device::select(&request).expect("test device").device
+}
+
+/// The parity tolerance on the test device: 1e-4 in f32, looser where TF32 is on.
+pub fn tolerance() -> f32 {
+    match device() {
+        Device::Cpu => 1e-4,
+        _ if candle_core::cuda::gemm_reduced_precision_f32() => 5e-3,
+        _ => 1e-4,
+    }
 }
 
 /// One parity case: the weights and the recorded inputs/outputs (`io.*`).
@@ -31,18 +52,19 @@ impl Case {
     }
 
     pub fn vb(&self) -> VarBuilder<'static> {
-        VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu)
+        VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device())
     }
 
     pub fn io(&self, name: &str) -> Tensor {
         self.tensors
             .get(&format!("io.{name}"))
             .unwrap_or_else(|| panic!("fixture lacks io.{name}"))
-            .clone()
+            .to_device(&device())
+            .unwrap()
     }
 
     pub fn ids(&self, name: &str) -> Vec<Vec<u32>> {
-        let t = self.io(name).to_dtype(DType::I64).unwrap();
+        let t = self.io(name).to_dtype(DType::I64).unwrap().to_device(&Device::Cpu).unwrap();
         t.to_vec2::<i64>()
             .unwrap()
             .into_iter()
