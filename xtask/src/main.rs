@@ -10,6 +10,7 @@ mod bench_vits;
 mod bench_worker;
 mod doctor;
 mod fixtures;
+mod gpu;
 mod util;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -18,7 +19,8 @@ commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
   bench [matmul|vits] [--quick]
                          run benchmarks; results go to bench/results/
-  fixtures vits          regenerate the VITS parity fixtures (makes ../.venv-fixtures)";
+  fixtures vits          regenerate the VITS parity fixtures (makes ../.venv-fixtures)
+  gpu [--cudnn]          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::run(rest),
         "bench-worker" => bench_worker::run(rest),
         "fixtures" => fixtures::run(rest),
+        "gpu" => gpu::run(rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

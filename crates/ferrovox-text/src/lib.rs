@@ -44,6 +44,7 @@
 
 #[cfg(feature = "espeak")]
 mod espeak;
+pub mod normalize;
 mod phoneme_ids;
 mod sentences;
 
@@ -51,6 +52,7 @@ use std::path::PathBuf;
 
 #[cfg(feature = "espeak")]
 pub use espeak::{default_cache_dir, ensure_bundled_data, EspeakPhonemizer};
+pub use normalize::normalize_english;
 pub use phoneme_ids::{PhonemeIdMap, BOS, EOS, PAD};
 pub use sentences::split_sentences;
 

@@ -1,6 +1,7 @@
 //! VITS text-to-speech on Candle: transformers' `VitsModel` checkpoints (MMS-TTS) and Piper
 //! voices, loaded into the same modules.
 
+mod checkpoint;
 mod config;
 pub mod duration;
 mod error;
@@ -15,6 +16,7 @@ pub mod spline;
 pub mod text_encoder;
 pub mod tokenizer;
 
+pub use checkpoint::TransformersCheckpoint;
 pub use config::{Config, ResBlockKind};
 pub use error::{Error, Result};
 pub use model::{Alignment, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput};

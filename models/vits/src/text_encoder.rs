@@ -76,7 +76,8 @@ impl Attention {
         let x = x.pad_with_zeros(1, 0, len - 1)?;
         x.reshape((bh, len + 1, 2 * len - 1))?
             .narrow(1, 0, len)?
-            .narrow(2, len - 1, len)
+            .narrow(2, len - 1, len)?
+            .contiguous()
     }
 
     /// `[bh, len, len]` absolute weights → `[bh, len, 2·len − 1]` relative ones.
@@ -86,7 +87,9 @@ impl Attention {
             .pad_with_zeros(2, 0, len - 1)?
             .reshape((bh, len * (2 * len - 1)))?;
         let x = x.pad_with_zeros(1, len, 0)?;
-        x.reshape((bh, len, 2 * len))?.narrow(2, 1, 2 * len - 1)
+        x.reshape((bh, len, 2 * len))?
+            .narrow(2, 1, 2 * len - 1)?
+            .contiguous()
     }
 
     /// `hidden` `[b, t, h]`; `mask_bias` `[b, 1, 1, t]` additive (0 or a large negative).

@@ -8,7 +8,6 @@ use common::{assert_close, Case};
 use ferrovox_vits::duration::Durations;
 use ferrovox_vits::{RecordedNoise, SynthesisParams, TokenBatch, VitsModel};
 
-
 fn model(case: &Case) -> VitsModel {
     VitsModel::new(&case.cfg, case.vb()).unwrap()
 }
@@ -36,7 +35,11 @@ fn batch(case: &Case) -> TokenBatch {
         .collect();
     let b = TokenBatch::new(&seqs, case.cfg.pad_token_id, &common::device()).unwrap();
     assert_eq!(
-        b.mask.to_device(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap(),
+        b.mask
+            .to_device(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap(),
         mask.to_vec2::<f32>().unwrap()
     );
     b
@@ -169,8 +172,7 @@ fn alignment_stage(name: &str) {
             params(&case).length_scale,
         )
         .unwrap();
-    let expected: Vec<usize> = case
-        .tensors["io.predicted_lengths"]
+    let expected: Vec<usize> = case.tensors["io.predicted_lengths"]
         .to_dtype(DType::I64)
         .unwrap()
         .to_vec1::<i64>()
@@ -219,7 +221,12 @@ fn flow_stage(name: &str) {
             speaker,
         )
         .unwrap();
-    assert_close(&format!("{name} flow"), &out, &case.io("flow.output"), common::tolerance());
+    assert_close(
+        &format!("{name} flow"),
+        &out,
+        &case.io("flow.output"),
+        common::tolerance(),
+    );
 }
 
 #[test]
@@ -267,8 +274,7 @@ fn end_to_end(name: &str) {
     let out = m
         .forward(&batch(&case), spk.as_deref(), &params(&case), &mut noise)
         .unwrap();
-    let expected: Vec<usize> = case
-        .tensors["io.sequence_lengths"]
+    let expected: Vec<usize> = case.tensors["io.sequence_lengths"]
         .to_dtype(DType::I64)
         .unwrap()
         .to_vec1::<i64>()

@@ -115,10 +115,10 @@ impl PackedConv1d {
                 );
             }
         }
-        let mut out = vec![0f32; batch * cout * out_len];
+        let mut out = super::uninit_vec(batch * cout * out_len);
         let tile = self.tile();
         let tiles = out_len.div_ceil(tile);
-        let dst = SendPtr(out.as_mut_ptr());
+        let dst = SendPtr(out.as_mut_ptr() as *mut f32);
         let span_extra = self.dilation * (self.kernel - 1);
         (0..batch * tiles).into_par_iter().for_each(|job| {
             let (item, t0) = (job / tiles, (job % tiles) * tile);
@@ -127,17 +127,21 @@ impl PackedConv1d {
             let y = unsafe { dst.get().add(item * cout * out_len) };
             for (co, &b) in self.bias.iter().enumerate() {
                 let row = co * out_len;
-                // SAFETY: columns [t0, t1) of row `co` belong to this job.
-                let cells = unsafe { std::slice::from_raw_parts_mut(y.add(row + t0), t1 - t0) };
+                // SAFETY: columns [t0, t1) of row `co` belong to this job; they are written
+                // through the pointer before anything reads them.
+                let cells = unsafe { y.add(row) };
                 match residual {
                     Some(r) => {
-                        let r =
-                            &r[item * cout * out_len + row + t0..item * cout * out_len + row + t1];
-                        for (cell, &v) in cells.iter_mut().zip(r) {
-                            *cell = v + b;
+                        let base = item * cout * out_len + row;
+                        for (t, &v) in (t0..t1).zip(&r[base + t0..base + t1]) {
+                            unsafe { cells.add(t).write(v + b) };
                         }
                     }
-                    None => cells.fill(b),
+                    None => {
+                        for t in t0..t1 {
+                            unsafe { cells.add(t).write(b) };
+                        }
+                    }
                 }
             }
             let x = &input[item * cin * len..(item + 1) * cin * len];
@@ -146,6 +150,8 @@ impl PackedConv1d {
                 Some(slope) => self.taps_activated(x, len, y, out_len, t0, t1, span_extra, slope),
             }
         });
+        // SAFETY: the jobs initialised every element (bias or residual) before accumulating.
+        let out = unsafe { super::assume_init(out) };
         Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))))
     }
 
@@ -210,12 +216,13 @@ impl PackedConv1d {
             window.resize(cin * span, 0.0);
             let lo = first.max(0) as usize;
             let hi = ((first + span as isize).min(len as isize)).max(0) as usize;
+            let offset = (lo as isize - first) as usize;
             for ci in 0..cin {
-                let src = &x[ci * len..(ci + 1) * len];
-                let dst = &mut window[ci * span..(ci + 1) * span];
-                for c in lo..hi {
-                    let v = src[c];
-                    dst[(c as isize - first) as usize] = if v >= 0.0 { v } else { v * slope };
+                let src = &x[ci * len + lo..ci * len + hi];
+                let dst = &mut window[ci * span + offset..ci * span + offset + (hi - lo)];
+                // slope < 1, so leaky_relu(v) = max(v, slope·v): branch-free and vectorised.
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v.max(v * slope);
                 }
             }
             for k in 0..self.kernel {

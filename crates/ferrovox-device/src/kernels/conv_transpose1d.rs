@@ -88,7 +88,7 @@ impl CustomOp1 for PackedConvTranspose1d {
             Some(slope) => {
                 activated = data[start..start + batch * channels * len]
                     .par_iter()
-                    .map(|&v| if v >= 0.0 { v } else { v * slope })
+                    .map(|&v| v.max(v * slope))
                     .collect::<Vec<f32>>();
                 &activated[..]
             }
@@ -102,11 +102,11 @@ impl CustomOp1 for PackedConvTranspose1d {
             self.stride,
             self.padding as isize,
         );
-        let mut out = vec![0f32; batch * cout * out_len];
+        let mut out = super::uninit_vec(batch * cout * out_len);
         // Taps overlap in time, so work splits by output rows, which never overlap.
         let rows = (cout / rayon::current_num_threads().max(1)).clamp(1, 16);
         let row_blocks = cout.div_ceil(rows);
-        let dst = SendPtr(out.as_mut_ptr());
+        let dst = SendPtr(out.as_mut_ptr() as *mut f32);
         (0..batch * row_blocks).into_par_iter().for_each(|job| {
             let (item, r0) = (job / row_blocks, (job % row_blocks) * rows);
             let r1 = (r0 + rows).min(cout);
@@ -114,7 +114,7 @@ impl CustomOp1 for PackedConvTranspose1d {
             let y = unsafe { dst.get().add(item * cout * out_len) };
             for co in r0..r1 {
                 for t in 0..out_len {
-                    unsafe { *y.add(co * out_len + t) = self.bias[co] };
+                    unsafe { y.add(co * out_len + t).write(self.bias[co]) };
                 }
             }
             let x = input[item * cin * len..].as_ptr();
@@ -150,6 +150,8 @@ impl CustomOp1 for PackedConvTranspose1d {
                 }
             }
         });
+        // SAFETY: the jobs initialised every element (bias or residual) before accumulating.
+        let out = unsafe { super::assume_init(out) };
         Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))))
     }
 }

@@ -21,6 +21,24 @@ pub fn enabled() -> bool {
     )
 }
 
+/// An output buffer of `len` values that the kernel writes in full before reading: zeroing it
+/// first would cost a pass over memory (and, for fresh pages, the page clearing twice).
+fn uninit_vec(len: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(len);
+    v.resize_with(len, std::mem::MaybeUninit::uninit);
+    v
+}
+
+/// The buffer once every element has been written.
+///
+/// # Safety
+/// Every element must have been initialised.
+unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: MaybeUninit<f32> has f32's layout; the caller vouches for initialisation.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
+}
+
 /// A raw pointer that may cross threads: the kernels hand each task a disjoint region.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut T);
