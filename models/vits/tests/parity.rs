@@ -94,10 +94,7 @@ fn text_encoder_matches_transformers_within_1e4() {
 fn duration_stage(name: &str) {
     let case = Case::load(name);
     let m = model(&case);
-    let speaker = case
-        .tensors
-        .get("io.speaker_embedding")
-        .map(|_| case.io("speaker_embedding"));
+    let speaker = case.speaker_embedding();
     let speaker = speaker.as_ref();
     let mut noise = RecordedNoise::new(
         case.tensors
@@ -208,10 +205,7 @@ fn alignment_expansion_is_exact() {
 fn flow_stage(name: &str) {
     let case = Case::load(name);
     let m = model(&case);
-    let speaker = case
-        .tensors
-        .get("io.speaker_embedding")
-        .map(|_| case.io("speaker_embedding"));
+    let speaker = case.speaker_embedding();
     let speaker = speaker.as_ref();
     let out = m
         .flow()
@@ -238,10 +232,7 @@ fn reverse_flow_matches_within_1e4() {
 fn decoder_stage(name: &str) {
     let case = Case::load(name);
     let m = model(&case);
-    let speaker = case
-        .tensors
-        .get("io.speaker_embedding")
-        .map(|_| case.io("speaker_embedding"));
+    let speaker = case.speaker_embedding();
     let speaker = speaker.as_ref();
     let out = m
         .decoder()

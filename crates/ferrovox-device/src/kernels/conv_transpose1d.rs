@@ -188,15 +188,7 @@ mod tests {
         let op = PackedConvTranspose1d::new(&w, Some(&b), stride, padding).unwrap();
         let ours = x.apply_op1(op).unwrap();
         assert_eq!(ours.dims(), reference.dims());
-        let err = (ours - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        let err = err.to_scalar::<f32>().unwrap();
+        let err = super::super::max_abs_diff(&ours, &reference);
         assert!(
             err < 1e-4,
             "b{batch} {cin}->{cout} k{k} s{stride} len{len}: {err}"
@@ -212,16 +204,7 @@ mod tests {
         let plain = PackedConvTranspose1d::new(&w, None, 8, 4).unwrap();
         let reference = act.apply_op1(plain.clone()).unwrap();
         let fused = x.apply_op1(plain.with_input_leaky_relu(0.1)).unwrap();
-        let err = (fused - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = super::super::max_abs_diff(&fused, &reference);
         assert!(err < 1e-6, "{err}");
     }
 

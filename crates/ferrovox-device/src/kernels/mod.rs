@@ -96,3 +96,15 @@ unsafe fn gemm_acc(
         )
     }
 }
+
+/// Largest absolute difference between two tensors of one shape, for the kernels' tests.
+#[cfg(test)]
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("difference of two f32 tensors")
+}

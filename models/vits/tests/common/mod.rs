@@ -74,6 +74,13 @@ impl Case {
             .unwrap()
     }
 
+    /// The recorded speaker embedding `[b, s, 1]`, for multi-speaker cases.
+    pub fn speaker_embedding(&self) -> Option<Tensor> {
+        self.tensors
+            .contains_key("io.speaker_embedding")
+            .then(|| self.io("speaker_embedding"))
+    }
+
     pub fn ids(&self, name: &str) -> Vec<Vec<u32>> {
         let t = self
             .io(name)
