@@ -50,15 +50,26 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .collect();
                 results.insert("vits".into(), serde_json::Value::Array(raw));
             }
-            other => bail!("unknown bench case `{other}` (known: matmul, vits)"),
+            "batching" => {
+                results.insert("batching".into(), crate::bench_batching::run()?);
+            }
+            other => bail!("unknown bench case `{other}` (known: matmul, vits, batching)"),
         }
     }
     let path = dir.join(format!("{stem}.json"));
+    // Several invocations on one day accumulate in one file; a case measured again replaces
+    // its earlier entry.
+    let mut merged = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("results").and_then(|r| r.as_object().cloned()))
+        .unwrap_or_default();
+    merged.extend(results);
     let doc = serde_json::json!({
         "machine": machine_name(),
         "date": today(),
         "load_average": load_average(),
-        "results": results,
+        "results": merged,
     });
     std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
     println!("wrote {}", path.display());

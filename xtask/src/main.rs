@@ -5,6 +5,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod bench_batching;
 mod bench_texts;
 mod bench_vits;
 mod bench_worker;
@@ -17,7 +18,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|vits] [--quick]
+  bench [matmul|vits|batching] [--quick]
                          run benchmarks; results go to bench/results/
   fixtures vits          regenerate the VITS parity fixtures (makes ../.venv-fixtures)
   gpu [--cudnn]          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";

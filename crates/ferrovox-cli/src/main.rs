@@ -2,6 +2,7 @@
 
 mod device_cmd;
 mod say_cmd;
+mod voices_cmd;
 
 use clap::{Parser, Subcommand};
 use ferrovox_device::{DeviceRequest, TuningConfig};
@@ -28,6 +29,11 @@ struct Cli {
 enum Command {
     /// Speak text into a WAV file (or raw PCM), with the default voice unless --voice is given.
     Say(say_cmd::SayArgs),
+    /// List, fetch and inspect voices.
+    Voices {
+        #[command(subcommand)]
+        command: voices_cmd::VoicesCommand,
+    },
     /// Show the device chosen, why others were skipped, memory and tuning.
     Device {
         /// Print JSON instead of text.
@@ -42,7 +48,15 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line with the whole cause chain; no backtrace noise for user errors.
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -55,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     .or(TuningConfig::from_env()?);
     match cli.command {
         Command::Say(args) => say_cmd::say(args, &cli.device, &tuning),
+        Command::Voices { command } => voices_cmd::voices(command),
         Command::Device { json } => device_cmd::device(&cli.device, &tuning, json),
         Command::Doctor { json } => {
             let ok = device_cmd::doctor(&cli.device, &tuning, json)?;

@@ -1,4 +1,4 @@
-//! `ferrovox say`: text to speech with a Piper voice, sentence by sentence.
+//! `ferrovox say`: text to speech, streamed sentence by sentence through the engine.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
-use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
-use ferrovox_vits::{piper, SeededNoise, SynthesisParams, TokenBatch};
-use ferrovox_voices::VoiceFiles;
+use ferrovox_engine::{open_voice, SynthesisOptions};
 
 /// Output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,70 +84,45 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     if text.trim().is_empty() {
         bail!("no text to speak: give it as an argument or on stdin");
     }
-    let (onnx, config) = match ferrovox_voices::resolve(&args.voice)? {
-        VoiceFiles::Piper { onnx, config } => (onnx, config),
-        VoiceFiles::Transformers { .. } => {
-            bail!(
-                "voice `{}` is a transformers checkpoint; `say` reads Piper voices",
-                args.voice
-            )
-        }
-    };
     let runtime = Runtime::init(device, tuning)?;
     let load = Instant::now();
-    let (model, voice) = piper::load_voice(&onnx, &config, runtime.device())?;
-    let ids_map = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
-    let espeak_voice = voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str());
-    let phonemizer = EspeakPhonemizer::new(espeak_voice)?;
+    let voice = open_voice(&args.voice, runtime.device())?;
     eprintln!(
         "loaded {} in {:.2} s on {}",
         args.voice,
         load.elapsed().as_secs_f64(),
         runtime.selection.kind
     );
-
-    let defaults = SynthesisParams::from_config(model.config());
-    let params = SynthesisParams {
-        noise_scale: args.noise_scale.unwrap_or(defaults.noise_scale),
-        noise_scale_duration: args.noise_w.unwrap_or(defaults.noise_scale_duration),
-        length_scale: args
-            .length_scale
-            .or(args.speed.map(|s| 1.0 / s))
-            .unwrap_or(defaults.length_scale),
+    let options = SynthesisOptions {
+        length_scale: args.length_scale.or(args.speed.map(|s| 1.0 / s)),
+        noise_scale: args.noise_scale,
+        noise_w: args.noise_w,
+        speaker: args.speaker,
+        unit_silence: args.sentence_silence,
+        seed: args.seed,
     };
-    let speakers = args.speaker.map(|s| vec![s]);
-    let rate = model.config().sampling_rate;
-    let silence = vec![0f32; (args.sentence_silence * rate as f64) as usize];
-
+    let rate = voice.sample_rate();
     let raw = args.output_raw || args.format == Format::Pcm;
     let to_stdout = args.output_raw || args.output.as_os_str() == "-";
     let mut stdout = std::io::stdout().lock();
     let mut all = Vec::new();
-    let mut noise = SeededNoise::new(args.seed);
     let start = Instant::now();
     let mut first_audio = None;
-    let sentences = phonemizer.phonemize(&text)?;
-    for sentence in &sentences {
-        let (ids, missing) = ids_map.ids_lenient(&sentence.phonemes);
-        if !missing.is_empty() {
-            tracing::warn!(
-                ?missing,
-                "phonemes missing from the voice's map were dropped"
-            );
-        }
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        let batch = TokenBatch::new(&[ids], model.config().pad_token_id, runtime.device())?;
-        let out = model.forward(&batch, speakers.as_deref(), &params, &mut noise)?;
-        let mut audio = out.audio(0)?;
-        audio.extend_from_slice(&silence);
+    let mut units = 0usize;
+    voice.stream(&text, &options, &mut |audio| {
+        units += 1;
         first_audio.get_or_insert_with(|| start.elapsed());
         if raw && to_stdout {
-            ferrovox_audio::write_pcm_s16le(&mut stdout, &audio)?;
-            stdout.flush()?;
+            ferrovox_audio::write_pcm_s16le(&mut stdout, audio)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| {
+                    ferrovox_engine::EngineError::Unsupported(format!("writing stdout: {e}"))
+                })
         } else {
-            all.extend_from_slice(&audio);
+            all.extend_from_slice(audio);
+            Ok(())
         }
-    }
+    })?;
     let wall = start.elapsed().as_secs_f64();
     let samples = if raw && to_stdout { 0 } else { all.len() };
     if !(raw && to_stdout) {
@@ -170,7 +143,7 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
         let seconds = samples as f64 / rate as f64;
         eprintln!(
             "{} sentence(s), {seconds:.2} s of audio at {rate} Hz in {wall:.2} s (real-time factor {:.1}x, first audio after {:.0} ms){}",
-            sentences.len(),
+            units,
             seconds / wall,
             first_audio.unwrap_or_default().as_secs_f64() * 1e3,
             if to_stdout { String::new() } else { format!(" -> {}", args.output.display()) }

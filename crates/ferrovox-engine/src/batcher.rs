@@ -1,0 +1,201 @@
+//! Dynamic batching: requests that arrive within a short window (or until the batch is full)
+//! run as one model batch; each caller gets its own units back. A bounded queue refuses work
+//! beyond its capacity instead of growing without limit.
+
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherConfig {
+    /// Most units in one model batch (the device layer's planned batch size).
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for company.
+    pub max_wait: Duration,
+    /// Requests that may wait in the queue before new ones are refused.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            max_wait: Duration::from_millis(5),
+            queue_capacity: 64,
+        }
+    }
+}
+
+/// Counters of what the batcher ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatcherStats {
+    /// Model batches run.
+    pub batches: usize,
+    /// Units synthesized.
+    pub units: usize,
+    /// Largest batch run.
+    pub largest_batch: usize,
+}
+
+type Reply = mpsc::Sender<Result<Vec<Vec<f32>>, EngineError>>;
+
+struct Job {
+    units: Vec<Unit>,
+    options: SynthesisOptions,
+    reply: Reply,
+}
+
+/// A model behind a batching worker thread.
+pub struct Batcher {
+    sender: Option<SyncSender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<BatcherStats>>,
+    model: Arc<dyn TtsModel>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("model", &self.model.id())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Batcher {
+    /// Starts the worker for `model`.
+    pub fn new(model: Arc<dyn TtsModel>, config: BatcherConfig) -> Self {
+        let (sender, receiver) = mpsc::sync_channel::<Job>(config.queue_capacity.max(1));
+        let stats = Arc::new(Mutex::new(BatcherStats::default()));
+        let worker = {
+            let (model, stats) = (model.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("ferrovox-batcher".into())
+                .spawn(move || {
+                    while let Ok(first) = receiver.recv() {
+                        let mut jobs = vec![first];
+                        let mut units = jobs[0].units.len();
+                        let deadline = Instant::now() + config.max_wait;
+                        while units < config.max_batch {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            match receiver.recv_timeout(left) {
+                                Ok(job) => {
+                                    units += job.units.len();
+                                    jobs.push(job);
+                                }
+                                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                    break
+                                }
+                            }
+                        }
+                        run_jobs(model.as_ref(), jobs, config.max_batch, &stats);
+                    }
+                })
+                .expect("spawning the batcher thread")
+        };
+        Self {
+            sender: Some(sender),
+            worker: Some(worker),
+            stats,
+            model,
+        }
+    }
+
+    /// The model served.
+    pub fn model(&self) -> &Arc<dyn TtsModel> {
+        &self.model
+    }
+
+    /// Synthesizes `units` in whatever batch they join; blocks until they are done. A full
+    /// queue is refused at once with [`EngineError::Overloaded`].
+    pub fn synthesize_units(
+        &self,
+        units: Vec<Unit>,
+        options: SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        options.validate()?;
+        let (reply, answer) = mpsc::channel();
+        let sender = self.sender.as_ref().ok_or(EngineError::ShutDown)?;
+        match sender.try_send(Job {
+            units,
+            options,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(EngineError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(EngineError::ShutDown),
+        }
+        answer.recv().map_err(|_| EngineError::ShutDown)?
+    }
+
+    /// What has run so far.
+    pub fn stats(&self) -> BatcherStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // Closing the queue lets the worker finish what it holds and exit.
+        self.sender.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Options that must agree for requests to share a batch. The noise seed is not among them:
+/// a batch draws its noise once, from its first request's seed.
+fn batch_key(o: &SynthesisOptions) -> [u64; 4] {
+    [
+        o.length_scale.unwrap_or(-1.0).to_bits(),
+        o.noise_scale.unwrap_or(-1.0).to_bits(),
+        o.noise_w.unwrap_or(-1.0).to_bits(),
+        o.speaker.map_or(u64::MAX, u64::from),
+    ]
+}
+
+fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mutex<BatcherStats>) {
+    let mut groups: Vec<([u64; 4], Vec<Job>)> = Vec::new();
+    for job in jobs {
+        let key = batch_key(&job.options);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push(job),
+            None => groups.push((key, vec![job])),
+        }
+    }
+    for (_, group) in groups {
+        let options = group[0].options;
+        let units: Vec<Unit> = group.iter().flat_map(|j| j.units.iter().cloned()).collect();
+        let mut audio = Vec::with_capacity(units.len());
+        let mut failure = None;
+        for chunk in units.chunks(max_batch.max(1)) {
+            match model.synthesize_units(chunk, &options) {
+                Ok(out) => {
+                    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                    s.batches += 1;
+                    s.units += chunk.len();
+                    s.largest_batch = s.largest_batch.max(chunk.len());
+                    audio.extend(out);
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let mut rest = audio.into_iter();
+        for job in group {
+            let answer = match &failure {
+                Some(message) => Err(EngineError::Batch(message.clone())),
+                None => Ok(rest.by_ref().take(job.units.len()).collect()),
+            };
+            // A caller that gave up no longer listens; nothing to do then.
+            let _ = job.reply.send(answer);
+        }
+    }
+}

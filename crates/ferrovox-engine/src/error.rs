@@ -1,0 +1,37 @@
+/// Errors of the engine, each naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Text with nothing to say.
+    #[error("nothing to speak: {0}")]
+    EmptyInput(String),
+    /// An option outside its range.
+    #[error("invalid {field}: {reason}")]
+    InvalidOption { field: &'static str, reason: String },
+    /// The voice could not be resolved.
+    #[error(transparent)]
+    Voice(#[from] ferrovox_voices::VoiceError),
+    /// The text front end failed.
+    #[error(transparent)]
+    Text(#[from] ferrovox_text::TextError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ferrovox_vits::Error),
+    /// Something this engine does not do.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The request queue is full; try again later.
+    #[error("overloaded: the request queue is full")]
+    Overloaded,
+    /// The batch this request ran in failed.
+    #[error("batched synthesis failed: {0}")]
+    Batch(String),
+    /// The batcher stopped.
+    #[error("the batcher has shut down")]
+    ShutDown,
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(e.into())
+    }
+}

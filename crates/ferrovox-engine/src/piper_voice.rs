@@ -1,0 +1,118 @@
+//! Piper voices as a [`TtsModel`]: espeak-ng phonemes → Piper ids → VITS.
+
+use std::path::Path;
+
+use candle_core::Device;
+use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
+use ferrovox_vits::piper::{self, PiperVoiceConfig};
+use ferrovox_vits::{SeededNoise, SynthesisParams, TokenBatch, VitsModel};
+
+use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+
+/// A loaded Piper voice.
+#[derive(Debug)]
+pub struct PiperVoice {
+    id: String,
+    model: VitsModel,
+    config: PiperVoiceConfig,
+    ids: PhonemeIdMap,
+    phonemizer: EspeakPhonemizer,
+}
+
+impl PiperVoice {
+    /// Loads `<voice>.onnx` and its `.onnx.json` onto `device`.
+    pub fn load(
+        id: &str,
+        onnx: &Path,
+        config: &Path,
+        device: &Device,
+    ) -> Result<Self, EngineError> {
+        let (model, voice) = piper::load_voice(onnx, config, device)?;
+        let ids = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
+        let espeak = voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str());
+        let phonemizer = EspeakPhonemizer::new(espeak)?;
+        Ok(Self {
+            id: id.to_string(),
+            model,
+            config: voice,
+            ids,
+            phonemizer,
+        })
+    }
+
+    /// The underlying model.
+    pub fn model(&self) -> &VitsModel {
+        &self.model
+    }
+}
+
+impl TtsModel for PiperVoice {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.config.audio.sample_rate
+    }
+
+    fn speakers(&self) -> usize {
+        self.config.num_speakers.unwrap_or(1).max(1)
+    }
+
+    fn languages(&self) -> Vec<String> {
+        self.config.espeak.iter().map(|e| e.voice.clone()).collect()
+    }
+
+    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+        if text.trim().is_empty() {
+            return Err(EngineError::EmptyInput("the text is empty".into()));
+        }
+        let mut units = Vec::new();
+        for sentence in self.phonemizer.phonemize(text)? {
+            // Piper drops phonemes its map lacks; so does ferrovox, with a warning.
+            let (ids, missing) = self.ids.ids_lenient(&sentence.phonemes);
+            if !missing.is_empty() {
+                tracing::warn!(
+                    ?missing,
+                    "phonemes missing from the voice's map were dropped"
+                );
+            }
+            units.push(Unit {
+                ids: ids.iter().map(|&i| i as u32).collect(),
+            });
+        }
+        Ok(units)
+    }
+
+    fn synthesize_units(
+        &self,
+        units: &[Unit],
+        options: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let defaults = SynthesisParams::from_config(self.model.config());
+        let params = SynthesisParams {
+            noise_scale: options.noise_scale.unwrap_or(defaults.noise_scale),
+            noise_scale_duration: options.noise_w.unwrap_or(defaults.noise_scale_duration),
+            length_scale: options.length_scale.unwrap_or(defaults.length_scale),
+        };
+        let sequences: Vec<Vec<u32>> = units.iter().map(|u| u.ids.clone()).collect();
+        let batch = TokenBatch::new(
+            &sequences,
+            self.model.config().pad_token_id,
+            self.model.device(),
+        )?;
+        let speakers = options.speaker.map(|s| vec![s]);
+        let out = self.model.forward(
+            &batch,
+            speakers.as_deref(),
+            &params,
+            &mut SeededNoise::new(options.seed),
+        )?;
+        (0..units.len())
+            .map(|i| out.audio(i).map_err(EngineError::from))
+            .collect()
+    }
+}

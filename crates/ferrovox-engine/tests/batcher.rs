@@ -1,0 +1,132 @@
+//! Dynamic batching with a model whose output reveals its input, and the real joe voice.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrovox_engine::{Batcher, BatcherConfig, EngineError, SynthesisOptions, TtsModel, Unit};
+
+/// Returns, for each unit, its ids as samples; records each batch size; sleeps per batch.
+struct Echo {
+    batches: Mutex<Vec<usize>>,
+}
+
+impl TtsModel for Echo {
+    fn id(&self) -> &str {
+        "echo"
+    }
+    fn sample_rate(&self) -> u32 {
+        8000
+    }
+    fn speakers(&self) -> usize {
+        1
+    }
+    fn languages(&self) -> Vec<String> {
+        vec!["xx".into()]
+    }
+    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+        Ok(text
+            .split('.')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| Unit {
+                ids: s.bytes().map(u32::from).collect(),
+            })
+            .collect())
+    }
+    fn synthesize_units(
+        &self,
+        units: &[Unit],
+        _: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.batches.lock().unwrap().push(units.len());
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(units
+            .iter()
+            .map(|u| u.ids.iter().map(|&i| i as f32).collect())
+            .collect())
+    }
+}
+
+#[test]
+fn concurrent_requests_are_batched_and_routed_back() {
+    let echo = Arc::new(Echo {
+        batches: Mutex::new(Vec::new()),
+    });
+    let config = BatcherConfig {
+        max_batch: 8,
+        max_wait: Duration::from_millis(30),
+        queue_capacity: 64,
+    };
+    let batcher = Arc::new(Batcher::new(echo.clone(), config));
+    let handles: Vec<_> = (0..16u32)
+        .map(|i| {
+            let b = batcher.clone();
+            std::thread::spawn(move || {
+                let unit = Unit {
+                    ids: vec![i, i + 1, i + 2],
+                };
+                let out = b
+                    .synthesize_units(vec![unit], SynthesisOptions::default())
+                    .unwrap();
+                assert_eq!(
+                    out,
+                    vec![vec![i as f32, (i + 1) as f32, (i + 2) as f32]],
+                    "request {i}"
+                );
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let stats = batcher.stats();
+    assert_eq!(stats.units, 16);
+    assert!(stats.largest_batch > 1, "{stats:?}");
+    assert!(stats.batches < 16, "{stats:?}");
+    assert!(echo.batches.lock().unwrap().iter().all(|&b| b <= 8));
+}
+
+#[test]
+fn a_full_queue_refuses_and_nothing_inside_the_bound_is_lost() {
+    let echo = Arc::new(Echo {
+        batches: Mutex::new(Vec::new()),
+    });
+    let config = BatcherConfig {
+        max_batch: 1,
+        max_wait: Duration::ZERO,
+        queue_capacity: 2,
+    };
+    let batcher = Arc::new(Batcher::new(echo, config));
+    let handles: Vec<_> = (0..12u32)
+        .map(|i| {
+            let b = batcher.clone();
+            std::thread::spawn(move || {
+                b.synthesize_units(vec![Unit { ids: vec![i] }], SynthesisOptions::default())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::Overloaded)))
+        .count();
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    assert!(refused > 0, "no request was refused");
+    assert_eq!(served + refused, 12, "a request was lost: {results:?}");
+}
+
+#[test]
+fn invalid_options_are_refused_before_queueing() {
+    let echo = Arc::new(Echo {
+        batches: Mutex::new(Vec::new()),
+    });
+    let batcher = Batcher::new(echo.clone(), BatcherConfig::default());
+    let options = SynthesisOptions {
+        noise_w: Some(7.0),
+        ..Default::default()
+    };
+    let err = batcher
+        .synthesize_units(vec![Unit { ids: vec![1] }], options)
+        .unwrap_err();
+    assert!(err.to_string().contains("noise_w"), "{err}");
+    assert!(echo.batches.lock().unwrap().is_empty());
+}
