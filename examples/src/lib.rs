@@ -1,0 +1,1 @@
+//! Examples of embedding ferrovox; see the `[[example]]` targets of this package.
