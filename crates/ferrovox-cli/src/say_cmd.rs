@@ -54,6 +54,9 @@ pub struct SayArgs {
     /// Seed of the synthesis noise.
     #[arg(long, env = "FERROVOX_SEED", default_value_t = 0)]
     seed: u64,
+    /// Spell out numbers, currency, dates, times and abbreviations first (English).
+    #[arg(long, env = "FERROVOX_NORMALIZE")]
+    normalize: bool,
 }
 
 fn check_range(name: &str, value: Option<f64>, lo: f64, hi: f64) -> anyhow::Result<()> {
@@ -100,6 +103,7 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
         speaker: args.speaker,
         unit_silence: args.sentence_silence,
         seed: args.seed,
+        normalize: args.normalize,
     };
     let rate = voice.sample_rate();
     let raw = args.output_raw || args.format == Format::Pcm;

@@ -24,6 +24,9 @@ pub struct SynthesisOptions {
     pub unit_silence: f64,
     /// Seed of the synthesis noise.
     pub seed: u64,
+    /// Spell out numbers, currency, dates, times and abbreviations (English) before the
+    /// voice's own front end sees the text.
+    pub normalize: bool,
 }
 
 impl SynthesisOptions {
@@ -100,6 +103,13 @@ pub trait TtsModel: Send + Sync {
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         options.validate()?;
+        let normalized;
+        let text = if options.normalize {
+            normalized = ferrovox_text::normalize_english(text);
+            normalized.as_str()
+        } else {
+            text
+        };
         let units = self.prepare(text)?;
         let silence = vec![0f32; (options.unit_silence * self.sample_rate() as f64) as usize];
         for unit in units {

@@ -25,7 +25,28 @@ const QUIET: SynthesisOptions = SynthesisOptions {
     speaker: None,
     unit_silence: 0.1,
     seed: 0,
+    normalize: false,
 };
+
+#[test]
+fn normalization_is_applied_when_asked() {
+    let Some(voice) = joe() else { return };
+    let raw = voice.synthesize("It costs $12.50.", &QUIET).unwrap();
+    let spelled = voice
+        .synthesize("It costs twelve dollars and fifty cents.", &QUIET)
+        .unwrap();
+    let normalized = voice
+        .synthesize(
+            "It costs $12.50.",
+            &SynthesisOptions {
+                normalize: true,
+                ..QUIET
+            },
+        )
+        .unwrap();
+    assert_eq!(normalized.samples, spelled.samples);
+    assert_ne!(raw.samples.len(), spelled.samples.len());
+}
 
 #[test]
 fn streamed_chunks_join_to_the_whole() {
