@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-use ferrovox_device::kernels::{PackedConv1d, PackedConvTranspose1d};
+use ferrovox_device::kernels::{DepthwiseConv1d, PackedConv1d, PackedConvTranspose1d};
 
 /// Loads a conv weight of `shape`, folding weight norm when the checkpoint stores it
 /// (`weight_g`/`weight_v`, or `parametrizations.weight.original0/1`): `w = g · v / ‖v‖`, the norm
@@ -41,6 +41,8 @@ pub struct Conv1d {
     input_slope: Option<f64>,
     /// ferrovox's CPU kernel, when the weights are f32 on the CPU.
     packed: Option<PackedConv1d>,
+    /// ferrovox's depthwise kernel, for `groups == channels` on the CPU.
+    depthwise: Option<DepthwiseConv1d>,
 }
 
 /// Whether a layer with `weight` should use ferrovox's CPU kernels.
@@ -78,6 +80,21 @@ impl Conv1d {
         } else {
             None
         };
+        let depthwise = if use_cpu_kernels(&weight)
+            && spec.groups > 1
+            && spec.groups == in_channels
+            && in_channels == out_channels
+            && spec.input_leaky_relu.is_none()
+        {
+            Some(DepthwiseConv1d::new(
+                &weight,
+                bias.as_ref(),
+                spec.padding,
+                spec.dilation,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -86,6 +103,7 @@ impl Conv1d {
             groups: spec.groups,
             input_slope: spec.input_leaky_relu,
             packed,
+            depthwise,
         })
     }
 
@@ -142,6 +160,9 @@ impl ConvSpec {
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let (Some(op), DType::F32) = (&self.packed, x.dtype()) {
+            return x.contiguous()?.apply_op1(op.clone());
+        }
+        if let (Some(op), DType::F32) = (&self.depthwise, x.dtype()) {
             return x.contiguous()?.apply_op1(op.clone());
         }
         let activated;

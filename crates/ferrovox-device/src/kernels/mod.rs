@@ -8,9 +8,11 @@
 
 mod conv1d;
 mod conv_transpose1d;
+mod depthwise;
 
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
+pub use depthwise::DepthwiseConv1d;
 
 /// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`
 /// (the switch exists to measure them against Candle's own ops).
