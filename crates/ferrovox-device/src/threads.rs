@@ -75,31 +75,31 @@ pub struct Topology {
 impl Topology {
     /// Reads the topology from `/sys` (Linux) or falls back to std's count.
     pub fn read() -> Self {
-        let logical = affinity_cpus().unwrap_or_else(|| {
+        let allowed = affinity_cpus();
+        let logical = allowed.as_ref().map(Vec::len).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-        let physical = physical_cores(logical).unwrap_or(logical);
+        let physical = allowed
+            .as_deref()
+            .and_then(physical_cores)
+            .map_or(logical, |p| p.clamp(1, logical.max(1)));
         Self { logical, physical }
     }
 }
 
-/// Logical CPUs in this process's affinity mask (`Cpus_allowed_list` of /proc/self/status).
-fn affinity_cpus() -> Option<usize> {
+/// The CPUs in this process's affinity mask (`Cpus_allowed_list` of /proc/self/status).
+fn affinity_cpus() -> Option<Vec<usize>> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let list = status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
-    parse_cpu_list(list.trim()).map(|cpus| cpus.len())
+    parse_cpu_list(list.trim())
 }
 
-fn physical_cores(logical: usize) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
-    let cpus = parse_cpu_list(list.trim())?;
+/// Distinct `(package, core)` pairs among `cpus`, from /sys.
+fn physical_cores(cpus: &[usize]) -> Option<usize> {
     let mut cores = std::collections::HashSet::new();
     for cpu in cpus {
         let base = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
@@ -107,7 +107,7 @@ fn physical_cores(logical: usize) -> Option<usize> {
         let core = std::fs::read_to_string(format!("{base}/core_id")).ok()?;
         cores.insert((package.trim().to_string(), core.trim().to_string()));
     }
-    Some(cores.len().clamp(1, logical.max(1)))
+    Some(cores.len())
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.

@@ -1,7 +1,7 @@
 //! Building blocks shared by the VITS modules: convolutions that fold weight norm at load,
 //! a transposed convolution on Candle's fast path, and channel-wise layer norm.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use ferrovox_device::kernels::{DepthwiseConv1d, PackedConv1d, PackedConvTranspose1d};
 
@@ -276,11 +276,6 @@ impl ChannelLayerNorm {
             inner: candle_nn::layer_norm(channels, eps, vb)?,
         })
     }
-
-    /// Normalises `[batch, time, channels]` (last axis).
-    pub fn forward_last(&self, x: &Tensor) -> Result<Tensor> {
-        self.inner.forward(x)
-    }
 }
 
 impl Module for ChannelLayerNorm {
@@ -306,9 +301,4 @@ pub fn flip_channels(x: &Tensor) -> Result<Tensor> {
     let idx: Vec<u32> = (0..c as u32).rev().collect();
     let idx = Tensor::new(idx.as_slice(), x.device())?;
     x.index_select(&idx, 1)
-}
-
-/// Sum over the last axis keeping it (`x.sum(-1, keepdim=True)`).
-pub fn sum_last(x: &Tensor) -> Result<Tensor> {
-    x.sum_keepdim(D::Minus1)
 }

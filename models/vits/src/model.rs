@@ -1,7 +1,7 @@
 //! Mirrors `VitsModel.forward` of transformers' `modeling_vits.py` at inference: text encoder,
 //! durations, alignment expansion, prior sampling, reverse flow, HiFi-GAN.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use crate::duration::Durations;
@@ -403,10 +403,5 @@ impl VitsModel {
             frame_lengths: alignment.frames.clone(),
             spectrogram,
         })
-    }
-
-    /// Sum over the last axis of `x`, a helper for tests of stage shapes.
-    pub fn frames_of(x: &Tensor) -> Result<usize> {
-        Ok(x.dim(D::Minus1)?)
     }
 }
