@@ -40,13 +40,10 @@ impl PackedConv1d {
                 packed.extend(row.iter().map(|taps| taps[k]));
             }
         }
-        let bias = match bias {
-            Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-            None => vec![0.0; out_channels],
-        };
+        let bias = super::bias_values(bias, out_channels)?;
         Ok(Self {
             weight: packed.into(),
-            bias: bias.into(),
+            bias,
             in_channels,
             out_channels,
             kernel,
@@ -76,27 +73,6 @@ impl PackedConv1d {
 }
 
 impl PackedConv1d {
-    fn input<'a>(
-        &self,
-        storage: &'a CpuStorage,
-        layout: &Layout,
-    ) -> Result<(&'a [f32], usize, usize)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("ferrovox-conv1d takes f32 input");
-        };
-        let (batch, channels, len) = layout.shape().dims3()?;
-        if channels != self.in_channels {
-            candle_core::bail!(
-                "ferrovox-conv1d: {channels} input channels, weight expects {}",
-                self.in_channels
-            );
-        }
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("ferrovox-conv1d takes a contiguous input");
-        };
-        Ok((&data[start..end], batch, len))
-    }
-
     fn run(
         &self,
         input: &[f32],
@@ -256,7 +232,8 @@ impl CustomOp1 for PackedConv1d {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (input, batch, len) = self.input(storage, layout)?;
+        let (input, batch, len) =
+            super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
         self.run(input, batch, len, None)
     }
 }
@@ -273,7 +250,8 @@ impl CustomOp2 for PackedConv1d {
         residual: &CpuStorage,
         residual_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (input, batch, len) = self.input(storage, layout)?;
+        let (input, batch, len) =
+            super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
         let (CpuStorage::F32(r), Some((start, end))) =
             (residual, residual_layout.contiguous_offsets())
         else {

@@ -35,13 +35,10 @@ impl PackedConvTranspose1d {
                 }
             }
         }
-        let bias = match bias {
-            Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-            None => vec![0.0; out_channels],
-        };
+        let bias = super::bias_values(bias, out_channels)?;
         Ok(Self {
             weight: packed.into(),
-            bias: bias.into(),
+            bias,
             in_channels,
             out_channels,
             kernel,
@@ -69,24 +66,17 @@ impl CustomOp1 for PackedConvTranspose1d {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("ferrovox-conv-transpose1d takes f32 input");
-        };
-        let (batch, channels, len) = layout.shape().dims3()?;
-        if channels != self.in_channels {
-            candle_core::bail!(
-                "ferrovox-conv-transpose1d: {channels} input channels, weight expects {}",
-                self.in_channels
-            );
-        }
-        let Some((start, _)) = layout.contiguous_offsets() else {
-            candle_core::bail!("ferrovox-conv-transpose1d takes a contiguous input");
-        };
+        let (data, batch, len) = super::f32_input(
+            "ferrovox-conv-transpose1d",
+            storage,
+            layout,
+            self.in_channels,
+        )?;
         let activated;
         let input = match self.input_slope {
-            None => &data[start..],
+            None => data,
             Some(slope) => {
-                activated = data[start..start + batch * channels * len]
+                activated = data
                     .par_iter()
                     .map(|&v| v.max(v * slope))
                     .collect::<Vec<f32>>();

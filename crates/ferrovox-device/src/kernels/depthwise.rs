@@ -33,13 +33,10 @@ impl DepthwiseConv1d {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let bias = match bias {
-            Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-            None => vec![0.0; channels],
-        };
+        let bias = super::bias_values(bias, channels)?;
         Ok(Self {
             weight: weight.into(),
-            bias: bias.into(),
+            bias,
             channels,
             kernel,
             padding,
@@ -54,17 +51,9 @@ impl CustomOp1 for DepthwiseConv1d {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("ferrovox-depthwise-conv1d takes a contiguous f32 input");
-        };
-        let (batch, channels, len) = layout.shape().dims3()?;
-        if channels != self.channels {
-            candle_core::bail!(
-                "depthwise conv: {channels} channels, weight has {}",
-                self.channels
-            );
-        }
+        let (input, batch, len) =
+            super::f32_input("ferrovox-depthwise-conv1d", storage, layout, self.channels)?;
+        let channels = self.channels;
         let out_len = (len + 2 * self.padding)
             .checked_sub(self.dilation * (self.kernel - 1))
             .ok_or_else(|| {
@@ -72,7 +61,6 @@ impl CustomOp1 for DepthwiseConv1d {
                     "input of {len} samples is shorter than the kernel"
                 ))
             })?;
-        let input = &data[start..end];
         let mut out = vec![0f32; batch * channels * out_len];
         out.par_chunks_mut(out_len)
             .enumerate()

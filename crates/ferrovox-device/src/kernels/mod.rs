@@ -23,6 +23,41 @@ pub fn enabled() -> bool {
     )
 }
 
+/// A `[batch, channels, len]` f32 input as a contiguous slice, checked against the channels
+/// the kernel `op` was built for.
+fn f32_input<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    channels: usize,
+) -> candle_core::Result<(&'a [f32], usize, usize)> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} takes f32 input");
+    };
+    let (batch, found, len) = layout.shape().dims3()?;
+    if found != channels {
+        candle_core::bail!("{op}: {found} input channels, weight expects {channels}");
+    }
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} takes a contiguous input");
+    };
+    Ok((&data[start..end], batch, len))
+}
+
+/// The bias as f32 values, zeros when there is none.
+fn bias_values(
+    bias: Option<&candle_core::Tensor>,
+    channels: usize,
+) -> candle_core::Result<std::sync::Arc<[f32]>> {
+    Ok(match bias {
+        Some(b) => b
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?
+            .into(),
+        None => vec![0.0; channels].into(),
+    })
+}
+
 /// An output buffer of `len` values that the kernel writes in full before reading: zeroing it
 /// first would cost a pass over memory (and, for fresh pages, the page clearing twice).
 fn uninit_vec(len: usize) -> Vec<std::mem::MaybeUninit<f32>> {
