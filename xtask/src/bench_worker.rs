@@ -5,12 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
-use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
-use ferrovox_vits::{
-    piper, Config, SeededNoise, StageTimings, SynthesisParams, TokenBatch, VitsModel,
-};
+use ferrovox_engine::{PiperVoice, TtsModel};
+use ferrovox_vits::{SeededNoise, StageTimings, SynthesisParams, TokenBatch, VitsModel};
 use serde_json::{json, Value};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -68,10 +66,8 @@ fn piper_cases(
     let onnx = PathBuf::from(spec["onnx"].as_str().context("onnx")?);
     let config = PathBuf::from(spec["config"].as_str().context("config")?);
     let start = Instant::now();
-    let (model, voice) = piper::load_voice(&onnx, &config, runtime.device())?;
-    let ids_map = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
-    let phonemizer =
-        EspeakPhonemizer::new(voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str()))?;
+    let voice = PiperVoice::load("bench", &onnx, &config, runtime.device())?;
+    let model = voice.model();
     let load_s = start.elapsed().as_secs_f64();
     let params = SynthesisParams::from_config(model.config());
     let rate = model.config().sampling_rate as f64;
@@ -86,10 +82,10 @@ fn piper_cases(
             let mut first = None;
             let mut samples = 0usize;
             let mut rep_stages = StageTimings::default();
-            for sentence in phonemizer.phonemize(text)? {
-                let (ids, _) = ids_map.ids_lenient(&sentence.phonemes);
-                let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-                let batch = TokenBatch::new(&[ids], 0, runtime.device())?;
+            // The engine's own front end, as `ferrovox say` streams: phonemize, then each
+            // sentence in turn, timed stage by stage.
+            for unit in voice.prepare(text)? {
+                let batch = TokenBatch::new(&[unit.ids], 0, runtime.device())?;
                 let (o, t) = model.forward_timed(&batch, None, &params, &mut noise)?;
                 samples += o.audio(0)?.len();
                 first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
@@ -127,16 +123,7 @@ fn piper_cases(
 fn mms_cases(spec: &Value, cases: &[(String, String)], reps: usize) -> anyhow::Result<Value> {
     let dir = PathBuf::from(spec["dir"].as_str().context("dir")?);
     let start = Instant::now();
-    let cfg = Config::from_json(&std::fs::read_to_string(dir.join("config.json"))?)?;
-    // SAFETY: the file is not modified while mapped.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )?
-    };
-    let model = VitsModel::new(&cfg, vb)?;
+    let model = VitsModel::from_transformers_dir(&dir, &Device::Cpu)?.model;
     let load_s = start.elapsed().as_secs_f64();
     let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
     let params = SynthesisParams {
@@ -156,7 +143,7 @@ fn mms_cases(spec: &Value, cases: &[(String, String)], reps: usize) -> anyhow::R
             if rep > 0 {
                 walls.push(t0.elapsed().as_secs_f64());
             }
-            audio_s = o.sample_lengths[0] as f64 / cfg.sampling_rate as f64;
+            audio_s = o.sample_lengths[0] as f64 / model.config().sampling_rate as f64;
         }
         out.insert(name.clone(), json!({"wall_s": walls, "audio_s": audio_s}));
     }
