@@ -6,7 +6,12 @@ pub enum EngineError {
     EmptyInput(String),
     /// An option outside its range.
     #[error("invalid {field}: {reason}")]
-    InvalidOption { field: &'static str, reason: String },
+    InvalidOption {
+        /// The option's name.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The voice could not be resolved.
     #[error(transparent)]
     Voice(#[from] ferrovox_voices::VoiceError),

@@ -2,40 +2,65 @@
 //! synthesis whole or streamed unit by unit, and a [`Batcher`] that gathers concurrent requests
 //! into one batch. No HTTP, CLI or async runtime here.
 //!
+//! One [`Engine`] per process: voices load on first use (fetched into the cache if needed) and
+//! are warmed up, and every thread shares them.
+//!
 //! ```no_run
-//! use ferrovox_engine::{open_voice, SynthesisOptions, TtsModel};
-//! let voice = open_voice("en_US-joe-medium", &candle_core::Device::Cpu)?;
-//! let audio = voice.synthesize("Hello from ferrovox.", &SynthesisOptions::default())?;
-//! println!("{} samples at {} Hz", audio.samples.len(), audio.sample_rate);
+//! use ferrovox_engine::{Engine, EngineConfig, SynthesisOptions};
+//!
+//! let engine = Engine::new(EngineConfig::default());
+//! let voice = engine.voice("en_US-joe-medium")?;
+//! let options = SynthesisOptions { unit_silence: 0.2, ..Default::default() };
+//! let audio = voice.synthesize("Hello from ferrovox. Two sentences.", &options)?;
+//! println!("{:.2} s at {} Hz", audio.seconds(), audio.sample_rate);
+//!
+//! // Or sentence by sentence, as each is ready:
+//! voice.stream("First. Second.", &options, &mut |chunk: &[f32]| {
+//!     println!("{} samples", chunk.len());
+//!     Ok(())
+//! })?;
 //! # Ok::<(), ferrovox_engine::EngineError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod batcher;
+mod engine;
 mod error;
 mod model;
 #[cfg(feature = "espeak")]
 mod piper_voice;
+mod stream;
+mod vits_voice;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherStats};
+pub use engine::{Engine, EngineConfig, Voice, WARM_UP_TEXT};
 pub use error::EngineError;
 pub use model::{Audio, SynthesisOptions, TtsModel, Unit};
 #[cfg(feature = "espeak")]
 pub use piper_voice::PiperVoice;
+pub use vits_voice::MmsVoice;
 
 use std::sync::Arc;
 
-/// Opens a voice by catalog id or directory on `device`.
-#[cfg(feature = "espeak")]
+/// Opens a voice by id (a catalog voice, a hub repository such as `facebook/mms-tts-eng`, or a
+/// directory) on `device`. Piper voices need the `espeak` feature.
 pub fn open_voice(
     id: &str,
     device: &candle_core::Device,
 ) -> Result<Arc<dyn TtsModel>, EngineError> {
     match ferrovox_voices::resolve(id)? {
+        #[cfg(feature = "espeak")]
         ferrovox_voices::VoiceFiles::Piper { onnx, config } => {
             Ok(Arc::new(PiperVoice::load(id, &onnx, &config, device)?))
         }
-        ferrovox_voices::VoiceFiles::Transformers { .. } => Err(EngineError::Unsupported(format!(
-            "voice `{id}` is a transformers checkpoint; the engine serves Piper voices so far"
+        #[cfg(not(feature = "espeak"))]
+        ferrovox_voices::VoiceFiles::Piper { .. } => Err(EngineError::Unsupported(format!(
+            "voice `{id}` is a Piper voice: build with the `espeak` feature to phonemize for it"
         ))),
+        ferrovox_voices::VoiceFiles::Transformers { weights, .. } => {
+            let dir = weights.parent().unwrap_or(std::path::Path::new("."));
+            Ok(Arc::new(MmsVoice::load(id, dir, device)?))
+        }
     }
 }

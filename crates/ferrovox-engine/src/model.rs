@@ -7,6 +7,19 @@ use crate::EngineError;
 pub struct Unit {
     /// Model input ids.
     pub ids: Vec<u32>,
+    /// Whether the unit ends a sentence: its audio is followed by the sentence silence. A unit
+    /// cut from inside a long sentence is crossfaded into the next one instead.
+    pub ends_sentence: bool,
+}
+
+impl Unit {
+    /// A whole sentence.
+    pub fn sentence(ids: Vec<u32>) -> Self {
+        Self {
+            ids,
+            ends_sentence: true,
+        }
+    }
 }
 
 /// Per-request synthesis controls; `None` takes the voice's default.
@@ -94,32 +107,20 @@ pub trait TtsModel: Send + Sync {
         })
     }
 
-    /// Text to audio, handing each unit's audio (with its trailing silence) to `sink` as soon
-    /// as it is ready.
+    /// Text to audio, handing each unit's audio (joined to its neighbours: sentence silence,
+    /// or a crossfade where a long sentence was cut) to `sink` as soon as it is ready.
     fn stream(
         &self,
         text: &str,
         options: &SynthesisOptions,
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        options.validate()?;
-        let normalized;
-        let text = if options.normalize {
-            normalized = ferrovox_text::normalize_english(text);
-            normalized.as_str()
-        } else {
-            text
-        };
-        let units = self.prepare(text)?;
-        let silence = vec![0f32; (options.unit_silence * self.sample_rate() as f64) as usize];
-        for unit in units {
-            let mut audio = self
-                .synthesize_units(std::slice::from_ref(&unit), options)?
-                .pop()
-                .unwrap_or_default();
-            audio.extend_from_slice(&silence);
-            sink(&audio)?;
-        }
-        Ok(())
+        crate::stream::stream_units(
+            self,
+            text,
+            options,
+            &mut |unit| self.synthesize_units(std::slice::from_ref(unit), options),
+            sink,
+        )
     }
 }

@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use candle_core::Device;
-use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
+use ferrovox_text::{chunk_text, EspeakPhonemizer, PhonemeIdMap};
 use ferrovox_vits::piper::{self, PiperVoiceConfig};
-use ferrovox_vits::{SeededNoise, SynthesisParams, TokenBatch, VitsModel};
+use ferrovox_vits::VitsModel;
 
+use crate::vits_voice::{synthesize_vits, MAX_CHUNK_CHARS};
 use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// A loaded Piper voice.
@@ -68,18 +69,22 @@ impl TtsModel for PiperVoice {
             return Err(EngineError::EmptyInput("the text is empty".into()));
         }
         let mut units = Vec::new();
-        for sentence in self.phonemizer.phonemize(text)? {
-            // Piper drops phonemes its map lacks; so does ferrovox, with a warning.
-            let (ids, missing) = self.ids.ids_lenient(&sentence.phonemes);
-            if !missing.is_empty() {
-                tracing::warn!(
-                    ?missing,
-                    "phonemes missing from the voice's map were dropped"
-                );
+        for chunk in chunk_text(text, MAX_CHUNK_CHARS) {
+            let first = units.len();
+            for sentence in self.phonemizer.phonemize(chunk.text)? {
+                // Piper drops phonemes its map lacks; so does ferrovox, with a warning.
+                let (ids, missing) = self.ids.ids_lenient(&sentence.phonemes);
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        ?missing,
+                        "phonemes missing from the voice's map were dropped"
+                    );
+                }
+                units.push(Unit::sentence(ids.iter().map(|&i| i as u32).collect()));
             }
-            units.push(Unit {
-                ids: ids.iter().map(|&i| i as u32).collect(),
-            });
+            if !chunk.ends_sentence && units.len() > first {
+                units.last_mut().expect("just pushed").ends_sentence = false;
+            }
         }
         Ok(units)
     }
@@ -89,30 +94,6 @@ impl TtsModel for PiperVoice {
         units: &[Unit],
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        if units.is_empty() {
-            return Ok(Vec::new());
-        }
-        let defaults = SynthesisParams::from_config(self.model.config());
-        let params = SynthesisParams {
-            noise_scale: options.noise_scale.unwrap_or(defaults.noise_scale),
-            noise_scale_duration: options.noise_w.unwrap_or(defaults.noise_scale_duration),
-            length_scale: options.length_scale.unwrap_or(defaults.length_scale),
-        };
-        let sequences: Vec<Vec<u32>> = units.iter().map(|u| u.ids.clone()).collect();
-        let batch = TokenBatch::new(
-            &sequences,
-            self.model.config().pad_token_id,
-            self.model.device(),
-        )?;
-        let speakers = options.speaker.map(|s| vec![s]);
-        let out = self.model.forward(
-            &batch,
-            speakers.as_deref(),
-            &params,
-            &mut SeededNoise::new(options.seed),
-        )?;
-        (0..units.len())
-            .map(|i| out.audio(i).map_err(EngineError::from))
-            .collect()
+        synthesize_vits(&self.model, units, options)
     }
 }

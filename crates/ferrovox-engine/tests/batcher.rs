@@ -27,9 +27,7 @@ impl TtsModel for Echo {
         Ok(text
             .split('.')
             .filter(|s| !s.trim().is_empty())
-            .map(|s| Unit {
-                ids: s.bytes().map(u32::from).collect(),
-            })
+            .map(|s| Unit::sentence(s.bytes().map(u32::from).collect()))
             .collect())
     }
     fn synthesize_units(
@@ -61,9 +59,7 @@ fn concurrent_requests_are_batched_and_routed_back() {
         .map(|i| {
             let b = batcher.clone();
             std::thread::spawn(move || {
-                let unit = Unit {
-                    ids: vec![i, i + 1, i + 2],
-                };
+                let unit = Unit::sentence(vec![i, i + 1, i + 2]);
                 let out = b
                     .synthesize_units(vec![unit], SynthesisOptions::default())
                     .unwrap();
@@ -100,7 +96,7 @@ fn a_full_queue_refuses_and_nothing_inside_the_bound_is_lost() {
         .map(|i| {
             let b = batcher.clone();
             std::thread::spawn(move || {
-                b.synthesize_units(vec![Unit { ids: vec![i] }], SynthesisOptions::default())
+                b.synthesize_units(vec![Unit::sentence(vec![i])], SynthesisOptions::default())
             })
         })
         .collect();
@@ -125,7 +121,7 @@ fn invalid_options_are_refused_before_queueing() {
         ..Default::default()
     };
     let err = batcher
-        .synthesize_units(vec![Unit { ids: vec![1] }], options)
+        .synthesize_units(vec![Unit::sentence(vec![1])], options)
         .unwrap_err();
     assert!(err.to_string().contains("noise_w"), "{err}");
     assert!(echo.batches.lock().unwrap().is_empty());

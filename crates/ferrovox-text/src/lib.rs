@@ -42,6 +42,7 @@
 //! The `espeak-ng` port (0.2.0) does not reproduce Piper's C espeak-ng everywhere; see
 //! `EspeakPhonemizer` for the known differences.
 
+mod chunk;
 #[cfg(feature = "espeak")]
 mod espeak;
 pub mod normalize;
@@ -50,6 +51,7 @@ mod sentences;
 
 use std::path::PathBuf;
 
+pub use chunk::{chunk_text, TextChunk};
 #[cfg(feature = "espeak")]
 pub use espeak::{default_cache_dir, ensure_bundled_data, EspeakPhonemizer};
 pub use normalize::normalize_english;

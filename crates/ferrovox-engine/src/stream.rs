@@ -1,0 +1,50 @@
+//! Text → units → audio pieces → one joined stream, shared by models and engine voices.
+
+use ferrovox_audio::{Join, Joiner};
+
+use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+
+/// Synthesizes `text` unit by unit with `synth` and hands the joined audio to `sink`.
+pub(crate) fn stream_units<M: TtsModel + ?Sized>(
+    model: &M,
+    text: &str,
+    options: &SynthesisOptions,
+    synth: &mut dyn FnMut(&Unit) -> Result<Vec<Vec<f32>>, EngineError>,
+    sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    options.validate()?;
+    let units = prepare_text(model, text, options)?;
+    let rate = model.sample_rate();
+    let silence = (options.unit_silence * rate as f64) as usize;
+    let mut joiner = Joiner::for_rate(rate);
+    for unit in &units {
+        let audio = synth(unit)?.pop().unwrap_or_default();
+        let then = if unit.ends_sentence {
+            Join::Silence(silence)
+        } else {
+            Join::Crossfade
+        };
+        let out = joiner.push(&audio, then);
+        if !out.is_empty() {
+            sink(&out)?;
+        }
+    }
+    let rest = joiner.finish();
+    if !rest.is_empty() {
+        sink(&rest)?;
+    }
+    Ok(())
+}
+
+/// Normalizes (when asked) and splits text into the model's units.
+pub(crate) fn prepare_text<M: TtsModel + ?Sized>(
+    model: &M,
+    text: &str,
+    options: &SynthesisOptions,
+) -> Result<Vec<Unit>, EngineError> {
+    if options.normalize {
+        model.prepare(&ferrovox_text::normalize_english(text))
+    } else {
+        model.prepare(text)
+    }
+}

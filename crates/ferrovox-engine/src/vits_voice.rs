@@ -1,0 +1,130 @@
+//! What every VITS-based voice shares, and MMS-TTS checkpoints (transformers `VitsModel`
+//! directories, e.g. `facebook/mms-tts-eng`) as a [`TtsModel`].
+
+use std::path::Path;
+
+use candle_core::Device;
+use ferrovox_text::{chunk_text, split_sentences};
+use ferrovox_vits::tokenizer::MmsTokenizer;
+use ferrovox_vits::{SeededNoise, SynthesisParams, TokenBatch, VitsModel};
+
+use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+
+/// Longest piece of text phonemized or tokenized at once; longer sentences are cut at clauses
+/// and crossfaded, which bounds memory and latency for inputs of any length.
+pub(crate) const MAX_CHUNK_CHARS: usize = 500;
+
+/// Runs `units` through `model` as one padded batch.
+pub(crate) fn synthesize_vits(
+    model: &VitsModel,
+    units: &[Unit],
+    options: &SynthesisOptions,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    if units.is_empty() {
+        return Ok(Vec::new());
+    }
+    let defaults = SynthesisParams::from_config(model.config());
+    let params = SynthesisParams {
+        noise_scale: options.noise_scale.unwrap_or(defaults.noise_scale),
+        noise_scale_duration: options.noise_w.unwrap_or(defaults.noise_scale_duration),
+        length_scale: options.length_scale.unwrap_or(defaults.length_scale),
+    };
+    let sequences: Vec<Vec<u32>> = units.iter().map(|u| u.ids.clone()).collect();
+    let batch = TokenBatch::new(&sequences, model.config().pad_token_id, model.device())?;
+    let speakers = options.speaker.map(|s| vec![s; units.len()]);
+    let out = model.forward(
+        &batch,
+        speakers.as_deref(),
+        &params,
+        &mut SeededNoise::new(options.seed),
+    )?;
+    (0..units.len())
+        .map(|i| out.audio(i).map_err(EngineError::from))
+        .collect()
+}
+
+/// An MMS-TTS (transformers `VitsModel`) checkpoint with its character tokenizer.
+#[derive(Debug)]
+pub struct MmsVoice {
+    id: String,
+    model: VitsModel,
+    tokenizer: MmsTokenizer,
+}
+
+impl MmsVoice {
+    /// Loads `config.json`, `model.safetensors` and `vocab.json` from `dir` onto `device`.
+    pub fn load(id: &str, dir: &Path, device: &Device) -> Result<Self, EngineError> {
+        let checkpoint = VitsModel::from_transformers_dir(dir, device)?;
+        let tokenizer = checkpoint.tokenizer.ok_or_else(|| {
+            EngineError::Unsupported(format!(
+                "{} has no vocab.json: an MMS-TTS voice needs its tokenizer",
+                dir.display()
+            ))
+        })?;
+        Ok(Self {
+            id: id.to_string(),
+            model: checkpoint.model,
+            tokenizer,
+        })
+    }
+
+    /// The underlying model.
+    pub fn model(&self) -> &VitsModel {
+        &self.model
+    }
+}
+
+impl TtsModel for MmsVoice {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.model.config().sampling_rate
+    }
+
+    fn speakers(&self) -> usize {
+        self.model.config().num_speakers.max(1)
+    }
+
+    fn languages(&self) -> Vec<String> {
+        // MMS repositories name their language only in the id (`mms-tts-<iso639-3>`).
+        self.id
+            .rsplit_once("mms-tts-")
+            .map(|(_, lang)| vec![lang.to_string()])
+            .unwrap_or_default()
+    }
+
+    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+        if text.trim().is_empty() {
+            return Err(EngineError::EmptyInput("the text is empty".into()));
+        }
+        let mut units = Vec::new();
+        for chunk in chunk_text(text, MAX_CHUNK_CHARS) {
+            let first = units.len();
+            for sentence in split_sentences(chunk.text) {
+                let ids = self.tokenizer.encode(sentence);
+                // A sentence of characters outside the vocabulary says nothing; the whole
+                // text saying nothing is an error below.
+                if !ids.is_empty() {
+                    units.push(Unit::sentence(ids));
+                }
+            }
+            if !chunk.ends_sentence && units.len() > first {
+                units.last_mut().expect("just pushed").ends_sentence = false;
+            }
+        }
+        if units.is_empty() {
+            self.tokenizer.encode_checked(text)?;
+        }
+        Ok(units)
+    }
+
+    fn synthesize_units(
+        &self,
+        units: &[Unit],
+        options: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        synthesize_vits(&self.model, units, options)
+    }
+}
