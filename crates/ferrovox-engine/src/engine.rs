@@ -123,7 +123,10 @@ impl Voice {
             self.model.as_ref(),
             text,
             options,
-            &mut |unit| self.synthesize_units(vec![unit.clone()], options),
+            &mut |unit| {
+                let mut out = self.synthesize_units(vec![unit.clone()], options)?;
+                Ok(out.pop().unwrap_or_default())
+            },
             sink,
         )
     }

@@ -119,7 +119,10 @@ pub trait TtsModel: Send + Sync {
             self,
             text,
             options,
-            &mut |unit| self.synthesize_units(std::slice::from_ref(unit), options),
+            &mut |unit| {
+                let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
+                Ok(out.pop().unwrap_or_default())
+            },
             sink,
         )
     }

@@ -9,7 +9,7 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
     model: &M,
     text: &str,
     options: &SynthesisOptions,
-    synth: &mut dyn FnMut(&Unit) -> Result<Vec<Vec<f32>>, EngineError>,
+    synth: &mut dyn FnMut(&Unit) -> Result<Vec<f32>, EngineError>,
     sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     options.validate()?;
@@ -18,7 +18,7 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
     let silence = (options.unit_silence * rate as f64) as usize;
     let mut joiner = Joiner::for_rate(rate);
     for unit in &units {
-        let audio = synth(unit)?.pop().unwrap_or_default();
+        let audio = synth(unit)?;
         let then = if unit.ends_sentence {
             Join::Silence(silence)
         } else {
