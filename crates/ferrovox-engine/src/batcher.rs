@@ -39,7 +39,13 @@ pub struct BatcherStats {
     pub units: usize,
     /// Largest batch run.
     pub largest_batch: usize,
+    /// Batches by size: entry `i` counts batches of size in `(2^(i-1), 2^i]` (1, 2, 3–4, 5–8,
+    /// …, 33–64), the last also every larger one; the bounds are [`BATCH_SIZE_BOUNDS`].
+    pub size_histogram: [u64; BATCH_SIZE_BOUNDS.len()],
 }
+
+/// Upper bounds of [`BatcherStats::size_histogram`]'s buckets.
+pub const BATCH_SIZE_BOUNDS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 type Reply = mpsc::Sender<Result<Vec<Vec<f32>>, EngineError>>;
 
@@ -180,6 +186,11 @@ fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mute
                     s.batches += 1;
                     s.units += chunk.len();
                     s.largest_batch = s.largest_batch.max(chunk.len());
+                    let bucket = BATCH_SIZE_BOUNDS
+                        .iter()
+                        .position(|&b| chunk.len() <= b)
+                        .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+                    s.size_histogram[bucket] += 1;
                     audio.extend(out);
                 }
                 Err(e) => {

@@ -35,6 +35,20 @@ pub enum EngineError {
     ShutDown,
 }
 
+impl EngineError {
+    /// Whether the caller's text or options caused the error, rather than the voice, the
+    /// model or the machine.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            Self::EmptyInput(_)
+                | Self::InvalidOption { .. }
+                | Self::Text(_)
+                | Self::Model(ferrovox_vits::Error::Input(_))
+        )
+    }
+}
+
 impl From<candle_core::Error> for EngineError {
     fn from(e: candle_core::Error) -> Self {
         Self::Model(e.into())

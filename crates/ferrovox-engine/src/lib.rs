@@ -33,7 +33,7 @@ mod piper_voice;
 mod stream;
 mod vits_voice;
 
-pub use batcher::{Batcher, BatcherConfig, BatcherStats};
+pub use batcher::{Batcher, BatcherConfig, BatcherStats, BATCH_SIZE_BOUNDS};
 pub use engine::{Engine, EngineConfig, Voice, WARM_UP_TEXT};
 pub use error::EngineError;
 pub use model::{Audio, SynthesisOptions, TtsModel, Unit};

@@ -79,6 +79,18 @@ fn concurrent_requests_are_batched_and_routed_back() {
     assert!(stats.largest_batch > 1, "{stats:?}");
     assert!(stats.batches < 16, "{stats:?}");
     assert!(echo.batches.lock().unwrap().iter().all(|&b| b <= 8));
+    assert_eq!(
+        stats.size_histogram.iter().sum::<u64>(),
+        stats.batches as u64
+    );
+    let mut expected = [0u64; ferrovox_engine::BATCH_SIZE_BOUNDS.len()];
+    for &b in echo.batches.lock().unwrap().iter() {
+        expected[ferrovox_engine::BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&x| b <= x)
+            .unwrap()] += 1;
+    }
+    assert_eq!(stats.size_histogram, expected);
 }
 
 #[test]

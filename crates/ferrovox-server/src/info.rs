@@ -1,0 +1,158 @@
+//! The read-only endpoints: models, voices, health (a real, cached synthesis) and metrics.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::speech::OPENAI_VOICES;
+use crate::{ApiError, AppState, MODELS};
+
+/// Text of the health check's synthesis.
+const HEALTH_TEXT: &str = "Ok.";
+
+/// The last health check.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthCheck {
+    at: Instant,
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    state.metrics().request("models", 200);
+    let data: Vec<_> = MODELS
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "ferrovox" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+/// `GET /v1/voices`.
+pub async fn voices(State(state): State<AppState>) -> Response {
+    if !state.is_ready() {
+        let e = state.not_ready();
+        state.metrics().request("voices", e.status().as_u16());
+        return e.into_response();
+    }
+    state.metrics().request("voices", 200);
+    let default = state.default_voice().to_string();
+    let data: Vec<_> = state
+        .served_voices()
+        .iter()
+        .map(|v| {
+            let m = v.model();
+            let aliases: &[&str] = if m.id() == default {
+                OPENAI_VOICES
+            } else {
+                &[]
+            };
+            json!({
+                "id": m.id(),
+                "object": "voice",
+                "model": "vits",
+                "sample_rate": m.sample_rate(),
+                "speakers": m.speakers(),
+                "languages": m.languages(),
+                "default": m.id() == default,
+                "aliases": aliases,
+                "load_seconds": v.load_time().as_secs_f64(),
+                "warm_up_seconds": v.warm_up_time().map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `GET /health`: synthesizes a short text with the default voice (reused for the configured
+/// time), so a stuck or broken model shows as unhealthy.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let (status, body) = check(&state).await;
+    state.metrics().request("health", status.as_u16());
+    (status, Json(body)).into_response()
+}
+
+async fn check(state: &AppState) -> (StatusCode, serde_json::Value) {
+    if !state.is_ready() {
+        let e = state.not_ready();
+        return (
+            e.status(),
+            json!({ "status": "unavailable", "reason": e.to_string() }),
+        );
+    }
+    let mut cached = state.inner.health.lock().await;
+    if let Some(c) = cached
+        .as_ref()
+        .filter(|c| c.at.elapsed() < state.config().health_ttl)
+    {
+        let mut body = c.body.clone();
+        body["age_seconds"] = json!(c.at.elapsed().as_secs_f64());
+        return (c.status, body);
+    }
+    let voice = match state.voice(state.default_voice()) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                e.status(),
+                json!({ "status": "unavailable", "reason": e.to_string() }),
+            )
+        }
+    };
+    let options = state.config().defaults;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        // Straight to the model: a health check does not queue behind requests.
+        let audio = voice.model().synthesize(HEALTH_TEXT, &options);
+        (voice.model().id().to_string(), audio, start.elapsed())
+    })
+    .await;
+    let (status, body) = match outcome {
+        Ok((id, Ok(audio), took)) if !audio.samples.is_empty() => (
+            StatusCode::OK,
+            json!({
+                "status": "ok",
+                "voice": id,
+                "synthesis_seconds": took.as_secs_f64(),
+                "audio_seconds": audio.seconds(),
+            }),
+        ),
+        Ok((id, Ok(_), _)) => unhealthy(format!("voice {id} produced no audio")),
+        Ok((id, Err(e), _)) => unhealthy(format!("voice {id}: {e}")),
+        Err(e) => unhealthy(format!("health synthesis panicked: {e}")),
+    };
+    let mut reply = body.clone();
+    reply["age_seconds"] = json!(Duration::ZERO.as_secs_f64());
+    *cached = Some(HealthCheck {
+        at: Instant::now(),
+        status,
+        body,
+    });
+    (status, reply)
+}
+
+fn unhealthy(reason: String) -> (StatusCode, serde_json::Value) {
+    let e = ApiError::Internal(reason);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "status": "unhealthy", "reason": e.to_string() }),
+    )
+}
+
+/// `GET /metrics` (Prometheus text format).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics().request("metrics", 200);
+    let batchers: Vec<_> = state
+        .served_voices()
+        .iter()
+        .filter_map(|v| Some((v.model().id().to_string(), v.batcher_stats()?)))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(&batchers),
+    )
+        .into_response()
+}

@@ -1,0 +1,244 @@
+//! The ferrovox HTTP server: OpenAI-compatible `POST /v1/audio/speech` (whole or streamed as
+//! chunked audio or server-sent events), `GET /v1/models`, `GET /v1/voices`, `GET /health`
+//! and `GET /metrics`, over one shared [`Engine`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ferrovox_engine::{Engine, EngineConfig};
+//! use ferrovox_server::{serve, shutdown_signal, AppState, ServerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let engine = Arc::new(Engine::new(EngineConfig::default()));
+//! let state = AppState::new(engine, ServerConfig::default());
+//! let loader = state.clone();
+//! std::thread::spawn(move || loader.load_voices()); // /health answers 503 until done
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! serve(listener, state, shutdown_signal()).await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod encode;
+mod error;
+mod info;
+mod metrics;
+mod speech;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use ferrovox_engine::{Engine, EngineError, SynthesisOptions, Voice};
+use tokio::sync::Semaphore;
+
+pub use encode::{AudioFormat, Encoder, PCM_RATE};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use speech::{SpeechRequest, StreamFormat, OPENAI_VOICES};
+
+/// Model ids the speech endpoint accepts: OpenAI's names are aliases of the VITS family.
+pub const MODELS: &[&str] = &["vits", "tts-1", "tts-1-hd"];
+
+/// Limits and defaults of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Voices to load at start; the first is the default (OpenAI voice names map to it).
+    pub voices: Vec<String>,
+    /// Synthesis requests admitted at once; more are refused with 429.
+    pub max_concurrent_requests: usize,
+    /// Longest `input`, in characters.
+    pub max_input_chars: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Synthesis settings the request cannot set (noise, silence, seed); `speed` sets
+    /// the length scale per request.
+    pub defaults: SynthesisOptions,
+    /// How long a health check's synthesis result is reused.
+    pub health_ttl: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            voices: vec![ferrovox_voices::DEFAULT_VOICE.to_string()],
+            max_concurrent_requests: 16,
+            max_input_chars: 4096,
+            max_body_bytes: 2 * 1024 * 1024,
+            defaults: SynthesisOptions {
+                unit_silence: 0.2,
+                ..Default::default()
+            },
+            health_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared server state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+    ready: AtomicBool,
+    load_error: Mutex<Option<String>>,
+    health: tokio::sync::Mutex<Option<info::HealthCheck>>,
+}
+
+impl AppState {
+    /// State over `engine`; not ready until [`AppState::load_voices`] has run.
+    pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+                engine,
+                config,
+                metrics: Metrics::default(),
+                ready: AtomicBool::new(false),
+                load_error: Mutex::new(None),
+                health: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Loads (and warms up) every configured voice, then marks the server ready. Blocking:
+    /// run it on a thread of its own.
+    pub fn load_voices(&self) -> Result<(), EngineError> {
+        for id in &self.inner.config.voices {
+            if let Err(e) = self.inner.engine.voice(id) {
+                *self
+                    .inner
+                    .load_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("loading voice `{id}`: {e}"));
+                return Err(e);
+            }
+        }
+        self.inner.ready.store(true, Ordering::Release);
+        tracing::info!(voices = ?self.inner.config.voices, "ready");
+        Ok(())
+    }
+
+    /// Whether every voice is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    fn not_ready(&self) -> ApiError {
+        match &*self
+            .inner
+            .load_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            Some(e) => ApiError::NotReady(e.clone()),
+            None => ApiError::NotReady("voices are loading".into()),
+        }
+    }
+
+    fn default_voice(&self) -> &str {
+        self.inner
+            .config
+            .voices
+            .first()
+            .map_or(ferrovox_voices::DEFAULT_VOICE, String::as_str)
+    }
+
+    /// The served voice `id` (OpenAI's voice names are the default voice).
+    fn voice(&self, id: &str) -> Result<Arc<Voice>, ApiError> {
+        if !self.is_ready() {
+            return Err(self.not_ready());
+        }
+        let id = if OPENAI_VOICES.contains(&id) {
+            self.default_voice()
+        } else {
+            id
+        };
+        let served = self.inner.config.voices.iter().any(|v| v == id);
+        match self.inner.engine.get(id) {
+            Some(v) if served => Ok(v),
+            _ => Err(ApiError::UnknownVoice {
+                voice: id.to_string(),
+                available: self.inner.config.voices.join(", "),
+            }),
+        }
+    }
+
+    fn served_voices(&self) -> Vec<Arc<Voice>> {
+        self.inner
+            .config
+            .voices
+            .iter()
+            .filter_map(|id| self.inner.engine.get(id))
+            .collect()
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    let limit = state.inner.config.max_body_bytes;
+    Router::new()
+        .route("/v1/audio/speech", post(speech::speech))
+        .route("/v1/models", get(info::models))
+        .route("/v1/voices", get(info::voices))
+        .route("/health", get(info::health))
+        .route("/metrics", get(info::metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting connections and returns once every
+/// in-flight request (streamed bodies included) has finished.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,331 @@
+//! `POST /v1/audio/speech`: validation before anything is queued, admission through a
+//! semaphore, synthesis on a blocking thread that streams chunks back as units finish.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use ferrovox_engine::{EngineError, SynthesisOptions, Voice};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::encode::{AudioFormat, Encoder};
+use crate::{ApiError, AppState, MODELS};
+
+/// OpenAI's voice names; each is an alias of the server's default voice.
+pub const OPENAI_VOICES: &[&str] = &[
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+];
+
+/// The request body, as OpenAI defines it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpeechRequest {
+    /// `vits`, or OpenAI's `tts-1` / `tts-1-hd`.
+    pub model: String,
+    /// Text to speak.
+    pub input: String,
+    /// A served voice id, or an OpenAI voice name (the default voice).
+    pub voice: String,
+    /// `wav` (the default here), `pcm` or `flac`.
+    #[serde(default)]
+    pub response_format: Option<String>,
+    /// 0.25 to 4.0.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// `audio` (chunked body) or `sse` (server-sent events).
+    #[serde(default)]
+    pub stream_format: Option<String>,
+    /// Style instructions: not supported by these voices.
+    #[serde(default)]
+    pub instructions: Option<String>,
+}
+
+/// How the body is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// A chunked body of audio bytes, a chunk per finished sentence.
+    Audio,
+    /// `speech.audio.delta` events with base64 audio, then `speech.audio.done`.
+    Sse,
+}
+
+/// A request that passed validation.
+struct Speech {
+    voice: Arc<Voice>,
+    input: String,
+    format: AudioFormat,
+    stream: StreamFormat,
+    options: SynthesisOptions,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Speech, ApiError> {
+    let limit = state.config().max_body_bytes;
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::BadRequest(format!("reading the body: {e}"))
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    let req: SpeechRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest(format!("the body is not valid JSON: {inner}"))
+        } else if path == "." {
+            // A missing field or a body that is not an object: serde names the field.
+            let field = inner.to_string();
+            let name = field.split('`').nth(1).unwrap_or("body").to_string();
+            invalid(&name, field)
+        } else {
+            invalid(&path, inner.to_string())
+        }
+    })?;
+    if !MODELS.contains(&req.model.as_str()) {
+        return Err(ApiError::UnknownModel {
+            model: req.model,
+            available: MODELS.join(", "),
+        });
+    }
+    if req.input.trim().is_empty() {
+        return Err(ApiError::BadRequest("input: the text is empty".into()));
+    }
+    let chars = req.input.chars().count();
+    let max = state.config().max_input_chars;
+    if chars > max {
+        return Err(invalid(
+            "input",
+            format!("{chars} characters; at most {max}"),
+        ));
+    }
+    let speed = req.speed.unwrap_or(1.0);
+    if !(0.25..=4.0).contains(&speed) {
+        return Err(invalid("speed", format!("{speed} is outside 0.25..=4.0")));
+    }
+    let format = match req.response_format.as_deref() {
+        None => AudioFormat::Wav,
+        Some(f) => AudioFormat::parse(f).ok_or_else(|| {
+            invalid(
+                "response_format",
+                format!("`{f}` is not supported; use wav, pcm or flac"),
+            )
+        })?,
+    };
+    let stream = match req.stream_format.as_deref() {
+        None | Some("audio") => StreamFormat::Audio,
+        Some("sse") => StreamFormat::Sse,
+        Some(f) => return Err(invalid("stream_format", format!("`{f}`; use audio or sse"))),
+    };
+    if req
+        .instructions
+        .as_deref()
+        .is_some_and(|i| !i.trim().is_empty())
+    {
+        return Err(invalid(
+            "instructions",
+            "these voices take no style instructions",
+        ));
+    }
+    let voice = state.voice(&req.voice)?;
+    let defaults = state.config().defaults;
+    let options = SynthesisOptions {
+        length_scale: Some(defaults.length_scale.unwrap_or(1.0) / speed),
+        ..defaults
+    };
+    Ok(Speech {
+        voice,
+        input: req.input,
+        format,
+        stream,
+        options,
+    })
+}
+
+type Chunk = Result<Vec<f32>, EngineError>;
+
+/// The endpoint.
+pub async fn speech(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match start(&state, body).await {
+        Ok(response) => {
+            state
+                .metrics()
+                .request("speech", response.status().as_u16());
+            response
+        }
+        Err(e) => {
+            state.metrics().request("speech", e.status().as_u16());
+            state.metrics().error(e.kind());
+            if e.status().is_server_error() {
+                tracing::error!(error = %e, "speech request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn start(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let speech = parse(state, body)?;
+    let permit = state
+        .inner
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Overloaded(format!(
+                "{} requests in flight (--max-concurrent-requests)",
+                state.config().max_concurrent_requests
+            ))
+        })?;
+    let rate = speech.voice.model().sample_rate();
+    let encoder = Encoder::new(speech.format, rate).map_err(ApiError::Internal)?;
+    // A small bound: a slow reader holds synthesis back instead of piling audio up.
+    let (tx, mut rx) = mpsc::channel::<Chunk>(4);
+    let worker_state = state.clone();
+    let Speech {
+        voice,
+        input,
+        options,
+        ..
+    } = speech;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let metrics = worker_state.metrics();
+        metrics.in_flight(1);
+        let start = Instant::now();
+        let mut first = None;
+        let mut samples = 0usize;
+        let result = voice.stream(&input, &options, &mut |chunk| {
+            first.get_or_insert_with(|| start.elapsed());
+            samples += chunk.len();
+            tx.blocking_send(Ok(chunk.to_vec()))
+                .map_err(|_| EngineError::Unsupported("the client went away".into()))
+        });
+        match result {
+            Ok(()) => metrics.synthesis(
+                samples as f64 / rate as f64,
+                start.elapsed().as_secs_f64(),
+                first.unwrap_or_default().as_secs_f64(),
+            ),
+            Err(e) if tx.is_closed() => tracing::debug!(error = %e, "request abandoned"),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+        metrics.in_flight(-1);
+    });
+    // Nothing is sent before the first chunk, so errors up to then get their own status.
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(ApiError::Internal(
+                "synthesis stopped without a result".into(),
+            ))
+        }
+    };
+    Ok(match speech.stream {
+        StreamFormat::Audio => audio_response(speech.format, encoder, first, rx),
+        StreamFormat::Sse => sse_response(encoder, first, rx).into_response(),
+    })
+}
+
+/// Encoded byte pieces: the first chunk, the rest as they arrive, then the encoder's tail.
+/// A failure mid-stream ends the stream with an error, so the client never takes a truncated
+/// body for a complete one.
+fn encoded(
+    mut encoder: Encoder,
+    first: Vec<f32>,
+    rx: mpsc::Receiver<Chunk>,
+) -> impl Stream<Item = Result<Bytes, String>> {
+    let head = encoder.chunk(&first).map(Bytes::from);
+    let state = (Some(encoder), rx);
+    stream::once(async move { head }).chain(stream::unfold(state, |(encoder, mut rx)| async move {
+        let mut encoder = encoder?;
+        match rx.recv().await {
+            Some(Ok(chunk)) => {
+                let bytes = encoder.chunk(&chunk).map(Bytes::from);
+                Some((bytes, (Some(encoder), rx)))
+            }
+            Some(Err(e)) => Some((Err(ApiError::from(e).to_string()), (None, rx))),
+            None => Some((encoder.finish().map(Bytes::from), (None, rx))),
+        }
+    }))
+}
+
+fn audio_response(
+    format: AudioFormat,
+    encoder: Encoder,
+    first: Vec<f32>,
+    rx: mpsc::Receiver<Chunk>,
+) -> Response {
+    let body = encoded(encoder, first, rx)
+        .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+        .map(|r| r.map_err(std::io::Error::other));
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn sse_response(
+    encoder: Encoder,
+    first: Vec<f32>,
+    rx: mpsc::Receiver<Chunk>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let failed = Arc::new(AtomicBool::new(false));
+    let failed_in_stream = failed.clone();
+    let events = encoded(encoder, first, rx)
+        .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+        .map(move |r| {
+            let data = match r {
+                Ok(bytes) => serde_json::json!({
+                    "type": "speech.audio.delta",
+                    "audio": b64.encode(&bytes),
+                }),
+                Err(message) => {
+                    failed_in_stream.store(true, Ordering::Relaxed);
+                    serde_json::json!({
+                    "type": "error",
+                    "error": { "message": message, "type": "server_error" },
+                    })
+                }
+            };
+            Ok(Event::default().data(data.to_string()))
+        })
+        .chain(
+            stream::once(async move {
+                // After an error event there is no `done`: the audio is incomplete.
+                (!failed.load(Ordering::Relaxed)).then(|| {
+                    let done = serde_json::json!({ "type": "speech.audio.done" });
+                    Ok(Event::default().data(done.to_string()))
+                })
+            })
+            .filter_map(std::future::ready),
+        );
+    Sse::new(events)
+}
