@@ -1,7 +1,9 @@
 //! The `ferrovox` command.
 
 mod device_cmd;
+mod options;
 mod say_cmd;
+mod serve_cmd;
 mod voices_cmd;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,9 @@ struct Cli {
     /// CPU threads (default: physical cores, lowered by a cgroup quota).
     #[arg(long, global = true, env = "FERROVOX_NUM_THREADS")]
     threads: Option<usize>,
+    /// Write a Chrome trace (chrome://tracing, Perfetto) of every span to this file.
+    #[arg(long, global = true, env = "FERROVOX_TRACING", value_name = "FILE")]
+    tracing: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +34,8 @@ struct Cli {
 enum Command {
     /// Speak text into a WAV file (or raw PCM), with the default voice unless --voice is given.
     Say(say_cmd::SayArgs),
+    /// Serve speech over HTTP (OpenAI-compatible /v1/audio/speech).
+    Serve(serve_cmd::ServeArgs),
     /// List, fetch and inspect voices.
     Voices {
         #[command(subcommand)]
@@ -57,11 +64,8 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let _trace = init_tracing(cli.tracing.as_deref())?;
     let tuning = TuningConfig {
         num_threads: cli.threads,
         ..Default::default()
@@ -69,6 +73,7 @@ fn run() -> anyhow::Result<()> {
     .or(TuningConfig::from_env()?);
     match cli.command {
         Command::Say(args) => say_cmd::say(args, &cli.device, &tuning),
+        Command::Serve(args) => serve_cmd::serve(args, &cli.device, &tuning),
         Command::Voices { command } => voices_cmd::voices(command),
         Command::Device { json } => device_cmd::device(&cli.device, &tuning, json),
         Command::Doctor { json } => {
@@ -79,4 +84,33 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Logs to stderr as `RUST_LOG` says (`info` when unset); with `--tracing`, also every span
+/// into a Chrome trace, written out when the returned guard drops.
+fn init_tracing(
+    chrome: Option<&std::path::Path>,
+) -> anyhow::Result<Option<tracing_chrome::FlushGuard>> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,ferrovox=info,ferrovox_server=info")
+    });
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let (chrome, guard) = match chrome {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("--tracing {}: {e}", path.display()))?;
+            let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new()
+                .writer(file)
+                .include_args(true)
+                .build();
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt).with(chrome).init();
+    Ok(guard)
 }

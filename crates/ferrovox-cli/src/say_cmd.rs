@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+
+use crate::options::VoiceOptions;
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use ferrovox_engine::{open_voice, SynthesisOptions};
 
@@ -15,6 +17,8 @@ pub enum Format {
     Wav,
     /// Raw little-endian 16-bit mono samples.
     Pcm,
+    /// FLAC, 16-bit mono.
+    Flac,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,44 +40,15 @@ pub struct SayArgs {
     /// Speaker id of a multi-speaker voice.
     #[arg(long, env = "FERROVOX_SPEAKER")]
     speaker: Option<u32>,
-    /// Frames per phoneme scale: above 1 is slower speech (default: the voice's).
-    #[arg(long, env = "FERROVOX_LENGTH_SCALE")]
-    length_scale: Option<f64>,
-    /// Speaking rate, the inverse of the length scale.
-    #[arg(long, env = "FERROVOX_SPEED", conflicts_with = "length_scale")]
-    speed: Option<f64>,
-    /// Prior noise scale (default: the voice's).
-    #[arg(long, env = "FERROVOX_NOISE_SCALE")]
-    noise_scale: Option<f64>,
-    /// Duration noise scale (default: the voice's).
-    #[arg(long, env = "FERROVOX_NOISE_W")]
-    noise_w: Option<f64>,
-    /// Seconds of silence after each sentence.
-    #[arg(long, env = "FERROVOX_SENTENCE_SILENCE", default_value_t = 0.2)]
-    sentence_silence: f64,
-    /// Seed of the synthesis noise.
-    #[arg(long, env = "FERROVOX_SEED", default_value_t = 0)]
-    seed: u64,
-    /// Spell out numbers, currency, dates, times and abbreviations first (English).
-    #[arg(long, env = "FERROVOX_NORMALIZE")]
-    normalize: bool,
-}
-
-fn check_range(name: &str, value: Option<f64>, lo: f64, hi: f64) -> anyhow::Result<()> {
-    match value {
-        Some(v) if !(lo..=hi).contains(&v) || v.is_nan() => {
-            bail!("--{name} {v} is outside {lo}..={hi}")
-        }
-        _ => Ok(()),
-    }
+    #[command(flatten)]
+    voice_options: VoiceOptions,
 }
 
 pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyhow::Result<()> {
-    check_range("length-scale", args.length_scale, 0.1, 10.0)?;
-    check_range("speed", args.speed, 0.1, 10.0)?;
-    check_range("noise-scale", args.noise_scale, 0.0, 2.0)?;
-    check_range("noise-w", args.noise_w, 0.0, 2.0)?;
-    check_range("sentence-silence", Some(args.sentence_silence), 0.0, 10.0)?;
+    let options = SynthesisOptions {
+        speaker: args.speaker,
+        ..args.voice_options.options()?
+    };
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -96,15 +71,6 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
         load.elapsed().as_secs_f64(),
         runtime.selection.kind
     );
-    let options = SynthesisOptions {
-        length_scale: args.length_scale.or(args.speed.map(|s| 1.0 / s)),
-        noise_scale: args.noise_scale,
-        noise_w: args.noise_w,
-        speaker: args.speaker,
-        unit_silence: args.sentence_silence,
-        seed: args.seed,
-        normalize: args.normalize,
-    };
     let rate = voice.sample_rate();
     let raw = args.output_raw || args.format == Format::Pcm;
     let to_stdout = args.output_raw || args.output.as_os_str() == "-";
@@ -131,10 +97,10 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     let samples = if raw && to_stdout { 0 } else { all.len() };
     if !(raw && to_stdout) {
         let mut bytes = Vec::with_capacity(44 + 2 * all.len());
-        if raw {
-            ferrovox_audio::write_pcm_s16le(&mut bytes, &all)?;
-        } else {
-            ferrovox_audio::write_wav(&mut bytes, &all, rate)?;
+        match args.format {
+            _ if raw => ferrovox_audio::write_pcm_s16le(&mut bytes, &all)?,
+            Format::Flac => bytes = ferrovox_audio::encode_flac(&all, rate)?,
+            Format::Wav | Format::Pcm => ferrovox_audio::write_wav(&mut bytes, &all, rate)?,
         }
         if to_stdout {
             stdout.write_all(&bytes)?;

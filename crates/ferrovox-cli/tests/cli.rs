@@ -57,13 +57,14 @@ fn raw_output_streams_pcm_to_stdout() {
 
 #[test]
 fn bad_input_is_refused_with_the_reason() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["say", ""], "no text to speak"),
         (
             &["say", "--voice", "xx_XX-nobody", "hi"],
             "unknown voice `xx_XX-nobody`",
         ),
-        (&["say", "--noise-w", "5", "hi"], "--noise-w 5"),
+        (&["say", "--noise-w", "5", "hi"], "--noise-w 5 is outside"),
+        (&["say", "--speed", "50", "hi"], "--speed 0.02 is outside"),
         (&["--device", "tpu", "device"], "invalid device `tpu`"),
     ];
     for (args, message) in cases {
@@ -82,4 +83,122 @@ fn device_json_reports_the_cpu() {
     assert_eq!(report["backend"], "cpu");
     assert!(report["tuning"]["threads"]["threads"].as_u64().unwrap() >= 1);
     assert!(report["memory"]["Ok"]["total"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn flac_output_and_a_chrome_trace() {
+    if !voice_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ferrovox-cli-flac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (flac, trace) = (dir.join("a.flac"), dir.join("trace.json"));
+    let status = ferrovox()
+        .args(["say", "Lossless. Two sentences.", "--format", "flac", "-o"])
+        .arg(&flac)
+        .arg("--tracing")
+        .arg(&trace)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(&std::fs::read(&flac).unwrap()[..4], b"fLaC");
+    let events: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for span in [
+        "synthesize",
+        "unit",
+        "vits.text_encoder",
+        "vits.flow",
+        "vits.decoder",
+    ] {
+        assert!(names.contains(&span), "no `{span}` span in the trace");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `ferrovox serve` on a free port; returns the child and its base URL once it is ready.
+fn serve(extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = ferrovox()
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-warm-up"])
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            url = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url.expect("the server printed its address"))
+}
+
+#[test]
+fn serve_finishes_in_flight_requests_on_sigterm_and_exits_0() {
+    if !voice_available() {
+        return;
+    }
+    let (child, url) = serve(&[]);
+    let health: serde_json::Value = ureq::get(&format!("{url}/health"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let text = "This request is in flight when the server is told to stop. \
+        It has several sentences, so synthesis takes a while. \
+        The server must finish it before it exits. \
+        Only then may the process end, with status zero.";
+    let body = serde_json::json!({"model": "tts-1", "voice": "alloy", "input": text}).to_string();
+    let request_url = format!("{url}/v1/audio/speech");
+    let client = std::thread::spawn(move || {
+        let response = ureq::post(&request_url)
+            .set("content-type", "application/json")
+            .send_string(&body)
+            .unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).unwrap();
+        bytes
+    });
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let bytes = client.join().unwrap();
+    let wav = ferrovox_audio::read_wav(&bytes).unwrap();
+    let seconds = wav.samples.len() as f64 / wav.sample_rate as f64;
+    assert!(
+        seconds > 8.0,
+        "the in-flight request was cut short: {seconds} s"
+    );
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn serve_exits_with_the_reason_when_a_voice_cannot_load() {
+    let out = ferrovox()
+        .args(["serve", "--bind", "127.0.0.1:0", "--voice", "xx_XX-nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown voice `xx_XX-nobody`"), "{stderr}");
 }

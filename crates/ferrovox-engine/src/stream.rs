@@ -13,12 +13,19 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
     sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     options.validate()?;
-    let units = prepare_text(model, text, options)?;
+    let _span = tracing::info_span!("synthesize", voice = model.id(), chars = text.len()).entered();
+    let units = {
+        let _prepare = tracing::info_span!("prepare").entered();
+        prepare_text(model, text, options)?
+    };
     let rate = model.sample_rate();
     let silence = (options.unit_silence * rate as f64) as usize;
     let mut joiner = Joiner::for_rate(rate);
     for unit in &units {
-        let audio = synth(unit)?;
+        let audio = {
+            let _unit = tracing::info_span!("unit", ids = unit.ids.len()).entered();
+            synth(unit)?
+        };
         let then = if unit.ends_sentence {
             Join::Silence(silence)
         } else {

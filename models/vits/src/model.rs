@@ -372,9 +372,13 @@ impl VitsModel {
         };
         self.validate(batch, speakers)?;
         let b = batch.lengths.len();
+        let _forward = tracing::info_span!("vits.forward", batch = b).entered();
+        let stage = tracing::info_span!("vits.text_encoder").entered();
         let speaker = self.speaker_embedding(speakers, b)?;
         let enc = self.encode_text(batch)?;
         lap(|t| &mut t.text_encoder)?;
+        drop(stage);
+        let stage = tracing::info_span!("vits.duration").entered();
         let mask_b1t = batch.mask.to_dtype(self.dtype)?.unsqueeze(1)?;
         let hidden_bct = enc.hidden.transpose(1, 2)?.contiguous()?;
         let log_durations =
@@ -388,14 +392,19 @@ impl VitsModel {
         let prior = (means + ((draw * log_variances.exp()?)? * params.noise_scale)?)?;
         let frame_mask = self.frame_mask(&alignment)?;
         lap(|t| &mut t.duration)?;
+        drop(stage);
+        let stage = tracing::info_span!("vits.flow").entered();
         let latents = self.flow.reverse(&prior, &frame_mask, speaker.as_ref())?;
         let spectrogram = latents.broadcast_mul(&frame_mask)?;
         lap(|t| &mut t.flow)?;
+        drop(stage);
+        let stage = tracing::info_span!("vits.decoder").entered();
         let waveform = self
             .decoder
             .forward(&spectrogram, speaker.as_ref())?
             .squeeze(1)?;
         lap(|t| &mut t.decoder)?;
+        drop(stage);
         let hop = self.cfg.hop_length();
         Ok(VitsOutput {
             waveform,
