@@ -1,18 +1,12 @@
-//! One engine shared by many request handlers: a pool of threads (as a server's workers would
-//! be) submits sentences to one `Batcher`, which gathers concurrent requests into batches.
+//! One engine shared by many request handlers: threads (as a server's workers would be) ask
+//! the same `Engine` for the same voice; it is loaded and warmed up once, and its batcher
+//! gathers the sentences of concurrent requests into model batches.
 use std::sync::Arc;
-use std::time::Duration;
 
-use ferrovox_engine::{open_voice, Batcher, BatcherConfig, EngineError, SynthesisOptions};
+use ferrovox_engine::{Engine, EngineConfig, EngineError, SynthesisOptions};
 
 fn main() -> anyhow::Result<()> {
-    let voice = open_voice("en_US-joe-medium", &candle_core::Device::Cpu)?;
-    let config = BatcherConfig {
-        max_batch: 4,
-        max_wait: Duration::from_millis(10),
-        queue_capacity: 16,
-    };
-    let engine = Arc::new(Batcher::new(voice.clone(), config));
+    let engine = Arc::new(Engine::new(EngineConfig::default()));
     let requests = [
         "Good morning.",
         "How can I help?",
@@ -22,11 +16,12 @@ fn main() -> anyhow::Result<()> {
     let handlers: Vec<_> = requests
         .iter()
         .map(|text| {
-            let (engine, voice, text) = (engine.clone(), voice.clone(), text.to_string());
+            let (engine, text) = (engine.clone(), text.to_string());
             std::thread::spawn(move || -> Result<f64, EngineError> {
-                let units = voice.prepare(&text)?;
-                let audio = engine.synthesize_units(units, SynthesisOptions::default())?;
-                Ok(audio.concat().len() as f64 / voice.sample_rate() as f64)
+                let voice = engine.voice("en_US-joe-medium")?;
+                Ok(voice
+                    .synthesize(&text, &SynthesisOptions::default())?
+                    .seconds())
             })
         })
         .collect();
@@ -36,6 +31,12 @@ fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("handler panicked"))??;
         println!("{text:<28} {seconds:.2} s");
     }
-    println!("{:?}", engine.stats());
+    let voice = engine.voice("en_US-joe-medium")?;
+    println!(
+        "loaded in {:.2} s, warm-up {:.0} ms, {:?}",
+        voice.load_time().as_secs_f64(),
+        voice.warm_up_time().unwrap_or_default().as_secs_f64() * 1e3,
+        voice.batcher_stats()
+    );
     Ok(())
 }

@@ -53,7 +53,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "batching" => {
                 results.insert("batching".into(), crate::bench_batching::run()?);
             }
-            other => bail!("unknown bench case `{other}` (known: matmul, vits, batching)"),
+            "server" => {
+                results.insert("server".into(), crate::bench_server::run(quick)?);
+            }
+            other => bail!("unknown bench case `{other}` (known: matmul, vits, batching, server)"),
         }
     }
     let path = dir.join(format!("{stem}.json"));

@@ -1,5 +1,6 @@
-//! `cargo xtask fixtures vits`: regenerates parity fixtures from the upstream PyTorch code,
-//! installed into a venv outside the repository (it brings torch, several GB).
+//! `cargo xtask fixtures vits|chatterbox`: regenerates parity fixtures from the upstream
+//! PyTorch code, installed into venvs outside the repository (each brings torch, several GB;
+//! Chatterbox pins its own torch, so it gets a venv of its own).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,24 +12,32 @@ use crate::util::{repo_root, run_cmd};
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("vits") => vits(),
-        other => bail!("usage: cargo xtask fixtures vits (got {other:?})"),
+        Some("chatterbox") => chatterbox(),
+        other => bail!("usage: cargo xtask fixtures vits|chatterbox (got {other:?})"),
     }
 }
 
-/// The venv: `FERROVOX_FIXTURES_VENV`, else `../.venv-fixtures` beside the checkout.
-fn venv_dir() -> PathBuf {
-    std::env::var_os("FERROVOX_FIXTURES_VENV")
+/// A venv: `$<env_var>`, else `../<default>` beside the checkout.
+fn venv_dir(env_var: &str, default: &str) -> PathBuf {
+    std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../.venv-fixtures"))
+        .unwrap_or_else(|| repo_root().join("..").join(default))
 }
 
-/// Creates the venv if needed and installs the pinned requirements; returns its python.
+/// The VITS fixtures venv (`FERROVOX_FIXTURES_VENV`, else `../.venv-fixtures`), created with
+/// the pinned requirements if needed; returns its python.
 pub fn ensure_venv(requirements: &Path) -> anyhow::Result<PathBuf> {
-    let venv = venv_dir();
+    ensure_venv_at(
+        &venv_dir("FERROVOX_FIXTURES_VENV", ".venv-fixtures"),
+        requirements,
+    )
+}
+
+fn ensure_venv_at(venv: &Path, requirements: &Path) -> anyhow::Result<PathBuf> {
     let python = venv.join("bin/python");
     if !python.exists() {
         let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-        run_cmd(Command::new(host).args(["-m", "venv"]).arg(&venv))
+        run_cmd(Command::new(host).args(["-m", "venv"]).arg(venv))
             .context("creating the fixtures venv (needs python3 with venv)")?;
     }
     run_cmd(
@@ -48,6 +57,21 @@ fn vits() -> anyhow::Result<()> {
         println!("== {script}");
         run_cmd(Command::new(&python).arg(scripts.join(script)).arg(&out))?;
     }
+    println!("fixtures written to {}", out.display());
+    Ok(())
+}
+
+fn chatterbox() -> anyhow::Result<()> {
+    let root = repo_root();
+    let scripts = root.join("xtask/fixtures/chatterbox");
+    let venv = venv_dir("FERROVOX_CHATTERBOX_VENV", ".venv-chatterbox");
+    let python = ensure_venv_at(&venv, &scripts.join("requirements.txt"))?;
+    let out = root.join("models/chatterbox/tests/fixtures");
+    run_cmd(
+        Command::new(&python)
+            .arg(scripts.join("gen_s3gen.py"))
+            .arg(&out),
+    )?;
     println!("fixtures written to {}", out.display());
     Ok(())
 }

@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_batching;
+mod bench_server;
 mod bench_texts;
 mod bench_vits;
 mod bench_worker;
@@ -18,9 +19,10 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|vits|batching] [--quick]
+  bench [matmul|vits|batching|server] [--quick]
                          run benchmarks; results go to bench/results/
-  fixtures vits          regenerate the VITS parity fixtures (makes ../.venv-fixtures)
+  fixtures vits|chatterbox
+                         regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)
   gpu [--cudnn]          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
 
 fn main() -> anyhow::Result<()> {

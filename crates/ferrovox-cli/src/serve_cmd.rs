@@ -11,6 +11,16 @@ use ferrovox_server::{AppState, ServerConfig};
 
 use crate::options::VoiceOptions;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Batching {
+    /// On for GPUs, off for the CPU.
+    Auto,
+    /// Always batch.
+    On,
+    /// Never batch: each request runs on its own thread.
+    Off,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -26,9 +36,11 @@ pub struct ServeArgs {
     /// Longest input, in characters.
     #[arg(long, env = "FERROVOX_MAX_INPUT_CHARS", default_value_t = 4096)]
     max_input_chars: usize,
-    /// Run each request on its own instead of batching concurrent ones.
-    #[arg(long, env = "FERROVOX_NO_BATCHING")]
-    no_batching: bool,
+    /// Gather the sentences of concurrent requests into model batches. `auto` batches on GPUs
+    /// and not on the CPU, where padded batches measured slower than running requests side by
+    /// side (`cargo xtask bench server`).
+    #[arg(long, env = "FERROVOX_BATCHING", value_enum, default_value = "auto")]
+    batching: Batching,
     /// Most sentences in one model batch.
     #[arg(long, env = "FERROVOX_MAX_BATCH", default_value_t = 8)]
     max_batch: usize,
@@ -48,9 +60,14 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyhow::Result<()> {
     let defaults: SynthesisOptions = args.voice.options()?;
     let runtime = Runtime::init(device, tuning)?;
+    let batching = match args.batching {
+        Batching::Auto => !runtime.device().is_cpu(),
+        Batching::On => true,
+        Batching::Off => false,
+    };
     let engine = Arc::new(Engine::new(EngineConfig {
         device: runtime.device().clone(),
-        batching: (!args.no_batching).then_some(BatcherConfig {
+        batching: batching.then_some(BatcherConfig {
             max_batch: args.max_batch.max(1),
             max_wait: Duration::from_millis(args.batch_wait_ms),
             queue_capacity: args.queue_capacity.max(1),
@@ -77,9 +94,10 @@ pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> 
             .await
             .with_context(|| format!("binding {}", args.bind))?;
         eprintln!(
-            "listening on http://{} ({}); loading voices",
+            "listening on http://{} ({}, batching {}); loading voices",
             listener.local_addr()?,
-            runtime.selection.kind
+            runtime.selection.kind,
+            if batching { "on" } else { "off" }
         );
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
         let loader = state.clone();
