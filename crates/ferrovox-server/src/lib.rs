@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use ferrovox_engine::{Engine, EngineError, SynthesisOptions, Voice};
@@ -197,14 +196,12 @@ impl AppState {
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
-    let limit = state.inner.config.max_body_bytes;
     Router::new()
         .route("/v1/audio/speech", post(speech::speech))
         .route("/v1/models", get(info::models))
         .route("/v1/voices", get(info::voices))
         .route("/health", get(info::health))
         .route("/metrics", get(info::metrics))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -74,16 +73,29 @@ fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
     }
 }
 
-fn parse(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Speech, ApiError> {
-    let limit = state.config().max_body_bytes;
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::BadRequest(format!("reading the body: {e}"))
+/// Reads the body up to `limit` bytes. A larger body is still drained (up to 8× the limit) so
+/// that clients which send the whole body before reading, as most HTTP/1.1 clients do, receive
+/// the 413 instead of a broken connection.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let (mut bytes, mut total) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        total += chunk.len();
+        if total <= limit {
+            bytes.extend_from_slice(&chunk);
+        } else if total > limit.saturating_mul(8) {
+            break;
         }
-    })?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    }
+    if total > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     let req: SpeechRequest = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -161,10 +173,7 @@ fn parse(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Speech
 type Chunk = Result<Vec<f32>, EngineError>;
 
 /// The endpoint.
-pub async fn speech(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn speech(State(state): State<AppState>, body: Body) -> Response {
     match start(&state, body).await {
         Ok(response) => {
             state
@@ -183,11 +192,9 @@ pub async fn speech(
     }
 }
 
-async fn start(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let speech = parse(state, body)?;
+async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(body, state.config().max_body_bytes).await?;
+    let speech = parse(state, &bytes)?;
     let permit = state
         .inner
         .permits
