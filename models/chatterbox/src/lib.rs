@@ -11,6 +11,7 @@ pub mod flow;
 mod flow_config;
 pub mod hift;
 pub mod rel_attention;
+mod s3gen;
 
 pub use error::{Error, Result};
 pub use flow::{Flow, FlowEncoding};
@@ -18,3 +19,4 @@ pub use flow_config::{CfmConfig, EncoderConfig, EstimatorConfig, FlowConfig};
 pub use hift::{
     HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, SeededSourceNoise, SourceNoise,
 };
+pub use s3gen::{trim_fade, S3Gen, S3GenConfig, S3GenNoise, SpeakerReference, SAMPLE_RATE};
