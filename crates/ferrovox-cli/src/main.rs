@@ -44,13 +44,13 @@ enum Command {
     /// Show the device chosen, why others were skipped, memory and tuning.
     Device {
         /// Print JSON instead of text.
-        #[arg(long)]
+        #[arg(long, env = "FERROVOX_JSON")]
         json: bool,
     },
     /// Run the device layer's checks; exits non-zero when one fails.
     Doctor {
         /// Print JSON instead of text.
-        #[arg(long)]
+        #[arg(long, env = "FERROVOX_JSON")]
         json: bool,
     },
 }

@@ -29,7 +29,7 @@ pub struct SayArgs {
     #[arg(short, long, env = "FERROVOX_OUTPUT", default_value = "output.wav")]
     output: PathBuf,
     /// Write raw s16le samples to stdout as each sentence is ready (same as `-o - --format pcm`).
-    #[arg(long)]
+    #[arg(long, env = "FERROVOX_OUTPUT_RAW")]
     output_raw: bool,
     /// Output format.
     #[arg(long, value_enum, env = "FERROVOX_FORMAT", default_value = "wav")]
