@@ -53,10 +53,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "batching" => {
                 results.insert("batching".into(), crate::bench_batching::run()?);
             }
+            "s3gen" => {
+                results.insert("s3gen".into(), crate::bench_s3gen::run(quick)?);
+            }
             "server" => {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
-            other => bail!("unknown bench case `{other}` (known: matmul, vits, batching, server)"),
+            other => {
+                bail!("unknown bench case `{other}` (known: matmul, vits, batching, server, s3gen)")
+            }
         }
     }
     let path = dir.join(format!("{stem}.json"));

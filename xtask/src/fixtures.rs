@@ -61,11 +61,19 @@ fn vits() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Chatterbox venv (`FERROVOX_CHATTERBOX_VENV`, else `../.venv-chatterbox`), created with
+/// its pinned requirements if needed; returns its python.
+pub fn ensure_chatterbox_venv() -> anyhow::Result<PathBuf> {
+    ensure_venv_at(
+        &venv_dir("FERROVOX_CHATTERBOX_VENV", ".venv-chatterbox"),
+        &repo_root().join("xtask/fixtures/chatterbox/requirements.txt"),
+    )
+}
+
 fn chatterbox() -> anyhow::Result<()> {
     let root = repo_root();
     let scripts = root.join("xtask/fixtures/chatterbox");
-    let venv = venv_dir("FERROVOX_CHATTERBOX_VENV", ".venv-chatterbox");
-    let python = ensure_venv_at(&venv, &scripts.join("requirements.txt"))?;
+    let python = ensure_chatterbox_venv()?;
     let out = root.join("models/chatterbox/tests/fixtures");
     run_cmd(
         Command::new(&python)

@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_batching;
+mod bench_s3gen;
 mod bench_server;
 mod bench_texts;
 mod bench_vits;
@@ -19,7 +20,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|vits|batching|server] [--quick]
+  bench [matmul|vits|batching|server|s3gen] [--quick]
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)

@@ -12,11 +12,17 @@ mod flow_config;
 pub mod hift;
 pub mod rel_attention;
 mod s3gen;
+mod streaming;
 
 pub use error::{Error, Result};
 pub use flow::{Flow, FlowEncoding};
 pub use flow_config::{CfmConfig, EncoderConfig, EstimatorConfig, FlowConfig};
 pub use hift::{
-    HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, SeededSourceNoise, SourceNoise,
+    HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, SeededSourceNoise, SinePhase,
+    SourceNoise,
 };
-pub use s3gen::{trim_fade, S3Gen, S3GenConfig, S3GenNoise, SpeakerReference, SAMPLE_RATE};
+pub use s3gen::{
+    trim_fade, FrameSourceNoise, S3Gen, S3GenConfig, S3GenNoise, SpeakerReference, UtteranceNoise,
+    SAMPLE_RATE,
+};
+pub use streaming::{S3GenStream, VocoderContext, VocoderStream};

@@ -64,6 +64,12 @@ impl ConvRnnF0Predictor {
         Ok(x)
     }
 
+    /// Mel frames each side that one F0 value depends on (one per k3 conv): F0 computed on
+    /// a slice of a longer mel equals the full computation this far from the slice's edges.
+    pub fn context_frames(&self) -> usize {
+        self.condnet.len()
+    }
+
     /// F0 from the condnet's output: `[b, t]` Hz, never negative.
     pub fn classify(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         self.classifier

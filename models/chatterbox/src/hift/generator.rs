@@ -10,7 +10,7 @@ use super::config::HiftConfig;
 use super::conv::{Conv1d, ConvSpec, ConvTranspose1d};
 use super::f0_predictor::ConvRnnF0Predictor;
 use super::resblock::ResBlock;
-use super::source::{SourceModuleHnNsf, SourceNoise};
+use super::source::{SinePhase, SourceModuleHnNsf, SourceNoise};
 use crate::{Error, Result};
 
 /// What [`HiftGenerator::inference`] returns (upstream's `(generated_speech, s)`).
@@ -178,13 +178,37 @@ impl HiftGenerator {
     /// The excitation `[b, 1, 480 t]` from frame-rate F0 `[b, t]` (nearest upsampling by
     /// [`HiftConfig::samples_per_frame`], then [`SourceModuleHnNsf`]).
     pub fn source(&self, f0: &Tensor, noise: &mut dyn SourceNoise) -> Result<Tensor> {
+        self.m_source.forward(&self.f0_at_audio_rate(f0)?, noise)
+    }
+
+    /// The sine source's state before an utterance's first sample (draws the initial phases).
+    pub fn start_source(&self, batch: usize, noise: &mut dyn SourceNoise) -> Result<SinePhase> {
+        self.m_source
+            .sine_gen()
+            .start(batch, noise, &candle_core::Device::Cpu)
+    }
+
+    /// [`Self::source`] for the frames after those `phase` has seen, with the sine noise given
+    /// (`normal` `[b, H, 480 t]`): the excitation continues the previous call's phase, so a
+    /// source built in pieces equals the one-shot source.
+    pub fn source_continued(
+        &self,
+        f0: &Tensor,
+        normal: &Tensor,
+        phase: &mut SinePhase,
+    ) -> Result<Tensor> {
+        self.m_source
+            .forward_continued(&self.f0_at_audio_rate(f0)?, normal, phase)
+    }
+
+    /// Frame-rate F0 `[b, t]` to the audio rate `[b, 480 t]` (nearest, upstream's `f0_upsamp`).
+    fn f0_at_audio_rate(&self, f0: &Tensor) -> Result<Tensor> {
         let (b, t) = f0.dims2()?;
         let scale = self.cfg.samples_per_frame();
-        let f0_audio_rate = f0
+        Ok(f0
             .unsqueeze(2)?
             .broadcast_as((b, t, scale))?
-            .reshape((b, t * scale))?;
-        self.m_source.forward(&f0_audio_rate, noise)
+            .reshape((b, t * scale))?)
     }
 
     /// The source's STFT as `[b, n_fft + 2, frames]`: real parts, then imaginary parts.

@@ -14,4 +14,6 @@ pub use conv::fold_weight_norm;
 pub use f0_predictor::ConvRnnF0Predictor;
 pub use generator::{HiftGenerator, HiftOutput};
 pub use resblock::{ResBlock, Snake};
-pub use source::{RecordedSourceNoise, SeededSourceNoise, SineGen, SourceModuleHnNsf, SourceNoise};
+pub use source::{
+    RecordedSourceNoise, SeededSourceNoise, SineGen, SinePhase, SourceModuleHnNsf, SourceNoise,
+};

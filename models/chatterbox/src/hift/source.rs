@@ -71,6 +71,41 @@ impl SeededSourceNoise {
         Self { state: seed }
     }
 
+    /// A generator for one position of one stream of draws: its state is `seed`, `stream` and
+    /// `index` mixed through SplitMix64's finaliser, so the draws at a position do not depend
+    /// on how many draws other positions took (what lets a stream that synthesizes an
+    /// utterance in pieces reproduce the one-shot draws).
+    pub fn keyed(seed: u64, stream: u64, index: u64) -> Self {
+        let mut mixer = Self::new(seed);
+        let mut state = mixer.next_u64();
+        for key in [stream, index] {
+            mixer.state = state ^ key;
+            state = mixer.next_u64();
+        }
+        Self::new(state)
+    }
+
+    /// `n` standard-normal draws.
+    pub fn normals(&mut self, n: usize) -> Vec<f32> {
+        let mut values = Vec::with_capacity(n + 1);
+        while values.len() < n {
+            // Box-Muller: two normals from two uniforms; 1 - u keeps the log finite.
+            let radius = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();
+            let angle = 2.0 * std::f64::consts::PI * self.uniform();
+            values.push((radius * angle.cos()) as f32);
+            values.push((radius * angle.sin()) as f32);
+        }
+        values.truncate(n);
+        values
+    }
+
+    /// `n` uniform draws in `[0, 1)` as f32 (rounding can reach 1.0 in f32; it is kept below).
+    pub fn uniforms(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| (self.uniform() as f32).min(1.0 - f32::EPSILON / 2.0))
+            .collect()
+    }
+
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -87,9 +122,7 @@ impl SeededSourceNoise {
 
 impl SourceNoise for SeededSourceNoise {
     fn phase_uniform(&mut self, batch: usize, harmonics: usize, device: &Device) -> Result<Tensor> {
-        let values: Vec<f32> = (0..batch * harmonics)
-            .map(|_| (self.uniform() as f32).min(1.0 - f32::EPSILON / 2.0))
-            .collect();
+        let values = self.uniforms(batch * harmonics);
         Ok(Tensor::from_vec(values, (batch, harmonics, 1), device)?)
     }
 
@@ -100,21 +133,36 @@ impl SourceNoise for SeededSourceNoise {
         samples: usize,
         device: &Device,
     ) -> Result<Tensor> {
-        let n = batch * harmonics * samples;
-        let mut values = Vec::with_capacity(n + 1);
-        while values.len() < n {
-            // Box-Muller: two normals from two uniforms; 1 - u keeps the log finite.
-            let radius = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();
-            let angle = 2.0 * std::f64::consts::PI * self.uniform();
-            values.push((radius * angle.cos()) as f32);
-            values.push((radius * angle.sin()) as f32);
-        }
-        values.truncate(n);
+        let values = self.normals(batch * harmonics * samples);
         Ok(Tensor::from_vec(
             values,
             (batch, harmonics, samples),
             device,
         )?)
+    }
+}
+
+/// The sine source's running state between calls: each harmonic's initial phase (drawn once
+/// per utterance) and its phase accumulator in cycles. Carrying it makes a source generated in
+/// pieces equal to one generated in one call, sample for sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinePhase {
+    /// `[b · H]` radians, the fundamental's 0.
+    initial: Vec<f32>,
+    /// `[b · H]` cycles so far (f64, as torch's CPU `cumsum` accumulates).
+    cycles: Vec<f64>,
+}
+
+impl SinePhase {
+    /// The state before the first sample.
+    pub fn new(initial: Vec<f32>) -> Self {
+        let cycles = vec![0.0; initial.len()];
+        Self { initial, cycles }
+    }
+
+    /// Accumulated cycles per harmonic (`[b · H]`).
+    pub fn cycles(&self) -> &[f64] {
+        &self.cycles
     }
 }
 
@@ -162,24 +210,59 @@ impl SineGen {
             .collect()
     }
 
-    /// `f0` `[b, samples]` Hz (already at the audio rate) to sine waves `[b, H, samples]`.
-    ///
-    /// Runs on the host. The running phase is `cumsum(f0 · (h+1) / sr)` accumulated in f64 and
-    /// stored per sample as f32, as torch's CPU `cumsum` does (an f32 running sum drifts by
-    /// ~1e-2 cycles over 10 s); the rest follows upstream's f32 arithmetic.
-    pub fn forward(&self, f0: &Tensor, noise: &mut dyn SourceNoise) -> Result<Tensor> {
-        let (batch, samples) = f0.dims2()?;
-        let device = f0.device();
-        let h = self.harmonics;
-        let f0 = f0.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    /// The state before the first sample, from the initial-phase draw.
+    pub fn start(
+        &self,
+        batch: usize,
+        noise: &mut dyn SourceNoise,
+        device: &Device,
+    ) -> Result<SinePhase> {
         let uniform = noise
-            .phase_uniform(batch, h, device)?
+            .phase_uniform(batch, self.harmonics, device)?
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let phase = self.initial_phase(&uniform);
-        let normal = noise
-            .sine_normal(batch, h, samples, device)?
+        Ok(SinePhase::new(self.initial_phase(&uniform)))
+    }
+
+    /// `f0` `[b, samples]` Hz (already at the audio rate) to sine waves `[b, H, samples]`.
+    /// Draws the initial phases, then the noise, in upstream's order.
+    pub fn forward(&self, f0: &Tensor, noise: &mut dyn SourceNoise) -> Result<Tensor> {
+        let (batch, samples) = f0.dims2()?;
+        let device = f0.device();
+        let mut phase = self.start(batch, noise, device)?;
+        let normal = noise.sine_normal(batch, self.harmonics, samples, device)?;
+        self.forward_continued(f0, &normal, &mut phase)
+    }
+
+    /// [`Self::forward`] for the samples after those `phase` has seen, with the noise given
+    /// (`normal` `[b, H, samples]` standard normal); advances `phase` past them.
+    ///
+    /// Runs on the host. The running phase is `cumsum(f0 · (h+1) / sr)` accumulated in f64 and
+    /// stored per sample as f32, as torch's CPU `cumsum` does (an f32 running sum drifts by
+    /// ~1e-2 cycles over 10 s); the rest follows upstream's f32 arithmetic. Because the f64
+    /// accumulator is carried, pieces give the same samples as one call.
+    pub fn forward_continued(
+        &self,
+        f0: &Tensor,
+        normal: &Tensor,
+        phase: &mut SinePhase,
+    ) -> Result<Tensor> {
+        let (batch, samples) = f0.dims2()?;
+        let device = f0.device();
+        let h = self.harmonics;
+        if normal.dims() != [batch, h, samples] || phase.cycles.len() != batch * h {
+            return Err(Error::Input(format!(
+                "sine noise {:?} and phase state of {} harmonics for f0 {:?}, expected \
+                 [{batch}, {h}, {samples}] and {}",
+                normal.dims(),
+                phase.cycles.len(),
+                f0.dims(),
+                batch * h
+            )));
+        }
+        let f0 = f0.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let normal = normal
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
@@ -191,11 +274,12 @@ impl SineGen {
             for harmonic in 0..h {
                 let row = (b * h + harmonic) * samples;
                 let factor = (harmonic + 1) as f32;
-                let mut cycles = 0f64;
+                let initial = phase.initial[b * h + harmonic];
+                let cycles = &mut phase.cycles[b * h + harmonic];
                 for (n, &hz) in f0.iter().enumerate() {
-                    cycles += (hz * factor / sr) as f64;
-                    let fraction = (cycles as f32).fract();
-                    let theta = two_pi * fraction + phase[b * h + harmonic];
+                    *cycles += (hz * factor / sr) as f64;
+                    let fraction = (*cycles as f32).fract();
+                    let theta = two_pi * fraction + initial;
                     let sine = self.sine_amp * ((theta as f64).sin() as f32);
                     let voiced = hz > self.voiced_threshold;
                     let (sine, std) = if voiced {
@@ -241,6 +325,25 @@ impl SourceModuleHnNsf {
     /// `f0` `[b, samples]` Hz at the audio rate to the excitation `[b, 1, samples]`.
     pub fn forward(&self, f0: &Tensor, noise: &mut dyn SourceNoise) -> Result<Tensor> {
         let sines = self.sine_gen.forward(f0, noise)?.to_dtype(f0.dtype())?;
+        self.merge(&sines)
+    }
+
+    /// [`Self::forward`] continuing from `phase` with the given sine noise
+    /// ([`SineGen::forward_continued`]).
+    pub fn forward_continued(
+        &self,
+        f0: &Tensor,
+        normal: &Tensor,
+        phase: &mut SinePhase,
+    ) -> Result<Tensor> {
+        let sines = self
+            .sine_gen
+            .forward_continued(f0, normal, phase)?
+            .to_dtype(f0.dtype())?;
+        self.merge(&sines)
+    }
+
+    fn merge(&self, sines: &Tensor) -> Result<Tensor> {
         Ok(self
             .l_linear
             .forward(&sines.transpose(1, 2)?)?

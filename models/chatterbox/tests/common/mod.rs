@@ -72,3 +72,78 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// The small S3Gen of the fixtures (weights from `encoder`, `cfm` and `hift`) and the e2e
+/// fixture's speaker reference, as `s3gen_parity.rs` builds them.
+pub fn small_s3gen() -> (
+    ferrovox_chatterbox::S3Gen,
+    ferrovox_chatterbox::SpeakerReference,
+    Fixture,
+) {
+    use ferrovox_chatterbox::{FlowConfig, HiftConfig, S3Gen, S3GenConfig, SpeakerReference};
+    fn from<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> T {
+        serde_json::from_value(v.clone()).unwrap()
+    }
+    let (enc, cfm, hift) = (
+        Fixture::load("encoder"),
+        Fixture::load("cfm"),
+        Fixture::load("hift"),
+    );
+    let mut flow: FlowConfig = from(&enc.config["flow"]);
+    flow.encoder = from(&enc.config["encoder"]);
+    flow.encoder.num_up_blocks = enc.config["encoder_swapped_parts"]["up_encoders"]
+        .as_u64()
+        .unwrap() as usize;
+    flow.estimator = from(&cfm.config["estimator"]);
+    let mut h = hift.config["hift"].clone();
+    h["f0_predictor"] = hift.config["f0_predictor"].clone();
+    let cfg = S3GenConfig {
+        flow,
+        hift: from::<HiftConfig>(&h),
+    };
+    let model = S3Gen::new(&cfg, Fixture::vb_of(&[&enc, &cfm, &hift])).unwrap();
+    let e2e = Fixture::load("s3gen_e2e");
+    let reference = SpeakerReference {
+        prompt_tokens: ids(&e2e.get("in.prompt_tokens")),
+        prompt_feat: e2e.get("in.prompt_feat"),
+        xvector: e2e.get("in.xvector"),
+    };
+    (model, reference, e2e)
+}
+
+/// Token ids of an integer tensor.
+pub fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// `n` pseudo-random speech tokens below `vocab` (a fixed LCG: the same ids on every run).
+pub fn random_tokens(n: usize, vocab: u32, seed: u64) -> Vec<u32> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// How far `got` is from `want`: (max |diff|, relative L2 ‖got − want‖ / ‖want‖, SNR in dB).
+pub fn compare(got: &[f32], want: &[f32]) -> (f32, f64, f64) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let mut max = 0f32;
+    let (mut err, mut power) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        max = max.max((g - w).abs());
+        err += ((g - w) as f64).powi(2);
+        power += (w as f64).powi(2);
+    }
+    let rel = (err / power.max(1e-30)).sqrt();
+    (max, rel, -20.0 * rel.max(1e-30).log10())
+}

@@ -1,0 +1,83 @@
+"""Times upstream S3Gen (chatterbox-tts, PyTorch eager, CPU) at full size with random weights.
+
+Usage: s3gen_torch_bench.py SPEC_JSON  (spec: dir, threads, reps, prompt_tokens, cases: {name: n_tokens},
+batch: how many utterances the batch case runs)
+On first use writes `dir/s3gen.safetensors` (the flow and HiFT weights under their checkpoint
+keys, seed 0) and `dir/inputs.safetensors` (prompt tokens, prompt mel, x-vector and the target
+tokens of every case) so ferrovox times the same model on the same inputs. Prints one JSON line.
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from chatterbox.models.s3gen import S3Gen
+
+
+def main() -> None:
+    spec = json.load(open(sys.argv[1]))
+    torch.set_num_threads(spec["threads"])
+    out = spec["dir"]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    model = S3Gen().eval()
+    weights = os.path.join(out, "s3gen.safetensors")
+    if not os.path.exists(weights):
+        state = {
+            k: v.contiguous()
+            for k, v in model.state_dict().items()
+            if k.startswith(("flow.", "mel2wav."))
+        }
+        save_file(state, weights)
+    inputs_path = os.path.join(out, "inputs.safetensors")
+    if not os.path.exists(inputs_path):
+        g = torch.Generator().manual_seed(1)
+        n_prompt = spec["prompt_tokens"]
+        inputs = {
+            "prompt_tokens": torch.randint(0, 6561, (1, n_prompt), generator=g),
+            "prompt_feat": torch.randn(1, 2 * n_prompt, 80, generator=g),
+            "xvector": torch.randn(1, 192, generator=g),
+        }
+        for name, n in spec["cases"].items():
+            inputs[f"tokens.{name}"] = torch.randint(0, 6561, (1, n), generator=g)
+        save_file(inputs, inputs_path)
+    inputs = load_file(inputs_path)
+    ref = {
+        "prompt_token": inputs["prompt_tokens"],
+        "prompt_token_len": torch.tensor([inputs["prompt_tokens"].shape[1]]),
+        "prompt_feat": inputs["prompt_feat"],
+        "prompt_feat_len": None,
+        "embedding": inputs["xvector"],
+    }
+    cases = {}
+    with torch.inference_mode():
+        for name in spec["cases"]:
+            tokens = inputs[f"tokens.{name}"]
+            walls, audio_s = [], 0.0
+            for rep in range(spec["reps"] + 1):
+                t0 = time.perf_counter()
+                wav, _ = model.inference(speech_tokens=tokens, ref_dict=dict(ref))
+                wall = time.perf_counter() - t0
+                audio_s = wav.shape[-1] / 24000
+                if rep > 0:  # the first call is the warm-up
+                    walls.append(wall)
+            walls.sort()
+            cases[name] = {"wall_s": walls[len(walls) // 2], "walls": walls, "audio_s": audio_s}
+        # Upstream's inference takes one utterance: a batch is that many calls in a row.
+        tokens = inputs[f"tokens.{next(iter(spec['cases']))}"]
+        t0 = time.perf_counter()
+        total = 0.0
+        for _ in range(spec["batch"]):
+            wav, _ = model.inference(speech_tokens=tokens, ref_dict=dict(ref))
+            total += wav.shape[-1] / 24000
+        cases["batch"] = {"wall_s": time.perf_counter() - t0, "audio_s": total, "items": spec["batch"]}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"torch": torch.__version__, "threads": spec["threads"], "cases": cases, "peak_rss_mib": peak}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+//! `cargo xtask bench s3gen`: Chatterbox's S3Gen at full size (random weights, the same file and
+//! inputs on both sides) in ferrovox against upstream PyTorch eager, on the CPU, same threads.
+//! The batch case runs ferrovox's batched CFM solve against upstream's one-utterance
+//! `inference` called once per item (upstream has no batched path).
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use ferrovox_chatterbox::{S3Gen, S3GenConfig, SpeakerReference};
+use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use serde_json::json;
+
+use crate::util::repo_root;
+
+fn ids(t: &Tensor) -> anyhow::Result<Vec<u32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?)
+}
+
+pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(&DeviceRequest::Cpu, &TuningConfig::from_env()?)?;
+    let threads = runtime.tuning.threads.threads;
+    let dir = std::env::temp_dir().join("ferrovox-bench-s3gen");
+    let cases: Vec<(&str, usize)> = if quick {
+        vec![("3s", 75)]
+    } else {
+        vec![("3s", 75), ("10s", 250)]
+    };
+    let (reps, batch) = if quick { (1, 2) } else { (2, 8) };
+    let spec = json!({
+        "dir": dir, "threads": threads, "reps": reps, "prompt_tokens": 50, "batch": batch,
+        "cases": cases.iter().map(|(n, t)| (n.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
+    });
+    let spec_path = dir.with_extension("json");
+    std::fs::write(&spec_path, spec.to_string())?;
+    let python = crate::fixtures::ensure_chatterbox_venv()?;
+    let out = Command::new(python)
+        .arg(repo_root().join("xtask/bench/s3gen_torch_bench.py"))
+        .arg(&spec_path)
+        .output()
+        .context("running the PyTorch S3Gen bench")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "PyTorch S3Gen bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let torch: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .context("no JSON from the PyTorch bench")?,
+    )?;
+
+    let load = Instant::now();
+    let model = S3Gen::load(
+        &dir.join("s3gen.safetensors"),
+        &S3GenConfig::default(),
+        &Device::Cpu,
+    )?;
+    let load_s = load.elapsed().as_secs_f64();
+    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &Device::Cpu)?;
+    let get = |k: &str| {
+        inputs
+            .get(k)
+            .cloned()
+            .with_context(|| format!("inputs lack {k}"))
+    };
+    let reference = SpeakerReference {
+        prompt_tokens: ids(&get("prompt_tokens")?)?,
+        prompt_feat: get("prompt_feat")?.to_dtype(DType::F32)?,
+        xvector: get("xvector")?.to_dtype(DType::F32)?,
+    };
+    let mut rows = Vec::new();
+    let mut results = serde_json::Map::new();
+    for (name, _) in &cases {
+        let tokens = ids(&get(&format!("tokens.{name}"))?)?;
+        let mut walls = Vec::new();
+        let mut audio_s = 0.0;
+        for rep in 0..=reps {
+            let start = Instant::now();
+            let audio = model.synthesize(&tokens, &reference, rep as u64)?;
+            if rep > 0 {
+                walls.push(start.elapsed().as_secs_f64());
+            }
+            audio_s = audio.len() as f64 / 24_000.0;
+        }
+        walls.sort_by(f64::total_cmp);
+        let ours = walls[walls.len() / 2];
+        let theirs = torch["cases"][name]["wall_s"].as_f64().unwrap_or(f64::NAN);
+        rows.push((name.to_string(), audio_s, ours, theirs));
+        results.insert(
+            name.to_string(),
+            json!({"audio_s": audio_s, "ferrovox_wall_s": ours, "ferrovox_walls": walls, "torch_wall_s": theirs}),
+        );
+    }
+    let tokens = ids(&get(&format!("tokens.{}", cases[0].0))?)?;
+    let items: Vec<(&[u32], &SpeakerReference)> = (0..batch)
+        .map(|_| (tokens.as_slice(), &reference))
+        .collect();
+    let start = Instant::now();
+    let audio_s: f64 = model
+        .synthesize_batch(&items, 0)?
+        .iter()
+        .map(|a| a.len() as f64 / 24_000.0)
+        .sum();
+    let ours = start.elapsed().as_secs_f64();
+    let theirs = torch["cases"]["batch"]["wall_s"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    rows.push((format!("{batch} × {}", cases[0].0), audio_s, ours, theirs));
+    results.insert(
+        "batch".into(),
+        json!({"items": batch, "audio_s": audio_s, "ferrovox_wall_s": ours, "torch_wall_s": theirs}),
+    );
+    println!("| case | audio s | ferrovox RTF | PyTorch RTF | ferrovox / PyTorch |\n|---|---|---|---|---|");
+    for (name, audio, ours, theirs) in &rows {
+        println!(
+            "| {name} | {audio:.1} | {:.2}× | {:.2}× | {:.2}× |",
+            audio / ours,
+            audio / theirs,
+            theirs / ours
+        );
+    }
+    println!(
+        "({threads} threads; PyTorch {} peak RSS {:.0} MiB, ferrovox peak RSS {:.0} MiB; model load {load_s:.1} s)",
+        torch["torch"],
+        torch["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64
+    );
+    Ok(json!({"threads": threads, "torch": torch, "ferrovox": results, "load_s": load_s}))
+}
