@@ -37,6 +37,66 @@ pub struct SpeakerReference {
     pub xvector: Tensor,
 }
 
+/// Longest reference upstream conditions on (`prepare_conditionals` keeps 10 s).
+pub const MAX_REFERENCE_SECONDS: f64 = 10.0;
+/// Shortest reference accepted: 0.2 s is about one syllable (10 mel frames, 5 tokens); below
+/// that there is no voice to condition on. Upstream recommends several seconds.
+pub const MIN_REFERENCE_SECONDS: f64 = 0.2;
+
+impl SpeakerReference {
+    /// A reference from its audio at any sample rate (resampled to 24 kHz, cut to 10 s as
+    /// upstream does), its S3 tokens and its x-vector `[1, 192]`. Tokens beyond the audio's
+    /// length (2 mel frames each) are dropped, as upstream's `embed_ref` does. Audio that is
+    /// too short or silent is refused.
+    pub fn from_audio(
+        prompt_tokens: &[u32],
+        samples: &[f32],
+        sample_rate: u32,
+        xvector: Tensor,
+    ) -> Result<Self> {
+        let audio = ferrovox_audio::resample(samples, sample_rate, SAMPLE_RATE)
+            .map_err(|e| Error::Input(format!("reference audio: {e}")))?;
+        let seconds = audio.len() as f64 / SAMPLE_RATE as f64;
+        if seconds < MIN_REFERENCE_SECONDS {
+            return Err(Error::Input(format!(
+                "reference audio is {seconds:.2} s long; at least {MIN_REFERENCE_SECONDS} s is needed"
+            )));
+        }
+        let audio = &audio[..audio
+            .len()
+            .min((MAX_REFERENCE_SECONDS * SAMPLE_RATE as f64) as usize)];
+        let rms = (audio.iter().map(|v| v * v).sum::<f32>() / audio.len() as f32).sqrt();
+        if rms < 1e-4 || !rms.is_finite() {
+            return Err(Error::Input(format!(
+                "reference audio is silent or invalid (rms {rms:.1e})"
+            )));
+        }
+        let mel = ferrovox_audio::MelSpectrogram::s3gen()
+            .and_then(|m| m.compute(audio))
+            .map_err(|e| Error::Input(format!("reference audio: {e}")))?;
+        // LogMel is mel-major [80, frames]; the flow takes time-major [1, frames, 80].
+        let prompt_feat = Tensor::from_vec(mel.values, (mel.n_mels, mel.frames), xvector.device())?
+            .t()?
+            .contiguous()?
+            .unsqueeze(0)?;
+        let xvector = match xvector.dims() {
+            [n] => xvector.reshape((1, *n))?,
+            [1, _] => xvector,
+            dims => {
+                return Err(Error::Input(format!(
+                    "x-vector of shape {dims:?}, expected [1, 192]"
+                )))
+            }
+        };
+        let keep = prompt_tokens.len().min(mel.frames / 2);
+        Ok(Self {
+            prompt_tokens: prompt_tokens[..keep].to_vec(),
+            prompt_feat,
+            xvector,
+        })
+    }
+}
+
 /// The random draws of one synthesis: the CFM starting noise and HiFT's source draws.
 #[allow(missing_debug_implementations)] // holds a `dyn SourceNoise`
 pub struct S3GenNoise<'a> {

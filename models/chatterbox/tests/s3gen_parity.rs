@@ -168,3 +168,41 @@ fn bad_input_is_refused_with_the_reason() {
     .unwrap_err();
     assert!(matches!(missing, Error::Checkpoint { .. }), "{missing}");
 }
+
+#[test]
+fn a_reference_from_audio_matches_upstreams_mel_and_refuses_bad_audio() {
+    let s = setup();
+    let wav: Vec<f32> = s
+        .e2e
+        .get("in.ref_wav")
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let xvector = s.reference.xvector.clone();
+    let r = SpeakerReference::from_audio(&s.reference.prompt_tokens, &wav, 24_000, xvector.clone())
+        .unwrap();
+    let err = max_abs_diff(&r.prompt_feat, &s.e2e.get("in.prompt_feat"));
+    eprintln!("prompt_feat from audio max|diff| {err:.3e} (bound 2e-5)");
+    assert!(err <= 2e-5, "{err}");
+    assert_eq!(r.prompt_tokens, s.reference.prompt_tokens);
+
+    // 16 kHz audio is resampled: same duration, so the same number of mel frames.
+    let at_16k = ferrovox_audio::resample(&wav, 24_000, 16_000).unwrap();
+    let r16 = SpeakerReference::from_audio(&[], &at_16k, 16_000, xvector.clone()).unwrap();
+    assert_eq!(r16.prompt_feat.dims(), r.prompt_feat.dims());
+
+    let short = SpeakerReference::from_audio(&[], &wav[..4000], 24_000, xvector.clone());
+    // 4000 samples = 0.17 s, under the 0.2 s floor.
+    assert!(
+        matches!(short, Err(Error::Input(ref m)) if m.contains("long")),
+        "{short:?}"
+    );
+    let silent = SpeakerReference::from_audio(&[], &vec![0.0; 24_000], 24_000, xvector.clone());
+    assert!(
+        matches!(silent, Err(Error::Input(ref m)) if m.contains("silent")),
+        "{silent:?}"
+    );
+    let bad_rate = SpeakerReference::from_audio(&[], &wav, 0, xvector);
+    assert!(matches!(bad_rate, Err(Error::Input(_))), "{bad_rate:?}");
+}
