@@ -1,7 +1,7 @@
 """Times upstream S3Gen (chatterbox-tts, PyTorch eager, CPU) at full size with random weights.
 
 Usage: s3gen_torch_bench.py SPEC_JSON  (spec: dir, threads, reps, prompt_tokens, cases: {name: n_tokens},
-batch: how many utterances the batch case runs)
+batch: how many utterances the batch case runs, batch_case: the case whose tokens it repeats)
 On first use writes `dir/s3gen.safetensors` (the flow and HiFT weights under their checkpoint
 keys, seed 0) and `dir/inputs.safetensors` (prompt tokens, prompt mel, x-vector and the target
 tokens of every case) so ferrovox times the same model on the same inputs. Prints one JSON line.
@@ -68,7 +68,7 @@ def main() -> None:
             walls.sort()
             cases[name] = {"wall_s": walls[len(walls) // 2], "walls": walls, "audio_s": audio_s}
         # Upstream's inference takes one utterance: a batch is that many calls in a row.
-        tokens = inputs[f"tokens.{next(iter(spec['cases']))}"]
+        tokens = inputs[f"tokens.{spec['batch_case']}"]
         t0 = time.perf_counter()
         total = 0.0
         for _ in range(spec["batch"]):

@@ -30,6 +30,7 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
     let (reps, batch) = if quick { (1, 2) } else { (2, 8) };
     let spec = json!({
         "dir": dir, "threads": threads, "reps": reps, "prompt_tokens": 50, "batch": batch,
+        "batch_case": cases[0].0,
         "cases": cases.iter().map(|(n, t)| (n.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
     });
     let spec_path = dir.with_extension("json");
@@ -111,7 +112,7 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
     rows.push((format!("{batch} × {}", cases[0].0), audio_s, ours, theirs));
     results.insert(
         "batch".into(),
-        json!({"items": batch, "audio_s": audio_s, "ferrovox_wall_s": ours, "torch_wall_s": theirs}),
+        json!({"items": batch, "case": cases[0].0, "audio_s": audio_s, "ferrovox_wall_s": ours, "torch_wall_s": theirs}),
     );
     println!("| case | audio s | ferrovox RTF | PyTorch RTF | ferrovox / PyTorch |\n|---|---|---|---|---|");
     for (name, audio, ours, theirs) in &rows {

@@ -133,14 +133,8 @@ impl Voice {
 
     /// Text to audio in one piece.
     pub fn synthesize(&self, text: &str, options: &SynthesisOptions) -> Result<Audio, EngineError> {
-        let mut samples = Vec::new();
-        self.stream(text, options, &mut |chunk| {
-            samples.extend_from_slice(chunk);
-            Ok(())
-        })?;
-        Ok(Audio {
-            samples,
-            sample_rate: self.model.sample_rate(),
+        crate::stream::collect(self.model.sample_rate(), |sink| {
+            self.stream(text, options, sink)
         })
     }
 

@@ -96,15 +96,7 @@ pub trait TtsModel: Send + Sync {
 
     /// Text to audio in one piece.
     fn synthesize(&self, text: &str, options: &SynthesisOptions) -> Result<Audio, EngineError> {
-        let mut samples = Vec::new();
-        self.stream(text, options, &mut |chunk| {
-            samples.extend_from_slice(chunk);
-            Ok(())
-        })?;
-        Ok(Audio {
-            samples,
-            sample_rate: self.sample_rate(),
-        })
+        crate::stream::collect(self.sample_rate(), |sink| self.stream(text, options, sink))
     }
 
     /// Text to audio, handing each unit's audio (joined to its neighbours: sentence silence,

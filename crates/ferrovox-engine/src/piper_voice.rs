@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use candle_core::Device;
-use ferrovox_text::{chunk_text, EspeakPhonemizer, PhonemeIdMap};
+use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
 use ferrovox_vits::piper::{self, PiperVoiceConfig};
 use ferrovox_vits::VitsModel;
 
-use crate::vits_voice::{synthesize_vits, MAX_CHUNK_CHARS};
+use crate::vits_voice::{synthesize_vits, units_from_chunks};
 use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// A loaded Piper voice.
@@ -65,13 +65,9 @@ impl TtsModel for PiperVoice {
     }
 
     fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
-        if text.trim().is_empty() {
-            return Err(EngineError::EmptyInput("the text is empty".into()));
-        }
-        let mut units = Vec::new();
-        for chunk in chunk_text(text, MAX_CHUNK_CHARS) {
-            let first = units.len();
-            for sentence in self.phonemizer.phonemize(chunk.text)? {
+        units_from_chunks(text, |chunk| {
+            let mut sentences = Vec::new();
+            for sentence in self.phonemizer.phonemize(chunk)? {
                 // Piper drops phonemes its map lacks; so does ferrovox, with a warning.
                 let (ids, missing) = self.ids.ids_lenient(&sentence.phonemes);
                 if !missing.is_empty() {
@@ -80,13 +76,10 @@ impl TtsModel for PiperVoice {
                         "phonemes missing from the voice's map were dropped"
                     );
                 }
-                units.push(Unit::sentence(ids.iter().map(|&i| i as u32).collect()));
+                sentences.push(ids.iter().map(|&i| i as u32).collect());
             }
-            if !chunk.ends_sentence && units.len() > first {
-                units.last_mut().expect("just pushed").ends_sentence = false;
-            }
-        }
-        Ok(units)
+            Ok(sentences)
+        })
     }
 
     fn synthesize_units(

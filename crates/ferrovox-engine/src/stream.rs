@@ -2,7 +2,7 @@
 
 use ferrovox_audio::{Join, Joiner};
 
-use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+use crate::{Audio, EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// Synthesizes `text` unit by unit with `synth` and hands the joined audio to `sink`.
 pub(crate) fn stream_units<M: TtsModel + ?Sized>(
@@ -54,4 +54,20 @@ pub(crate) fn prepare_text<M: TtsModel + ?Sized>(
     } else {
         model.prepare(text)
     }
+}
+
+/// Runs a streaming synthesis and gathers its chunks into one [`Audio`].
+pub(crate) fn collect(
+    sample_rate: u32,
+    stream: impl FnOnce(&mut dyn FnMut(&[f32]) -> Result<(), EngineError>) -> Result<(), EngineError>,
+) -> Result<Audio, EngineError> {
+    let mut samples = Vec::new();
+    stream(&mut |chunk| {
+        samples.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(Audio {
+        samples,
+        sample_rate,
+    })
 }

@@ -14,6 +14,32 @@ use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
 /// and crossfaded, which bounds memory and latency for inputs of any length.
 pub(crate) const MAX_CHUNK_CHARS: usize = 500;
 
+/// Cuts `text` into chunks of at most [`MAX_CHUNK_CHARS`] and turns each into units with
+/// `sentences` (one id sequence per sentence; empty ones are skipped). The last unit of a chunk
+/// cut inside a sentence is marked so the joiner crossfades it into the next.
+pub(crate) fn units_from_chunks(
+    text: &str,
+    mut sentences: impl FnMut(&str) -> Result<Vec<Vec<u32>>, EngineError>,
+) -> Result<Vec<Unit>, EngineError> {
+    if text.trim().is_empty() {
+        return Err(EngineError::EmptyInput("the text is empty".into()));
+    }
+    let mut units = Vec::new();
+    for chunk in chunk_text(text, MAX_CHUNK_CHARS) {
+        let first = units.len();
+        units.extend(
+            sentences(chunk.text)?
+                .into_iter()
+                .filter(|ids| !ids.is_empty())
+                .map(Unit::sentence),
+        );
+        if !chunk.ends_sentence && units.len() > first {
+            units.last_mut().expect("just pushed").ends_sentence = false;
+        }
+    }
+    Ok(units)
+}
+
 /// Runs `units` through `model` as one padded batch.
 pub(crate) fn synthesize_vits(
     model: &VitsModel,
@@ -96,24 +122,14 @@ impl TtsModel for MmsVoice {
     }
 
     fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
-        if text.trim().is_empty() {
-            return Err(EngineError::EmptyInput("the text is empty".into()));
-        }
-        let mut units = Vec::new();
-        for chunk in chunk_text(text, MAX_CHUNK_CHARS) {
-            let first = units.len();
-            for sentence in split_sentences(chunk.text) {
-                let ids = self.tokenizer.encode(sentence);
-                // A sentence of characters outside the vocabulary says nothing; the whole
-                // text saying nothing is an error below.
-                if !ids.is_empty() {
-                    units.push(Unit::sentence(ids));
-                }
-            }
-            if !chunk.ends_sentence && units.len() > first {
-                units.last_mut().expect("just pushed").ends_sentence = false;
-            }
-        }
+        // A sentence of characters outside the vocabulary says nothing; the whole text saying
+        // nothing is an error.
+        let units = units_from_chunks(text, |chunk| {
+            Ok(split_sentences(chunk)
+                .into_iter()
+                .map(|s| self.tokenizer.encode(s))
+                .collect())
+        })?;
         if units.is_empty() {
             self.tokenizer.encode_checked(text)?;
         }

@@ -4,30 +4,10 @@
 
 mod common;
 
-use candle_core::{DType, Tensor};
 use common::{max_abs_diff, Fixture};
-use ferrovox_chatterbox::hift::HiftConfig;
 use ferrovox_chatterbox::{
-    trim_fade, Error, FlowConfig, RecordedSourceNoise, S3Gen, S3GenConfig, S3GenNoise,
-    SpeakerReference,
+    trim_fade, Error, RecordedSourceNoise, S3Gen, S3GenConfig, S3GenNoise, SpeakerReference,
 };
-
-fn from<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> T {
-    serde_json::from_value(v.clone()).unwrap()
-}
-
-fn small(enc: &Fixture, cfm: &Fixture, hift: &Fixture) -> S3GenConfig {
-    let mut flow: FlowConfig = from(&enc.config["flow"]);
-    flow.encoder = from(&enc.config["encoder"]);
-    flow.encoder.num_up_blocks = enc.config["encoder_swapped_parts"]["up_encoders"]
-        .as_u64()
-        .unwrap() as usize;
-    flow.estimator = from(&cfm.config["estimator"]);
-    let mut h = hift.config["hift"].clone();
-    h["f0_predictor"] = hift.config["f0_predictor"].clone();
-    let hift: HiftConfig = from(&h);
-    S3GenConfig { flow, hift }
-}
 
 struct Setup {
     e2e: Fixture,
@@ -36,30 +16,9 @@ struct Setup {
     tokens: Vec<u32>,
 }
 
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::U32)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 fn setup() -> Setup {
-    let (enc, cfm, hift) = (
-        Fixture::load("encoder"),
-        Fixture::load("cfm"),
-        Fixture::load("hift"),
-    );
-    let cfg = small(&enc, &cfm, &hift);
-    let model = S3Gen::new(&cfg, Fixture::vb_of(&[&enc, &cfm, &hift])).unwrap();
-    let e2e = Fixture::load("s3gen_e2e");
-    let reference = SpeakerReference {
-        prompt_tokens: ids(&e2e.get("in.prompt_tokens")),
-        prompt_feat: e2e.get("in.prompt_feat"),
-        xvector: e2e.get("in.xvector"),
-    };
-    let tokens = ids(&e2e.get("in.tokens"));
+    let (model, reference, e2e) = common::small_s3gen();
+    let tokens = common::ids(&e2e.get("in.tokens"));
     Setup {
         e2e,
         model,
