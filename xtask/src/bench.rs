@@ -53,6 +53,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "batching" => {
                 results.insert("batching".into(), crate::bench_batching::run()?);
             }
+            "s3gen-stream" => {
+                results.insert("s3gen_stream".into(), crate::bench_s3gen::stream()?);
+            }
             "s3gen" => {
                 results.insert("s3gen".into(), crate::bench_s3gen::run(quick)?);
             }
@@ -60,7 +63,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, vits, batching, server, s3gen)")
+                bail!("unknown bench case `{other}` (known: matmul, vits, batching, server, s3gen, s3gen-stream)")
             }
         }
     }

@@ -131,3 +131,68 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
     );
     Ok(json!({"threads": threads, "torch": torch, "ferrovox": results, "load_s": load_s}))
 }
+
+/// `cargo xtask bench s3gen-stream`: time to first audio of a chunked S3Gen synthesis at full
+/// size (the weights and inputs `bench s3gen` wrote), against the one-shot time of the same
+/// tokens. Chunks of 25 tokens (1 s of speech) arrive as a token model would emit them.
+pub fn stream() -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(&DeviceRequest::Cpu, &TuningConfig::from_env()?)?;
+    let dir = std::env::temp_dir().join("ferrovox-bench-s3gen");
+    let weights = dir.join("s3gen.safetensors");
+    anyhow::ensure!(
+        weights.is_file(),
+        "{} is missing: run `cargo xtask bench s3gen` first",
+        weights.display()
+    );
+    let model = S3Gen::load(&weights, &S3GenConfig::default(), &Device::Cpu)?;
+    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &Device::Cpu)?;
+    let get = |k: &str| {
+        inputs
+            .get(k)
+            .cloned()
+            .with_context(|| format!("inputs lack {k}"))
+    };
+    let reference = SpeakerReference {
+        prompt_tokens: ids(&get("prompt_tokens")?)?,
+        prompt_feat: get("prompt_feat")?.to_dtype(DType::F32)?,
+        xvector: get("xvector")?.to_dtype(DType::F32)?,
+    };
+    let tokens = ids(&get("tokens.3s")?)?;
+    model.synthesize(&tokens[..10], &reference, 0)?;
+    let start = Instant::now();
+    let whole = model.synthesize(&tokens, &reference, 0)?;
+    let one_shot = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut stream = model.stream(&reference, 0)?;
+    let (mut first, mut pushed, mut emitted) = (None, 0, 0usize);
+    for chunk in tokens.chunks(25) {
+        let audio = stream.push(chunk)?;
+        pushed += chunk.len();
+        emitted += audio.len();
+        if !audio.is_empty() && first.is_none() {
+            first = Some((start.elapsed().as_secs_f64(), pushed, audio.len()));
+        }
+    }
+    emitted += stream.finish()?.len();
+    let streamed = start.elapsed().as_secs_f64();
+    let (ttfa, tokens_in, first_samples) = first.unwrap_or((streamed, pushed, emitted));
+    println!(
+        "S3Gen, {} tokens ({:.1} s of audio) in chunks of 25: first audio after {ttfa:.2} s \
+         ({tokens_in} tokens in, {:.2} s of audio out); whole stream {streamed:.2} s; one-shot \
+         {one_shot:.2} s ({} threads)",
+        tokens.len(),
+        whole.len() as f64 / 24_000.0,
+        first_samples as f64 / 24_000.0,
+        runtime.tuning.threads.threads
+    );
+    anyhow::ensure!(
+        emitted == whole.len(),
+        "streamed {emitted} samples, one-shot {}",
+        whole.len()
+    );
+    Ok(json!({
+        "tokens": tokens.len(), "chunk_tokens": 25, "ttfa_s": ttfa, "first_chunk_tokens": tokens_in,
+        "first_chunk_audio_s": first_samples as f64 / 24_000.0, "stream_total_s": streamed,
+        "one_shot_s": one_shot, "threads": runtime.tuning.threads.threads,
+    }))
+}

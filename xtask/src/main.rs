@@ -20,7 +20,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|vits|batching|server|s3gen] [--quick]
+  bench [matmul|vits|batching|server|s3gen|s3gen-stream] [--quick]
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)
