@@ -259,9 +259,9 @@ async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
     })
 }
 
-/// Encoded byte pieces: the first chunk, the rest as they arrive, then the encoder's tail.
-/// A failure mid-stream ends the stream with an error, so the client never takes a truncated
-/// body for a complete one.
+/// Encoded byte pieces: the first chunk, the rest as they arrive, then the encoder's tail,
+/// skipping empty pieces (FLAC holds everything back until the end). A failure mid-stream ends
+/// the stream with an error, so the client never takes a truncated body for a complete one.
 fn encoded(
     mut encoder: Encoder,
     first: Vec<f32>,
@@ -269,17 +269,19 @@ fn encoded(
 ) -> impl Stream<Item = Result<Bytes, String>> {
     let head = encoder.chunk(&first).map(Bytes::from);
     let state = (Some(encoder), rx);
-    stream::once(async move { head }).chain(stream::unfold(state, |(encoder, mut rx)| async move {
-        let mut encoder = encoder?;
-        match rx.recv().await {
-            Some(Ok(chunk)) => {
-                let bytes = encoder.chunk(&chunk).map(Bytes::from);
-                Some((bytes, (Some(encoder), rx)))
+    stream::once(async move { head })
+        .chain(stream::unfold(state, |(encoder, mut rx)| async move {
+            let mut encoder = encoder?;
+            match rx.recv().await {
+                Some(Ok(chunk)) => {
+                    let bytes = encoder.chunk(&chunk).map(Bytes::from);
+                    Some((bytes, (Some(encoder), rx)))
+                }
+                Some(Err(e)) => Some((Err(ApiError::from(e).to_string()), (None, rx))),
+                None => Some((encoder.finish().map(Bytes::from), (None, rx))),
             }
-            Some(Err(e)) => Some((Err(ApiError::from(e).to_string()), (None, rx))),
-            None => Some((encoder.finish().map(Bytes::from), (None, rx))),
-        }
-    }))
+        }))
+        .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
 }
 
 fn audio_response(
@@ -288,9 +290,7 @@ fn audio_response(
     first: Vec<f32>,
     rx: mpsc::Receiver<Chunk>,
 ) -> Response {
-    let body = encoded(encoder, first, rx)
-        .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
-        .map(|r| r.map_err(std::io::Error::other));
+    let body = encoded(encoder, first, rx).map(|r| r.map_err(std::io::Error::other));
     (
         [(header::CONTENT_TYPE, format.content_type())],
         Body::from_stream(body),
@@ -307,7 +307,6 @@ fn sse_response(
     let failed = Arc::new(AtomicBool::new(false));
     let failed_in_stream = failed.clone();
     let events = encoded(encoder, first, rx)
-        .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
         .map(move |r| {
             let data = match r {
                 Ok(bytes) => serde_json::json!({

@@ -64,6 +64,14 @@ pub fn weight_normed(vb: &VarBuilder, shape: (usize, usize, usize)) -> Result<Te
     fold_weight_norm(&g, &v)
 }
 
+/// A conv's `bias` `[channels]`, shaped `[1, channels, 1]` to broadcast over batch and time.
+fn channel_bias(vb: &VarBuilder, channels: usize) -> Result<Tensor> {
+    Ok(vb
+        .get(channels, "bias")
+        .map_err(|e| missing(vb, "bias", e))?
+        .reshape((1, channels, 1))?)
+}
+
 /// `torch.nn.Conv1d` with bias.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
@@ -103,10 +111,7 @@ impl Conv1d {
         spec: ConvSpec,
     ) -> Result<Self> {
         let weight = weight_normed(&vb, (out_channels, in_channels, kernel))?;
-        let bias = vb
-            .get(out_channels, "bias")
-            .map_err(|e| missing(&vb, "bias", e))?
-            .reshape((1, out_channels, 1))?;
+        let bias = channel_bias(&vb, out_channels)?;
         Ok(Self {
             weight,
             bias,
@@ -146,10 +151,7 @@ impl ConvTranspose1d {
         stride: usize,
     ) -> Result<Self> {
         let weight = weight_normed(&vb, (in_channels, out_channels, kernel))?;
-        let bias = vb
-            .get(out_channels, "bias")
-            .map_err(|e| missing(&vb, "bias", e))?
-            .reshape((1, out_channels, 1))?;
+        let bias = channel_bias(&vb, out_channels)?;
         Ok(Self {
             weight,
             bias,
