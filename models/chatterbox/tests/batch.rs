@@ -3,7 +3,6 @@
 
 mod common;
 
-use candle_core::Device;
 use common::{compare, random_tokens, small_s3gen};
 use ferrovox_chatterbox::{Error, SpeakerReference, UtteranceNoise};
 
@@ -47,7 +46,7 @@ fn a_batch_matches_each_item_alone() {
         assert_eq!(audio.len(), alone.len(), "item {i} length");
         let noise = UtteranceNoise::Seeded(seed + i as u64);
         let frames = model.noise_frames(voice, tokens.len());
-        let cfm = noise.cfm(80, 0..frames, &Device::Cpu).unwrap();
+        let cfm = noise.cfm(80, 0..frames, &common::device()).unwrap();
         let mel_alone = model.mel(tokens, voice, &cfm).unwrap();
         let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (mel_max, mel_rel, _) = compare(&flat(&mels[i]), &flat(&mel_alone));

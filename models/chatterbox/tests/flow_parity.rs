@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use common::{max_abs_diff, Fixture};
 use ferrovox_chatterbox::{Error, Flow, FlowConfig};
@@ -219,7 +219,7 @@ fn cfm_solve_matches_upstream() {
     let want = c.get("const.t_span");
     check(
         "const.t_span",
-        &Tensor::new(t_span.as_slice(), &Device::Cpu).unwrap(),
+        &Tensor::new(t_span.as_slice(), &common::device()).unwrap(),
         &want,
         1e-7,
     );
@@ -273,7 +273,7 @@ fn flow_end_to_end_matches_upstream() {
     let n = all.len();
     let enc = s
         .flow
-        .encode(&Tensor::from_vec(all, (1, n), &Device::Cpu).unwrap(), &[n])
+        .encode(&Tensor::from_vec(all, (1, n), &common::device()).unwrap(), &[n])
         .unwrap();
     check(
         "e2e.encoder",
@@ -318,7 +318,7 @@ fn out_of_range_token_is_an_input_error_naming_it() {
         other => panic!("expected Error::Input, got {other:?}"),
     }
     // A negative id in a batch tensor is caught too, not wrapped around.
-    let bad = Tensor::new(&[[3i64, -1]], &Device::Cpu).unwrap();
+    let bad = Tensor::new(&[[3i64, -1]], &common::device()).unwrap();
     match s.flow.encode(&bad, &[2]) {
         Err(Error::Input(msg)) => assert!(msg.contains("-1"), "{msg}"),
         other => panic!("expected Error::Input, got {other:?}"),
@@ -365,7 +365,7 @@ fn empty_tokens_and_bad_shapes_are_input_errors() {
         "x-vector of 100 dims",
     );
     // A prompt mel covering every frame leaves nothing to synthesize.
-    let long_feat = Tensor::zeros((1, 20, 80), DType::F32, &Device::Cpu).unwrap();
+    let long_feat = Tensor::zeros((1, 20, 80), DType::F32, &common::device()).unwrap();
     is_input(
         s.flow
             .inference(&prompt_tokens, &tokens, &long_feat, &xvec, &noise),
@@ -408,16 +408,16 @@ fn config_defaults_are_the_released_model() {
 #[test]
 fn full_size_flow_builds_and_runs_from_zeros() {
     let cfg = FlowConfig::default();
-    let flow = Flow::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu).pp("flow")).unwrap();
+    let flow = Flow::new(&cfg, VarBuilder::zeros(DType::F32, &common::device()).pp("flow")).unwrap();
     let frames = flow.mel_frames(2, 3);
     assert_eq!(frames, 10);
     let mel = flow
         .inference(
             &[1, 2],
             &[3, 4, 6560],
-            &Tensor::zeros((1, 4, 80), DType::F32, &Device::Cpu).unwrap(),
-            &Tensor::ones((1, 192), DType::F32, &Device::Cpu).unwrap(),
-            &Tensor::ones((1, 80, frames), DType::F32, &Device::Cpu).unwrap(),
+            &Tensor::zeros((1, 4, 80), DType::F32, &common::device()).unwrap(),
+            &Tensor::ones((1, 192), DType::F32, &common::device()).unwrap(),
+            &Tensor::ones((1, 80, frames), DType::F32, &common::device()).unwrap(),
         )
         .unwrap();
     assert_eq!(mel.dims(), [1, 80, 6]);

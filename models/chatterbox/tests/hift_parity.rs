@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use common::{max_abs_diff, Fixture};
 use ferrovox_chatterbox::hift::{fold_weight_norm, HiftConfig, HiftGenerator, RecordedSourceNoise};
 use ferrovox_chatterbox::{Error, SeededSourceNoise};
@@ -198,7 +198,7 @@ fn cache_source_overrides_the_start() {
         1e-3,
     );
     // An empty cache is no cache.
-    let empty = Tensor::zeros((1, 1, 0), DType::F32, &Device::Cpu).unwrap();
+    let empty = Tensor::zeros((1, 1, 0), DType::F32, &common::device()).unwrap();
     let plain = hift
         .inference(&fx.get("in.mel"), Some(&empty), &mut noise(&fx))
         .unwrap();
@@ -224,7 +224,7 @@ fn old_weight_norm_names_load_the_same() {
             (k, v.clone())
         })
         .collect();
-    let vb = candle_nn::VarBuilder::from_tensors(renamed, DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_tensors(renamed, DType::F32, &common::device());
     let hift = HiftGenerator::new(&config(&fx), vb.pp("mel2wav")).unwrap();
     let audio = hift
         .decode(&fx.get("in.mel"), &fx.get("out.source"))
@@ -235,8 +235,8 @@ fn old_weight_norm_names_load_the_same() {
 #[test]
 fn weight_norm_fold_is_per_row() {
     // v rows (3, 4) and (0, 5): norms 5 and 5; g = (10, 1).
-    let v = Tensor::new(&[[[3f32], [4.]], [[0.], [5.]]], &Device::Cpu).unwrap();
-    let g = Tensor::new(&[[[10f32]], [[1.]]], &Device::Cpu).unwrap();
+    let v = Tensor::new(&[[[3f32], [4.]], [[0.], [5.]]], &common::device()).unwrap();
+    let g = Tensor::new(&[[[10f32]], [[1.]]], &common::device()).unwrap();
     let w = fold_weight_norm(&g, &v).unwrap();
     let w = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(w, [6.0, 8.0, 0.0, 1.0]);
@@ -245,12 +245,12 @@ fn weight_norm_fold_is_per_row() {
 #[test]
 fn builds_at_full_size_from_zeros() {
     // The released model's shapes: every key exists under the upstream names.
-    let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::zeros(DType::F32, &common::device());
     let cfg = HiftConfig::default();
     assert_eq!(cfg.samples_per_frame(), 480);
     assert_eq!(cfg.source_down_rates(), [15, 3, 1]);
     let hift = HiftGenerator::new(&cfg, vb.pp("mel2wav")).unwrap();
-    let mel = Tensor::zeros((1, 80, 2), DType::F32, &Device::Cpu).unwrap();
+    let mel = Tensor::zeros((1, 80, 2), DType::F32, &common::device()).unwrap();
     let out = hift
         .inference(&mel, None, &mut SeededSourceNoise::new(7))
         .unwrap();
@@ -279,7 +279,7 @@ fn bad_input_is_a_typed_error() {
         Err(Error::Input(_))
     ));
     // A cache longer than the excitation.
-    let long = Tensor::zeros((1, 1, 2881), DType::F32, &Device::Cpu).unwrap();
+    let long = Tensor::zeros((1, 1, 2881), DType::F32, &common::device()).unwrap();
     assert!(matches!(
         hift.inference(&mel, Some(&long), &mut noise(&fx)),
         Err(Error::Input(_))
@@ -303,7 +303,7 @@ fn bad_input_is_a_typed_error() {
         Err(Error::Config(_))
     ));
     // A missing weight names its key.
-    let vb = candle_nn::VarBuilder::from_tensors(HashMap::new(), DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_tensors(HashMap::new(), DType::F32, &common::device());
     match HiftGenerator::new(&config(&fx), vb.pp("mel2wav")) {
         Err(Error::Checkpoint { path, .. }) => assert!(path.starts_with("mel2wav."), "{path}"),
         other => panic!("expected a checkpoint error, got {other:?}"),

@@ -122,7 +122,7 @@ fn bad_input_is_refused_with_the_reason() {
     let missing = S3Gen::load(
         std::path::Path::new("/nonexistent/s3gen.safetensors"),
         &S3GenConfig::default(),
-        &candle_core::Device::Cpu,
+        &common::device(),
     )
     .unwrap_err();
     assert!(matches!(missing, Error::Checkpoint { .. }), "{missing}");

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use common::{compare, random_tokens, small_s3gen};
 use ferrovox_audio::MelSpectrogram;
 use ferrovox_chatterbox::{
@@ -67,7 +67,7 @@ fn the_source_continues_across_pieces() {
         .unwrap();
     let mut pieces = Vec::new();
     for (a, b) in [(0, 3), (3, 4), (4, frames)] {
-        let normal = noise.sine(9, spf, a..b, &Device::Cpu).unwrap();
+        let normal = noise.sine(9, spf, a..b, &common::device()).unwrap();
         let f0 = f0.narrow(1, a, b - a).unwrap();
         pieces.push(hift.source_continued(&f0, &normal, &mut phase).unwrap());
     }
@@ -93,7 +93,7 @@ fn the_vocoder_stream_joins_like_one_call() {
     let tokens = random_tokens(40, VOCAB, 3);
     let noise = UtteranceNoise::Seeded(5);
     let frames = model.noise_frames(&reference, tokens.len());
-    let cfm = noise.cfm(80, 0..frames, &Device::Cpu).unwrap();
+    let cfm = noise.cfm(80, 0..frames, &common::device()).unwrap();
     let mel = model.mel(&tokens, &reference, &cfm).unwrap();
     let n = mel.dim(2).unwrap();
     let fade = trim_fade();

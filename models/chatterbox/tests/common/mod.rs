@@ -14,6 +14,19 @@ pub fn fixtures() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
+/// The device the tests run on: `FERROVOX_TEST_DEVICE` (`cpu`, the default, or `cuda`). CUDA
+/// runs in plain f32 (no TF32) so the CPU bounds hold there too.
+pub fn device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var("FERROVOX_TEST_DEVICE").as_deref() {
+            Err(_) | Ok("cpu") => Device::Cpu,
+            Ok("cuda") => Device::new_cuda(0).expect("FERROVOX_TEST_DEVICE=cuda: no CUDA device"),
+            Ok(other) => panic!("FERROVOX_TEST_DEVICE={other}: expected cpu or cuda"),
+        })
+        .clone()
+}
+
 /// Every tensor of a fixture file (weights, inputs, outputs) and its `config` metadata.
 pub struct Fixture {
     pub tensors: HashMap<String, Tensor>,
@@ -31,7 +44,7 @@ impl Fixture {
             .and_then(|m| m.get("config"))
             .map(|c| serde_json::from_str(c).unwrap())
             .unwrap_or(serde_json::Value::Null);
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &device()).unwrap();
         Self { tensors, config }
     }
 
@@ -45,7 +58,7 @@ impl Fixture {
 
     /// A VarBuilder over every tensor (weights are under their upstream keys).
     pub fn vb(&self) -> VarBuilder<'static> {
-        VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu)
+        VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device())
     }
 
     /// A VarBuilder over the tensors of several fixtures at once (the e2e test).
@@ -54,7 +67,7 @@ impl Fixture {
         for f in fixtures {
             all.extend(f.tensors.clone());
         }
-        VarBuilder::from_tensors(all, DType::F32, &Device::Cpu)
+        VarBuilder::from_tensors(all, DType::F32, &device())
     }
 }
 
