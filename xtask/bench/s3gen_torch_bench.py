@@ -1,7 +1,8 @@
-"""Times upstream S3Gen (chatterbox-tts, PyTorch eager, CPU) at full size with random weights.
+"""Times upstream S3Gen (chatterbox-tts, PyTorch eager) at full size with random weights.
 
-Usage: s3gen_torch_bench.py SPEC_JSON  (spec: dir, threads, reps, prompt_tokens, cases: {name: n_tokens},
-batch: how many utterances the batch case runs, batch_case: the case whose tokens it repeats)
+Usage: s3gen_torch_bench.py SPEC_JSON  (spec: dir, threads, device: cpu|cuda, tf32, reps,
+prompt_tokens, cases: {name: n_tokens}, batch: how many utterances the batch case runs,
+batch_case: the case whose tokens it repeats)
 On first use writes `dir/s3gen.safetensors` (the flow and HiFT weights under their checkpoint
 keys, seed 0) and `dir/inputs.safetensors` (prompt tokens, prompt mel, x-vector and the target
 tokens of every case) so ferrovox times the same model on the same inputs. Prints one JSON line.
@@ -12,15 +13,32 @@ import resource
 import sys
 import time
 
+import importlib.util
+import types
+
 import torch
 from safetensors.torch import load_file, save_file
 
-from chatterbox.models.s3gen import S3Gen
+# Import the S3Gen subpackage without `chatterbox/__init__`, which loads the whole TTS stack
+# (token model, watermarker) that S3Gen does not use.
+_spec = importlib.util.find_spec("chatterbox")
+_pkg = types.ModuleType("chatterbox")
+_pkg.__path__ = list(_spec.submodule_search_locations)
+sys.modules["chatterbox"] = _pkg
+from chatterbox.models.s3gen import S3Gen  # noqa: E402
 
 
 def main() -> None:
     spec = json.load(open(sys.argv[1]))
     torch.set_num_threads(spec["threads"])
+    device = torch.device(spec.get("device", "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(spec.get("tf32"))
+        torch.backends.cudnn.allow_tf32 = bool(spec.get("tf32"))
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
     out = spec["dir"]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -45,10 +63,11 @@ def main() -> None:
         for name, n in spec["cases"].items():
             inputs[f"tokens.{name}"] = torch.randint(0, 6561, (1, n), generator=g)
         save_file(inputs, inputs_path)
-    inputs = load_file(inputs_path)
+    model = model.to(device)
+    inputs = {k: v.to(device) for k, v in load_file(inputs_path).items()}
     ref = {
         "prompt_token": inputs["prompt_tokens"],
-        "prompt_token_len": torch.tensor([inputs["prompt_tokens"].shape[1]]),
+        "prompt_token_len": torch.tensor([inputs["prompt_tokens"].shape[1]], device=device),
         "prompt_feat": inputs["prompt_feat"],
         "prompt_feat_len": None,
         "embedding": inputs["xvector"],
@@ -61,6 +80,7 @@ def main() -> None:
             for rep in range(spec["reps"] + 1):
                 t0 = time.perf_counter()
                 wav, _ = model.inference(speech_tokens=tokens, ref_dict=dict(ref))
+                sync()
                 wall = time.perf_counter() - t0
                 audio_s = wav.shape[-1] / 24000
                 if rep > 0:  # the first call is the warm-up
@@ -74,9 +94,14 @@ def main() -> None:
         for _ in range(spec["batch"]):
             wav, _ = model.inference(speech_tokens=tokens, ref_dict=dict(ref))
             total += wav.shape[-1] / 24000
+        sync()
         cases["batch"] = {"wall_s": time.perf_counter() - t0, "audio_s": total, "items": spec["batch"]}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"torch": torch.__version__, "threads": spec["threads"], "cases": cases, "peak_rss_mib": peak}))
+    result = {"torch": torch.__version__, "threads": spec["threads"], "device": str(device), "cases": cases, "peak_rss_mib": peak}
+    if device.type == "cuda":
+        result["gpu_max_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+        result["gpu_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

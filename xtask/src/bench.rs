@@ -7,10 +7,19 @@ use crate::util::{machine_name, repo_root, today};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let device: DeviceRequest = match args.iter().position(|a| a == "--device") {
+        Some(i) => args
+            .get(i + 1)
+            .map(|d| d.parse())
+            .transpose()?
+            .ok_or_else(|| anyhow::anyhow!("--device needs a value (cpu, cuda)"))?,
+        None => DeviceRequest::Cpu,
+    };
     let cases: Vec<&str> = args
         .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with("--"))
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--device"))
+        .map(|(_, a)| a.as_str())
         .collect();
     let cases = if cases.is_empty() {
         vec!["matmul", "vits"]
@@ -54,16 +63,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("batching".into(), crate::bench_batching::run()?);
             }
             "s3gen-stream" => {
-                results.insert("s3gen_stream".into(), crate::bench_s3gen::stream()?);
+                results.insert("s3gen_stream".into(), crate::bench_s3gen::stream(&device)?);
             }
             "s3gen" => {
-                results.insert("s3gen".into(), crate::bench_s3gen::run(quick)?);
+                results.insert("s3gen".into(), crate::bench_s3gen::run(quick, &device)?);
+            }
+            "vits-gpu" => {
+                results.insert(
+                    "vits_gpu".into(),
+                    crate::bench_vits_gpu::run(quick, &device)?,
+                );
             }
             "server" => {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, vits, batching, server, s3gen, s3gen-stream)")
+                bail!("unknown bench case `{other}` (known: matmul, vits, vits-gpu, batching, server, s3gen, s3gen-stream)")
             }
         }
     }

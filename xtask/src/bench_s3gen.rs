@@ -1,25 +1,39 @@
-//! `cargo xtask bench s3gen`: Chatterbox's S3Gen at full size (random weights, the same file and
-//! inputs on both sides) in ferrovox against upstream PyTorch eager, on the CPU, same threads.
+//! `cargo xtask bench s3gen [--device cuda]`: Chatterbox's S3Gen at full size (random weights,
+//! the same file and inputs on both sides) in ferrovox against upstream PyTorch eager on the same
+//! device (CPU: same threads; CUDA: TF32 on or off in both as the device layer chose).
 //! The batch case runs ferrovox's batched CFM solve against upstream's one-utterance
 //! `inference` called once per item (upstream has no batched path).
+//!
+//! The PyTorch side runs under `FERROVOX_BENCH_PYTHON` when set (a Python that already has
+//! chatterbox-tts, as on the GPU machine), else the fixtures venv.
 
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use ferrovox_chatterbox::{S3Gen, S3GenConfig, SpeakerReference};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
+use crate::memory_sampler::MemorySampler;
 use crate::util::repo_root;
 
 fn ids(t: &Tensor) -> anyhow::Result<Vec<u32>> {
     Ok(t.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?)
 }
 
-pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
-    let runtime = Runtime::init(&DeviceRequest::Cpu, &TuningConfig::from_env()?)?;
+pub fn bench_python() -> anyhow::Result<std::path::PathBuf> {
+    match std::env::var_os("FERROVOX_BENCH_PYTHON") {
+        Some(p) => Ok(p.into()),
+        None => crate::fixtures::ensure_chatterbox_venv(),
+    }
+}
+
+pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
+    let device = runtime.device().clone();
+    let on_gpu = !device.is_cpu();
     let threads = runtime.tuning.threads.threads;
     let dir = std::env::temp_dir().join("ferrovox-bench-s3gen");
     let cases: Vec<(&str, usize)> = if quick {
@@ -27,15 +41,22 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
     } else {
         vec![("3s", 75), ("10s", 250)]
     };
-    let (reps, batch) = if quick { (1, 2) } else { (2, 8) };
+    // A GPU call takes a fraction of a second and its time varies with launch jitter, so it
+    // gets more repeats than the CPU's multi-second calls.
+    let (reps, batch) = match (quick, on_gpu) {
+        (true, _) => (1, 2),
+        (false, true) => (10, 8),
+        (false, false) => (2, 8),
+    };
     let spec = json!({
-        "dir": dir, "threads": threads, "reps": reps, "prompt_tokens": 50, "batch": batch,
+        "dir": dir, "threads": threads, "device": if on_gpu { "cuda" } else { "cpu" },
+        "tf32": runtime.tuning.tf32, "reps": reps, "prompt_tokens": 50, "batch": batch,
         "batch_case": cases[0].0,
         "cases": cases.iter().map(|(n, t)| (n.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
     });
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
-    let python = crate::fixtures::ensure_chatterbox_venv()?;
+    let python = bench_python()?;
     let out = Command::new(python)
         .arg(repo_root().join("xtask/bench/s3gen_torch_bench.py"))
         .arg(&spec_path)
@@ -53,14 +74,15 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
             .context("no JSON from the PyTorch bench")?,
     )?;
 
+    let sampler = MemorySampler::start(&device);
     let load = Instant::now();
     let model = S3Gen::load(
         &dir.join("s3gen.safetensors"),
         &S3GenConfig::default(),
-        &Device::Cpu,
+        &device,
     )?;
     let load_s = load.elapsed().as_secs_f64();
-    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &Device::Cpu)?;
+    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device)?;
     let get = |k: &str| {
         inputs
             .get(k)
@@ -80,6 +102,7 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
         let mut audio_s = 0.0;
         for rep in 0..=reps {
             let start = Instant::now();
+            // The audio comes back as host samples, so the GPU work is finished here.
             let audio = model.synthesize(&tokens, &reference, rep as u64)?;
             if rep > 0 {
                 walls.push(start.elapsed().as_secs_f64());
@@ -123,20 +146,38 @@ pub fn run(quick: bool) -> anyhow::Result<serde_json::Value> {
             theirs / ours
         );
     }
+    let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
     println!(
-        "({threads} threads; PyTorch {} peak RSS {:.0} MiB, ferrovox peak RSS {:.0} MiB; model load {load_s:.1} s)",
+        "({}; PyTorch {} peak RSS {:.0} MiB, ferrovox peak RSS {:.0} MiB; model load {load_s:.1} s)",
+        if on_gpu {
+            format!("{}, TF32 {}", runtime.selection.name, if runtime.tuning.tf32 { "on" } else { "off" })
+        } else {
+            format!("{threads} threads")
+        },
         torch["torch"],
         torch["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
         ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64
     );
-    Ok(json!({"threads": threads, "torch": torch, "ferrovox": results, "load_s": load_s}))
+    if on_gpu {
+        println!(
+            "GPU memory: PyTorch max reserved {:.0} MiB; ferrovox peak above its CUDA context {:.0} MiB",
+            torch["gpu_max_reserved_mib"].as_f64().unwrap_or(f64::NAN),
+            gpu_peak.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(
+        json!({"device": if on_gpu { "cuda" } else { "cpu" }, "tf32": runtime.tuning.tf32,
+        "threads": threads, "torch": torch, "ferrovox": results, "load_s": load_s,
+        "ferrovox_gpu_peak_mib": gpu_peak}),
+    )
 }
 
 /// `cargo xtask bench s3gen-stream`: time to first audio of a chunked S3Gen synthesis at full
 /// size (the weights and inputs `bench s3gen` wrote), against the one-shot time of the same
 /// tokens. Chunks of 25 tokens (1 s of speech) arrive as a token model would emit them.
-pub fn stream() -> anyhow::Result<serde_json::Value> {
-    let runtime = Runtime::init(&DeviceRequest::Cpu, &TuningConfig::from_env()?)?;
+pub fn stream(request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
+    let device = runtime.device().clone();
     let dir = std::env::temp_dir().join("ferrovox-bench-s3gen");
     let weights = dir.join("s3gen.safetensors");
     anyhow::ensure!(
@@ -144,8 +185,8 @@ pub fn stream() -> anyhow::Result<serde_json::Value> {
         "{} is missing: run `cargo xtask bench s3gen` first",
         weights.display()
     );
-    let model = S3Gen::load(&weights, &S3GenConfig::default(), &Device::Cpu)?;
-    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &Device::Cpu)?;
+    let model = S3Gen::load(&weights, &S3GenConfig::default(), &device)?;
+    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device)?;
     let get = |k: &str| {
         inputs
             .get(k)
@@ -179,11 +220,15 @@ pub fn stream() -> anyhow::Result<serde_json::Value> {
     println!(
         "S3Gen, {} tokens ({:.1} s of audio) in chunks of 25: first audio after {ttfa:.2} s \
          ({tokens_in} tokens in, {:.2} s of audio out); whole stream {streamed:.2} s; one-shot \
-         {one_shot:.2} s ({} threads)",
+         {one_shot:.2} s (on {})",
         tokens.len(),
         whole.len() as f64 / 24_000.0,
         first_samples as f64 / 24_000.0,
-        runtime.tuning.threads.threads
+        if device.is_cpu() {
+            format!("{} threads", runtime.tuning.threads.threads)
+        } else {
+            runtime.selection.name.clone()
+        }
     );
     anyhow::ensure!(
         emitted == whole.len(),
@@ -194,5 +239,6 @@ pub fn stream() -> anyhow::Result<serde_json::Value> {
         "tokens": tokens.len(), "chunk_tokens": 25, "ttfa_s": ttfa, "first_chunk_tokens": tokens_in,
         "first_chunk_audio_s": first_samples as f64 / 24_000.0, "stream_total_s": streamed,
         "one_shot_s": one_shot, "threads": runtime.tuning.threads.threads,
+        "device": if device.is_cpu() { "cpu" } else { "cuda" },
     }))
 }

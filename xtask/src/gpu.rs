@@ -1,6 +1,7 @@
 //! `cargo xtask gpu`: builds the CUDA binaries here (CUDA 13.0 from PyPI, see
-//! `xtask/gpu/cuda-env.sh`) and packs them with the fixtures and `run.sh` into `.gpu-carry/`,
-//! so the GPU machine builds nothing: `bash .gpu-carry/run.sh` runs doctor and parity there.
+//! `xtask/gpu/cuda-env.sh`) and packs them with the fixtures, the wheels the upstream S3Gen
+//! reference needs and `run.sh` into `.gpu-carry/`, so the GPU machine builds nothing:
+//! `bash .gpu-carry/run.sh` runs doctor, parity and the GPU benches there.
 
 use std::path::Path;
 use std::process::Command;
@@ -43,6 +44,47 @@ fn xz(src: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The test executables of one `cargo test --no-run --message-format=json` output, by name.
+fn test_executables(json: &str) -> Vec<(String, String)> {
+    json.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["profile"]["test"] == true && v["target"]["kind"][0] == "test")
+        .filter_map(|v| {
+            Some((
+                v["target"]["name"].as_str()?.to_string(),
+                v["executable"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Wheels for upstream S3Gen on the GPU machine's Python 3.12, which has PyTorch but not
+/// chatterbox-tts and the few packages it pulls in.
+fn download_wheels(dest: &Path) -> anyhow::Result<()> {
+    let python = crate::fixtures::ensure_chatterbox_venv()?;
+    run_cmd(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+            ])
+            .args([
+                "--python-version",
+                "3.12",
+                "--platform",
+                "manylinux_2_28_x86_64",
+            ])
+            .args(["--platform", "manylinux2014_x86_64", "-d"])
+            .arg(dest)
+            .arg("-r")
+            .arg(repo_root().join("xtask/gpu/s3gen-wheels.txt")),
+    )
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cudnn = args.iter().any(|a| a == "--cudnn");
     let features = if cudnn { "cudnn" } else { "cuda" };
@@ -56,20 +98,35 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &format!("test --release -p ferrovox-vits --features {vits_features} --test parity --no-run --message-format=json"),
         cudnn,
     )?;
-    let parity = json
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "parity" && v["profile"]["test"] == true)
-        .find_map(|v| v["executable"].as_str().map(String::from))
+    let parity = test_executables(&json)
+        .into_iter()
+        .find_map(|(name, exe)| (name == "parity").then_some(exe))
         .context("no parity test executable in cargo's output")?;
+    cargo_in_cuda_env("build --release -p xtask --features cuda", cudnn)?;
+    let chatterbox = test_executables(&cargo_in_cuda_env(
+        "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
+        cudnn,
+    )?);
     let carry = root.join(".gpu-carry");
     let _ = std::fs::remove_dir_all(&carry);
     std::fs::create_dir_all(carry.join("fixtures"))?;
+    std::fs::create_dir_all(carry.join("chatterbox"))?;
     xz(
         &root.join(TARGET).join("release/ferrovox"),
         &carry.join("ferrovox.xz"),
     )?;
+    xz(
+        &root.join(TARGET).join("release/xtask"),
+        &carry.join("xtask.xz"),
+    )?;
     xz(Path::new(&parity), &carry.join("parity.xz"))?;
+    for (name, exe) in &chatterbox {
+        xz(
+            Path::new(exe),
+            &carry.join("chatterbox").join(format!("{name}.xz")),
+        )?;
+    }
+    download_wheels(&carry.join("wheels"))?;
     for entry in std::fs::read_dir(root.join("models/vits/tests/fixtures"))? {
         let path = entry?.path();
         let name = path

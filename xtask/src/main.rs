@@ -10,17 +10,19 @@ mod bench_s3gen;
 mod bench_server;
 mod bench_texts;
 mod bench_vits;
+mod bench_vits_gpu;
 mod bench_worker;
 mod doctor;
 mod fixtures;
 mod gpu;
+mod memory_sampler;
 mod util;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|vits|batching|server|s3gen|s3gen-stream] [--quick]
+  bench [matmul|vits|vits-gpu|batching|server|s3gen|s3gen-stream] [--quick] [--device cpu|cuda]
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)

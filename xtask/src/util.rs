@@ -3,8 +3,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root: `FERROVOX_REPO` (for a prebuilt xtask run from another checkout, as on
+/// the GPU machine), else the parent of `xtask/`.
 pub fn repo_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("FERROVOX_REPO") {
+        return root.into();
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits inside the workspace")

@@ -273,7 +273,10 @@ fn flow_end_to_end_matches_upstream() {
     let n = all.len();
     let enc = s
         .flow
-        .encode(&Tensor::from_vec(all, (1, n), &common::device()).unwrap(), &[n])
+        .encode(
+            &Tensor::from_vec(all, (1, n), &common::device()).unwrap(),
+            &[n],
+        )
         .unwrap();
     check(
         "e2e.encoder",
@@ -408,7 +411,11 @@ fn config_defaults_are_the_released_model() {
 #[test]
 fn full_size_flow_builds_and_runs_from_zeros() {
     let cfg = FlowConfig::default();
-    let flow = Flow::new(&cfg, VarBuilder::zeros(DType::F32, &common::device()).pp("flow")).unwrap();
+    let flow = Flow::new(
+        &cfg,
+        VarBuilder::zeros(DType::F32, &common::device()).pp("flow"),
+    )
+    .unwrap();
     let frames = flow.mel_frames(2, 3);
     assert_eq!(frames, 10);
     let mel = flow

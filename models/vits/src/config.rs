@@ -65,6 +65,10 @@ mod default {
     }
 }
 
+fn null_as_default_pad<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.unwrap_or_else(default::pad_token_id))
+}
+
 /// VITS hyper-parameters, field for field as transformers' `VitsConfig`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
@@ -143,7 +147,11 @@ pub struct Config {
     pub noise_scale_duration: f64,
     #[serde(default = "default::sampling_rate")]
     pub sampling_rate: u32,
-    #[serde(default = "default::pad_token_id")]
+    /// transformers 5 writes `null` here when the tokenizer owns the pad id; MMS pads with 0.
+    #[serde(
+        default = "default::pad_token_id",
+        deserialize_with = "null_as_default_pad"
+    )]
     pub pad_token_id: u32,
 }
 
@@ -226,5 +234,22 @@ mod tests {
             Config::from_json(r#"{"hidden_size": 10, "num_attention_heads": 3}"#).unwrap_err();
         assert!(err.to_string().contains("divisible"), "{err}");
         assert!(Config::from_json("{not json").is_err());
+    }
+
+    #[test]
+    fn a_null_pad_id_means_mms_padding() {
+        assert_eq!(
+            Config::from_json(r#"{"pad_token_id": null}"#)
+                .unwrap()
+                .pad_token_id,
+            0
+        );
+        assert_eq!(
+            Config::from_json(r#"{"pad_token_id": 5}"#)
+                .unwrap()
+                .pad_token_id,
+            5
+        );
+        assert!(Config::from_json(r#"{"pad_token_id": "x"}"#).is_err());
     }
 }

@@ -1,0 +1,126 @@
+//! `cargo xtask bench vits-gpu --device cuda`: the MMS-TTS-eng VITS configuration (random
+//! weights, seed 0, noise 0) in ferrovox against transformers' `VitsModel` in PyTorch on the same
+//! GPU, same weights and token ids, batch 1 and 16. PyTorch is timed plain (fp32 eager) and
+//! tuned (TF32, cudnn.benchmark, weight norm removed); ferrovox with the device layer's tuning
+//! (TF32 unless `FERROVOX_TF32=0`). Every call is synchronised before the clock is read.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use ferrovox_vits::{SeededNoise, SynthesisParams, TokenBatch, VitsModel};
+use serde_json::{json, Value};
+
+use crate::memory_sampler::MemorySampler;
+use crate::util::repo_root;
+
+/// 121 tokens: about 7.7 s of audio at the default initialisation's durations.
+const TOKENS: usize = 121;
+const BATCHES: [usize; 2] = [1, 16];
+
+pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
+    let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
+    let device = runtime.device().clone();
+    anyhow::ensure!(!device.is_cpu(), "bench vits-gpu needs --device cuda");
+    let reps = if quick { 5 } else { 30 };
+    let dir = std::env::temp_dir().join("ferrovox-bench-mms-gpu");
+    std::fs::create_dir_all(&dir)?;
+    let spec = json!({"dir": dir, "tokens": TOKENS, "batches": BATCHES, "reps": reps});
+    let spec_path = dir.with_extension("json");
+    std::fs::write(&spec_path, spec.to_string())?;
+    let out = Command::new(crate::bench_s3gen::bench_python()?)
+        .arg(repo_root().join("xtask/bench/mms_torch_gpu_bench.py"))
+        .arg(&spec_path)
+        .output()
+        .context("running the PyTorch VITS GPU bench")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "PyTorch VITS GPU bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let torch: Value = serde_json::from_slice(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .context("no JSON from the PyTorch bench")?,
+    )?;
+
+    let sampler = MemorySampler::start(&device);
+    let load = Instant::now();
+    let model = VitsModel::from_transformers_dir(&dir, &device)?.model;
+    let load_s = load.elapsed().as_secs_f64();
+    let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
+    let ids: Vec<u32> = serde_json::from_value(ids["ids"].clone())?;
+    let params = SynthesisParams {
+        noise_scale: 0.0,
+        noise_scale_duration: 0.0,
+        length_scale: 1.0,
+    };
+    let rate = model.config().sampling_rate as f64;
+    let mut ours = serde_json::Map::new();
+    for batch in BATCHES {
+        let tokens = TokenBatch::new(&vec![ids.clone(); batch], 0, &device)?;
+        let call = || -> anyhow::Result<f64> {
+            let start = Instant::now();
+            let o = model.forward(&tokens, None, &params, &mut SeededNoise::new(0))?;
+            device.synchronize()?;
+            let wall = start.elapsed().as_secs_f64();
+            anyhow::ensure!(o.sample_lengths.len() == batch, "batch lost items");
+            Ok(wall)
+        };
+        let first = call()?;
+        let mut walls = (0..reps)
+            .map(|_| call())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        walls.sort_by(f64::total_cmp);
+        let audio = model.forward(&tokens, None, &params, &mut SeededNoise::new(0))?;
+        ours.insert(
+            batch.to_string(),
+            json!({"first_call_s": first, "median_s": walls[walls.len() / 2], "walls": walls,
+                   "audio_s_per_item": audio.sample_lengths[0] as f64 / rate}),
+        );
+    }
+    let peak = sampler.map(MemorySampler::peak_above_mib);
+
+    println!(
+        "VITS, MMS-TTS-eng configuration, {TOKENS} tokens, on {} (ferrovox TF32 {}):",
+        runtime.selection.name,
+        if runtime.tuning.tf32 { "on" } else { "off" }
+    );
+    println!("| batch | audio per item | ferrovox | PyTorch fp32 eager | PyTorch tuned | vs eager | vs tuned | ferrovox first call | PyTorch tuned first call |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN) * 1e3;
+    for batch in BATCHES {
+        let b = batch.to_string();
+        let f = &ours[&b];
+        let (e, t) = (
+            &torch["results"]["fp32_eager"][&b],
+            &torch["results"]["tuned"][&b],
+        );
+        println!(
+            "| {batch} | {:.2} s | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}× | {:.2}× | {:.0} ms | {:.0} ms |",
+            f["audio_s_per_item"].as_f64().unwrap_or(f64::NAN),
+            ms(&f["median_s"]),
+            ms(&e["median_s"]),
+            ms(&t["median_s"]),
+            ms(&e["median_s"]) / ms(&f["median_s"]),
+            ms(&t["median_s"]) / ms(&f["median_s"]),
+            ms(&f["first_call_s"]),
+            ms(&t["first_call_s"]),
+        );
+    }
+    println!(
+        "GPU memory at batch {}: ferrovox peak above its CUDA context {:.0} MiB; PyTorch tuned max reserved {:.0} MiB (model load {load_s:.2} s; medians of {reps})",
+        BATCHES[1],
+        peak.unwrap_or(f64::NAN),
+        torch["results"]["tuned"][BATCHES[1].to_string()]["max_reserved_mib"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    );
+    Ok(
+        json!({"device": runtime.selection.name, "tf32": runtime.tuning.tf32, "tokens": TOKENS,
+              "reps": reps, "load_s": load_s, "ferrovox": ours, "ferrovox_gpu_peak_mib": peak,
+              "torch": torch}),
+    )
+}
