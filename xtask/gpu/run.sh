@@ -56,6 +56,9 @@ vits_bench() {
             "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
         find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-tf32-$tf32.json" \;
     done
+    echo "-- ferrovox TF32 1, Candle's own transposed convolution (GEMM path off)"
+    FERROVOX_GEMM_CONV_TRANSPOSE=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
+        "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv

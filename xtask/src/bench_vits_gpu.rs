@@ -74,11 +74,21 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
             .map(|_| call())
             .collect::<anyhow::Result<Vec<_>>>()?;
         walls.sort_by(f64::total_cmp);
-        let audio = model.forward(&tokens, None, &params, &mut SeededNoise::new(0))?;
+        // One more call with a synchronise after each stage, for where the time goes.
+        let (audio, stages) =
+            model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
+        println!(
+            "batch {batch} stages: text encoder {:.1} ms, duration {:.1} ms, flow {:.1} ms, decoder {:.1} ms",
+            stages.text_encoder.as_secs_f64() * 1e3,
+            stages.duration.as_secs_f64() * 1e3,
+            stages.flow.as_secs_f64() * 1e3,
+            stages.decoder.as_secs_f64() * 1e3
+        );
         ours.insert(
             batch.to_string(),
             json!({"first_call_s": first, "median_s": walls[walls.len() / 2], "walls": walls,
-                   "audio_s_per_item": audio.sample_lengths[0] as f64 / rate}),
+                   "audio_s_per_item": audio.sample_lengths[0] as f64 / rate,
+                   "stages": crate::bench_worker::stages_json(&stages)}),
         );
     }
     let peak = sampler.map(MemorySampler::peak_above_mib);

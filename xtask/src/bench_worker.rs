@@ -41,7 +41,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stages_json(t: &StageTimings) -> Value {
+pub fn stages_json(t: &StageTimings) -> Value {
     json!({
         "text_encoder_s": t.text_encoder.as_secs_f64(),
         "duration_s": t.duration.as_secs_f64(),

@@ -3,7 +3,9 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use ferrovox_device::kernels::{DepthwiseConv1d, PackedConv1d, PackedConvTranspose1d};
+use ferrovox_device::kernels::{
+    DepthwiseConv1d, GemmConvTranspose1d, PackedConv1d, PackedConvTranspose1d,
+};
 
 /// Loads a conv weight of `shape`, folding weight norm when the checkpoint stores it
 /// (`weight_g`/`weight_v`, or `parametrizations.weight.original0/1`): `w = g · v / ‖v‖`, the norm
@@ -201,6 +203,7 @@ pub struct ConvTranspose1d {
     padding: usize,
     input_slope: f64,
     packed: Option<PackedConvTranspose1d>,
+    gemm: Option<GemmConvTranspose1d>,
 }
 
 impl ConvTranspose1d {
@@ -225,6 +228,13 @@ impl ConvTranspose1d {
         } else {
             None
         };
+        let gemm = if weight.device().is_cpu()
+            || !ferrovox_device::kernels::gemm_conv_transpose_enabled()
+        {
+            None
+        } else {
+            Some(GemmConvTranspose1d::new(&weight, stride)?)
+        };
         Ok(Self {
             weight,
             bias,
@@ -232,6 +242,7 @@ impl ConvTranspose1d {
             padding,
             input_slope,
             packed,
+            gemm,
         })
     }
 }
@@ -243,6 +254,14 @@ impl Module for ConvTranspose1d {
         }
         let x = &leaky_relu(x, self.input_slope)?;
         let (batch, _, len) = x.dims3()?;
+        let (_, _, k) = self.weight.dims3()?;
+        let out_len = (len - 1) * self.stride + k - 2 * self.padding;
+        if let Some(gemm) = &self.gemm {
+            return gemm
+                .forward(x)?
+                .narrow(2, self.padding, out_len)?
+                .broadcast_add(&self.bias.reshape((1, (), 1))?);
+        }
         // Candle 0.11.1's unpadded transposed conv mixes up items of a batch larger than one
         // (the items after the first come out wrong), so each item runs on its own.
         let full = if batch == 1 {
@@ -256,8 +275,6 @@ impl Module for ConvTranspose1d {
                 .collect::<Result<Vec<_>>>()?;
             Tensor::cat(&items, 0)?
         };
-        let (_, _, k) = self.weight.dims3()?;
-        let out_len = (len - 1) * self.stride + k - 2 * self.padding;
         full.narrow(2, self.padding, out_len)?
             .broadcast_add(&self.bias.reshape((1, (), 1))?)
     }

@@ -5,20 +5,33 @@
 //! activations most of the time goes to the unfold and the transpose. These kernels instead
 //! run one GEMM per kernel tap on shifted views of the input, accumulating straight into the
 //! output, tiled over time so each tile stays in cache, and tiles run on the rayon pool.
+//!
+//! `GemmConvTranspose1d` is the exception: built from Candle ops alone, it is the GPU path.
 
 mod conv1d;
 mod conv_transpose1d;
 mod depthwise;
+mod gemm_conv_transpose1d;
 
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
 pub use depthwise::DepthwiseConv1d;
+pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 
 /// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`
 /// (the switch exists to measure them against Candle's own ops).
 pub fn enabled() -> bool {
     !matches!(
         std::env::var("FERROVOX_CPU_KERNELS").as_deref(),
+        Ok("0" | "false" | "off" | "no")
+    )
+}
+
+/// Whether GPU models should run transposed convolutions as `GemmConvTranspose1d`: on unless
+/// `FERROVOX_GEMM_CONV_TRANSPOSE=0` (the switch exists to measure it against Candle's op).
+pub fn gemm_conv_transpose_enabled() -> bool {
+    !matches!(
+        std::env::var("FERROVOX_GEMM_CONV_TRANSPOSE").as_deref(),
         Ok("0" | "false" | "off" | "no")
     )
 }
