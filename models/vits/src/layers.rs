@@ -45,6 +45,9 @@ pub struct Conv1d {
     packed: Option<PackedConv1d>,
     /// ferrovox's depthwise kernel, for `groups == channels` on the CPU.
     depthwise: Option<DepthwiseConv1d>,
+    /// A depthwise conv off the CPU, one `[1, channels, 1]` weight per tap: Candle runs a
+    /// grouped conv as one conv per group, hundreds of launches for a 192-channel layer.
+    taps: Option<Vec<Tensor>>,
 }
 
 /// Whether a layer with `weight` should use ferrovox's CPU kernels.
@@ -97,6 +100,19 @@ impl Conv1d {
         } else {
             None
         };
+        let taps = if !weight.device().is_cpu()
+            && spec.groups > 1
+            && spec.groups == in_channels
+            && in_channels == out_channels
+        {
+            Some(
+                (0..k)
+                    .map(|j| weight.narrow(2, j, 1)?.reshape((1, out_channels, 1)))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -106,6 +122,7 @@ impl Conv1d {
             input_slope: spec.input_leaky_relu,
             packed,
             depthwise,
+            taps,
         })
     }
 
@@ -123,6 +140,22 @@ impl Conv1d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+}
+
+/// A depthwise conv as one multiply-add per tap over shifted views of the zero-padded input.
+fn depthwise_by_taps(
+    x: &Tensor,
+    taps: &[Tensor],
+    padding: usize,
+    dilation: usize,
+) -> Result<Tensor> {
+    let padded = x.pad_with_zeros(2, padding, padding)?;
+    let len = padded.dim(2)? - dilation * (taps.len() - 1);
+    let mut y = padded.narrow(2, 0, len)?.broadcast_mul(&taps[0])?;
+    for (j, tap) in taps.iter().enumerate().skip(1) {
+        y = (y + padded.narrow(2, j * dilation, len)?.broadcast_mul(tap)?)?;
+    }
+    Ok(y)
 }
 
 /// Padding, dilation, groups and bias of a [`Conv1d`].
@@ -183,6 +216,8 @@ impl Module for Conv1d {
             w.broadcast_left(b)?
                 .matmul(&x.contiguous()?)?
                 .reshape((b, (), t))?
+        } else if let Some(taps) = &self.taps {
+            depthwise_by_taps(x, taps, self.padding, self.dilation)?
         } else {
             x.conv1d(&self.weight, self.padding, 1, self.dilation, self.groups)?
         };
@@ -318,4 +353,35 @@ pub fn flip_channels(x: &Tensor) -> Result<Tensor> {
     let idx: Vec<u32> = (0..c as u32).rev().collect();
     let idx = Tensor::new(idx.as_slice(), x.device())?;
     x.index_select(&idx, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depthwise_by_taps_matches_candles_grouped_conv() {
+        let (b, c, t) = (2, 6, 11);
+        let x = Tensor::randn(0f32, 1., (b, c, t), &Device::Cpu).unwrap();
+        for (k, dilation, padding) in [(3, 1, 1), (3, 3, 3), (5, 2, 4), (3, 9, 9)] {
+            let w = Tensor::randn(0f32, 1., (c, 1, k), &Device::Cpu).unwrap();
+            let taps: Vec<Tensor> = (0..k)
+                .map(|j| w.narrow(2, j, 1).unwrap().reshape((1, c, 1)).unwrap())
+                .collect();
+            let got = depthwise_by_taps(&x, &taps, padding, dilation).unwrap();
+            let want = x.conv1d(&w, padding, 1, dilation, c).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "k {k} dilation {dilation}: {diff}");
+        }
+    }
 }
