@@ -12,6 +12,8 @@ done
 out="${OUT:-/tmp/ferrovox-out}" && mkdir -p "$out"
 export FERROVOX_VITS_FIXTURES="$carry/fixtures"
 export FERROVOX_CHATTERBOX_FIXTURES="$PWD/models/chatterbox/tests/fixtures"
+# Results are filed under the GPU's name, apart from the CPU machine's.
+export FERROVOX_MACHINE="${FERROVOX_MACHINE:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')}"
 
 doctor() {
     echo "== ferrovox device"; "$bin/ferrovox" device --device cuda
@@ -45,6 +47,11 @@ s3gen_bench() {
             "$bin/xtask" bench s3gen s3gen-stream --device cuda 2>&1 | grep -v -i "warn\|deprecat"
         find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/s3gen-tf32-$tf32.json" \;
     done
+    if [ -x "$bin/xtask-cudnn" ]; then
+        echo "-- TF32 1, cuDNN convolutions"
+        FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
+            "$bin/xtask-cudnn" bench s3gen --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    fi
 }
 
 vits_bench() {
@@ -59,6 +66,11 @@ vits_bench() {
     echo "-- ferrovox TF32 1, Candle's own transposed convolution (GEMM path off)"
     FERROVOX_GEMM_CONV_TRANSPOSE=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
         "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    if [ -x "$bin/xtask-cudnn" ]; then
+        echo "-- ferrovox TF32 1, cuDNN convolutions (cargo xtask gpu --cudnn)"
+        FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
+            "$bin/xtask-cudnn" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    fi
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv

@@ -87,44 +87,44 @@ fn download_wheels(dest: &Path) -> anyhow::Result<()> {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cudnn = args.iter().any(|a| a == "--cudnn");
-    let features = if cudnn { "cudnn" } else { "cuda" };
     let root = repo_root();
-    cargo_in_cuda_env(
-        &format!("build --release -p ferrovox-cli --features {features}"),
-        cudnn,
-    )?;
-    let vits_features = "cuda";
-    let json = cargo_in_cuda_env(
-        &format!("test --release -p ferrovox-vits --features {vits_features} --test parity --no-run --message-format=json"),
-        cudnn,
-    )?;
-    let parity = test_executables(&json)
-        .into_iter()
-        .find_map(|(name, exe)| (name == "parity").then_some(exe))
-        .context("no parity test executable in cargo's output")?;
-    cargo_in_cuda_env("build --release -p xtask --features cuda", cudnn)?;
-    let chatterbox = test_executables(&cargo_in_cuda_env(
-        "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
-        cudnn,
-    )?);
     let carry = root.join(".gpu-carry");
     let _ = std::fs::remove_dir_all(&carry);
     std::fs::create_dir_all(carry.join("fixtures"))?;
     std::fs::create_dir_all(carry.join("chatterbox"))?;
-    xz(
-        &root.join(TARGET).join("release/ferrovox"),
-        &carry.join("ferrovox.xz"),
-    )?;
-    xz(
-        &root.join(TARGET).join("release/xtask"),
-        &carry.join("xtask.xz"),
-    )?;
+    let release = root.join(TARGET).join("release");
+    // Every `cuda` build first, then the `cudnn` ones: cargo rebuilds candle-core each time
+    // the feature set flips, so it flips once.
+    let parity = test_executables(&cargo_in_cuda_env(
+        "test --release -p ferrovox-vits --features cuda --test parity --no-run --message-format=json",
+        cudnn,
+    )?)
+    .into_iter()
+    .find_map(|(name, exe)| (name == "parity").then_some(exe))
+    .context("no parity test executable in cargo's output")?;
     xz(Path::new(&parity), &carry.join("parity.xz"))?;
+    let chatterbox = test_executables(&cargo_in_cuda_env(
+        "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
+        cudnn,
+    )?);
     for (name, exe) in &chatterbox {
         xz(
             Path::new(exe),
             &carry.join("chatterbox").join(format!("{name}.xz")),
         )?;
+    }
+    cargo_in_cuda_env("build --release -p xtask --features cuda", cudnn)?;
+    xz(&release.join("xtask"), &carry.join("xtask.xz"))?;
+    let cli_features = if cudnn { "cudnn" } else { "cuda" };
+    cargo_in_cuda_env(
+        &format!("build --release -p ferrovox-cli --features {cli_features}"),
+        cudnn,
+    )?;
+    xz(&release.join("ferrovox"), &carry.join("ferrovox.xz"))?;
+    if cudnn {
+        // The benches again with cuDNN convolutions, for the on/off comparison.
+        cargo_in_cuda_env("build --release -p xtask --features cudnn", cudnn)?;
+        xz(&release.join("xtask"), &carry.join("xtask-cudnn.xz"))?;
     }
     download_wheels(&carry.join("wheels"))?;
     for entry in std::fs::read_dir(root.join("models/vits/tests/fixtures"))? {

@@ -49,8 +49,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// This machine's name for result files.
+/// The name results are filed under: `FERROVOX_MACHINE`, else the host name.
 pub fn machine_name() -> String {
+    if let Ok(name) = std::env::var("FERROVOX_MACHINE") {
+        return name;
+    }
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())
