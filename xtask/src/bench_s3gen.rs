@@ -57,22 +57,12 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
     let python = bench_python()?;
-    let out = Command::new(python)
-        .arg(repo_root().join("xtask/bench/s3gen_torch_bench.py"))
-        .arg(&spec_path)
-        .output()
-        .context("running the PyTorch S3Gen bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "PyTorch S3Gen bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let torch: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .context("no JSON from the PyTorch bench")?,
-    )?;
+    let torch = crate::bench_vits::json_output(
+        Command::new(python)
+            .arg(repo_root().join("xtask/bench/s3gen_torch_bench.py"))
+            .arg(&spec_path),
+    )
+    .context("PyTorch S3Gen bench")?;
 
     let sampler = MemorySampler::start(&device);
     let load = Instant::now();

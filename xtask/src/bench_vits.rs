@@ -23,7 +23,8 @@ fn write_spec(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn json_output(cmd: &mut Command) -> anyhow::Result<Value> {
+/// Runs `cmd` and parses the last line of its stdout that starts with `{`.
+pub fn json_output(cmd: &mut Command) -> anyhow::Result<Value> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -29,22 +29,12 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     let spec = json!({"dir": dir, "tokens": TOKENS, "batches": BATCHES, "reps": reps});
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
-    let out = Command::new(crate::bench_s3gen::bench_python()?)
-        .arg(repo_root().join("xtask/bench/mms_torch_gpu_bench.py"))
-        .arg(&spec_path)
-        .output()
-        .context("running the PyTorch VITS GPU bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "PyTorch VITS GPU bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let torch: Value = serde_json::from_slice(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .context("no JSON from the PyTorch bench")?,
-    )?;
+    let torch = crate::bench_vits::json_output(
+        Command::new(crate::bench_s3gen::bench_python()?)
+            .arg(repo_root().join("xtask/bench/mms_torch_gpu_bench.py"))
+            .arg(&spec_path),
+    )
+    .context("PyTorch VITS GPU bench")?;
 
     let sampler = MemorySampler::start(&device);
     let load = Instant::now();

@@ -10,6 +10,8 @@ pub enum Join {
     Silence(usize),
     /// Crossfade into the next piece.
     Crossfade,
+    /// The next piece continues this one sample for sample (a unit decoded in pieces).
+    Continue,
 }
 
 /// The streaming joiner.
@@ -76,6 +78,7 @@ impl Joiner {
                 self.held = audio.split_off(audio.len() - keep);
                 self.fade_in_next = false;
             }
+            Join::Continue => self.fade_in_next = false,
         }
         audio
     }
@@ -133,6 +136,19 @@ mod tests {
         assert!(a[199].abs() < 0.01 && (a[100] - 0.5).abs() < 1e-6);
         let b = j.push(&[0.5; 200], Join::Silence(0));
         assert!(b[0].abs() < 0.01, "fades in after a silence");
+    }
+
+    #[test]
+    fn continued_pieces_join_sample_for_sample() {
+        let whole: Vec<f32> = (0..400).map(|i| (i as f32 * 0.05).sin()).collect();
+        let mut split = Joiner::new(8, 40);
+        let mut out = split.push(&whole[..150], Join::Continue);
+        out.extend(split.push(&whole[150..], Join::Silence(10)));
+        out.extend(split.finish());
+        let mut one = Joiner::new(8, 40);
+        let mut want = one.push(&whole, Join::Silence(10));
+        want.extend(one.finish());
+        assert_eq!(out, want);
     }
 
     #[test]

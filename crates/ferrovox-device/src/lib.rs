@@ -10,6 +10,7 @@
 //! ```
 
 mod backend;
+pub mod compare;
 pub mod doctor;
 mod error;
 pub mod kernels;

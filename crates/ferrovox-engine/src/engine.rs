@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use crate::stream::stream_units;
+use crate::stream::{stream_units, FirstUnit};
 use crate::{
     Audio, Batcher, BatcherConfig, BatcherStats, EngineError, SynthesisOptions, TtsModel, Unit,
 };
@@ -119,10 +119,27 @@ impl Voice {
         options: &SynthesisOptions,
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
+        // A batched voice sends its first unit through the batch like the rest.
+        let first = if self.batcher.is_some() {
+            FirstUnit::Whole
+        } else {
+            FirstUnit::Early
+        };
+        self.stream_with(text, options, first, sink)
+    }
+
+    fn stream_with(
+        &self,
+        text: &str,
+        options: &SynthesisOptions,
+        first: FirstUnit,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
         stream_units(
             self.model.as_ref(),
             text,
             options,
+            first,
             &mut |unit| {
                 let mut out = self.synthesize_units(vec![unit.clone()], options)?;
                 Ok(out.pop().unwrap_or_default())
@@ -134,7 +151,7 @@ impl Voice {
     /// Text to audio in one piece.
     pub fn synthesize(&self, text: &str, options: &SynthesisOptions) -> Result<Audio, EngineError> {
         crate::stream::collect(self.model.sample_rate(), |sink| {
-            self.stream(text, options, sink)
+            self.stream_with(text, options, FirstUnit::Whole, sink)
         })
     }
 

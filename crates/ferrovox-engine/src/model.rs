@@ -94,13 +94,40 @@ pub trait TtsModel: Send + Sync {
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError>;
 
+    /// Synthesizes one unit for a stream, handing its audio to `emit` in order, in as many
+    /// pieces as the model can produce early (VITS decodes its first frames ahead of the rest,
+    /// so a stream starts sooner). The pieces continue each other sample for sample and
+    /// together equal the unit's [`TtsModel::synthesize_units`] audio. Default: one piece.
+    fn synthesize_unit_early(
+        &self,
+        unit: &Unit,
+        options: &SynthesisOptions,
+        emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
+        emit(out.pop().unwrap_or_default())
+    }
+
     /// Text to audio in one piece.
     fn synthesize(&self, text: &str, options: &SynthesisOptions) -> Result<Audio, EngineError> {
-        crate::stream::collect(self.sample_rate(), |sink| self.stream(text, options, sink))
+        crate::stream::collect(self.sample_rate(), |sink| {
+            crate::stream::stream_units(
+                self,
+                text,
+                options,
+                crate::stream::FirstUnit::Whole,
+                &mut |unit| {
+                    let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
+                    Ok(out.pop().unwrap_or_default())
+                },
+                sink,
+            )
+        })
     }
 
     /// Text to audio, handing each unit's audio (joined to its neighbours: sentence silence,
-    /// or a crossfade where a long sentence was cut) to `sink` as soon as it is ready.
+    /// or a crossfade where a long sentence was cut) to `sink` as soon as it is ready; the
+    /// first unit through [`TtsModel::synthesize_unit_early`].
     fn stream(
         &self,
         text: &str,
@@ -111,6 +138,7 @@ pub trait TtsModel: Send + Sync {
             self,
             text,
             options,
+            crate::stream::FirstUnit::Early,
             &mut |unit| {
                 let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
                 Ok(out.pop().unwrap_or_default())

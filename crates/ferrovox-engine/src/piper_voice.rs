@@ -7,7 +7,7 @@ use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
 use ferrovox_vits::piper::{self, PiperVoiceConfig};
 use ferrovox_vits::VitsModel;
 
-use crate::vits_voice::{synthesize_vits, units_from_chunks};
+use crate::vits_voice::{synthesize_vits, synthesize_vits_early, units_from_chunks};
 use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// A loaded Piper voice.
@@ -88,5 +88,14 @@ impl TtsModel for PiperVoice {
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         synthesize_vits(&self.model, units, options)
+    }
+
+    fn synthesize_unit_early(
+        &self,
+        unit: &Unit,
+        options: &SynthesisOptions,
+        emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        synthesize_vits_early(&self.model, unit, options, emit)
     }
 }

@@ -4,11 +4,21 @@ use ferrovox_audio::{Join, Joiner};
 
 use crate::{Audio, EngineError, SynthesisOptions, TtsModel, Unit};
 
+/// How the first unit of a stream is synthesized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstUnit {
+    /// Like every other unit (whole-file synthesis, or a batched voice).
+    Whole,
+    /// Through [`TtsModel::synthesize_unit_early`], for time to first audio.
+    Early,
+}
+
 /// Synthesizes `text` unit by unit with `synth` and hands the joined audio to `sink`.
 pub(crate) fn stream_units<M: TtsModel + ?Sized>(
     model: &M,
     text: &str,
     options: &SynthesisOptions,
+    first: FirstUnit,
     synth: &mut dyn FnMut(&Unit) -> Result<Vec<f32>, EngineError>,
     sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
@@ -21,17 +31,32 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
     let rate = model.sample_rate();
     let silence = (options.unit_silence * rate as f64) as usize;
     let mut joiner = Joiner::for_rate(rate);
-    for unit in &units {
-        let audio = {
-            let _unit = tracing::info_span!("unit", ids = unit.ids.len()).entered();
-            synth(unit)?
-        };
+    for (i, unit) in units.iter().enumerate() {
         let then = if unit.ends_sentence {
             Join::Silence(silence)
         } else {
             Join::Crossfade
         };
-        let out = joiner.push(&audio, then);
+        let _unit = tracing::info_span!("unit", ids = unit.ids.len()).entered();
+        if i == 0 && first == FirstUnit::Early {
+            // Each piece is final once the next arrives: only the last takes the unit's join.
+            let mut pending: Option<Vec<f32>> = None;
+            model.synthesize_unit_early(unit, options, &mut |piece| {
+                if let Some(done) = pending.replace(piece) {
+                    let out = joiner.push(&done, Join::Continue);
+                    if !out.is_empty() {
+                        sink(&out)?;
+                    }
+                }
+                Ok(())
+            })?;
+            let out = joiner.push(&pending.unwrap_or_default(), then);
+            if !out.is_empty() {
+                sink(&out)?;
+            }
+            continue;
+        }
+        let out = joiner.push(&synth(unit)?, then);
         if !out.is_empty() {
             sink(&out)?;
         }

@@ -40,6 +40,16 @@ pub(crate) fn units_from_chunks(
     Ok(units)
 }
 
+/// The model's own noise and length settings, overridden by `options`.
+fn params(model: &VitsModel, options: &SynthesisOptions) -> SynthesisParams {
+    let defaults = SynthesisParams::from_config(model.config());
+    SynthesisParams {
+        noise_scale: options.noise_scale.unwrap_or(defaults.noise_scale),
+        noise_scale_duration: options.noise_w.unwrap_or(defaults.noise_scale_duration),
+        length_scale: options.length_scale.unwrap_or(defaults.length_scale),
+    }
+}
+
 /// Runs `units` through `model` as one padded batch.
 pub(crate) fn synthesize_vits(
     model: &VitsModel,
@@ -49,24 +59,53 @@ pub(crate) fn synthesize_vits(
     if units.is_empty() {
         return Ok(Vec::new());
     }
-    let defaults = SynthesisParams::from_config(model.config());
-    let params = SynthesisParams {
-        noise_scale: options.noise_scale.unwrap_or(defaults.noise_scale),
-        noise_scale_duration: options.noise_w.unwrap_or(defaults.noise_scale_duration),
-        length_scale: options.length_scale.unwrap_or(defaults.length_scale),
-    };
     let sequences: Vec<Vec<u32>> = units.iter().map(|u| u.ids.clone()).collect();
     let batch = TokenBatch::new(&sequences, model.config().pad_token_id, model.device())?;
     let speakers = options.speaker.map(|s| vec![s; units.len()]);
     let out = model.forward(
         &batch,
         speakers.as_deref(),
-        &params,
+        &params(model, options),
         &mut SeededNoise::new(options.seed),
     )?;
     (0..units.len())
         .map(|i| out.audio(i).map_err(EngineError::from))
         .collect()
+}
+
+/// Frames a stream's first unit decodes ahead of the rest: 0.37 s at 22.05 kHz.
+pub(crate) const EARLY_FRAMES: usize = 32;
+
+/// One unit in two pieces: everything up to the decoder runs once, then the first
+/// [`EARLY_FRAMES`] are decoded and handed on before the rest. The decoder dominates VITS's
+/// time, so the first audio comes after a fraction of the unit's synthesis; both pieces see
+/// the decoder's receptive field, so together they are the whole-unit audio.
+pub(crate) fn synthesize_vits_early(
+    model: &VitsModel,
+    unit: &Unit,
+    options: &SynthesisOptions,
+    emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let batch = TokenBatch::new(
+        std::slice::from_ref(&unit.ids),
+        model.config().pad_token_id,
+        model.device(),
+    )?;
+    let speakers = options.speaker.map(|s| vec![s]);
+    let latents = model.latents(
+        &batch,
+        speakers.as_deref(),
+        &params(model, options),
+        &mut SeededNoise::new(options.seed),
+    )?;
+    let frames = latents.alignment.frames[0];
+    // A short unit gains nothing from the split: the second piece's context would cost more
+    // than the first piece saves.
+    if frames < 2 * (EARLY_FRAMES + model.decoder_context_frames()) {
+        return emit(model.decode_frames(&latents, 0, 0..frames)?);
+    }
+    emit(model.decode_frames(&latents, 0, 0..EARLY_FRAMES)?)?;
+    emit(model.decode_frames(&latents, 0, EARLY_FRAMES..frames)?)
 }
 
 /// An MMS-TTS (transformers `VitsModel`) checkpoint with its character tokenizer.
@@ -142,5 +181,14 @@ impl TtsModel for MmsVoice {
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         synthesize_vits(&self.model, units, options)
+    }
+
+    fn synthesize_unit_early(
+        &self,
+        unit: &Unit,
+        options: &SynthesisOptions,
+        emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        synthesize_vits_early(&self.model, unit, options, emit)
     }
 }

@@ -113,3 +113,44 @@ fn batched_units_match_units_alone() {
         assert!(err < 1e-4, "unit {i}: {err}");
     }
 }
+
+/// The first unit of a stream comes in two pieces (its first frames decoded ahead), and the
+/// pieces are the whole-unit audio: each decode sees the decoder's receptive field.
+#[test]
+fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
+    let Some(voice) = joe() else { return };
+    let text =
+        "This sentence is long enough that its first frames are decoded before the rest of it.";
+    let units = voice.prepare(text).unwrap();
+    assert_eq!(units.len(), 1);
+    let whole = voice.synthesize_units(&units, &QUIET).unwrap().remove(0);
+    let mut pieces = Vec::new();
+    voice
+        .synthesize_unit_early(&units[0], &QUIET, &mut |p| {
+            pieces.push(p);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(pieces.len(), 2, "a long unit is split");
+    assert_eq!(pieces[0].len(), 32 * 256, "32 frames of 256 samples first");
+    let joined: Vec<f32> = pieces.concat();
+    assert_eq!(joined.len(), whole.len());
+    let err = joined
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("early pieces vs whole unit: max abs diff {err:.2e} (bound 1e-4)");
+    assert!(err <= 1e-4, "max abs diff {err}");
+
+    // A short unit stays whole.
+    let short = voice.prepare("Hi.").unwrap();
+    let mut count = 0;
+    voice
+        .synthesize_unit_early(&short[0], &QUIET, &mut |_| {
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(count, 1);
+}

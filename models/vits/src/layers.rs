@@ -370,17 +370,7 @@ mod tests {
                 .collect();
             let got = depthwise_by_taps(&x, &taps, padding, dilation).unwrap();
             let want = x.conv1d(&w, padding, 1, dilation, c).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = ferrovox_device::compare::max_abs_diff(&got, &want).unwrap();
             assert!(diff < 1e-5, "k {k} dilation {dilation}: {diff}");
         }
     }

@@ -19,5 +19,7 @@ pub mod tokenizer;
 pub use checkpoint::TransformersCheckpoint;
 pub use config::{Config, ResBlockKind};
 pub use error::{Error, Result};
-pub use model::{Alignment, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput};
+pub use model::{
+    Alignment, Latents, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput,
+};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};

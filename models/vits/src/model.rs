@@ -94,6 +94,17 @@ impl VitsOutput {
     }
 }
 
+/// The decoder's input for a batch, from [`VitsModel::latents`].
+#[derive(Debug, Clone)]
+pub struct Latents {
+    /// `[b, flow, frames]`, zero past each item's frames.
+    pub spectrogram: Tensor,
+    /// `[b, speaker_dim, 1]` for multi-speaker models.
+    pub speaker: Option<Tensor>,
+    /// Frames per token and per item.
+    pub alignment: Alignment,
+}
+
 /// The frames each token spans, as the model rounds them.
 #[derive(Debug, Clone)]
 pub struct Alignment {
@@ -353,14 +364,27 @@ impl VitsModel {
         Ok((out, timings))
     }
 
-    fn run(
+    /// Everything before the decoder: the decoder's input per item, as [`VitsModel::forward`]
+    /// computes it (same noise draws), so it can be decoded in pieces with
+    /// [`VitsModel::decode_frames`].
+    pub fn latents(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Latents> {
+        self.latents_timed(batch, speakers, params, noise, None)
+    }
+
+    fn latents_timed(
         &self,
         batch: &TokenBatch,
         speakers: Option<&[u32]>,
         params: &SynthesisParams,
         noise: &mut dyn NoiseSource,
         mut timings: Option<&mut StageTimings>,
-    ) -> Result<VitsOutput> {
+    ) -> Result<Latents> {
         let mut clock = std::time::Instant::now();
         let mut lap = |slot: fn(&mut StageTimings) -> &mut std::time::Duration| -> Result<()> {
             if let Some(t) = timings.as_deref_mut() {
@@ -372,7 +396,6 @@ impl VitsModel {
         };
         self.validate(batch, speakers)?;
         let b = batch.lengths.len();
-        let _forward = tracing::info_span!("vits.forward", batch = b).entered();
         let stage = tracing::info_span!("vits.text_encoder").entered();
         let speaker = self.speaker_embedding(speakers, b)?;
         let enc = self.encode_text(batch)?;
@@ -398,6 +421,112 @@ impl VitsModel {
         let spectrogram = latents.broadcast_mul(&frame_mask)?;
         lap(|t| &mut t.flow)?;
         drop(stage);
+        Ok(Latents {
+            spectrogram,
+            speaker,
+            alignment,
+        })
+    }
+
+    /// How many frames on each side of a piece the decoder must see for the piece to come out
+    /// as in a whole decode: its receptive field, rounded up, plus one frame of margin.
+    pub fn decoder_context_frames(&self) -> usize {
+        let c = &self.cfg;
+        let half_reach = |k: usize, d: usize| (k.saturating_sub(1) * d) as f64 / 2.0;
+        // conv_pre and conv_post have kernel 7.
+        let mut frames = half_reach(7, 1);
+        let mut rate = 1usize;
+        for (&up, &k) in c.upsample_rates.iter().zip(&c.upsample_kernel_sizes) {
+            rate *= up;
+            frames += (k as f64 / 2.0 + 1.0) / rate as f64 + 1.0;
+            let widest = c
+                .resblock_kernel_sizes
+                .iter()
+                .zip(&c.resblock_dilation_sizes)
+                .map(|(&k, dilations)| {
+                    dilations
+                        .iter()
+                        .map(|&d| half_reach(k, d) + half_reach(k, 1))
+                        .sum::<f64>()
+                })
+                .fold(0.0, f64::max);
+            frames += widest / rate as f64;
+        }
+        frames += half_reach(7, 1) / rate.max(1) as f64;
+        frames.ceil() as usize + 1
+    }
+
+    /// Decodes frames `range` of item `item` of `latents` to its samples, seeing
+    /// [`VitsModel::decoder_context_frames`] on each side so the piece matches a whole decode;
+    /// consecutive ranges join without a seam.
+    pub fn decode_frames(
+        &self,
+        latents: &Latents,
+        item: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        let frames = *latents
+            .alignment
+            .frames
+            .get(item)
+            .ok_or_else(|| Error::Input(format!("no item {item} in the latents")))?;
+        if range.start >= range.end || range.end > frames {
+            return Err(Error::Input(format!(
+                "frames {range:?} outside the item's {frames}"
+            )));
+        }
+        let context = self.decoder_context_frames();
+        let (from, to) = (
+            range.start.saturating_sub(context),
+            (range.end + context).min(frames),
+        );
+        let window = latents
+            .spectrogram
+            .get(item)?
+            .narrow(1, from, to - from)?
+            .unsqueeze(0)?;
+        let speaker = match &latents.speaker {
+            Some(s) => Some(s.get(item)?.unsqueeze(0)?),
+            None => None,
+        };
+        let hop = self.cfg.hop_length();
+        let _stage =
+            tracing::info_span!("vits.decoder", frames = range.end - range.start).entered();
+        Ok(self
+            .decoder
+            .forward(&window, speaker.as_ref())?
+            .flatten_all()?
+            .narrow(
+                0,
+                (range.start - from) * hop,
+                (range.end - range.start) * hop,
+            )?
+            .to_dtype(DType::F32)?
+            .to_vec1()?)
+    }
+
+    fn run(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+        mut timings: Option<&mut StageTimings>,
+    ) -> Result<VitsOutput> {
+        let _forward = tracing::info_span!("vits.forward", batch = batch.lengths.len()).entered();
+        let Latents {
+            spectrogram,
+            speaker,
+            alignment,
+        } = self.latents_timed(batch, speakers, params, noise, timings.as_deref_mut())?;
+        let clock = std::time::Instant::now();
+        let mut lap = |slot: fn(&mut StageTimings) -> &mut std::time::Duration| -> Result<()> {
+            if let Some(t) = timings.as_deref_mut() {
+                self.device.synchronize()?;
+                *slot(t) += clock.elapsed();
+            }
+            Ok(())
+        };
         let stage = tracing::info_span!("vits.decoder").entered();
         let waveform = self
             .decoder

@@ -260,11 +260,56 @@ fn end_to_end(name: &str) {
         .filter(|k| case.tensors.contains_key(**k))
         .map(|k| case.io(&k["io.".len()..]))
         .collect();
-    let mut noise = RecordedNoise::new(draws);
+    let mut noise = RecordedNoise::new(draws.clone());
     let spk = speakers(&case);
     let out = m
         .forward(&batch(&case), spk.as_deref(), &params(&case), &mut noise)
         .unwrap();
+    // The same latents decoded in two pieces per item join to the item decoded alone, which
+    // for the longest item (no padding after it) is upstream's waveform.
+    let latents = m
+        .latents(
+            &batch(&case),
+            spk.as_deref(),
+            &params(&case),
+            &mut RecordedNoise::new(draws),
+        )
+        .unwrap();
+    let hop = m.config().hop_length();
+    let longest = latents.alignment.frames.iter().copied().max().unwrap_or(0);
+    for (i, &frames) in latents.alignment.frames.iter().enumerate() {
+        let cut = frames / 2;
+        let alone = m.decode_frames(&latents, i, 0..frames).unwrap();
+        let mut pieces = if cut > 0 {
+            m.decode_frames(&latents, i, 0..cut).unwrap()
+        } else {
+            Vec::new()
+        };
+        pieces.extend(m.decode_frames(&latents, i, cut..frames).unwrap());
+        let as_tensor = |v: &[f32]| Tensor::new(v, &common::device()).unwrap();
+        assert_close(
+            &format!("{name} item {i} in two pieces vs alone"),
+            &as_tensor(&pieces),
+            &as_tensor(&alone),
+            common::tolerance(),
+        );
+        if frames == longest {
+            let want = case
+                .io("waveform")
+                .get(i)
+                .unwrap()
+                .narrow(0, 0, frames * hop)
+                .unwrap();
+            assert_close(
+                &format!("{name} item {i} decoded alone vs upstream"),
+                &as_tensor(&alone),
+                &want,
+                common::tolerance(),
+            );
+        }
+        assert!(m.decode_frames(&latents, i, 0..frames + 1).is_err());
+        assert!(m.decode_frames(&latents, i, cut..cut).is_err());
+    }
     let expected: Vec<usize> = case.tensors["io.sequence_lengths"]
         .to_dtype(DType::I64)
         .unwrap()

@@ -116,16 +116,8 @@ mod tests {
                     .unwrap()
                     .conv_transpose1d(&w, 0, 0, s, 1, 1)
                     .unwrap();
-                let diff = (got.narrow(0, i, 1).unwrap() - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff =
+                    crate::compare::max_abs_diff(&got.narrow(0, i, 1).unwrap(), &want).unwrap();
                 assert_eq!(got.dims()[2], want.dims()[2]);
                 assert!(diff < 1e-5, "k {k} s {s} item {i}: max diff {diff}");
             }

@@ -73,17 +73,7 @@ impl Fixture {
 
 /// Largest absolute difference, as f32 (shapes must agree).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    ferrovox_device::compare::max_abs_diff(a, b).expect("comparable tensors")
 }
 
 /// The small S3Gen of the fixtures (weights from `encoder`, `cfm` and `hift`) and the e2e

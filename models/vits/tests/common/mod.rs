@@ -98,17 +98,7 @@ impl Case {
 
 /// Largest absolute difference; panics when the shapes differ.
 pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
-    (ours.to_dtype(DType::F32).unwrap() - reference.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    ferrovox_device::compare::max_abs_diff(ours, reference).expect("comparable tensors")
 }
 
 /// Asserts `ours` matches `reference` within `tol`, printing the measured figure.
