@@ -39,18 +39,22 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
         };
         let _unit = tracing::info_span!("unit", ids = unit.ids.len()).entered();
         if i == 0 && first == FirstUnit::Early {
-            // Each piece is final once the next arrives: only the last takes the unit's join.
-            let mut pending: Option<Vec<f32>> = None;
+            // Pieces go out as they come, but for a tail long enough for the unit's own join
+            // (a fade or a crossfade) to be applied once the unit is done.
+            let keep = 2 * (rate as usize / 50);
+            let mut tail: Vec<f32> = Vec::new();
             model.synthesize_unit_early(unit, options, &mut |piece| {
-                if let Some(done) = pending.replace(piece) {
-                    let out = joiner.push(&done, Join::Continue);
+                tail.extend_from_slice(&piece);
+                if tail.len() > keep {
+                    let ready: Vec<f32> = tail.drain(..tail.len() - keep).collect();
+                    let out = joiner.push(&ready, Join::Continue);
                     if !out.is_empty() {
                         sink(&out)?;
                     }
                 }
                 Ok(())
             })?;
-            let out = joiner.push(&pending.unwrap_or_default(), then);
+            let out = joiner.push(&tail, then);
             if !out.is_empty() {
                 sink(&out)?;
             }
