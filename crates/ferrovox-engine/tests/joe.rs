@@ -28,6 +28,18 @@ const QUIET: SynthesisOptions = SynthesisOptions {
     normalize: false,
 };
 
+/// The chunks a stream hands to its sink, in order.
+fn stream_chunks(voice: &dyn TtsModel, text: &str) -> Vec<Vec<f32>> {
+    let mut chunks = Vec::new();
+    voice
+        .stream(text, &QUIET, &mut |c| {
+            chunks.push(c.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    chunks
+}
+
 #[test]
 fn normalization_is_applied_when_asked() {
     let Some(voice) = joe() else { return };
@@ -53,13 +65,7 @@ fn streamed_chunks_join_to_the_whole() {
     let Some(voice) = joe() else { return };
     let text = "First sentence here. And a second one!";
     let whole = voice.synthesize(text, &QUIET).unwrap();
-    let mut chunks = Vec::new();
-    voice
-        .stream(text, &QUIET, &mut |c| {
-            chunks.push(c.to_vec());
-            Ok(())
-        })
-        .unwrap();
+    let chunks = stream_chunks(voice.as_ref(), text);
     // Two sentences; the first, long enough, arrives in pieces (see below).
     assert!(chunks.len() >= 2, "{} chunks", chunks.len());
     assert_eq!(chunks.concat(), whole.samples);
@@ -147,13 +153,7 @@ fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
     // Streamed, the first piece goes out before the rest of the unit is decoded, and the
     // stream joins to the whole synthesis.
     let whole = voice.synthesize(text, &QUIET).unwrap();
-    let mut chunks = Vec::new();
-    voice
-        .stream(text, &QUIET, &mut |c| {
-            chunks.push(c.to_vec());
-            Ok(())
-        })
-        .unwrap();
+    let chunks = stream_chunks(voice.as_ref(), text);
     // The early piece, the rest, and the last 40 ms held for the unit's closing fade.
     assert_eq!(chunks.len(), 3);
     assert!(

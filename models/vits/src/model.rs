@@ -94,6 +94,33 @@ impl VitsOutput {
     }
 }
 
+/// Adds each stage's wall time to `timings` when there are any, synchronizing the device
+/// first so GPU work lands in the stage that queued it.
+struct StageClock<'a> {
+    timings: Option<&'a mut StageTimings>,
+    device: &'a Device,
+    since: std::time::Instant,
+}
+
+impl<'a> StageClock<'a> {
+    fn new(timings: Option<&'a mut StageTimings>, device: &'a Device) -> Self {
+        Self {
+            timings,
+            device,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, slot: fn(&mut StageTimings) -> &mut std::time::Duration) -> Result<()> {
+        if let Some(t) = self.timings.as_deref_mut() {
+            self.device.synchronize()?;
+            *slot(t) += self.since.elapsed();
+            self.since = std::time::Instant::now();
+        }
+        Ok(())
+    }
+}
+
 /// The decoder's input for a batch, from [`VitsModel::latents`].
 #[derive(Debug, Clone)]
 pub struct Latents {
@@ -374,7 +401,13 @@ impl VitsModel {
         params: &SynthesisParams,
         noise: &mut dyn NoiseSource,
     ) -> Result<Latents> {
-        self.latents_timed(batch, speakers, params, noise, None)
+        self.latents_timed(
+            batch,
+            speakers,
+            params,
+            noise,
+            &mut StageClock::new(None, &self.device),
+        )
     }
 
     fn latents_timed(
@@ -383,17 +416,9 @@ impl VitsModel {
         speakers: Option<&[u32]>,
         params: &SynthesisParams,
         noise: &mut dyn NoiseSource,
-        mut timings: Option<&mut StageTimings>,
+        clock: &mut StageClock<'_>,
     ) -> Result<Latents> {
-        let mut clock = std::time::Instant::now();
-        let mut lap = |slot: fn(&mut StageTimings) -> &mut std::time::Duration| -> Result<()> {
-            if let Some(t) = timings.as_deref_mut() {
-                self.device.synchronize()?;
-                *slot(t) += clock.elapsed();
-                clock = std::time::Instant::now();
-            }
-            Ok(())
-        };
+        let mut lap = |slot| clock.lap(slot);
         self.validate(batch, speakers)?;
         let b = batch.lengths.len();
         let stage = tracing::info_span!("vits.text_encoder").entered();
@@ -511,22 +536,16 @@ impl VitsModel {
         speakers: Option<&[u32]>,
         params: &SynthesisParams,
         noise: &mut dyn NoiseSource,
-        mut timings: Option<&mut StageTimings>,
+        timings: Option<&mut StageTimings>,
     ) -> Result<VitsOutput> {
         let _forward = tracing::info_span!("vits.forward", batch = batch.lengths.len()).entered();
+        let mut clock = StageClock::new(timings, &self.device);
         let Latents {
             spectrogram,
             speaker,
             alignment,
-        } = self.latents_timed(batch, speakers, params, noise, timings.as_deref_mut())?;
-        let clock = std::time::Instant::now();
-        let mut lap = |slot: fn(&mut StageTimings) -> &mut std::time::Duration| -> Result<()> {
-            if let Some(t) = timings.as_deref_mut() {
-                self.device.synchronize()?;
-                *slot(t) += clock.elapsed();
-            }
-            Ok(())
-        };
+        } = self.latents_timed(batch, speakers, params, noise, &mut clock)?;
+        let mut lap = |slot| clock.lap(slot);
         let stage = tracing::info_span!("vits.decoder").entered();
         let waveform = self
             .decoder
