@@ -7,17 +7,52 @@
 //! The PyTorch side runs under `FERROVOX_BENCH_PYTHON` when set (a Python that already has
 //! chatterbox-tts, as on the GPU machine), else the fixtures venv.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use ferrovox_chatterbox::{S3Gen, S3GenConfig, SpeakerReference};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
 use crate::memory_sampler::MemorySampler;
 use crate::util::repo_root;
+
+/// What `s3gen_torch_bench.py` wrote to `inputs.safetensors`: the speaker reference and the
+/// tokens of every case, so both engines see the same inputs.
+struct BenchInputs {
+    tensors: HashMap<String, Tensor>,
+    reference: SpeakerReference,
+}
+
+impl BenchInputs {
+    fn load(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        let tensors = candle_core::safetensors::load(dir.join("inputs.safetensors"), device)?;
+        let get = |k: &str| {
+            tensors
+                .get(k)
+                .cloned()
+                .with_context(|| format!("inputs lack {k}"))
+        };
+        let reference = SpeakerReference {
+            prompt_tokens: ids(&get("prompt_tokens")?)?,
+            prompt_feat: get("prompt_feat")?.to_dtype(DType::F32)?,
+            xvector: get("xvector")?.to_dtype(DType::F32)?,
+        };
+        Ok(Self { tensors, reference })
+    }
+
+    /// The tokens of case `name`.
+    fn tokens(&self, name: &str) -> anyhow::Result<Vec<u32>> {
+        ids(self
+            .tensors
+            .get(&format!("tokens.{name}"))
+            .with_context(|| format!("inputs lack tokens.{name}"))?)
+    }
+}
 
 fn ids(t: &Tensor) -> anyhow::Result<Vec<u32>> {
     Ok(t.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?)
@@ -72,28 +107,18 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         &device,
     )?;
     let load_s = load.elapsed().as_secs_f64();
-    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device)?;
-    let get = |k: &str| {
-        inputs
-            .get(k)
-            .cloned()
-            .with_context(|| format!("inputs lack {k}"))
-    };
-    let reference = SpeakerReference {
-        prompt_tokens: ids(&get("prompt_tokens")?)?,
-        prompt_feat: get("prompt_feat")?.to_dtype(DType::F32)?,
-        xvector: get("xvector")?.to_dtype(DType::F32)?,
-    };
+    let inputs = BenchInputs::load(&dir, &device)?;
+    let reference = &inputs.reference;
     let mut rows = Vec::new();
     let mut results = serde_json::Map::new();
     for (name, _) in &cases {
-        let tokens = ids(&get(&format!("tokens.{name}"))?)?;
+        let tokens = inputs.tokens(name)?;
         let mut walls = Vec::new();
         let mut audio_s = 0.0;
         for rep in 0..=reps {
             let start = Instant::now();
             // The audio comes back as host samples, so the GPU work is finished here.
-            let audio = model.synthesize(&tokens, &reference, rep as u64)?;
+            let audio = model.synthesize(&tokens, reference, rep as u64)?;
             if rep > 0 {
                 walls.push(start.elapsed().as_secs_f64());
             }
@@ -108,10 +133,9 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             json!({"audio_s": audio_s, "ferrovox_wall_s": ours, "ferrovox_walls": walls, "torch_wall_s": theirs}),
         );
     }
-    let tokens = ids(&get(&format!("tokens.{}", cases[0].0))?)?;
-    let items: Vec<(&[u32], &SpeakerReference)> = (0..batch)
-        .map(|_| (tokens.as_slice(), &reference))
-        .collect();
+    let tokens = inputs.tokens(cases[0].0)?;
+    let items: Vec<(&[u32], &SpeakerReference)> =
+        (0..batch).map(|_| (tokens.as_slice(), reference)).collect();
     let start = Instant::now();
     let audio_s: f64 = model
         .synthesize_batch(&items, 0)?
@@ -176,25 +200,15 @@ pub fn stream(request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
         weights.display()
     );
     let model = S3Gen::load(&weights, &S3GenConfig::default(), &device)?;
-    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device)?;
-    let get = |k: &str| {
-        inputs
-            .get(k)
-            .cloned()
-            .with_context(|| format!("inputs lack {k}"))
-    };
-    let reference = SpeakerReference {
-        prompt_tokens: ids(&get("prompt_tokens")?)?,
-        prompt_feat: get("prompt_feat")?.to_dtype(DType::F32)?,
-        xvector: get("xvector")?.to_dtype(DType::F32)?,
-    };
-    let tokens = ids(&get("tokens.3s")?)?;
-    model.synthesize(&tokens[..10], &reference, 0)?;
+    let inputs = BenchInputs::load(&dir, &device)?;
+    let reference = &inputs.reference;
+    let tokens = inputs.tokens("3s")?;
+    model.synthesize(&tokens[..10], reference, 0)?;
     let start = Instant::now();
-    let whole = model.synthesize(&tokens, &reference, 0)?;
+    let whole = model.synthesize(&tokens, reference, 0)?;
     let one_shot = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let mut stream = model.stream(&reference, 0)?;
+    let mut stream = model.stream(reference, 0)?;
     let (mut first, mut pushed, mut emitted) = (None, 0, 0usize);
     for chunk in tokens.chunks(25) {
         let audio = stream.push(chunk)?;

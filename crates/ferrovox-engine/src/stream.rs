@@ -37,32 +37,28 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
         } else {
             Join::Crossfade
         };
-        let _unit = tracing::info_span!("unit", ids = unit.ids.len()).entered();
+        let span = tracing::info_span!("unit", ids = unit.ids.len());
         if i == 0 && first == FirstUnit::Early {
+            let _unit = span.entered();
             // Pieces go out as they come, but for a tail long enough for the unit's own join
             // (a fade or a crossfade) to be applied once the unit is done.
             let keep = 2 * (rate as usize / 50);
             let mut tail: Vec<f32> = Vec::new();
             model.synthesize_unit_early(unit, options, &mut |piece| {
                 tail.extend_from_slice(&piece);
-                if tail.len() > keep {
-                    let ready: Vec<f32> = tail.drain(..tail.len() - keep).collect();
-                    let out = joiner.push(&ready, Join::Continue);
-                    if !out.is_empty() {
-                        sink(&out)?;
-                    }
+                if tail.len() <= keep {
+                    return Ok(());
                 }
-                Ok(())
+                let ready: Vec<f32> = tail.drain(..tail.len() - keep).collect();
+                join_into(&mut joiner, &ready, Join::Continue, sink)
             })?;
-            let out = joiner.push(&tail, then);
-            if !out.is_empty() {
-                sink(&out)?;
-            }
-            continue;
-        }
-        let out = joiner.push(&synth(unit)?, then);
-        if !out.is_empty() {
-            sink(&out)?;
+            join_into(&mut joiner, &tail, then, sink)?;
+        } else {
+            let audio = {
+                let _unit = span.entered();
+                synth(unit)?
+            };
+            join_into(&mut joiner, &audio, then, sink)?;
         }
     }
     let rest = joiner.finish();
@@ -70,6 +66,21 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
         sink(&rest)?;
     }
     Ok(())
+}
+
+/// Pushes `piece` into `joiner` and hands on whatever became final.
+fn join_into(
+    joiner: &mut Joiner,
+    piece: &[f32],
+    then: Join,
+    sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let out = joiner.push(piece, then);
+    if out.is_empty() {
+        Ok(())
+    } else {
+        sink(&out)
+    }
 }
 
 /// Normalizes (when asked) and splits text into the model's units.

@@ -1,4 +1,4 @@
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 
 /// `torch.nn.ConvTranspose1d` (no groups, dilation or output padding) as one GEMM and an
 /// overlap-add, on any device through Candle's own ops. Candle's CUDA transposed convolution
@@ -70,7 +70,7 @@ impl GemmConvTranspose1d {
         let full = (len.max(1) - 1) * s + self.kernel;
         match out {
             Some(o) => o.narrow(2, 0, full),
-            None => Tensor::zeros((batch, co, full), DType::F32, x.device()),
+            None => Tensor::zeros((batch, co, full), x.dtype(), x.device()),
         }
     }
 }
