@@ -78,9 +78,9 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     let mut all = Vec::new();
     let start = Instant::now();
     let mut first_audio = None;
-    let mut units = 0usize;
+    let mut chunks = 0usize;
     voice.stream(&text, &options, &mut |audio| {
-        units += 1;
+        chunks += 1;
         first_audio.get_or_insert_with(|| start.elapsed());
         if raw && to_stdout {
             ferrovox_audio::write_pcm_s16le(&mut stdout, audio)
@@ -112,8 +112,7 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     if samples > 0 {
         let seconds = samples as f64 / rate as f64;
         eprintln!(
-            "{} sentence(s), {seconds:.2} s of audio at {rate} Hz in {wall:.2} s (real-time factor {:.1}x, first audio after {:.0} ms){}",
-            units,
+            "{seconds:.2} s of audio at {rate} Hz in {wall:.2} s (real-time factor {:.1}x, first audio after {:.0} ms, streamed in {chunks} chunk(s)){}",
             seconds / wall,
             first_audio.unwrap_or_default().as_secs_f64() * 1e3,
             if to_stdout { String::new() } else { format!(" -> {}", args.output.display()) }
