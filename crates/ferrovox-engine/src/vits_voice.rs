@@ -76,10 +76,11 @@ pub(crate) fn synthesize_vits(
 /// Frames a stream's first unit decodes ahead of the rest: 0.37 s at 22.05 kHz.
 pub(crate) const EARLY_FRAMES: usize = 32;
 
-/// One unit in two pieces: everything up to the decoder runs once, then the first
-/// [`EARLY_FRAMES`] are decoded and handed on before the rest. The decoder dominates VITS's
-/// time, so the first audio comes after a fraction of the unit's synthesis; both pieces see
-/// the decoder's receptive field, so together they are the whole-unit audio.
+/// One unit in two pieces: the text encoder and durations run once, then the flow and the
+/// decoder run on the first [`EARLY_FRAMES`], handed on before the rest. The flow and the
+/// decoder dominate VITS's time, so the first audio comes after a fraction of the unit's
+/// synthesis; both pieces see the flow's and the decoder's receptive fields, so together they
+/// are the whole-unit audio.
 pub(crate) fn synthesize_vits_early(
     model: &VitsModel,
     unit: &Unit,
@@ -92,20 +93,26 @@ pub(crate) fn synthesize_vits_early(
         model.device(),
     )?;
     let speakers = options.speaker.map(|s| vec![s]);
-    let latents = model.latents(
+    let prior = model.prior(
         &batch,
         speakers.as_deref(),
         &params(model, options),
         &mut SeededNoise::new(options.seed),
     )?;
-    let frames = latents.alignment.frames[0];
+    let frames = prior.alignment.frames[0];
+    let context = model.decoder_context_frames();
     // A short unit gains nothing from the split: the second piece's context would cost more
     // than the first piece saves.
-    if frames < 2 * (EARLY_FRAMES + model.decoder_context_frames()) {
+    if frames < 2 * (EARLY_FRAMES + context) {
+        let latents = model.latents_window(&prior, 0, 0..frames)?;
         return emit(model.decode_frames(&latents, 0, 0..frames)?);
     }
-    emit(model.decode_frames(&latents, 0, 0..EARLY_FRAMES)?)?;
-    emit(model.decode_frames(&latents, 0, EARLY_FRAMES..frames)?)
+    // The flow, like the decoder, only reaches a few frames: the first piece runs both on
+    // its frames and their context alone.
+    let early = model.latents_window(&prior, 0, 0..EARLY_FRAMES + context)?;
+    emit(model.decode_frames(&early, 0, 0..EARLY_FRAMES)?)?;
+    let rest = model.latents_window(&prior, 0, EARLY_FRAMES - context.min(EARLY_FRAMES)..frames)?;
+    emit(model.decode_frames(&rest, 0, EARLY_FRAMES..frames)?)
 }
 
 /// An MMS-TTS (transformers `VitsModel`) checkpoint with its character tokenizer.

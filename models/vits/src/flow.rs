@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{flip_channels, split_channels, Conv1d, ConvSpec};
+use crate::layers::{flip_channels, gated_tanh, split_channels, Conv1d, ConvSpec};
 use crate::Config;
 
 /// Gated dilated convolutions with residual and skip outputs.
@@ -73,8 +73,7 @@ impl WaveNet {
             if let Some(cond) = &cond {
                 states = states.broadcast_add(&cond.narrow(1, i * 2 * h, 2 * h)?)?;
             }
-            let (t, s) = split_channels(&states, h)?;
-            let acts = (t.tanh()? * candle_nn::ops::sigmoid(&s)?)?;
+            let acts = gated_tanh(&states, h)?;
             let res_skip = self.res_skip_layers[i].forward(&acts)?;
             let add = if i + 1 < n {
                 let (res, skip_part) = split_channels(&res_skip, h)?;

@@ -186,6 +186,6 @@ impl HifiGan {
             }
             x = (sum / self.num_kernels as f64)?;
         }
-        self.conv_post.forward(&x)?.tanh()
+        crate::layers::tanh(&self.conv_post.forward(&x)?)
     }
 }

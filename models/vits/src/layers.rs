@@ -50,6 +50,25 @@ pub struct Conv1d {
     taps: Option<Vec<Tensor>>,
 }
 
+/// WaveNet's gate `tanh(x[:, ..h]) · sigmoid(x[:, h..])` of `states` `[b, 2h, t]`.
+pub fn gated_tanh(states: &Tensor, h: usize) -> Result<Tensor> {
+    if use_cpu_kernels(states) {
+        return states
+            .contiguous()?
+            .apply_op1(ferrovox_device::kernels::GatedTanh);
+    }
+    let (t, s) = split_channels(states, h)?;
+    t.tanh()? * candle_nn::ops::sigmoid(&s)?
+}
+
+/// `tanh`, vectorised on the CPU.
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    if use_cpu_kernels(x) {
+        return x.contiguous()?.apply_op1(ferrovox_device::kernels::Tanh);
+    }
+    x.tanh()
+}
+
 /// Whether a layer with `weight` should use ferrovox's CPU kernels.
 fn use_cpu_kernels(weight: &Tensor) -> bool {
     matches!(weight.device(), Device::Cpu)
@@ -73,9 +92,12 @@ impl Conv1d {
             None
         };
         let (_, _, k) = weight.dims3()?;
+        // Pointwise convs stay on Candle's matmul unless the direct kernel runs them.
         let packed = if use_cpu_kernels(&weight)
             && spec.groups == 1
-            && (k > 1 || spec.input_leaky_relu.is_some())
+            && (k > 1
+                || spec.input_leaky_relu.is_some()
+                || ferrovox_device::kernels::direct_conv_available())
         {
             let op = PackedConv1d::new(&weight, bias.as_ref(), spec.padding, spec.dilation)?;
             Some(match spec.input_leaky_relu {

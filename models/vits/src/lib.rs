@@ -20,6 +20,6 @@ pub use checkpoint::TransformersCheckpoint;
 pub use config::{Config, ResBlockKind};
 pub use error::{Error, Result};
 pub use model::{
-    Alignment, Latents, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput,
+    Alignment, Latents, Prior, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput,
 };
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};

@@ -121,11 +121,27 @@ impl<'a> StageClock<'a> {
     }
 }
 
-/// The decoder's input for a batch, from [`VitsModel::latents`].
+/// The decoder's input for a batch, from [`VitsModel::latents`], or for frames of one item,
+/// from [`VitsModel::latents_window`].
 #[derive(Debug, Clone)]
 pub struct Latents {
-    /// `[b, flow, frames]`, zero past each item's frames.
+    /// `[b, flow, frames]`, zero past each item's frames; frames from `offset` on.
     pub spectrogram: Tensor,
+    /// `[b, speaker_dim, 1]` for multi-speaker models.
+    pub speaker: Option<Tensor>,
+    /// Frames per token and per item.
+    pub alignment: Alignment,
+    /// The utterance frame the spectrogram's first column holds: 0 unless windowed.
+    pub offset: usize,
+}
+
+/// The flow's input for a batch, from [`VitsModel::prior`]: everything before the flow.
+#[derive(Debug, Clone)]
+pub struct Prior {
+    /// Prior samples `[b, flow, frames]`.
+    pub sample: Tensor,
+    /// `[b, 1, frames]`, 1 on each item's frames.
+    pub frame_mask: Tensor,
     /// `[b, speaker_dim, 1]` for multi-speaker models.
     pub speaker: Option<Tensor>,
     /// Frames per token and per item.
@@ -418,6 +434,49 @@ impl VitsModel {
         noise: &mut dyn NoiseSource,
         clock: &mut StageClock<'_>,
     ) -> Result<Latents> {
+        let prior = self.prior_timed(batch, speakers, params, noise, clock)?;
+        let stage = tracing::info_span!("vits.flow").entered();
+        let latents =
+            self.flow
+                .reverse(&prior.sample, &prior.frame_mask, prior.speaker.as_ref())?;
+        let spectrogram = latents.broadcast_mul(&prior.frame_mask)?;
+        clock.lap(|t| &mut t.flow)?;
+        drop(stage);
+        Ok(Latents {
+            spectrogram,
+            speaker: prior.speaker,
+            alignment: prior.alignment,
+            offset: 0,
+        })
+    }
+
+    /// Text encoder, durations and the prior sample: the stages before the flow, which see
+    /// the whole utterance. The flow can then run on windows of frames with
+    /// [`VitsModel::latents_window`].
+    pub fn prior(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Prior> {
+        self.prior_timed(
+            batch,
+            speakers,
+            params,
+            noise,
+            &mut StageClock::new(None, &self.device),
+        )
+    }
+
+    fn prior_timed(
+        &self,
+        batch: &TokenBatch,
+        speakers: Option<&[u32]>,
+        params: &SynthesisParams,
+        noise: &mut dyn NoiseSource,
+        clock: &mut StageClock<'_>,
+    ) -> Result<Prior> {
         let mut lap = |slot| clock.lap(slot);
         self.validate(batch, speakers)?;
         let b = batch.lengths.len();
@@ -426,7 +485,7 @@ impl VitsModel {
         let enc = self.encode_text(batch)?;
         lap(|t| &mut t.text_encoder)?;
         drop(stage);
-        let stage = tracing::info_span!("vits.duration").entered();
+        let _stage = tracing::info_span!("vits.duration").entered();
         let mask_b1t = batch.mask.to_dtype(self.dtype)?.unsqueeze(1)?;
         let hidden_bct = enc.hidden.transpose(1, 2)?.contiguous()?;
         let log_durations =
@@ -437,19 +496,72 @@ impl VitsModel {
         let draw = noise
             .standard_normal(means.dims(), &self.device)?
             .to_dtype(self.dtype)?;
-        let prior = (means + ((draw * log_variances.exp()?)? * params.noise_scale)?)?;
+        let sample = (means + ((draw * log_variances.exp()?)? * params.noise_scale)?)?;
         let frame_mask = self.frame_mask(&alignment)?;
         lap(|t| &mut t.duration)?;
-        drop(stage);
-        let stage = tracing::info_span!("vits.flow").entered();
-        let latents = self.flow.reverse(&prior, &frame_mask, speaker.as_ref())?;
-        let spectrogram = latents.broadcast_mul(&frame_mask)?;
-        lap(|t| &mut t.flow)?;
-        drop(stage);
-        Ok(Latents {
-            spectrogram,
+        Ok(Prior {
+            sample,
+            frame_mask,
             speaker,
             alignment,
+        })
+    }
+
+    /// How many frames on each side of a window the flow must see for the window to come
+    /// out as in a whole pass: each coupling layer's WaveNet reaches `(k − 1)/2 · dilation`
+    /// frames per layer.
+    pub fn flow_context_frames(&self) -> usize {
+        let c = &self.cfg;
+        let per_coupling: usize = (0..c.prior_encoder_num_wavenet_layers)
+            .map(|i| {
+                (c.wavenet_kernel_size.saturating_sub(1) / 2)
+                    * c.wavenet_dilation_rate.pow(i as u32)
+            })
+            .sum();
+        per_coupling * c.prior_encoder_num_flows
+    }
+
+    /// The flow over frames `range` of item `item` of `prior` alone, as a one-item batch, seeing
+    /// [`VitsModel::flow_context_frames`] on each side: the result matches those frames of
+    /// [`VitsModel::latents`], for a fraction of the flow's cost when the window is short.
+    pub fn latents_window(
+        &self,
+        prior: &Prior,
+        item: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Latents> {
+        let frames = item_frames(&prior.alignment, item, &range)?;
+        let context = self.flow_context_frames();
+        let (from, to) = (
+            range.start.saturating_sub(context),
+            (range.end + context).min(frames),
+        );
+        let window = |t: &Tensor| {
+            t.get(item)?
+                .narrow(1, from, to - from)?
+                .unsqueeze(0)?
+                .contiguous()
+        };
+        let mask = window(&prior.frame_mask)?;
+        let speaker = match &prior.speaker {
+            Some(s) => Some(s.get(item)?.unsqueeze(0)?),
+            None => None,
+        };
+        let _stage = tracing::info_span!("vits.flow", frames = to - from).entered();
+        let latents = self
+            .flow
+            .reverse(&window(&prior.sample)?, &mask, speaker.as_ref())?
+            .broadcast_mul(&mask)?
+            .narrow(2, range.start - from, range.end - range.start)?;
+        let alignment = Alignment {
+            durations: vec![prior.alignment.durations[item].clone()],
+            frames: vec![frames],
+        };
+        Ok(Latents {
+            spectrogram: latents,
+            speaker,
+            alignment,
+            offset: range.start,
         })
     }
 
@@ -490,25 +602,22 @@ impl VitsModel {
         item: usize,
         range: std::ops::Range<usize>,
     ) -> Result<Vec<f32>> {
-        let frames = *latents
-            .alignment
-            .frames
-            .get(item)
-            .ok_or_else(|| Error::Input(format!("no item {item} in the latents")))?;
-        if range.start >= range.end || range.end > frames {
-            return Err(Error::Input(format!(
-                "frames {range:?} outside the item's {frames}"
-            )));
-        }
+        let frames = item_frames(&latents.alignment, item, &range)?;
         let context = self.decoder_context_frames();
         let (from, to) = (
             range.start.saturating_sub(context),
             (range.end + context).min(frames),
         );
+        let held = latents.offset..latents.offset + latents.spectrogram.dim(2)?;
+        if from < held.start || to > held.end.min(frames) {
+            return Err(Error::Input(format!(
+                "frames {range:?} need frames {from}..{to} of context, the latents hold {held:?}"
+            )));
+        }
         let window = latents
             .spectrogram
             .get(item)?
-            .narrow(1, from, to - from)?
+            .narrow(1, from - held.start, to - from)?
             .unsqueeze(0)?;
         let speaker = match &latents.speaker {
             Some(s) => Some(s.get(item)?.unsqueeze(0)?),
@@ -544,6 +653,7 @@ impl VitsModel {
             spectrogram,
             speaker,
             alignment,
+            ..
         } = self.latents_timed(batch, speakers, params, noise, &mut clock)?;
         let mut lap = |slot| clock.lap(slot);
         let stage = tracing::info_span!("vits.decoder").entered();
@@ -561,4 +671,22 @@ impl VitsModel {
             spectrogram,
         })
     }
+}
+
+/// Item `item`'s frames, checking that `range` is a non-empty span inside them.
+fn item_frames(
+    alignment: &Alignment,
+    item: usize,
+    range: &std::ops::Range<usize>,
+) -> Result<usize> {
+    let frames = *alignment
+        .frames
+        .get(item)
+        .ok_or_else(|| Error::Input(format!("no item {item} in the batch")))?;
+    if range.start >= range.end || range.end > frames {
+        return Err(Error::Input(format!(
+            "frames {range:?} outside the item's {frames}"
+        )));
+    }
+    Ok(frames)
 }

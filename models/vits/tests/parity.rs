@@ -272,9 +272,52 @@ fn end_to_end(name: &str) {
             &batch(&case),
             spk.as_deref(),
             &params(&case),
-            &mut RecordedNoise::new(draws),
+            &mut RecordedNoise::new(draws.clone()),
         )
         .unwrap();
+    // The flow run on a window of frames alone gives those frames of the whole pass.
+    let prior = m
+        .prior(
+            &batch(&case),
+            spk.as_deref(),
+            &params(&case),
+            &mut RecordedNoise::new(draws.clone()),
+        )
+        .unwrap();
+    let context = m.decoder_context_frames();
+    for (i, &frames) in latents.alignment.frames.iter().enumerate() {
+        let cut = frames / 3;
+        let window = m.latents_window(&prior, i, cut..frames).unwrap();
+        let whole = latents
+            .spectrogram
+            .get(i)
+            .unwrap()
+            .narrow(1, cut, frames - cut)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        assert_close(
+            &format!("{name} item {i} flow over frames {cut}.. vs the whole pass"),
+            &window.spectrogram,
+            &whole,
+            common::tolerance(),
+        );
+        if cut > 0 {
+            // Frames whose decoder context lies outside the window are refused.
+            assert!(m.decode_frames(&window, 0, cut..frames).is_err());
+        }
+        if cut + context < frames {
+            let tail = m.decode_frames(&window, 0, cut + context..frames).unwrap();
+            let want = m.decode_frames(&latents, i, cut + context..frames).unwrap();
+            let as_tensor = |v: &[f32]| Tensor::new(v, &common::device()).unwrap();
+            assert_close(
+                &format!("{name} item {i} decoded from the window vs the whole pass"),
+                &as_tensor(&tail),
+                &as_tensor(&want),
+                common::tolerance(),
+            );
+        }
+    }
     let hop = m.config().hop_length();
     let longest = latents.alignment.frames.iter().copied().max().unwrap_or(0);
     for (i, &frames) in latents.alignment.frames.iter().enumerate() {

@@ -1,7 +1,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{gemm_acc, SendPtr};
+use super::{direct, gemm_acc, SendPtr};
 
 /// A stride-1, ungrouped 1-D convolution with its weight packed tap-major (`[k][out][in]`),
 /// its bias folded into the output initialisation, and optionally a leaky ReLU applied to its
@@ -18,6 +18,8 @@ pub struct PackedConv1d {
     padding: usize,
     dilation: usize,
     input_slope: Option<f32>,
+    /// The weight as [`direct`] panels, when this CPU runs the direct microkernel.
+    panels: Option<std::sync::Arc<[f32]>>,
 }
 
 thread_local! {
@@ -41,7 +43,10 @@ impl PackedConv1d {
             }
         }
         let bias = super::bias_values(bias, out_channels)?;
+        let panels = (direct::available() && out_channels % direct::CO_BLOCK == 0)
+            .then(|| direct::panels(&packed, out_channels, in_channels, kernel).into());
         Ok(Self {
+            panels,
             weight: packed.into(),
             bias,
             in_channels,
@@ -64,15 +69,29 @@ impl PackedConv1d {
         (len + 2 * self.padding).checked_sub(self.dilation * (self.kernel - 1))
     }
 
-    /// Columns per tile: about 512 KiB of output rows, so a tile stays in L2 while the
-    /// weight panel each GEMM packs is amortised over enough columns (measured best of 128,
-    /// 512 and 1024 KiB on the joe voice).
-    fn tile(&self) -> usize {
-        (131_072 / self.out_channels).clamp(64, 4096)
+    /// Whether this conv runs on the direct microkernel (else one GEMM per tap).
+    pub fn is_direct(&self) -> bool {
+        self.panels.is_some()
     }
-}
 
-impl PackedConv1d {
+    /// Columns per tile and output-channel groups per tile for `batch` items of `out_len`.
+    ///
+    /// GEMM path: about 512 KiB of output rows per tile, so a tile stays in L2 while the
+    /// weight panel each GEMM packs is amortised over enough columns (measured best of 128,
+    /// 512 and 1024 KiB on the joe voice). Direct path: about 256 KiB of input window per
+    /// tile; short inputs are also split by output channels so every thread gets work.
+    fn plan(&self, batch: usize, out_len: usize) -> (usize, usize) {
+        if self.panels.is_none() {
+            return ((131_072 / self.out_channels).clamp(64, 4096), 1);
+        }
+        let cols = direct::COLS;
+        let tile = (65_536 / self.in_channels / cols).clamp(1, 48) * cols;
+        let jobs = batch * out_len.div_ceil(tile);
+        let wanted = 2 * rayon::current_num_threads();
+        let blocks = self.out_channels / direct::CO_BLOCK;
+        (tile, wanted.div_ceil(jobs).clamp(1, blocks))
+    }
+
     fn run(
         &self,
         input: &[f32],
@@ -94,17 +113,30 @@ impl PackedConv1d {
             }
         }
         let mut out = super::uninit_vec(batch * cout * out_len);
-        let tile = self.tile();
+        let (tile, groups) = self.plan(batch, out_len);
         let tiles = out_len.div_ceil(tile);
+        let blocks = cout.div_ceil(direct::CO_BLOCK);
         let dst = SendPtr(out.as_mut_ptr() as *mut f32);
-        let span_extra = self.dilation * (self.kernel - 1);
-        (0..batch * tiles).into_par_iter().for_each(|job| {
-            let (item, t0) = (job / tiles, (job % tiles) * tile);
+        (0..batch * tiles * groups).into_par_iter().for_each(|job| {
+            let (item, rest) = (job / (tiles * groups), job % (tiles * groups));
+            let (t0, group) = ((rest / groups) * tile, rest % groups);
             let t1 = (t0 + tile).min(out_len);
-            // SAFETY: each job writes the columns [t0, t1) of its own item only.
+            let (c0, c1) = if groups == 1 {
+                (0, cout)
+            } else {
+                let per = blocks.div_ceil(groups);
+                let b0 = (group * per).min(blocks);
+                let b1 = ((group + 1) * per).min(blocks);
+                (b0 * direct::CO_BLOCK, b1 * direct::CO_BLOCK)
+            };
+            if c0 == c1 {
+                return;
+            }
+            // SAFETY: each job writes the columns [t0, t1) of rows [c0, c1) of its own item
+            // only.
             let y = unsafe { dst.get().add(item * cout * out_len) };
-            for (co, &b) in self.bias.iter().enumerate() {
-                let row = co * out_len;
+            for co in c0..c1 {
+                let (row, b) = (co * out_len, self.bias[co]);
                 // SAFETY: columns [t0, t1) of row `co` belong to this job; they are written
                 // through the pointer before anything reads them.
                 let cells = unsafe { y.add(row) };
@@ -123,14 +155,97 @@ impl PackedConv1d {
                 }
             }
             let x = &input[item * cin * len..(item + 1) * cin * len];
-            match self.input_slope {
-                None => self.taps_direct(x, len, y, out_len, t0, t1),
-                Some(slope) => self.taps_activated(x, len, y, out_len, t0, t1, span_extra, slope),
+            match (&self.panels, self.input_slope) {
+                (Some(panels), slope) => {
+                    self.direct(x, len, y, out_len, (t0, t1), (c0, c1), panels, slope)
+                }
+                (None, None) => self.taps_direct(x, len, y, out_len, t0, t1),
+                (None, Some(slope)) => self.taps_activated(x, len, y, out_len, t0, t1, slope),
             }
         });
         // SAFETY: the jobs initialised every element (bias or residual) before accumulating.
         let out = unsafe { super::assume_init(out) };
         Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))))
+    }
+
+    /// Fills `window` with the input columns that output columns from `t0` on read, through
+    /// the activation, zeros where padding lies, `stride` values per channel.
+    fn fill_window(
+        &self,
+        x: &[f32],
+        len: usize,
+        t0: usize,
+        stride: usize,
+        slope: Option<f32>,
+        window: &mut Vec<f32>,
+    ) {
+        let cin = self.in_channels;
+        let first = t0 as isize - self.padding as isize;
+        window.clear();
+        window.resize(cin * stride, 0.0);
+        let lo = first.max(0) as usize;
+        let hi = ((first + stride as isize).min(len as isize)).max(0) as usize;
+        if lo >= hi {
+            return;
+        }
+        let offset = (lo as isize - first) as usize;
+        for ci in 0..cin {
+            let src = &x[ci * len + lo..ci * len + hi];
+            let dst = &mut window[ci * stride + offset..ci * stride + offset + (hi - lo)];
+            match slope {
+                // slope < 1, so leaky_relu(v) = max(v, slope·v): branch-free and vectorised.
+                Some(slope) => {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v.max(v * slope);
+                    }
+                }
+                None => dst.copy_from_slice(src),
+            }
+        }
+    }
+
+    /// The direct microkernel over output columns `[t0, t1)` and rows `[c0, c1)`.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        &self,
+        x: &[f32],
+        len: usize,
+        y: *mut f32,
+        out_len: usize,
+        (t0, t1): (usize, usize),
+        (c0, c1): (usize, usize),
+        panels: &[f32],
+        slope: Option<f32>,
+    ) {
+        let (cin, k) = (self.in_channels, self.kernel);
+        let cols = t1 - t0;
+        let stride = cols.next_multiple_of(direct::COLS) + self.dilation * (k - 1);
+        SCRATCH.with(|cell| {
+            let mut window = cell.borrow_mut();
+            self.fill_window(x, len, t0, stride, slope, &mut window);
+            let panel_len = k * cin * direct::CO_BLOCK;
+            for block in c0 / direct::CO_BLOCK..c1 / direct::CO_BLOCK {
+                let panel = panels[block * panel_len..(block + 1) * panel_len].as_ptr();
+                for tb in (0..cols).step_by(direct::COLS) {
+                    // SAFETY: `panels` exists only where the CPU has AVX-512F; the window row
+                    // stride leaves (k − 1)·dilation + COLS readable columns past `tb`; the
+                    // block's rows and columns t0 + tb .. + n lie inside this job's region.
+                    unsafe {
+                        direct::block(
+                            window.as_ptr().add(tb),
+                            stride,
+                            panel,
+                            cin,
+                            k,
+                            self.dilation,
+                            y.add(block * direct::CO_BLOCK * out_len + t0 + tb),
+                            out_len,
+                            (cols - tb).min(direct::COLS),
+                        );
+                    }
+                }
+            }
+        });
     }
 
     /// One GEMM per tap, reading the input in place.
@@ -182,27 +297,13 @@ impl PackedConv1d {
         out_len: usize,
         t0: usize,
         t1: usize,
-        span_extra: usize,
         slope: f32,
     ) {
         let (cin, cout) = (self.in_channels, self.out_channels);
-        let span = t1 - t0 + span_extra;
-        let first = t0 as isize - self.padding as isize;
+        let span = t1 - t0 + self.dilation * (self.kernel - 1);
         SCRATCH.with(|cell| {
             let mut window = cell.borrow_mut();
-            window.clear();
-            window.resize(cin * span, 0.0);
-            let lo = first.max(0) as usize;
-            let hi = ((first + span as isize).min(len as isize)).max(0) as usize;
-            let offset = (lo as isize - first) as usize;
-            for ci in 0..cin {
-                let src = &x[ci * len + lo..ci * len + hi];
-                let dst = &mut window[ci * span + offset..ci * span + offset + (hi - lo)];
-                // slope < 1, so leaky_relu(v) = max(v, slope·v): branch-free and vectorised.
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = v.max(v * slope);
-                }
-            }
+            self.fill_window(x, len, t0, span, Some(slope), &mut window);
             for k in 0..self.kernel {
                 // SAFETY: the window holds `span` columns per channel; tap k reads columns
                 // k·d .. k·d + (t1 − t0), inside it.
@@ -307,6 +408,19 @@ mod tests {
         check(2, 3, 4, 1, 17, 0, 1, true);
         check(1, 4, 4, 3, 4, 6, 3, true);
         check(1, 4, 4, 5, 2, 4, 2, true);
+        // Short and wide, split over output-channel groups; long, split over time tiles.
+        check(1, 192, 768, 3, 50, 1, 1, true);
+        check(2, 32, 32, 7, 7000, 9, 3, true);
+        check(1, 96, 192, 1, 300, 0, 1, true);
+    }
+
+    #[test]
+    fn the_direct_kernel_serves_every_multiple_of_four_outputs_where_the_cpu_has_it() {
+        let w = Tensor::zeros((8, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let op = PackedConv1d::new(&w, None, 1, 1).unwrap();
+        assert_eq!(op.is_direct(), direct::available());
+        let w = Tensor::zeros((6, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(!PackedConv1d::new(&w, None, 1, 1).unwrap().is_direct());
     }
 
     fn check_fused(cin: usize, k: usize, len: usize, dilation: usize) {

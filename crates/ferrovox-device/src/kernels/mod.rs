@@ -8,14 +8,18 @@
 //!
 //! `GemmConvTranspose1d` is the exception: built from Candle ops alone, it is the GPU path.
 
+mod activations;
 mod conv1d;
 mod conv_transpose1d;
 mod depthwise;
+mod direct;
 mod gemm_conv_transpose1d;
 
+pub use activations::{GatedTanh, Tanh};
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
 pub use depthwise::DepthwiseConv1d;
+pub use direct::available as direct_conv_available;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 
 /// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`
