@@ -102,6 +102,11 @@ impl std::fmt::Display for DeviceReport {
                 .cgroup_cpu_limit
                 .map_or("none".to_string(), |q| format!("{q:.2} CPUs"))
         )?;
+        writeln!(
+            f,
+            "element-wise    {} thread(s) (Candle's own pool)",
+            t.threads.elementwise_threads
+        )?;
         if let Some(n) = t.metal_compute_per_buffer {
             writeln!(f, "metal           {n} compute ops per command buffer")?;
         }

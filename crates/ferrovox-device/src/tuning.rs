@@ -172,6 +172,8 @@ pub(crate) fn apply_process_tuning(config: &TuningConfig) -> Result<ThreadPlan> 
     // core count), independently of rayon's pool, which defaults to logical CPUs. Pinning the
     // variable before any pool exists keeps the two equal.
     std::env::set_var("RAYON_NUM_THREADS", plan.threads.to_string());
+    // Read once, when Candle first runs an element-wise op: see `ThreadPlan::elementwise_threads`.
+    std::env::set_var("CANDLE_NUM_THREADS", plan.elementwise_threads.to_string());
     if let Some(n) = config.metal_compute_per_buffer {
         std::env::set_var("CANDLE_METAL_COMPUTE_PER_BUFFER", n.to_string());
     }

@@ -137,6 +137,8 @@ impl Attention {
 pub struct FeedForward {
     conv_1: Conv1d,
     conv_2: Conv1d,
+    /// Zero padding added before each conv: none when the padding is symmetric (odd kernels),
+    /// which the convs then apply themselves.
     pad: (usize, usize),
     gelu: bool,
 }
@@ -144,27 +146,40 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let k = cfg.ffn_kernel_size;
-        let spec = ConvSpec::default();
+        let (pad, spec) = if k % 2 == 1 {
+            ((0, 0), ConvSpec::same(k, 1))
+        } else {
+            (((k - 1) / 2, k / 2), ConvSpec::default())
+        };
         Ok(Self {
             conv_1: Conv1d::new(vb.pp("conv_1"), cfg.hidden_size, cfg.ffn_dim, k, spec)?,
             conv_2: Conv1d::new(vb.pp("conv_2"), cfg.ffn_dim, cfg.hidden_size, k, spec)?,
-            pad: ((k - 1) / 2, k / 2),
+            pad,
             gelu: cfg.hidden_act == "gelu",
         })
     }
 
-    /// `hidden` `[b, t, h]`, `mask` `[b, 1, t]`.
-    pub fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let x = hidden.transpose(1, 2)?.broadcast_mul(mask)?;
-        let x = self
-            .conv_1
-            .forward(&x.pad_with_zeros(2, self.pad.0, self.pad.1)?)?;
+    fn padded(&self, x: &Tensor) -> Result<Tensor> {
+        match self.pad {
+            (0, 0) => Ok(x.clone()),
+            (l, r) => x.pad_with_zeros(2, l, r),
+        }
+    }
+
+    /// `hidden` `[b, t, h]`; `mask` `[b, 1, t]`, or `None` when no position is padding.
+    pub fn forward(&self, hidden: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let masked = |x: Tensor| -> Result<Tensor> {
+            match mask {
+                Some(m) => x.broadcast_mul(m),
+                None => Ok(x),
+            }
+        };
+        let x = masked(hidden.transpose(1, 2)?.contiguous()?)?;
+        let x = self.conv_1.forward(&self.padded(&x)?)?;
         let x = if self.gelu { x.gelu_erf()? } else { x.relu()? };
-        let x = x.broadcast_mul(mask)?;
-        let x = self
-            .conv_2
-            .forward(&x.pad_with_zeros(2, self.pad.0, self.pad.1)?)?;
-        x.broadcast_mul(mask)?.transpose(1, 2)
+        let x = masked(x)?;
+        let x = self.conv_2.forward(&self.padded(&x)?)?;
+        masked(x)?.transpose(1, 2)
     }
 }
 
@@ -192,7 +207,13 @@ impl EncoderLayer {
         })
     }
 
-    pub fn forward(&self, hidden: &Tensor, mask: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+    /// `mask` `[b, 1, t]`, or `None` when no position is padding.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        mask: Option<&Tensor>,
+        mask_bias: &Tensor,
+    ) -> Result<Tensor> {
         let attn = self.attention.forward(hidden, mask_bias)?;
         let hidden = self.layer_norm.forward(&(hidden + attn)?)?;
         let ff = self.feed_forward.forward(&hidden, mask)?;
@@ -258,8 +279,11 @@ impl TextEncoder {
         let mut hidden =
             (self.embed_tokens.forward(input_ids)? * (self.hidden_size as f64).sqrt())?;
         hidden = hidden.broadcast_mul(&mask_btc)?;
+        // A batch without padding skips the masking passes: they would multiply by ones.
+        let padded = mask.min_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? < 1.0;
+        let ffn_mask = padded.then_some(&mask_bct);
         for layer in &self.layers {
-            hidden = layer.forward(&hidden, &mask_bct, &mask_bias)?;
+            hidden = layer.forward(&hidden, ffn_mask, &mask_bias)?;
         }
         let hidden = hidden.broadcast_mul(&mask_btc)?;
         let stats = self

@@ -22,6 +22,17 @@ pub struct PackedConv1d {
     panels: Option<std::sync::Arc<[f32]>>,
 }
 
+/// One parallel job's share of a convolution: columns `cols` of rows `rows` of one item.
+struct Job<'a> {
+    x: &'a [f32],
+    len: usize,
+    y: *mut f32,
+    residual: Option<&'a [f32]>,
+    out_len: usize,
+    cols: (usize, usize),
+    rows: (usize, usize),
+}
+
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -135,35 +146,28 @@ impl PackedConv1d {
             // SAFETY: each job writes the columns [t0, t1) of rows [c0, c1) of its own item
             // only.
             let y = unsafe { dst.get().add(item * cout * out_len) };
-            for co in c0..c1 {
-                let (row, b) = (co * out_len, self.bias[co]);
-                // SAFETY: columns [t0, t1) of row `co` belong to this job; they are written
-                // through the pointer before anything reads them.
-                let cells = unsafe { y.add(row) };
-                match residual {
-                    Some(r) => {
-                        let base = item * cout * out_len + row;
-                        for (t, &v) in (t0..t1).zip(&r[base + t0..base + t1]) {
-                            unsafe { cells.add(t).write(v + b) };
-                        }
-                    }
-                    None => {
-                        for t in t0..t1 {
-                            unsafe { cells.add(t).write(b) };
-                        }
-                    }
-                }
-            }
             let x = &input[item * cin * len..(item + 1) * cin * len];
-            match (&self.panels, self.input_slope) {
-                (Some(panels), slope) => {
-                    self.direct(x, len, y, out_len, (t0, t1), (c0, c1), panels, slope)
-                }
-                (None, None) => self.taps_direct(x, len, y, out_len, t0, t1),
-                (None, Some(slope)) => self.taps_activated(x, len, y, out_len, t0, t1, slope),
+            let residual = residual.map(|r| &r[item * cout * out_len..(item + 1) * cout * out_len]);
+            if let Some(panels) = &self.panels {
+                let direct = Job {
+                    x,
+                    len,
+                    y,
+                    residual,
+                    out_len,
+                    cols: (t0, t1),
+                    rows: (c0, c1),
+                };
+                return self.direct(&direct, panels);
+            }
+            self.init_rows(y, residual, out_len, (t0, t1), (c0, c1));
+            match self.input_slope {
+                None => self.taps_direct(x, len, y, out_len, t0, t1),
+                Some(slope) => self.taps_activated(x, len, y, out_len, t0, t1, slope),
             }
         });
-        // SAFETY: the jobs initialised every element (bias or residual) before accumulating.
+        // SAFETY: the jobs wrote every element: the direct kernel in one pass, the GEMM path
+        // after initialising it to the bias (plus residual).
         let out = unsafe { super::assume_init(out) };
         Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))))
     }
@@ -204,32 +208,56 @@ impl PackedConv1d {
         }
     }
 
-    /// The direct microkernel over output columns `[t0, t1)` and rows `[c0, c1)`.
-    #[allow(clippy::too_many_arguments)]
-    fn direct(
+    /// Sets rows `[c0, c1)`, columns `[t0, t1)` of `y` to the bias, plus the residual.
+    fn init_rows(
         &self,
-        x: &[f32],
-        len: usize,
         y: *mut f32,
+        residual: Option<&[f32]>,
         out_len: usize,
         (t0, t1): (usize, usize),
         (c0, c1): (usize, usize),
-        panels: &[f32],
-        slope: Option<f32>,
     ) {
+        for co in c0..c1 {
+            let (row, b) = (co * out_len, self.bias[co]);
+            // SAFETY: columns [t0, t1) of row `co` belong to this job; they are written
+            // through the pointer before anything reads them.
+            let cells = unsafe { y.add(row) };
+            match residual {
+                Some(r) => {
+                    for (t, &v) in (t0..t1).zip(&r[row + t0..row + t1]) {
+                        unsafe { cells.add(t).write(v + b) };
+                    }
+                }
+                None => {
+                    for t in t0..t1 {
+                        unsafe { cells.add(t).write(b) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The direct microkernel over one job's region.
+    fn direct(&self, job: &Job<'_>, panels: &[f32]) {
         let (cin, k) = (self.in_channels, self.kernel);
+        let ((t0, t1), (c0, c1)) = (job.cols, job.rows);
         let cols = t1 - t0;
         let stride = cols.next_multiple_of(direct::COLS) + self.dilation * (k - 1);
         SCRATCH.with(|cell| {
             let mut window = cell.borrow_mut();
-            self.fill_window(x, len, t0, stride, slope, &mut window);
+            self.fill_window(job.x, job.len, t0, stride, self.input_slope, &mut window);
             let panel_len = k * cin * direct::CO_BLOCK;
             for block in c0 / direct::CO_BLOCK..c1 / direct::CO_BLOCK {
                 let panel = panels[block * panel_len..(block + 1) * panel_len].as_ptr();
+                let first = block * direct::CO_BLOCK * job.out_len + t0;
                 for tb in (0..cols).step_by(direct::COLS) {
+                    let residual = job
+                        .residual
+                        .map_or(std::ptr::null(), |r| r[first + tb..].as_ptr());
                     // SAFETY: `panels` exists only where the CPU has AVX-512F; the window row
                     // stride leaves (k − 1)·dilation + COLS readable columns past `tb`; the
-                    // block's rows and columns t0 + tb .. + n lie inside this job's region.
+                    // block's rows and columns t0 + tb .. + n lie inside this job's region of
+                    // the output and of the residual, which has the output's shape.
                     unsafe {
                         direct::block(
                             window.as_ptr().add(tb),
@@ -238,8 +266,10 @@ impl PackedConv1d {
                             cin,
                             k,
                             self.dilation,
-                            y.add(block * direct::CO_BLOCK * out_len + t0 + tb),
-                            out_len,
+                            self.bias[block * direct::CO_BLOCK..].as_ptr(),
+                            residual,
+                            job.y.add(first + tb),
+                            job.out_len,
                             (cols - tb).min(direct::COLS),
                         );
                     }
