@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: unpacks the binaries `cargo xtask gpu`
 # built, then checks and times everything in one go. Results land in $OUT.
-# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [vits-bench]   (no argument: all of them)
+# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [vits-bench] [vits-profile]
+#   (no argument: all but vits-profile)
 set -u
 carry="$(cd "$(dirname "$0")" && pwd)"
 bin=/tmp/ferrovox-gpu && mkdir -p "$bin"
@@ -73,6 +74,35 @@ vits_bench() {
     fi
 }
 
+vits_profile() {
+    local batch="${FERROVOX_PROFILE_BATCH:-16}"
+    echo "== VITS at batch $batch under ncu: GPU time per kernel of one load, warm-up and call"
+    FERROVOX_BENCH_PROFILE_BATCH="$batch" FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
+        ncu --clock-control none --target-processes application-only \
+            --metrics gpu__time_duration.sum --csv --page raw \
+            "$bin/xtask" bench vits-gpu --device cuda > "$out/vits-profile.csv" 2> "$out/vits-profile.err"
+    echo "ncu exit $?"
+    python3 - "$out/vits-profile.csv" <<'PY'
+import csv, collections, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+head = rows[0]
+name, time = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+total, count = collections.Counter(), collections.Counter()
+for r in rows[2:]:
+    try:
+        t = float(r[time].replace(",", ""))
+    except ValueError:
+        continue
+    k = r[name][:90]
+    total[k] += t
+    count[k] += 1
+all_ns = sum(total.values())
+print(f"{sum(count.values())} kernels, {all_ns / 1e6:.1f} ms of GPU time")
+for k, t in total.most_common(25):
+    print(f"{t / 1e6:9.2f} ms {100 * t / all_ns:5.1f}% {count[k]:6d}x  {k}")
+PY
+}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 sections=("$@")
 [ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench vits-bench)
@@ -83,6 +113,7 @@ for s in "${sections[@]}"; do
         chatterbox) chatterbox ;;
         s3gen-bench) s3gen_bench ;;
         vits-bench) vits_bench ;;
+        vits-profile) vits_profile ;;
         *) echo "unknown section $s" ;;
     esac
 done

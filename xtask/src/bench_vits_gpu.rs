@@ -23,10 +23,21 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
     let device = runtime.device().clone();
     anyhow::ensure!(!device.is_cpu(), "bench vits-gpu needs --device cuda");
-    let reps = if quick { 5 } else { 30 };
+    // `FERROVOX_BENCH_PROFILE_BATCH=N`: one batch size, one timed call, for a kernel profiler
+    // (`ncu`) to attribute GPU time without thousands of repeated launches.
+    let profile: Option<usize> = match std::env::var("FERROVOX_BENCH_PROFILE_BATCH") {
+        Ok(v) => Some(v.parse().context("FERROVOX_BENCH_PROFILE_BATCH")?),
+        Err(_) => None,
+    };
+    let batches: Vec<usize> = profile.map_or(BATCHES.to_vec(), |b| vec![b]);
+    let reps = match (profile, quick) {
+        (Some(_), _) => 1,
+        (None, true) => 5,
+        (None, false) => 30,
+    };
     let dir = std::env::temp_dir().join("ferrovox-bench-mms-gpu");
     std::fs::create_dir_all(&dir)?;
-    let spec = json!({"dir": dir, "tokens": TOKENS, "batches": BATCHES, "reps": reps});
+    let spec = json!({"dir": dir, "tokens": TOKENS, "batches": batches, "reps": reps});
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
     let torch = crate::bench_vits::json_output(
@@ -49,7 +60,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     };
     let rate = model.config().sampling_rate as f64;
     let mut ours = serde_json::Map::new();
-    for batch in BATCHES {
+    for &batch in &batches {
         let tokens = TokenBatch::new(&vec![ids.clone(); batch], 0, &device)?;
         let call = || -> anyhow::Result<f64> {
             let start = Instant::now();
@@ -91,7 +102,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     println!("| batch | audio per item | ferrovox | PyTorch fp32 eager | PyTorch tuned | vs eager | vs tuned | ferrovox first call | PyTorch tuned first call |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN) * 1e3;
-    for batch in BATCHES {
+    for &batch in &batches {
         let b = batch.to_string();
         let f = &ours[&b];
         let (e, t) = (
@@ -112,9 +123,9 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     }
     println!(
         "GPU memory at batch {}: ferrovox peak above its CUDA context {:.0} MiB; PyTorch tuned max reserved {:.0} MiB (model load {load_s:.2} s; medians of {reps})",
-        BATCHES[1],
+        batches[batches.len() - 1],
         peak.unwrap_or(f64::NAN),
-        torch["results"]["tuned"][BATCHES[1].to_string()]["max_reserved_mib"]
+        torch["results"]["tuned"][batches[batches.len() - 1].to_string()]["max_reserved_mib"]
             .as_f64()
             .unwrap_or(f64::NAN),
     );
