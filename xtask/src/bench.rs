@@ -22,7 +22,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .map(|(_, a)| a.as_str())
         .collect();
     let cases = if cases.is_empty() {
-        vec!["matmul", "vits"]
+        vec!["matmul", "kernels", "vits"]
     } else {
         cases
     };
@@ -59,6 +59,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .collect();
                 results.insert("vits".into(), serde_json::Value::Array(raw));
             }
+            "kernels" => {
+                results.insert("kernels".into(), crate::bench_kernels::run(quick)?);
+            }
             "batching" => {
                 results.insert("batching".into(), crate::bench_batching::run()?);
             }
@@ -78,7 +81,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, vits, vits-gpu, batching, server, s3gen, s3gen-stream)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, batching, server, s3gen, s3gen-stream)")
             }
         }
     }

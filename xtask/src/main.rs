@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_batching;
+mod bench_kernels;
 mod bench_s3gen;
 mod bench_server;
 mod bench_texts;

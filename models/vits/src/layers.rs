@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use ferrovox_device::kernels::{
-    DepthwiseConv1d, GemmConvTranspose1d, PackedConv1d, PackedConvTranspose1d,
+    DepthwiseConv1d, GemmConv1d, GemmConvTranspose1d, PackedConv1d, PackedConvTranspose1d,
 };
 
 /// Loads a conv weight of `shape`, folding weight norm when the checkpoint stores it
@@ -48,6 +48,8 @@ pub struct Conv1d {
     /// A depthwise conv off the CPU, one `[1, channels, 1]` weight per tap: Candle runs a
     /// grouped conv as one conv per group, hundreds of launches for a 192-channel layer.
     taps: Option<Vec<Tensor>>,
+    /// An ungrouped conv off the CPU as one GEMM, bias included.
+    gemm: Option<Box<GemmConv1d>>,
 }
 
 /// WaveNet's gate `tanh(x[:, ..h]) · sigmoid(x[:, h..])` of `states` `[b, 2h, t]`.
@@ -135,6 +137,20 @@ impl Conv1d {
         } else {
             None
         };
+        let gemm = if !weight.device().is_cpu()
+            && spec.groups == 1
+            && k > 1
+            && ferrovox_device::kernels::gemm_conv_enabled()
+        {
+            Some(Box::new(GemmConv1d::new(
+                &weight,
+                bias.as_ref(),
+                spec.padding,
+                spec.dilation,
+            )?))
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -145,6 +161,7 @@ impl Conv1d {
             packed,
             depthwise,
             taps,
+            gemm,
         })
     }
 
@@ -230,6 +247,9 @@ impl Module for Conv1d {
             }
             None => x,
         };
+        if let Some(op) = &self.gemm {
+            return op.forward(x);
+        }
         let (_, _, k) = self.weight.dims3()?;
         let y = if k == 1 && self.groups == 1 {
             // A pointwise conv is a matmul; Candle's conv path would unfold first.
@@ -360,6 +380,10 @@ impl Module for ChannelLayerNorm {
 
 /// `torch.nn.functional.leaky_relu`.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if (0.0..=1.0).contains(&slope) {
+        // max(x, slope·x): two passes, where Candle's op takes four on the GPU.
+        return x.maximum(&(x * slope)?);
+    }
     candle_nn::ops::leaky_relu(x, slope)
 }
 

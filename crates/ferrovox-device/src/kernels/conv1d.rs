@@ -80,6 +80,12 @@ impl PackedConv1d {
         (len + 2 * self.padding).checked_sub(self.dilation * (self.kernel - 1))
     }
 
+    /// The same conv on the per-tap GEMM path, for measuring the direct kernel against it.
+    pub fn without_direct(mut self) -> Self {
+        self.panels = None;
+        self
+    }
+
     /// Whether this conv runs on the direct microkernel (else one GEMM per tap).
     pub fn is_direct(&self) -> bool {
         self.panels.is_some()

@@ -6,13 +6,15 @@
 //! run one GEMM per kernel tap on shifted views of the input, accumulating straight into the
 //! output, tiled over time so each tile stays in cache, and tiles run on the rayon pool.
 //!
-//! `GemmConvTranspose1d` is the exception: built from Candle ops alone, it is the GPU path.
+//! `GemmConv1d` and `GemmConvTranspose1d` are the exception: built from Candle ops alone, they
+//! are the GPU path.
 
 mod activations;
 mod conv1d;
 mod conv_transpose1d;
 mod depthwise;
 mod direct;
+mod gemm_conv1d;
 mod gemm_conv_transpose1d;
 
 pub use activations::{GatedTanh, Tanh};
@@ -20,6 +22,7 @@ pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
 pub use depthwise::DepthwiseConv1d;
 pub use direct::available as direct_conv_available;
+pub use gemm_conv1d::GemmConv1d;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 
 /// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`
@@ -27,6 +30,15 @@ pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 pub fn enabled() -> bool {
     !matches!(
         std::env::var("FERROVOX_CPU_KERNELS").as_deref(),
+        Ok("0" | "false" | "off" | "no")
+    )
+}
+
+/// Whether GPU models should run convolutions as `GemmConv1d`: on unless
+/// `FERROVOX_GEMM_CONV=0` (the switch exists to measure it against Candle's op).
+pub fn gemm_conv_enabled() -> bool {
+    !matches!(
+        std::env::var("FERROVOX_GEMM_CONV").as_deref(),
         Ok("0" | "false" | "off" | "no")
     )
 }
