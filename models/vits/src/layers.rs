@@ -48,7 +48,7 @@ pub struct Conv1d {
     /// A depthwise conv off the CPU, one `[1, channels, 1]` weight per tap: Candle runs a
     /// grouped conv as one conv per group, hundreds of launches for a 192-channel layer.
     taps: Option<Vec<Tensor>>,
-    /// An ungrouped conv off the CPU as one GEMM, bias included.
+    /// An ungrouped conv off the CPU as one GEMM, bias included, for batches.
     gemm: Option<Box<GemmConv1d>>,
 }
 
@@ -247,7 +247,9 @@ impl Module for Conv1d {
             }
             None => x,
         };
-        if let Some(op) = &self.gemm {
+        // A single item is launch-bound: Candle's one unfold kernel beats the GEMM path's
+        // row copies there.
+        if let (Some(op), true) = (&self.gemm, x.dim(0)? > 1) {
             return op.forward(x);
         }
         let (_, _, k) = self.weight.dims3()?;

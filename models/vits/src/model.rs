@@ -291,7 +291,10 @@ impl VitsModel {
     /// Stage 1: the text encoder.
     pub fn encode_text(&self, batch: &TokenBatch) -> Result<TextEncoderOutput> {
         let mask = batch.mask.to_dtype(self.dtype)?;
-        Ok(self.text_encoder.forward(&batch.input_ids, &mask)?)
+        // Known on the host: reading the mask back would stall a GPU pipeline.
+        let longest = batch.lengths.iter().copied().max().unwrap_or(0);
+        let padded = batch.lengths.iter().any(|&l| l < longest);
+        Ok(self.text_encoder.forward(&batch.input_ids, &mask, padded)?)
     }
 
     /// Stage 2: log-durations `[b, 1, t]` from encoder states `[b, hidden, t]`.

@@ -265,8 +265,14 @@ impl TextEncoder {
         })
     }
 
-    /// `input_ids` `[b, t]` (u32), `mask` `[b, t]` f32 (1 = token, 0 = padding).
-    pub fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> Result<TextEncoderOutput> {
+    /// `input_ids` `[b, t]` (u32), `mask` `[b, t]` f32 (1 = token, 0 = padding); `padded`:
+    /// whether any position is padding (without, the masking passes are skipped).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        mask: &Tensor,
+        padded: bool,
+    ) -> Result<TextEncoderOutput> {
         let dtype = self.project.weight().dtype();
         let mask = mask.to_dtype(dtype)?;
         let (b, t) = mask.dims2()?;
@@ -279,8 +285,6 @@ impl TextEncoder {
         let mut hidden =
             (self.embed_tokens.forward(input_ids)? * (self.hidden_size as f64).sqrt())?;
         hidden = hidden.broadcast_mul(&mask_btc)?;
-        // A batch without padding skips the masking passes: they would multiply by ones.
-        let padded = mask.min_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? < 1.0;
         let ffn_mask = padded.then_some(&mask_bct);
         for layer in &self.layers {
             hidden = layer.forward(&hidden, ffn_mask, &mask_bias)?;
