@@ -15,10 +15,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--device needs a value (cpu, cuda)"))?,
         None => DeviceRequest::Cpu,
     };
+    let threads: Option<Vec<usize>> = match args.iter().position(|a| a == "--threads") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .ok_or_else(|| anyhow::anyhow!("--threads needs a list, e.g. 1,2"))?
+                .split(',')
+                .map(|t| t.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("--threads: {e}"))?,
+        ),
+        None => None,
+    };
     let cases: Vec<&str> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--device"))
+        .filter(|(i, a)| {
+            !a.starts_with("--")
+                && (*i == 0 || !matches!(args[i - 1].as_str(), "--device" | "--threads"))
+        })
         .map(|(_, a)| a.as_str())
         .collect();
     let cases = if cases.is_empty() {
@@ -36,7 +50,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("matmul".into(), matmul(quick)?);
             }
             "vits" => {
-                let runs = crate::bench_vits::run(quick)?;
+                let runs = crate::bench_vits::run(quick, threads.as_deref())?;
                 let names: Vec<&str> = crate::bench_texts::cases(quick)
                     .iter()
                     .map(|c| c.0)

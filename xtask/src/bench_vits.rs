@@ -24,6 +24,32 @@ fn write_spec(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs `cmd` and parses the last line of its stdout that starts with `{`.
+/// A `bench-worker` process that sizes its pools from its spec's `threads` alone: the pool
+/// variables this process set for itself (`RAYON_NUM_THREADS`, `CANDLE_NUM_THREADS`) would
+/// otherwise be inherited and override the spec.
+fn worker(me: &Path, spec: &Path, threads: usize) -> Command {
+    let mut cmd = Command::new(me);
+    cmd.arg("bench-worker")
+        .arg(spec)
+        .env("FERROVOX_NUM_THREADS", threads.to_string())
+        .env_remove("RAYON_NUM_THREADS")
+        .env_remove("CANDLE_NUM_THREADS");
+    cmd
+}
+
+/// Runs a `bench-worker` and checks that it ran the thread count asked for.
+fn worker_output(me: &Path, spec: &Path, threads: usize) -> anyhow::Result<Value> {
+    let out = json_output(&mut worker(me, spec, threads))?;
+    let ran = out["threads"].as_u64().unwrap_or(0) as usize;
+    if ran != threads {
+        bail!(
+            "bench worker {} ran {ran} threads, not {threads}",
+            spec.display()
+        );
+    }
+    Ok(out)
+}
+
 pub fn json_output(cmd: &mut Command) -> anyhow::Result<Value> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
@@ -38,7 +64,8 @@ pub fn json_output(cmd: &mut Command) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-pub fn run(quick: bool) -> anyhow::Result<Vec<Run>> {
+/// `threads`: the thread counts to compare at (default: 2 in quick mode, else 1 and 2).
+pub fn run(quick: bool, threads: Option<&[usize]>) -> anyhow::Result<Vec<Run>> {
     let reps = if quick { 2 } else { 5 };
     let cases: serde_json::Map<String, Value> = bench_texts::cases(quick)
         .into_iter()
@@ -56,18 +83,14 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Run>> {
     let scripts = repo_root().join("xtask/bench");
     let mms_dir = work.join("mms-tts-eng-random");
     let mut runs = Vec::new();
-    let thread_counts: &[usize] = if quick { &[2] } else { &[1, 2] };
+    let thread_counts: &[usize] = threads.unwrap_or(if quick { &[2] } else { &[1, 2] });
     // ferrovox untuned: one thread and Candle's stock CPU ops.
     let untuned = json!({"model": "piper", "onnx": onnx, "config": config, "threads": 1, "kernels": false, "reps": reps, "cases": cases});
     eprintln!("bench: ferrovox untuned (1 thread, Candle ops)");
     runs.push(Run {
         label: "ferrovox untuned".into(),
         threads: 1,
-        result: json_output(
-            Command::new(&me)
-                .arg("bench-worker")
-                .arg(write_spec(&work, "untuned", &untuned)?),
-        )?,
+        result: worker_output(&me, &write_spec(&work, "untuned", &untuned)?, 1)?,
     });
     for &threads in thread_counts {
         eprintln!("bench: {threads} thread(s)");
@@ -75,11 +98,11 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Run>> {
         runs.push(Run {
             label: "ferrovox".into(),
             threads,
-            result: json_output(Command::new(&me).arg("bench-worker").arg(write_spec(
-                &work,
-                &format!("ferrovox-{threads}"),
-                &spec,
-            )?))?,
+            result: worker_output(
+                &me,
+                &write_spec(&work, &format!("ferrovox-{threads}"), &spec)?,
+                threads,
+            )?,
         });
         let spec = json!({"onnx": onnx, "config": config, "threads": threads, "reps": reps, "cases": cases});
         runs.push(Run {
@@ -106,11 +129,11 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Run>> {
         runs.push(Run {
             label: "ferrovox (mms)".into(),
             threads,
-            result: json_output(Command::new(&me).arg("bench-worker").arg(write_spec(
-                &work,
-                &format!("mms-{threads}"),
-                &spec,
-            )?))?,
+            result: worker_output(
+                &me,
+                &write_spec(&work, &format!("mms-{threads}"), &spec)?,
+                threads,
+            )?,
         });
     }
     Ok(runs)

@@ -170,6 +170,7 @@ fn mms_cases(spec: &Value, cases: &[(String, String)], reps: usize) -> anyhow::R
         "engine": "ferrovox-mms",
         "load_s": load_s,
         "peak_rss": ferrovox_device::memory::peak_rss(),
+        "threads": rayon::current_num_threads(),
         "cases": out,
     }))
 }
