@@ -415,17 +415,9 @@ mod tests {
         dilation: usize,
         bias: bool,
     ) {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (batch, cin, len), &dev).unwrap();
-        let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
-        let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
-        let mut reference = x.conv1d(&w, padding, 1, dilation, 1).unwrap();
-        if bias {
-            reference = reference
-                .broadcast_add(&b.reshape((1, cout, 1)).unwrap())
-                .unwrap();
-        }
-        let op = PackedConv1d::new(&w, bias.then_some(&b), padding, dilation).unwrap();
+        let (x, w, b, reference) =
+            super::super::conv1d_case(batch, cin, cout, k, len, padding, dilation, bias);
+        let op = PackedConv1d::new(&w, b.as_ref(), padding, dilation).unwrap();
         let ours = x.apply_op1(op).unwrap();
         assert_eq!(ours.dims(), reference.dims());
         let err = super::super::max_abs_diff(&ours, &reference);

@@ -98,23 +98,14 @@ mod tests {
 
     #[test]
     fn matches_candle_conv1d() {
-        let dev = Device::Cpu;
         for (b, cin, cout, k, len, p, d, bias) in [
             (3, 8, 5, 7, 300, 3, 1, true),
             (2, 16, 4, 5, 900, 12, 6, false),
             (1, 4, 6, 1, 17, 0, 1, true),
             (2, 4, 4, 3, 4, 6, 3, true),
         ] {
-            let x = Tensor::randn(0f32, 1., (b, cin, len), &dev).unwrap();
-            let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
-            let bv = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
-            let mut want = x.conv1d(&w, p, 1, d, 1).unwrap();
-            if bias {
-                want = want
-                    .broadcast_add(&bv.reshape((1, cout, 1)).unwrap())
-                    .unwrap();
-            }
-            let op = GemmConv1d::new(&w, bias.then_some(&bv), p, d).unwrap();
+            let (x, w, bv, want) = super::super::conv1d_case(b, cin, cout, k, len, p, d, bias);
+            let op = GemmConv1d::new(&w, bv.as_ref(), p, d).unwrap();
             let got = op.forward(&x).unwrap();
             let err = super::super::max_abs_diff(&got, &want);
             assert!(

@@ -174,3 +174,36 @@ fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .and_then(|d| d.to_scalar::<f32>())
         .expect("difference of two f32 tensors")
 }
+
+/// A random input `[batch, cin, len]`, weight `[cout, cin, k]` and optional bias, with Candle's
+/// own `conv1d` (plus bias) of them as the reference, for the kernels' tests.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+fn conv1d_case(
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    len: usize,
+    padding: usize,
+    dilation: usize,
+    bias: bool,
+) -> (
+    candle_core::Tensor,
+    candle_core::Tensor,
+    Option<candle_core::Tensor>,
+    candle_core::Tensor,
+) {
+    use candle_core::{Device, Tensor};
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (batch, cin, len), &dev).unwrap();
+    let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
+    let b = bias.then(|| Tensor::randn(0f32, 0.3, cout, &dev).unwrap());
+    let mut reference = x.conv1d(&w, padding, 1, dilation, 1).unwrap();
+    if let Some(b) = &b {
+        reference = reference
+            .broadcast_add(&b.reshape((1, cout, 1)).unwrap())
+            .unwrap();
+    }
+    (x, w, b, reference)
+}
