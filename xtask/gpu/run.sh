@@ -64,6 +64,9 @@ vits_bench() {
             "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
         find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-tf32-$tf32.json" \;
     done
+    echo "-- ferrovox TF32 1: throughput by batch against the planner's choice"
+    FERROVOX_REPO="$PWD" "$bin/xtask" bench vits-gpu-planner --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-planner.json" \;
     echo "-- ferrovox TF32 1, Candle's own transposed convolution (GEMM path off)"
     FERROVOX_GEMM_CONV_TRANSPOSE=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
         "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"

@@ -91,11 +91,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     crate::bench_vits_gpu::run(quick, &device)?,
                 );
             }
+            "vits-gpu-planner" => {
+                results.insert(
+                    "vits_gpu_planner".into(),
+                    crate::bench_vits_gpu::planner(&device)?,
+                );
+            }
             "server" => {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, batching, server, s3gen, s3gen-stream)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream)")
             }
         }
     }

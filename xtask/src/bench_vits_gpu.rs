@@ -135,3 +135,112 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
               "torch": torch}),
     )
 }
+
+/// `cargo xtask bench vits-gpu-planner --device cuda` (after `bench vits-gpu`, whose weights it
+/// reuses): throughput at batch 1 to 64, against the batch the planner picks from two probe
+/// runs' peak memory and the free memory.
+pub fn planner(request: &DeviceRequest) -> anyhow::Result<Value> {
+    use ferrovox_device::planner::{BatchPlanner, ItemCost, PlannerConfig};
+    let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
+    let device = runtime.device().clone();
+    anyhow::ensure!(
+        !device.is_cpu(),
+        "bench vits-gpu-planner needs --device cuda"
+    );
+    let dir = std::env::temp_dir().join("ferrovox-bench-mms-gpu");
+    anyhow::ensure!(
+        dir.join("ids.json").exists(),
+        "no weights in {}: run `bench vits-gpu` first",
+        dir.display()
+    );
+    let model = VitsModel::from_transformers_dir(&dir, &device)?.model;
+    let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
+    let ids: Vec<u32> = serde_json::from_value(ids["ids"].clone())?;
+    let params = SynthesisParams {
+        noise_scale: 0.0,
+        noise_scale_duration: 0.0,
+        length_scale: 1.0,
+    };
+    let rate = model.config().sampling_rate as f64;
+    let free = ferrovox_device::memory::device_memory(&device)?.free;
+    // Memory grows with batch and the pool keeps what it once held, so one sampler over rising
+    // batches reads each batch's peak.
+    let sampler = MemorySampler::start(&device).context("no memory readings on this device")?;
+    let mut rows = Vec::new();
+    let mut peaks = Vec::new();
+    println!("| batch | ms per call | audio s per wall s | peak MiB above context |");
+    println!("|---|---|---|---|");
+    for batch in [1usize, 2, 4, 8, 16, 32, 64] {
+        let tokens = TokenBatch::new(&vec![ids.clone(); batch], 0, &device)?;
+        let call = || -> anyhow::Result<(f64, f64)> {
+            let start = Instant::now();
+            let o = model.forward(&tokens, None, &params, &mut SeededNoise::new(0))?;
+            device.synchronize()?;
+            Ok((
+                start.elapsed().as_secs_f64(),
+                o.sample_lengths[0] as f64 / rate,
+            ))
+        };
+        call()?;
+        let mut walls = Vec::new();
+        let mut audio = 0.0;
+        for _ in 0..5 {
+            let (w, a) = call()?;
+            walls.push(w);
+            audio = a;
+        }
+        walls.sort_by(f64::total_cmp);
+        let wall = walls[walls.len() / 2];
+        let peak = sampler.peak_so_far();
+        let throughput = batch as f64 * audio / wall;
+        println!(
+            "| {batch} | {:.1} | {throughput:.0} | {:.0} |",
+            wall * 1e3,
+            peak as f64 / (1 << 20) as f64
+        );
+        peaks.push((batch, peak));
+        rows.push(
+            json!({"batch": batch, "wall_s": wall, "throughput": throughput, "peak_bytes": peak}),
+        );
+    }
+    drop(sampler);
+    let cost = ItemCost::from_probe(peaks[0], peaks[2]).context("probe")?;
+    let planner = BatchPlanner::new(
+        PlannerConfig {
+            margin: runtime.tuning.memory_fraction,
+            ..PlannerConfig::default()
+        },
+        cost,
+    );
+    let choice = planner.plan_for_free(free);
+    let best = rows
+        .iter()
+        .max_by(|a, b| {
+            a["throughput"]
+                .as_f64()
+                .partial_cmp(&b["throughput"].as_f64())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .cloned()
+        .unwrap_or_default();
+    let chosen = rows
+        .iter()
+        .rev()
+        .find(|r| r["batch"].as_u64().unwrap_or(0) as usize <= choice)
+        .cloned()
+        .unwrap_or_default();
+    let ratio =
+        chosen["throughput"].as_f64().unwrap_or(0.0) / best["throughput"].as_f64().unwrap_or(1.0);
+    println!(
+        "planner: cost {} MiB + {} MiB per item (probes at batch 1 and 4), {} MiB free -> batch {choice} (cap {}); measured best batch {}; throughput at the planned batch {ratio:.2}x the best",
+        cost.fixed >> 20,
+        cost.per_item >> 20,
+        free >> 20,
+        PlannerConfig::default().max_batch,
+        best["batch"]
+    );
+    Ok(
+        json!({"rows": rows, "cost": cost, "free_bytes": free, "choice": choice,
+              "best_batch": best["batch"], "planned_vs_best": ratio}),
+    )
+}

@@ -23,7 +23,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|kernels|vits|vits-gpu|batching|server|s3gen|s3gen-stream] [--quick] [--device cpu|cuda] [--threads 1,2]
+  bench [matmul|kernels|vits|vits-gpu|vits-gpu-planner|batching|server|s3gen|s3gen-stream] [--quick] [--device cpu|cuda] [--threads 1,2]
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)

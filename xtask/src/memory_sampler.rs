@@ -45,6 +45,11 @@ impl MemorySampler {
         })
     }
 
+    /// The peak so far, above the starting level, in bytes; sampling goes on.
+    pub fn peak_so_far(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed).saturating_sub(self.start)
+    }
+
     pub fn peak_above_mib(mut self) -> f64 {
         self.halt();
         self.peak.load(Ordering::Relaxed).saturating_sub(self.start) as f64 / (1 << 20) as f64

@@ -35,12 +35,14 @@ pub fn enabled() -> bool {
 }
 
 /// Whether GPU models should run convolutions as `GemmConv1d`: on unless
-/// `FERROVOX_GEMM_CONV=0` (the switch exists to measure it against Candle's op).
+/// `FERROVOX_GEMM_CONV=0` (the switch exists to measure it against Candle's op), or the build
+/// has cuDNN, whose implicit-GEMM convolutions need no materialised unfold.
 pub fn gemm_conv_enabled() -> bool {
-    !matches!(
-        std::env::var("FERROVOX_GEMM_CONV").as_deref(),
-        Ok("0" | "false" | "off" | "no")
-    )
+    !cfg!(feature = "cudnn")
+        && !matches!(
+            std::env::var("FERROVOX_GEMM_CONV").as_deref(),
+            Ok("0" | "false" | "off" | "no")
+        )
 }
 
 /// Whether GPU models should run transposed convolutions as `GemmConvTranspose1d`: on unless
