@@ -19,6 +19,18 @@ use crate::util::repo_root;
 const TOKENS: usize = 121;
 const BATCHES: [usize; 2] = [1, 16];
 
+/// The token ids the PyTorch script wrote next to the weights, and noise-free parameters.
+fn bench_inputs(dir: &std::path::Path) -> anyhow::Result<(Vec<u32>, SynthesisParams)> {
+    let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
+    let ids: Vec<u32> = serde_json::from_value(ids["ids"].clone())?;
+    let params = SynthesisParams {
+        noise_scale: 0.0,
+        noise_scale_duration: 0.0,
+        length_scale: 1.0,
+    };
+    Ok((ids, params))
+}
+
 pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
     let device = runtime.device().clone();
@@ -51,13 +63,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     let load = Instant::now();
     let model = VitsModel::from_transformers_dir(&dir, &device)?.model;
     let load_s = load.elapsed().as_secs_f64();
-    let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
-    let ids: Vec<u32> = serde_json::from_value(ids["ids"].clone())?;
-    let params = SynthesisParams {
-        noise_scale: 0.0,
-        noise_scale_duration: 0.0,
-        length_scale: 1.0,
-    };
+    let (ids, params) = bench_inputs(&dir)?;
     let rate = model.config().sampling_rate as f64;
     let mut ours = serde_json::Map::new();
     for &batch in &batches {
@@ -154,13 +160,7 @@ pub fn planner(request: &DeviceRequest) -> anyhow::Result<Value> {
         dir.display()
     );
     let model = VitsModel::from_transformers_dir(&dir, &device)?.model;
-    let ids: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
-    let ids: Vec<u32> = serde_json::from_value(ids["ids"].clone())?;
-    let params = SynthesisParams {
-        noise_scale: 0.0,
-        noise_scale_duration: 0.0,
-        length_scale: 1.0,
-    };
+    let (ids, params) = bench_inputs(&dir)?;
     let rate = model.config().sampling_rate as f64;
     let free = ferrovox_device::memory::device_memory(&device)?.free;
     // Memory grows with batch and the pool keeps what it once held, so one sampler over rising
