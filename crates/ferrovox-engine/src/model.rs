@@ -104,8 +104,7 @@ pub trait TtsModel: Send + Sync {
         options: &SynthesisOptions,
         emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
-        emit(out.pop().unwrap_or_default())
+        emit(one_unit(self, unit, options)?)
     }
 
     /// Text to audio in one piece.
@@ -116,10 +115,7 @@ pub trait TtsModel: Send + Sync {
                 text,
                 options,
                 crate::stream::FirstUnit::Whole,
-                &mut |unit| {
-                    let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
-                    Ok(out.pop().unwrap_or_default())
-                },
+                &mut |unit| one_unit(self, unit, options),
                 sink,
             )
         })
@@ -139,11 +135,18 @@ pub trait TtsModel: Send + Sync {
             text,
             options,
             crate::stream::FirstUnit::Early,
-            &mut |unit| {
-                let mut out = self.synthesize_units(std::slice::from_ref(unit), options)?;
-                Ok(out.pop().unwrap_or_default())
-            },
+            &mut |unit| one_unit(self, unit, options),
             sink,
         )
     }
+}
+
+/// One unit's audio through [`TtsModel::synthesize_units`].
+fn one_unit<M: TtsModel + ?Sized>(
+    model: &M,
+    unit: &Unit,
+    options: &SynthesisOptions,
+) -> Result<Vec<f32>, EngineError> {
+    let mut out = model.synthesize_units(std::slice::from_ref(unit), options)?;
+    Ok(out.pop().unwrap_or_default())
 }

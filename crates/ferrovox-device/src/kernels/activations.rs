@@ -95,16 +95,6 @@ fn gate_widest(out: &mut [f32], a: &[f32], b: &[f32]) {
     gate_slice(out, a, b)
 }
 
-fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op} takes f32 input");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op} takes a contiguous input");
-    };
-    Ok(&data[start..end])
-}
-
 /// Element-wise `tanh`.
 #[derive(Debug, Clone, Copy)]
 pub struct Tanh;
@@ -115,7 +105,7 @@ impl CustomOp1 for Tanh {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32("ferrovox-tanh", storage, layout)?;
+        let x = super::contiguous_f32("ferrovox-tanh", storage, layout)?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
@@ -134,7 +124,7 @@ impl CustomOp1 for GatedTanh {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32("ferrovox-gated-tanh", storage, layout)?;
+        let x = super::contiguous_f32("ferrovox-gated-tanh", storage, layout)?;
         let (batch, channels, len) = layout.shape().dims3()?;
         if channels % 2 != 0 {
             candle_core::bail!("ferrovox-gated-tanh: {channels} channels is not an even split");

@@ -17,13 +17,7 @@ pub const COLS: usize = 16 * VECS;
 /// switch exists to measure the kernel against the per-tap GEMM path).
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let enabled = !matches!(
-            std::env::var("FERROVOX_CONV_DIRECT").as_deref(),
-            Ok("0" | "false" | "off" | "no")
-        );
-        enabled && cpu_has_avx512f()
-    })
+    *AVAILABLE.get_or_init(|| !super::switched_off("FERROVOX_CONV_DIRECT") && cpu_has_avx512f())
 }
 
 /// Whether the CPU has AVX-512F (and DQ, which the vectorised activations use).

@@ -25,33 +25,47 @@ pub use direct::available as direct_conv_available;
 pub use gemm_conv1d::GemmConv1d;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 
+/// Whether the environment switch `name` is set to off (`0`, `false`, `off` or `no`): each
+/// kernel has one, to measure it against what it replaces.
+fn switched_off(name: &str) -> bool {
+    matches!(
+        std::env::var(name).as_deref(),
+        Ok("0" | "false" | "off" | "no")
+    )
+}
+
 /// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`
 /// (the switch exists to measure them against Candle's own ops).
 pub fn enabled() -> bool {
-    !matches!(
-        std::env::var("FERROVOX_CPU_KERNELS").as_deref(),
-        Ok("0" | "false" | "off" | "no")
-    )
+    !switched_off("FERROVOX_CPU_KERNELS")
 }
 
 /// Whether GPU models should run convolutions as `GemmConv1d`: on unless
 /// `FERROVOX_GEMM_CONV=0` (the switch exists to measure it against Candle's op), or the build
 /// has cuDNN, whose implicit-GEMM convolutions need no materialised unfold.
 pub fn gemm_conv_enabled() -> bool {
-    !cfg!(feature = "cudnn")
-        && !matches!(
-            std::env::var("FERROVOX_GEMM_CONV").as_deref(),
-            Ok("0" | "false" | "off" | "no")
-        )
+    !cfg!(feature = "cudnn") && !switched_off("FERROVOX_GEMM_CONV")
 }
 
 /// Whether GPU models should run transposed convolutions as `GemmConvTranspose1d`: on unless
 /// `FERROVOX_GEMM_CONV_TRANSPOSE=0` (the switch exists to measure it against Candle's op).
 pub fn gemm_conv_transpose_enabled() -> bool {
-    !matches!(
-        std::env::var("FERROVOX_GEMM_CONV_TRANSPOSE").as_deref(),
-        Ok("0" | "false" | "off" | "no")
-    )
+    !switched_off("FERROVOX_GEMM_CONV_TRANSPOSE")
+}
+
+/// An f32 input as a contiguous slice.
+fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} takes f32 input");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} takes a contiguous input");
+    };
+    Ok(&data[start..end])
 }
 
 /// A `[batch, channels, len]` f32 input as a contiguous slice, checked against the channels
@@ -62,17 +76,11 @@ fn f32_input<'a>(
     layout: &candle_core::Layout,
     channels: usize,
 ) -> candle_core::Result<(&'a [f32], usize, usize)> {
-    let candle_core::CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op} takes f32 input");
-    };
     let (batch, found, len) = layout.shape().dims3()?;
     if found != channels {
         candle_core::bail!("{op}: {found} input channels, weight expects {channels}");
     }
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op} takes a contiguous input");
-    };
-    Ok((&data[start..end], batch, len))
+    Ok((contiguous_f32(op, storage, layout)?, batch, len))
 }
 
 /// The bias as f32 values, zeros when there is none.
