@@ -26,8 +26,10 @@ fn time(reps: usize, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> anyh
 /// (what, input channels, output channels, kernel, dilation, length): the joe voice's HiFi-GAN
 /// residual convs at each stage and its flow's WaveNet conv at the lengths of the 17.5 s
 /// benchmark paragraph, and its text encoder's FFN convs at one sentence's tokens.
-const CONVS: [(&str, usize, usize, usize, usize, usize); 6] = [
-    ("decoder resblock, 32 ch", 32, 32, 7, 3, 385_792),
+const CONVS: [(&str, usize, usize, usize, usize, usize); 8] = [
+    ("decoder resblock, 32 ch, k3", 32, 32, 3, 1, 385_792),
+    ("decoder resblock, 32 ch, k5", 32, 32, 5, 2, 385_792),
+    ("decoder resblock, 32 ch, k7", 32, 32, 7, 3, 385_792),
     ("decoder resblock, 64 ch", 64, 64, 5, 2, 96_448),
     ("decoder resblock, 128 ch", 128, 128, 3, 1, 12_056),
     ("flow WaveNet in_layer", 192, 384, 5, 1, 1_507),
@@ -42,9 +44,11 @@ pub fn run(quick: bool) -> anyhow::Result<Value> {
     let dev = Device::Cpu;
     let mut rows = Vec::new();
     println!("CPU kernels, {threads} thread(s), median of {reps}:");
-    println!("| layer | Candle conv1d | per-tap GEMM | direct (AVX-512) | GFLOP/s direct | direct vs Candle | direct vs GEMM |");
-    println!("|---|---|---|---|---|---|---|");
-    for (what, cin, cout, k, d, len) in CONVS {
+    println!("| layer | Candle conv1d | per-tap GEMM | direct (AVX-512) | Winograd (AVX-512) | GFLOP/s direct | direct vs Candle | direct vs GEMM | Winograd vs direct |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    // For profiling one layer: FERROVOX_BENCH_LAYER=<part of its name>.
+    let only = std::env::var("FERROVOX_BENCH_LAYER").unwrap_or_default();
+    for (what, cin, cout, k, d, len) in CONVS.into_iter().filter(|c| c.0.contains(&only)) {
         let x = Tensor::randn(0f32, 1., (1, cin, len), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (cout, cin, k), &dev)?;
         let pad = (k - 1) * d / 2;
@@ -52,25 +56,38 @@ pub fn run(quick: bool) -> anyhow::Result<Value> {
         let packed = PackedConv1d::new(&w, None, pad, d)?;
         let gemm_op = packed.clone().without_direct();
         let gemm = time(reps, || x.apply_op1(gemm_op.clone()))?;
-        let direct = if packed.is_direct() {
+        let direct_op = packed.clone().without_winograd();
+        let direct = if direct_op.is_direct() {
+            Some(time(reps, || x.apply_op1(direct_op.clone()))?)
+        } else {
+            None
+        };
+        let winograd = if packed.is_winograd() {
             Some(time(reps, || x.apply_op1(packed.clone()))?)
         } else {
             None
         };
         let flops = 2.0 * (cin * cout * k * len) as f64;
         let ms = |s: f64| format!("{:.2} ms", s * 1e3);
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}×", a / b),
+            _ => "–".into(),
+        };
         println!(
-            "| {what} | {} | {} | {} | {} | {} | {} |",
+            "| {what} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ms(candle),
             ms(gemm),
             direct.map_or("n/a (no AVX-512)".into(), ms),
+            winograd.map_or("n/a".into(), ms),
             direct.map_or("–".into(), |s| format!("{:.0}", flops / s / 1e9)),
-            direct.map_or("–".into(), |s| format!("{:.2}×", candle / s)),
-            direct.map_or("–".into(), |s| format!("{:.2}×", gemm / s)),
+            ratio(Some(candle), direct),
+            ratio(Some(gemm), direct),
+            ratio(direct, winograd),
         );
         rows.push(
             json!({"layer": what, "cin": cin, "cout": cout, "kernel": k, "dilation": d,
-                         "len": len, "candle_s": candle, "gemm_s": gemm, "direct_s": direct}),
+                         "len": len, "candle_s": candle, "gemm_s": gemm, "direct_s": direct,
+                         "winograd_s": winograd}),
         );
     }
     let states = Tensor::randn(0f32, 1., (1, 384, 1_507), &dev)?;

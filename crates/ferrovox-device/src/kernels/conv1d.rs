@@ -1,6 +1,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::winograd::Winograd;
 use super::{direct, gemm_acc, SendPtr};
 
 /// A stride-1, ungrouped 1-D convolution with its weight packed tap-major (`[k][out][in]`),
@@ -20,6 +21,8 @@ pub struct PackedConv1d {
     input_slope: Option<f32>,
     /// The weight as [`direct`] panels, when this CPU runs the direct microkernel.
     panels: Option<std::sync::Arc<[f32]>>,
+    /// The weight at Winograd's evaluation points, where the shape suits it.
+    winograd: Option<std::sync::Arc<Winograd>>,
 }
 
 /// One parallel job's share of a convolution: columns `cols` of rows `rows` of one item.
@@ -56,8 +59,10 @@ impl PackedConv1d {
         let bias = super::bias_values(bias, out_channels)?;
         let panels = (direct::available() && out_channels % direct::CO_BLOCK == 0)
             .then(|| direct::panels(&packed, out_channels, in_channels, kernel).into());
+        let winograd = Winograd::new(&w, kernel, padding, dilation).map(Into::into);
         Ok(Self {
             panels,
+            winograd,
             weight: packed.into(),
             bias,
             in_channels,
@@ -83,7 +88,19 @@ impl PackedConv1d {
     /// The same conv on the per-tap GEMM path, for measuring the direct kernel against it.
     pub fn without_direct(mut self) -> Self {
         self.panels = None;
+        self.winograd = None;
         self
+    }
+
+    /// The same conv on the direct microkernel, for measuring Winograd against it.
+    pub fn without_winograd(mut self) -> Self {
+        self.winograd = None;
+        self
+    }
+
+    /// Whether this conv runs as a Winograd convolution.
+    pub fn is_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 
     /// Whether this conv runs on the direct microkernel (else one GEMM per tap).
@@ -130,6 +147,22 @@ impl PackedConv1d {
             }
         }
         let mut out = super::uninit_vec(batch * cout * out_len);
+        if let Some(winograd) = &self.winograd {
+            let y = out.as_mut_ptr() as *mut f32;
+            winograd.run(
+                input,
+                batch,
+                len,
+                residual,
+                y,
+                out_len,
+                &self.bias,
+                self.input_slope,
+            );
+            // SAFETY: the Winograd jobs write every column of every row of every item.
+            let out = unsafe { super::assume_init(out) };
+            return Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))));
+        }
         let (tile, groups) = self.plan(batch, out_len);
         let tiles = out_len.div_ceil(tile);
         let blocks = cout.div_ceil(direct::CO_BLOCK);
@@ -403,6 +436,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+    use crate::kernels::winograd;
 
     #[allow(clippy::too_many_arguments)]
     fn check(
@@ -488,6 +522,72 @@ mod tests {
         check_fused(16, 7, 9000, 12);
         check_fused(4, 5, 3, 6);
         check_fused(32, 11, 5000, 5);
+    }
+
+    /// Winograd's rounding error, relative to the largest output, against Candle's conv and
+    /// against the direct kernel's, over the vocoder's and the flow's shapes and the edges of a
+    /// job: inputs shorter than a block, padding wider than the input, batches.
+    #[test]
+    fn winograd_matches_candle_within_its_rounding_error() {
+        let cases = [
+            // batch, cin, cout, k, len, dilation, slope, residual
+            (1, 64, 64, 3, 5000, 1, Some(0.1), true),
+            (2, 64, 64, 5, 3001, 2, Some(0.1), true),
+            (1, 128, 128, 7, 777, 12, Some(0.1), true),
+            (1, 64, 32, 7, 20, 6, None, false),
+            (3, 64, 96, 5, 3, 3, None, false),
+            (1, 32, 32, 3, 500, 1, None, false),
+            (1, 192, 384, 5, 301, 1, None, false),
+            (1, 192, 768, 3, 50, 1, None, false),
+        ];
+        let dev = Device::Cpu;
+        for (batch, cin, cout, k, len, dilation, slope, residual) in cases {
+            let padding = dilation * (k - 1) / 2;
+            let x = Tensor::randn(0f32, 1., (batch, cin, len), &dev).unwrap();
+            let w = (Tensor::randn(0f32, 1., (cout, cin, k), &dev).unwrap()
+                / ((cin * k) as f64).sqrt())
+            .unwrap();
+            let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
+            let r = Tensor::randn(0f32, 1., (batch, cout, len), &dev).unwrap();
+            let act = match slope {
+                Some(s) => candle_nn::ops::leaky_relu(&x, s as f64).unwrap(),
+                None => x.clone(),
+            };
+            let mut reference = act
+                .conv1d(&w, padding, 1, dilation, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1)).unwrap())
+                .unwrap();
+            let mut op = PackedConv1d::new(&w, Some(&b), padding, dilation).unwrap();
+            if let Some(s) = slope {
+                op = op.with_input_leaky_relu(s);
+            }
+            assert_eq!(op.is_winograd(), winograd::supports(cin, cout, k));
+            let direct = op.clone().without_winograd();
+            let (ours, theirs) = if residual {
+                reference = (reference + &r).unwrap();
+                (
+                    x.apply_op2(&r, op).unwrap(),
+                    x.apply_op2(&r, direct).unwrap(),
+                )
+            } else {
+                (x.apply_op1(op).unwrap(), x.apply_op1(direct).unwrap())
+            };
+            let scale = reference
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let err = super::super::max_abs_diff(&ours, &reference) / scale;
+            let direct_err = super::super::max_abs_diff(&theirs, &reference) / scale;
+            eprintln!("b{batch} {cin}->{cout} k{k} len{len} d{dilation}: {err:.2e} (direct {direct_err:.2e})");
+            assert!(
+                err < 5e-6,
+                "b{batch} {cin}->{cout} k{k} len{len} d{dilation}: {err}"
+            );
+        }
     }
 
     #[test]

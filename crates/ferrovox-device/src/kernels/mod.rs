@@ -16,6 +16,9 @@ mod depthwise;
 mod direct;
 mod gemm_conv1d;
 mod gemm_conv_transpose1d;
+mod winograd;
+#[cfg(target_arch = "x86_64")]
+mod winograd_avx512;
 
 pub use activations::{GatedTanh, Tanh};
 pub use conv1d::PackedConv1d;

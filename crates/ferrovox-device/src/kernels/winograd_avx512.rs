@@ -1,0 +1,317 @@
+//! The AVX-512 steps of [`super::winograd::Winograd`]: channels-last window in, transforms
+//! over channel vectors, one register-blocked GEMM per evaluation point, channels-first out.
+//!
+//! Every function needs AVX-512F and buffers of the extents its documentation gives.
+
+use std::arch::x86_64::*;
+
+use super::winograd::Term;
+
+/// The sizes of one job.
+pub(super) struct Shape {
+    pub cin: usize,
+    pub cout: usize,
+    /// Outputs per tile.
+    pub m: usize,
+    pub dilation: usize,
+    pub tiles: usize,
+    /// `tiles` rounded up to [`rows_per_tile`]: the GEMM's row blocks.
+    pub tiles_padded: usize,
+}
+
+impl Shape {
+    /// First window sample of tile `t`: tiles `d·b .. d·b + d` cover block `b`.
+    fn tile_start(&self, t: usize) -> usize {
+        (t / self.dilation) * self.m * self.dilation + t % self.dilation
+    }
+}
+
+/// Tiles per GEMM register block for `cout` output channels (a multiple of 32): 6 tiles × 64
+/// channels or 12 × 32, 24 accumulators either way.
+pub(super) fn rows_per_tile(cout: usize) -> usize {
+    if cout.is_multiple_of(64) {
+        6
+    } else {
+        12
+    }
+}
+
+/// Transposes a 16×16 block held as 16 row vectors.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose16(r: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // Now, within each 128-bit lane L, vector 4g + c holds rows 4g..4g+4 of column 4L + c.
+    for g in 0..4 {
+        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        r[4 * g] = _mm512_shuffle_ps::<0x44>(a, c);
+        r[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+        r[4 * g + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+        r[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+    }
+    // A 4×4 transpose of 128-bit lanes across vectors c, 4 + c, 8 + c, 12 + c.
+    for c in 0..4 {
+        let (a, b, e, f) = (r[c], r[4 + c], r[8 + c], r[12 + c]);
+        let p = _mm512_shuffle_f32x4::<0x88>(a, b);
+        let q = _mm512_shuffle_f32x4::<0xDD>(a, b);
+        let s = _mm512_shuffle_f32x4::<0x88>(e, f);
+        let u = _mm512_shuffle_f32x4::<0xDD>(e, f);
+        t[c] = _mm512_shuffle_f32x4::<0x88>(p, s);
+        t[4 + c] = _mm512_shuffle_f32x4::<0x88>(q, u);
+        t[8 + c] = _mm512_shuffle_f32x4::<0xDD>(p, s);
+        t[12 + c] = _mm512_shuffle_f32x4::<0xDD>(q, u);
+    }
+    *r = t;
+}
+
+/// Mask of the first `n` (≤ 16) lanes.
+#[inline(always)]
+fn first_lanes(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+/// `window[s][ci] = act(x[ci][first + s])` for `s < samples` (a multiple of 16), zero where
+/// `first + s` lies outside `[0, len)`; `act` is `max(v, slope·v)` (leaky ReLU, slope < 1).
+///
+/// # Safety
+/// AVX-512F; `x` holds `cin` rows of `len`; `window` holds `samples · cin` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn load_window(
+    x: &[f32],
+    len: usize,
+    first: isize,
+    samples: usize,
+    cin: usize,
+    slope: Option<f32>,
+    window: &mut [f32],
+) {
+    let slope = _mm512_set1_ps(slope.unwrap_or(1.0));
+    let out = window.as_mut_ptr();
+    for sb in (0..samples).step_by(16) {
+        let g0 = first + sb as isize;
+        let lo = (-g0).clamp(0, 16) as usize;
+        let hi = (len as isize - g0).clamp(0, 16) as usize;
+        let mask = if lo < hi {
+            first_lanes(hi) & !first_lanes(lo)
+        } else {
+            0
+        };
+        for cb in (0..cin).step_by(16) {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            if mask != 0 {
+                for (r, row) in rows.iter_mut().enumerate() {
+                    // Masked-off lanes are not read, so the start may lie before row `cb + r`.
+                    let p = x.as_ptr().wrapping_offset(((cb + r) * len) as isize + g0);
+                    let v = unsafe { _mm512_maskz_loadu_ps(mask, p) };
+                    *row = _mm512_max_ps(v, _mm512_mul_ps(v, slope));
+                }
+                unsafe { transpose16(&mut rows) };
+            }
+            for (l, row) in rows.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(out.add((sb + l) * cin + cb), *row) };
+            }
+        }
+    }
+}
+
+/// `points[ξ][t][ci] = Σ c · window[start(t) + d·j][ci]` over the terms of ξ, zero for the
+/// padding tiles.
+///
+/// # Safety
+/// AVX-512F; `window` covers every tile's `α` samples; `points` holds
+/// `α · tiles_padded · cin` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn input_transform(
+    shape: &Shape,
+    terms: &[Vec<Term>],
+    window: &[f32],
+    points: &mut [f32],
+) {
+    let (cin, d, tp) = (shape.cin, shape.dilation, shape.tiles_padded);
+    let (src, dst) = (window.as_ptr(), points.as_mut_ptr());
+    for t in 0..tp {
+        let start = shape.tile_start(t);
+        for cv in (0..cin).step_by(16) {
+            for (xi, point) in terms.iter().enumerate() {
+                let mut acc = _mm512_setzero_ps();
+                if t < shape.tiles {
+                    for term in point {
+                        let c = _mm512_set1_ps(term.coefficient);
+                        let at = (start + d * term.index) * cin + cv;
+                        acc = _mm512_fmadd_ps(c, unsafe { _mm512_loadu_ps(src.add(at)) }, acc);
+                    }
+                }
+                unsafe { _mm512_storeu_ps(dst.add((xi * tp + t) * cin + cv), acc) };
+            }
+        }
+    }
+}
+
+/// `out[t][co] = Σ_ci points[t][ci] · weight[ci][co]` for every tile of one evaluation point.
+///
+/// # Safety
+/// AVX-512F; `points` holds `tiles_padded · cin`, `weight` `cin · cout` and `out`
+/// `tiles_padded · cout` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], out: &mut [f32]) {
+    let (cin, cout) = (shape.cin, shape.cout);
+    let (v, w, y) = (points.as_ptr(), weight.as_ptr(), out.as_mut_ptr());
+    if cout.is_multiple_of(64) {
+        for cg in (0..cout).step_by(64) {
+            for tb in (0..shape.tiles_padded).step_by(6) {
+                unsafe {
+                    gemm_block::<4, 6>(v.add(tb * cin), cin, w.add(cg), cout, y.add(tb * cout + cg))
+                };
+            }
+        }
+    } else {
+        for cg in (0..cout).step_by(32) {
+            for tb in (0..shape.tiles_padded).step_by(12) {
+                unsafe {
+                    gemm_block::<2, 12>(
+                        v.add(tb * cin),
+                        cin,
+                        w.add(cg),
+                        cout,
+                        y.add(tb * cout + cg),
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// `R` tiles × `16·NV` output channels, reduced over every input channel in registers.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn gemm_block<const NV: usize, const R: usize>(
+    v: *const f32,
+    cin: usize,
+    w: *const f32,
+    cout: usize,
+    y: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    for ci in 0..cin {
+        let mut wv = [_mm512_setzero_ps(); NV];
+        for (k, lane) in wv.iter_mut().enumerate() {
+            *lane = unsafe { _mm512_loadu_ps(w.add(ci * cout + 16 * k)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let a = _mm512_set1_ps(unsafe { *v.add(r * cin + ci) });
+            for (k, cell) in row.iter_mut().enumerate() {
+                *cell = _mm512_fmadd_ps(a, wv[k], *cell);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (k, &cell) in row.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(y.add(r * cout + 16 * k), cell) };
+        }
+    }
+}
+
+/// `out[start(t) + d·i][co] = Σ c · points[ξ][t][co]` over the terms of output sample i.
+///
+/// # Safety
+/// AVX-512F; `points` holds `α · tiles_padded · cout` values and `out` covers every tile's
+/// `m` outputs.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn output_transform(
+    shape: &Shape,
+    terms: &[Vec<Term>],
+    points: &[f32],
+    out: &mut [f32],
+) {
+    let (cout, d, tp) = (shape.cout, shape.dilation, shape.tiles_padded);
+    let (src, dst) = (points.as_ptr(), out.as_mut_ptr());
+    for t in 0..shape.tiles {
+        let start = shape.tile_start(t);
+        for cv in (0..cout).step_by(16) {
+            for (i, sample) in terms.iter().enumerate() {
+                let mut acc = _mm512_setzero_ps();
+                for term in sample {
+                    let c = _mm512_set1_ps(term.coefficient);
+                    let p = unsafe { _mm512_loadu_ps(src.add((term.index * tp + t) * cout + cv)) };
+                    acc = _mm512_fmadd_ps(c, p, acc);
+                }
+                unsafe { _mm512_storeu_ps(dst.add((start + d * i) * cout + cv), acc) };
+            }
+        }
+    }
+}
+
+/// `y[co][t0 + p] = out[p][co] + bias[co] (+ residual[co][t0 + p])` for `p < t1 − t0`.
+///
+/// # Safety
+/// AVX-512F; `out` holds `(t1 − t0)` rounded up to 16 rows of `cout`; `y` and `residual`
+/// are `cout` rows of `out_len`, of which columns `[t0, t1)` belong to the caller.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_output(
+    out: &[f32],
+    cout: usize,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: *mut f32,
+    out_len: usize,
+    t0: usize,
+    t1: usize,
+) {
+    let src = out.as_ptr();
+    for pb in (0..t1 - t0).step_by(16) {
+        let mask = first_lanes(t1 - t0 - pb);
+        for cb in (0..cout).step_by(16) {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = unsafe { _mm512_loadu_ps(src.add((pb + r) * cout + cb)) };
+            }
+            unsafe { transpose16(&mut rows) };
+            for (c, row) in rows.iter().enumerate() {
+                let at = (cb + c) * out_len + t0 + pb;
+                let mut v = _mm512_add_ps(*row, _mm512_set1_ps(bias[cb + c]));
+                if let Some(r) = residual {
+                    v = _mm512_add_ps(v, unsafe {
+                        _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at))
+                    });
+                }
+                unsafe { _mm512_mask_storeu_ps(y.add(at), mask, v) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_transposes() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|v| v as f32).collect();
+        let mut out = [0f32; 256];
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(m: &[f32], out: &mut [f32; 256]) {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = unsafe { _mm512_loadu_ps(m.as_ptr().add(16 * r)) };
+            }
+            unsafe { transpose16(&mut rows) };
+            for (r, row) in rows.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * r), *row) };
+            }
+        }
+        unsafe { run(&m, &mut out) };
+        for r in 0..16 {
+            for c in 0..16 {
+                assert_eq!(out[16 * r + c], m[16 * c + r], "row {r} col {c}");
+            }
+        }
+    }
+}
