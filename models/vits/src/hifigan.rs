@@ -69,16 +69,28 @@ impl ResBlock {
     }
 }
 
-impl Module for ResBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl ResBlock {
+    /// The block's output, plus `sum` when given: the last conv adds it in the same pass.
+    pub fn forward_into(&self, x: &Tensor, sum: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x.clone();
-        for (dilated, plain) in &self.convs {
-            x = match plain {
-                Some(plain) => plain.forward_residual(&dilated.forward(&x)?, &x)?,
-                None => dilated.forward_residual(&x, &x)?,
+        let last = self.convs.len() - 1;
+        for (i, (dilated, plain)) in self.convs.iter().enumerate() {
+            let (conv, input) = match plain {
+                Some(plain) => (plain, dilated.forward(&x)?),
+                None => (dilated, x.clone()),
+            };
+            x = match sum {
+                Some(sum) if i == last => conv.forward_residual_sum(&input, &x, sum)?,
+                _ => conv.forward_residual(&input, &x)?,
             };
         }
         Ok(x)
+    }
+}
+
+impl Module for ResBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_into(x, None)
     }
 }
 
@@ -106,6 +118,7 @@ impl HifiGan {
         let mut upsampler = Vec::new();
         let mut resblocks = Vec::new();
         let mut channels = c0;
+        let mean = 1.0 / cfg.resblock_kernel_sizes.len() as f64;
         for (i, (&rate, &kernel)) in cfg
             .upsample_rates
             .iter()
@@ -113,13 +126,15 @@ impl HifiGan {
             .enumerate()
         {
             let out = c0 >> (i + 1);
+            // The stage before averages its residual blocks: the 1/n is folded in here.
+            let input_scale = if i == 0 { 1.0 } else { mean };
             upsampler.push(ConvTranspose1d::new(
                 vb.pp(format!("upsampler.{i}")),
-                channels,
-                out,
+                (channels, out),
                 kernel,
                 rate,
                 cfg.leaky_relu_slope,
+                input_scale,
             )?);
             channels = out;
             for (j, (&k, dilations)) in cfg
@@ -148,6 +163,7 @@ impl HifiGan {
             ConvSpec {
                 bias: false,
                 input_leaky_relu: Some(0.01),
+                input_scale: mean,
                 ..ConvSpec::same(7, 1)
             },
         )?;
@@ -182,9 +198,10 @@ impl HifiGan {
             let blocks = &self.resblocks[i * self.num_kernels..(i + 1) * self.num_kernels];
             let mut sum = blocks[0].forward(&x)?;
             for block in &blocks[1..] {
-                sum = (sum + block.forward(&x)?)?;
+                sum = block.forward_into(&x, Some(&sum))?;
             }
-            x = (sum / self.num_kernels as f64)?;
+            // Not divided by the number of blocks: the next layer's weight holds the 1/n.
+            x = sum;
         }
         crate::layers::tanh(&self.conv_post.forward(&x)?)
     }

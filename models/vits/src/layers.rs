@@ -32,6 +32,15 @@ pub fn conv_weight(vb: &VarBuilder, shape: (usize, usize, usize)) -> Result<Tens
     }
 }
 
+/// `weight · factor`, untouched when the factor is 1.
+fn scaled(weight: Tensor, factor: f64) -> Result<Tensor> {
+    if factor == 1.0 {
+        Ok(weight)
+    } else {
+        weight * factor
+    }
+}
+
 /// A 1-D convolution (`torch.nn.Conv1d`) with symmetric padding.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
@@ -87,7 +96,10 @@ impl Conv1d {
         kernel: usize,
         spec: ConvSpec,
     ) -> Result<Self> {
-        let weight = conv_weight(&vb, (out_channels, in_channels / spec.groups, kernel))?;
+        let weight = scaled(
+            conv_weight(&vb, (out_channels, in_channels / spec.groups, kernel))?,
+            spec.input_scale,
+        )?;
         let bias = if spec.bias {
             Some(vb.get(out_channels, "bias")?)
         } else {
@@ -175,6 +187,24 @@ impl Conv1d {
         self.forward(x)? + residual
     }
 
+    /// `residual + sum + conv(x)` in one pass where a kernel allows: a residual block whose
+    /// output joins a running sum.
+    pub fn forward_residual_sum(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        sum: &Tensor,
+    ) -> Result<Tensor> {
+        if let (Some(op), DType::F32) = (&self.packed, x.dtype()) {
+            return x.contiguous()?.apply_op3(
+                &residual.contiguous()?,
+                &sum.contiguous()?,
+                op.clone(),
+            );
+        }
+        self.forward_residual(x, residual)? + sum
+    }
+
     /// The folded weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
@@ -206,6 +236,9 @@ pub struct ConvSpec {
     pub bias: bool,
     /// A leaky ReLU slope applied to the input first (HiFi-GAN's pre-activation).
     pub input_leaky_relu: Option<f64>,
+    /// A factor the input is multiplied by, folded into the weight at load (HiFi-GAN's mean
+    /// over residual blocks; leaky ReLU commutes with a positive factor).
+    pub input_scale: f64,
 }
 
 impl Default for ConvSpec {
@@ -216,6 +249,7 @@ impl Default for ConvSpec {
             groups: 1,
             bias: true,
             input_leaky_relu: None,
+            input_scale: 1.0,
         }
     }
 }
@@ -287,16 +321,19 @@ pub struct ConvTranspose1d {
 
 impl ConvTranspose1d {
     /// Loads `weight` `[in, out, kernel]` and `bias` `[out]`; the input first goes through a
-    /// leaky ReLU of `input_slope`.
+    /// leaky ReLU of `input_slope` and is multiplied by `input_scale` (folded into the weight).
     pub fn new(
         vb: VarBuilder,
-        in_channels: usize,
-        out_channels: usize,
+        (in_channels, out_channels): (usize, usize),
         kernel: usize,
         stride: usize,
         input_slope: f64,
+        input_scale: f64,
     ) -> Result<Self> {
-        let weight = conv_weight(&vb, (in_channels, out_channels, kernel))?;
+        let weight = scaled(
+            conv_weight(&vb, (in_channels, out_channels, kernel))?,
+            input_scale,
+        )?;
         let bias = vb.get(out_channels, "bias")?;
         let padding = (kernel - stride) / 2;
         let packed = if use_cpu_kernels(&weight) {

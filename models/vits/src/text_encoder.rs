@@ -56,39 +56,30 @@ impl Attention {
         })
     }
 
-    /// The relative embeddings for a sequence of `len`: `[1, 2·len − 1, head_dim]`.
-    fn relative_embeddings(&self, table: &Tensor, len: usize) -> Result<Tensor> {
-        let w = self.window_size;
-        let pad = len.saturating_sub(w + 1);
-        let table = if pad > 0 {
-            table.pad_with_zeros(1, pad, pad)?
-        } else {
-            table.clone()
-        };
-        let start = (w + 1).saturating_sub(len);
-        table.narrow(1, start, 2 * len - 1)
-    }
-
-    /// `[bh, len, 2·len − 1]` relative logits → `[bh, len, len]` absolute ones.
-    fn relative_to_absolute(x: &Tensor) -> Result<Tensor> {
-        let (bh, len, _) = x.dims3()?;
-        let x = x.pad_with_zeros(2, 0, 1)?.reshape((bh, 2 * len * len))?;
-        let x = x.pad_with_zeros(1, 0, len - 1)?;
-        x.reshape((bh, len + 1, 2 * len - 1))?
-            .narrow(1, 0, len)?
-            .narrow(2, len - 1, len)?
+    /// `[bh, t, 2w + 1]` logits of the relative positions −w..=w → `[bh, t, t]` absolute ones,
+    /// zero outside the window: row i's band is written from column i of a matrix `t + 2w` wide
+    /// by reading the rows, padded to `t + 2w + 1`, at a stride one shorter.
+    fn band_to_absolute(x: &Tensor, w: usize) -> Result<Tensor> {
+        let (bh, t, _) = x.dims3()?;
+        let wide = t + 2 * w;
+        x.pad_with_zeros(2, 0, t)?
+            .reshape((bh, t * (wide + 1)))?
+            .narrow(1, 0, t * wide)?
+            .reshape((bh, t, wide))?
+            .narrow(2, w, t)?
             .contiguous()
     }
 
-    /// `[bh, len, len]` absolute weights → `[bh, len, 2·len − 1]` relative ones.
-    fn absolute_to_relative(x: &Tensor) -> Result<Tensor> {
-        let (bh, len, _) = x.dims3()?;
-        let x = x
-            .pad_with_zeros(2, 0, len - 1)?
-            .reshape((bh, len * (2 * len - 1)))?;
-        let x = x.pad_with_zeros(1, len, 0)?;
-        x.reshape((bh, len, 2 * len))?
-            .narrow(2, 1, 2 * len - 1)?
+    /// `[bh, t, t]` absolute weights → `[bh, t, 2w + 1]` weights of the relative positions
+    /// −w..=w (zero where a position falls outside the sequence): the inverse skew.
+    fn absolute_to_band(x: &Tensor, w: usize) -> Result<Tensor> {
+        let (bh, t, _) = x.dims3()?;
+        let wide = t + 2 * w;
+        x.pad_with_zeros(2, w, w)?
+            .reshape((bh, t * wide))?
+            .pad_with_zeros(1, 0, t)?
+            .reshape((bh, t, wide + 1))?
+            .narrow(2, 0, 2 * w + 1)?
             .contiguous()
     }
 
@@ -107,10 +98,12 @@ impl Attention {
         let k = heads(self.k_proj.forward(hidden)?)?;
         let v = heads(self.v_proj.forward(hidden)?)?;
         let mut scores = q.matmul(&k.t()?)?;
+        // Relative positions beyond the window have zero embeddings upstream, so only the
+        // 2w + 1 positions of the window are computed.
+        let w = self.window_size;
         if let Some(rel_k) = &self.emb_rel_k {
-            let rel = self.relative_embeddings(rel_k, t)?;
-            let logits = q.broadcast_matmul(&rel.squeeze(0)?.t()?)?;
-            scores = (scores + Self::relative_to_absolute(&logits)?)?;
+            let logits = q.broadcast_matmul(&rel_k.squeeze(0)?.t()?)?;
+            scores = (scores + Self::band_to_absolute(&logits, w)?)?;
         }
         let scores = scores
             .reshape((b, nh, t, t))?
@@ -119,9 +112,8 @@ impl Attention {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let mut out = probs.matmul(&v)?;
         if let Some(rel_v) = &self.emb_rel_v {
-            let rel = self.relative_embeddings(rel_v, t)?;
-            let weights = Self::absolute_to_relative(&probs)?;
-            out = (out + weights.broadcast_matmul(&rel.squeeze(0)?)?)?;
+            let weights = Self::absolute_to_band(&probs, w)?;
+            out = (out + weights.broadcast_matmul(&rel_v.squeeze(0)?)?)?;
         }
         let out = out
             .reshape((b, nh, t, hd))?

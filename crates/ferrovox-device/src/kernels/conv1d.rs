@@ -1,4 +1,4 @@
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::winograd::Winograd;
@@ -8,7 +8,8 @@ use super::{direct, gemm_acc, SendPtr};
 /// its bias folded into the output initialisation, and optionally a leaky ReLU applied to its
 /// input and a residual added to its output in the same pass (HiFi-GAN's
 /// `x + conv(leaky_relu(x))`). As a `CustomOp1` it computes the convolution; as a `CustomOp2`
-/// the second operand is the residual.
+/// the second operand is the residual; as a `CustomOp3` both others are added (a residual and
+/// a running sum of blocks).
 #[derive(Debug, Clone)]
 pub struct PackedConv1d {
     weight: std::sync::Arc<[f32]>,
@@ -30,7 +31,7 @@ struct Job<'a> {
     x: &'a [f32],
     len: usize,
     y: *mut f32,
-    residual: Option<&'a [f32]>,
+    residuals: [Option<&'a [f32]>; 2],
     out_len: usize,
     cols: (usize, usize),
     rows: (usize, usize),
@@ -131,13 +132,13 @@ impl PackedConv1d {
         input: &[f32],
         batch: usize,
         len: usize,
-        residual: Option<&[f32]>,
+        residuals: [Option<&[f32]>; 2],
     ) -> Result<(CpuStorage, Shape)> {
         let out_len = self.out_len(len).ok_or_else(|| {
             candle_core::Error::Msg(format!("input of {len} samples is shorter than the kernel"))
         })?;
         let (cin, cout) = (self.in_channels, self.out_channels);
-        if let Some(r) = residual {
+        for r in residuals.iter().flatten() {
             if r.len() != batch * cout * out_len {
                 candle_core::bail!(
                     "ferrovox-conv1d: residual has {} values, output {}",
@@ -153,7 +154,7 @@ impl PackedConv1d {
                 input,
                 batch,
                 len,
-                residual,
+                residuals,
                 y,
                 out_len,
                 &self.bias,
@@ -186,20 +187,21 @@ impl PackedConv1d {
             // only.
             let y = unsafe { dst.get().add(item * cout * out_len) };
             let x = &input[item * cin * len..(item + 1) * cin * len];
-            let residual = residual.map(|r| &r[item * cout * out_len..(item + 1) * cout * out_len]);
+            let residuals = residuals
+                .map(|r| r.map(|r| &r[item * cout * out_len..(item + 1) * cout * out_len]));
             if let Some(panels) = &self.panels {
                 let direct = Job {
                     x,
                     len,
                     y,
-                    residual,
+                    residuals,
                     out_len,
                     cols: (t0, t1),
                     rows: (c0, c1),
                 };
                 return self.direct(&direct, panels);
             }
-            self.init_rows(y, residual, out_len, (t0, t1), (c0, c1));
+            self.init_rows(y, residuals, out_len, (t0, t1), (c0, c1));
             match self.input_slope {
                 None => self.taps_direct(x, len, y, out_len, t0, t1),
                 Some(slope) => self.taps_activated(x, len, y, out_len, t0, t1, slope),
@@ -251,7 +253,7 @@ impl PackedConv1d {
     fn init_rows(
         &self,
         y: *mut f32,
-        residual: Option<&[f32]>,
+        residuals: [Option<&[f32]>; 2],
         out_len: usize,
         (t0, t1): (usize, usize),
         (c0, c1): (usize, usize),
@@ -261,17 +263,9 @@ impl PackedConv1d {
             // SAFETY: columns [t0, t1) of row `co` belong to this job; they are written
             // through the pointer before anything reads them.
             let cells = unsafe { y.add(row) };
-            match residual {
-                Some(r) => {
-                    for (t, &v) in (t0..t1).zip(&r[row + t0..row + t1]) {
-                        unsafe { cells.add(t).write(v + b) };
-                    }
-                }
-                None => {
-                    for t in t0..t1 {
-                        unsafe { cells.add(t).write(b) };
-                    }
-                }
+            for t in t0..t1 {
+                let r: f32 = residuals.iter().flatten().map(|r| r[row + t]).sum();
+                unsafe { cells.add(t).write(b + r) };
             }
         }
     }
@@ -290,9 +284,9 @@ impl PackedConv1d {
                 let panel = panels[block * panel_len..(block + 1) * panel_len].as_ptr();
                 let first = block * direct::CO_BLOCK * job.out_len + t0;
                 for tb in (0..cols).step_by(direct::COLS) {
-                    let residual = job
-                        .residual
-                        .map_or(std::ptr::null(), |r| r[first + tb..].as_ptr());
+                    let residuals = job
+                        .residuals
+                        .map(|r| r.map_or(std::ptr::null(), |r| r[first + tb..].as_ptr()));
                     // SAFETY: `panels` exists only where the CPU has AVX-512F; the window row
                     // stride leaves (k − 1)·dilation + COLS readable columns past `tb`; the
                     // block's rows and columns t0 + tb .. + n lie inside this job's region of
@@ -306,7 +300,7 @@ impl PackedConv1d {
                             k,
                             self.dilation,
                             self.bias[block * direct::CO_BLOCK..].as_ptr(),
-                            residual,
+                            residuals,
                             job.y.add(first + tb),
                             job.out_len,
                             (cols - tb).min(direct::COLS),
@@ -404,7 +398,7 @@ impl CustomOp1 for PackedConv1d {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (input, batch, len) =
             super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
-        self.run(input, batch, len, None)
+        self.run(input, batch, len, [None, None])
     }
 }
 
@@ -422,12 +416,30 @@ impl CustomOp2 for PackedConv1d {
     ) -> Result<(CpuStorage, Shape)> {
         let (input, batch, len) =
             super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
-        let (CpuStorage::F32(r), Some((start, end))) =
-            (residual, residual_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("ferrovox-conv1d: the residual must be contiguous f32");
-        };
-        self.run(input, batch, len, Some(&r[start..end]))
+        let r = super::contiguous_f32("ferrovox-conv1d residual", residual, residual_layout)?;
+        self.run(input, batch, len, [Some(r), None])
+    }
+}
+
+impl CustomOp3 for PackedConv1d {
+    fn name(&self) -> &'static str {
+        "ferrovox-conv1d-residuals"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        first: &CpuStorage,
+        first_layout: &Layout,
+        second: &CpuStorage,
+        second_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (input, batch, len) =
+            super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
+        let first = super::contiguous_f32("ferrovox-conv1d residual", first, first_layout)?;
+        let second = super::contiguous_f32("ferrovox-conv1d residual", second, second_layout)?;
+        self.run(input, batch, len, [Some(first), Some(second)])
     }
 }
 
@@ -508,6 +520,13 @@ mod tests {
             err < 1e-4,
             "fused residual cin{cin} k{k} len{len} d{dilation}: {err}"
         );
+        let sum = Tensor::randn(0f32, 1., x.dims(), &dev).unwrap();
+        let both = x.apply_op3(&x, &sum, op.clone()).unwrap();
+        let err = super::super::max_abs_diff(&both, &(&reference + &sum).unwrap());
+        assert!(
+            err < 1e-4,
+            "two residuals cin{cin} k{k} len{len} d{dilation}: {err}"
+        );
         let no_residual = x.apply_op1(op).unwrap();
         let err = super::super::max_abs_diff(&(no_residual + &x).unwrap(), &reference);
         assert!(
@@ -565,10 +584,11 @@ mod tests {
             assert_eq!(op.is_winograd(), winograd::supports(cin, cout, k));
             let direct = op.clone().without_winograd();
             let (ours, theirs) = if residual {
-                reference = (reference + &r).unwrap();
+                // A residual and a running sum: the same values added in either slot.
+                reference = (reference + &r + &r).unwrap();
                 (
-                    x.apply_op2(&r, op).unwrap(),
-                    x.apply_op2(&r, direct).unwrap(),
+                    x.apply_op3(&r, &r, op).unwrap(),
+                    x.apply_op3(&r, &r, direct).unwrap(),
                 )
             } else {
                 (x.apply_op1(op).unwrap(), x.apply_op1(direct).unwrap())

@@ -51,15 +51,15 @@ pub fn panels(tap_major: &[f32], cout: usize, cin: usize, kernel: usize) -> Vec<
     out
 }
 
-/// One register block: `y[c][0..n] = bias[c] + residual[c][0..n] + Σ_k Σ_ci panel[k][ci][c] ·
-/// window[ci][k·dilation + 0..n]` for the block's [`CO_BLOCK`] output rows: the output is
+/// One register block: `y[c][0..n] = bias[c] + Σ residuals[c][0..n] + Σ_k Σ_ci panel[k][ci][c]
+/// · window[ci][k·dilation + 0..n]` for the block's [`CO_BLOCK`] output rows: the output is
 /// written once, with no pass to initialise it.
 ///
 /// # Safety
 /// The CPU must have AVX-512F. `window` must be readable for `cin` rows of `win_stride`
 /// values with `(kernel − 1)·dilation + COLS ≤ win_stride` past it; `panel` for
-/// `kernel·cin·CO_BLOCK` values; `bias` for [`CO_BLOCK`] values; `y` writable and `residual`
-/// (when not null) readable for [`CO_BLOCK`] rows of `y_stride` values, of which the first
+/// `kernel·cin·CO_BLOCK` values; `bias` for [`CO_BLOCK`] values; `y` writable and each
+/// residual (when not null) readable for [`CO_BLOCK`] rows of `y_stride` values, of which the first
 /// `n ≤ COLS` are used.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -72,7 +72,7 @@ pub unsafe fn block(
     kernel: usize,
     dilation: usize,
     bias: *const f32,
-    residual: *const f32,
+    residuals: [*const f32; 2],
     y: *mut f32,
     y_stride: usize,
     n: usize,
@@ -83,18 +83,21 @@ pub unsafe fn block(
         let valid = n.saturating_sub(16 * j).min(16);
         *m = ((1u32 << valid) - 1) as u16;
     }
+    let [first, second] = residuals;
     // SAFETY (whole body): the caller vouches for every extent read or written below.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); VECS]; CO_BLOCK];
         for (c, row) in acc.iter_mut().enumerate() {
             let b = _mm512_set1_ps(*bias.add(c));
             for (j, a) in row.iter_mut().enumerate() {
-                *a = if residual.is_null() {
-                    b
-                } else {
-                    let r = _mm512_maskz_loadu_ps(masks[j], residual.add(c * y_stride + 16 * j));
-                    _mm512_add_ps(b, r)
-                };
+                let at = c * y_stride + 16 * j;
+                *a = b;
+                if !first.is_null() {
+                    *a = _mm512_add_ps(*a, _mm512_maskz_loadu_ps(masks[j], first.add(at)));
+                }
+                if !second.is_null() {
+                    *a = _mm512_add_ps(*a, _mm512_maskz_loadu_ps(masks[j], second.add(at)));
+                }
             }
         }
         let mut w = panel;
@@ -137,7 +140,7 @@ pub unsafe fn block(
     _kernel: usize,
     _dilation: usize,
     _bias: *const f32,
-    _residual: *const f32,
+    _residuals: [*const f32; 2],
     _y: *mut f32,
     _y_stride: usize,
     _n: usize,

@@ -245,10 +245,10 @@ pub(super) unsafe fn output_transform(
     }
 }
 
-/// `y[co][t0 + p] = out[p][co] + bias[co] (+ residual[co][t0 + p])` for `p < t1 − t0`.
+/// `y[co][t0 + p] = out[p][co] + bias[co] (+ each residual[co][t0 + p])` for `p < t1 − t0`.
 ///
 /// # Safety
-/// AVX-512F; `out` holds `(t1 − t0)` rounded up to 16 rows of `cout`; `y` and `residual`
+/// AVX-512F; `out` holds `(t1 − t0)` rounded up to 16 rows of `cout`; `y` and the residuals
 /// are `cout` rows of `out_len`, of which columns `[t0, t1)` belong to the caller.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -256,7 +256,7 @@ pub(super) unsafe fn store_output(
     out: &[f32],
     cout: usize,
     bias: &[f32],
-    residual: Option<&[f32]>,
+    residuals: [Option<&[f32]>; 2],
     y: *mut f32,
     out_len: usize,
     t0: usize,
@@ -274,10 +274,9 @@ pub(super) unsafe fn store_output(
             for (c, row) in rows.iter().enumerate() {
                 let at = (cb + c) * out_len + t0 + pb;
                 let mut v = _mm512_add_ps(*row, _mm512_set1_ps(bias[cb + c]));
-                if let Some(r) = residual {
-                    v = _mm512_add_ps(v, unsafe {
-                        _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at))
-                    });
+                for r in residuals.iter().flatten() {
+                    let r = unsafe { _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)) };
+                    v = _mm512_add_ps(v, r);
                 }
                 unsafe { _mm512_mask_storeu_ps(y.add(at), mask, v) };
             }
