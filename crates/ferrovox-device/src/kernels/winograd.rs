@@ -58,6 +58,9 @@ pub struct Winograd {
     padding: usize,
     in_channels: usize,
     out_channels: usize,
+    /// Output channels per row of the result: 1, or a transposed convolution's stride when
+    /// channel `c·phases + r` holds phase `r` of row `c` (see [`Winograd::phased`]).
+    phases: usize,
     /// `[α][in][out]`.
     weight: Vec<f32>,
     /// Per evaluation point ξ, the input samples j and coefficients of `V_ξ = Σ c·d_j`.
@@ -157,6 +160,22 @@ impl Winograd {
         Some(Self::build(weight, kernel, padding, dilation))
     }
 
+    /// A convolution whose output channel `c·phases + r` is written to row `c` at samples
+    /// `t·phases + r`: a transposed convolution of stride `phases` run as a regular one over
+    /// its input (polyphase). `None` where [`supports`] says no or 16 is not a multiple of
+    /// `phases`.
+    pub fn phased(
+        weight: &[Vec<Vec<f32>>],
+        kernel: usize,
+        padding: usize,
+        phases: usize,
+    ) -> Option<Self> {
+        if phases == 0 || 16 % phases != 0 {
+            return None;
+        }
+        Self::new(weight, kernel, padding, 1).map(|w| Self { phases, ..w })
+    }
+
     fn build(weight: &[Vec<Vec<f32>>], kernel: usize, padding: usize, dilation: usize) -> Self {
         let (cout, cin) = (weight.len(), weight[0].len());
         let m = tile_outputs(kernel).expect("a supported kernel size");
@@ -181,6 +200,7 @@ impl Winograd {
             padding,
             in_channels: cin,
             out_channels: cout,
+            phases: 1,
             weight: transformed,
             input_terms: (0..alpha)
                 .map(|xi| terms((0..alpha).map(|j| (j, c[j][xi]))))
@@ -283,6 +303,11 @@ impl Winograd {
                 );
             }
             simd::output_transform(&shape, &self.output_terms, &s.points_out, &mut s.out);
+            if self.phases > 1 {
+                let row = job.out_len * self.phases;
+                simd::store_phased(&s.out, cout, self.phases, bias, job.y, row, job.t0, job.t1);
+                return;
+            }
             simd::store_output(
                 &s.out,
                 cout,

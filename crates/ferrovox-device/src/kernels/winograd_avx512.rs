@@ -284,6 +284,43 @@ pub(super) unsafe fn store_output(
     }
 }
 
+/// `y[c / phases][(t0 + p)·phases + c % phases] = out[p][c] + bias[c]` for `p < t1 − t0`:
+/// channels-last, each row's phases are already adjacent, so a row takes `phases` lanes.
+///
+/// # Safety
+/// AVX-512F; `phases` divides 16 and `cout`; `out` holds `t1 − t0` rows of `cout`; `bias`
+/// `cout` values; `y` is `cout / phases` rows of `row_len ≥ t1·phases`, of which samples
+/// `[t0·phases, t1·phases)` belong to the caller.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_phased(
+    out: &[f32],
+    cout: usize,
+    phases: usize,
+    bias: &[f32],
+    y: *mut f32,
+    row_len: usize,
+    t0: usize,
+    t1: usize,
+) {
+    let rows_per_vector = 16 / phases;
+    let lanes = first_lanes(phases);
+    for p in 0..t1 - t0 {
+        let at = (t0 + p) * phases;
+        for cb in (0..cout).step_by(16) {
+            let v = unsafe { _mm512_loadu_ps(out.as_ptr().add(p * cout + cb)) };
+            let v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(bias.as_ptr().add(cb)) });
+            for g in 0..rows_per_vector {
+                let row = cb / phases + g;
+                // Lane g·phases + r lands on sample `at + r` of `row`; the lanes outside the
+                // mask are not written, so the start may lie before the row.
+                let start = y.wrapping_add(row * row_len + at).wrapping_sub(g * phases);
+                unsafe { _mm512_mask_storeu_ps(start, lanes << (g * phases), v) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
