@@ -69,9 +69,9 @@ impl DilatedDepthSeparableConv {
         };
         for i in 0..self.convs_dilated.len() {
             let h = self.convs_dilated[i].forward(&x.broadcast_mul(mask)?)?;
-            let h = self.norms_1[i].forward(&h)?.gelu_erf()?;
+            let h = self.norms_1[i].forward_gelu(&h)?;
             let h = self.convs_pointwise[i].forward(&h)?;
-            let h = self.norms_2[i].forward(&h)?.gelu_erf()?;
+            let h = self.norms_2[i].forward_gelu(&h)?;
             x = (x + h)?;
         }
         x.broadcast_mul(mask)

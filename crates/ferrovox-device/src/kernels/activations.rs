@@ -15,7 +15,7 @@ const CHUNK: usize = 16_384;
 /// Cody–Waite reduction); inputs beyond are clamped, so the result saturates instead of
 /// overflowing.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
     // Round to nearest by adding 1.5·2^23: the integer then sits in the low mantissa bits,

@@ -10,6 +10,7 @@
 //! are the GPU path.
 
 mod activations;
+mod channel_norm;
 mod conv1d;
 mod conv_transpose1d;
 mod depthwise;
@@ -21,6 +22,7 @@ mod winograd;
 mod winograd_avx512;
 
 pub use activations::{GatedTanh, Tanh};
+pub use channel_norm::ChannelNorm;
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
 pub use depthwise::DepthwiseConv1d;
