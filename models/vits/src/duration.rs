@@ -311,7 +311,7 @@ impl DurationPredictor {
 #[derive(Debug, Clone)]
 pub enum Durations {
     /// `VitsStochasticDurationPredictor`.
-    Stochastic(StochasticDurationPredictor),
+    Stochastic(Box<StochasticDurationPredictor>),
     /// `VitsDurationPredictor`.
     Deterministic(DurationPredictor),
 }
@@ -319,7 +319,7 @@ pub enum Durations {
 impl Durations {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(if cfg.use_stochastic_duration_prediction {
-            Self::Stochastic(StochasticDurationPredictor::new(cfg, vb)?)
+            Self::Stochastic(Box::new(StochasticDurationPredictor::new(cfg, vb)?))
         } else {
             Self::Deterministic(DurationPredictor::new(cfg, vb)?)
         })
