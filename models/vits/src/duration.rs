@@ -313,7 +313,7 @@ pub enum Durations {
     /// `VitsStochasticDurationPredictor`.
     Stochastic(Box<StochasticDurationPredictor>),
     /// `VitsDurationPredictor`.
-    Deterministic(DurationPredictor),
+    Deterministic(Box<DurationPredictor>),
 }
 
 impl Durations {
@@ -321,7 +321,7 @@ impl Durations {
         Ok(if cfg.use_stochastic_duration_prediction {
             Self::Stochastic(Box::new(StochasticDurationPredictor::new(cfg, vb)?))
         } else {
-            Self::Deterministic(DurationPredictor::new(cfg, vb)?)
+            Self::Deterministic(Box::new(DurationPredictor::new(cfg, vb)?))
         })
     }
 }
