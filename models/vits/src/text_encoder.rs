@@ -11,9 +11,9 @@ use crate::Config;
 /// Self-attention with relative position embeddings shared by all heads.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked into one projection, the query's scaling
+    /// folded into its rows.
+    qkv_proj: Linear,
     out_proj: Linear,
     emb_rel_k: Option<Tensor>,
     emb_rel_v: Option<Tensor>,
@@ -26,16 +26,28 @@ impl Attention {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let head_dim = h / cfg.num_attention_heads;
-        let linear = |name: &str| -> Result<Linear> {
+        let linear = |name: &str, scale: f64| -> Result<(Tensor, Option<Tensor>)> {
             let vb = vb.pp(name);
-            let w = vb.get((h, h), "weight")?;
+            let w = (vb.get((h, h), "weight")? * scale)?;
             let b = if cfg.use_bias {
-                Some(vb.get(h, "bias")?)
+                Some((vb.get(h, "bias")? * scale)?)
             } else {
                 None
             };
-            Ok(Linear::new(w, b))
+            Ok((w, b))
         };
+        let scaling = (head_dim as f64).powf(-0.5);
+        let (q, k, v) = (
+            linear("q_proj", scaling)?,
+            linear("k_proj", 1.0)?,
+            linear("v_proj", 1.0)?,
+        );
+        let qkv_bias = match (q.1, k.1, v.1) {
+            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+            _ => None,
+        };
+        let qkv_proj = Linear::new(Tensor::cat(&[q.0, k.0, v.0], 0)?, qkv_bias);
+        let (out_w, out_b) = linear("out_proj", 1.0)?;
         let window_size = cfg.window_size.unwrap_or(0);
         let rel = |name: &str| -> Result<Option<Tensor>> {
             if window_size == 0 {
@@ -44,10 +56,8 @@ impl Attention {
             vb.get((1, 2 * window_size + 1, head_dim), name).map(Some)
         };
         Ok(Self {
-            q_proj: linear("q_proj")?,
-            k_proj: linear("k_proj")?,
-            v_proj: linear("v_proj")?,
-            out_proj: linear("out_proj")?,
+            qkv_proj,
+            out_proj: Linear::new(out_w, out_b),
             emb_rel_k: rel("emb_rel_k")?,
             emb_rel_v: rel("emb_rel_v")?,
             num_heads: cfg.num_attention_heads,
@@ -87,16 +97,15 @@ impl Attention {
     pub fn forward(&self, hidden: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
         let (b, t, h) = hidden.dims3()?;
         let (nh, hd) = (self.num_heads, self.head_dim);
-        let heads = |x: Tensor| -> Result<Tensor> {
-            x.reshape((b, t, nh, hd))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * nh, t, hd))
-        };
-        let scaling = (hd as f64).powf(-0.5);
-        let q = heads((self.q_proj.forward(hidden)? * scaling)?)?;
-        let k = heads(self.k_proj.forward(hidden)?)?;
-        let v = heads(self.v_proj.forward(hidden)?)?;
+        // [b, t, 3, nh, hd] → [3, b, nh, t, hd] in one copy; q, k and v are then slices.
+        let qkv = self
+            .qkv_proj
+            .forward(hidden)?
+            .reshape((b, t, 3, nh, hd))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let part = |i: usize| qkv.get(i)?.reshape((b * nh, t, hd));
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let mut scores = q.matmul(&k.t()?)?;
         // Relative positions beyond the window have zero embeddings upstream, so only the
         // 2w + 1 positions of the window are computed.

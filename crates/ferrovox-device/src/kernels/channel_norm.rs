@@ -155,7 +155,8 @@ mod tests {
         let mut worst = 0f32;
         for i in -100_000..=100_000 {
             let x = i as f32 * 1e-4;
-            let reference = 0.5 * x as f64 * (1.0 + series_erf(x as f64 / std::f64::consts::SQRT_2));
+            let reference =
+                0.5 * x as f64 * (1.0 + series_erf(x as f64 / std::f64::consts::SQRT_2));
             worst = worst.max((gelu(x) as f64 - reference).abs() as f32);
         }
         assert!(worst < 5e-7, "gelu error {worst}");
