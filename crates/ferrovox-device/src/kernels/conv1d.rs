@@ -12,7 +12,11 @@ use super::{direct, gemm_acc, SendPtr};
 /// a running sum of blocks).
 #[derive(Debug, Clone)]
 pub struct PackedConv1d {
-    weight: std::sync::Arc<[f32]>,
+    /// The weight as given, shared with its tensor: the packed forms are built from it and only
+    /// the one this CPU runs is kept (each is a copy of the weight).
+    source: Tensor,
+    /// Tap-major, for the per-tap GEMM path: present only where that path runs.
+    weight: Option<std::sync::Arc<[f32]>>,
     bias: std::sync::Arc<[f32]>,
     in_channels: usize,
     out_channels: usize,
@@ -50,21 +54,15 @@ impl PackedConv1d {
         dilation: usize,
     ) -> Result<Self> {
         let (out_channels, in_channels, kernel) = weight.dims3()?;
-        let w = weight.to_dtype(candle_core::DType::F32)?.to_vec3::<f32>()?;
-        let mut packed = Vec::with_capacity(out_channels * in_channels * kernel);
-        for k in 0..kernel {
-            for row in &w {
-                packed.extend(row.iter().map(|taps| taps[k]));
-            }
-        }
+        let source = weight.to_dtype(candle_core::DType::F32)?;
+        let w = source.to_vec3::<f32>()?;
         let bias = super::bias_values(bias, out_channels)?;
-        let panels = (direct::available() && out_channels % direct::CO_BLOCK == 0)
-            .then(|| direct::panels(&packed, out_channels, in_channels, kernel).into());
         let winograd = Winograd::new(&w, kernel, padding, dilation).map(Into::into);
-        Ok(Self {
-            panels,
+        let mut op = Self {
+            source,
+            panels: None,
             winograd,
-            weight: packed.into(),
+            weight: None,
             bias,
             in_channels,
             out_channels,
@@ -72,7 +70,35 @@ impl PackedConv1d {
             padding,
             dilation,
             input_slope: None,
-        })
+        };
+        if op.winograd.is_none() {
+            op.pack(&w, true);
+        }
+        Ok(op)
+    }
+
+    /// Keeps the direct kernel's panels where this CPU runs it (and `direct`), else the
+    /// tap-major weight of the per-tap GEMMs.
+    fn pack(&mut self, w: &[Vec<Vec<f32>>], direct: bool) {
+        let (cout, cin, k) = (self.out_channels, self.in_channels, self.kernel);
+        let mut tap_major = Vec::with_capacity(cout * cin * k);
+        for tap in 0..k {
+            for row in w {
+                tap_major.extend(row.iter().map(|taps| taps[tap]));
+            }
+        }
+        if direct && direct::available() && cout % direct::CO_BLOCK == 0 {
+            self.panels = Some(direct::panels(&tap_major, cout, cin, k).into());
+        } else {
+            self.weight = Some(tap_major.into());
+        }
+    }
+
+    /// The weight as `[out][in][k]` values.
+    fn source_values(&self) -> Vec<Vec<Vec<f32>>> {
+        self.source
+            .to_vec3::<f32>()
+            .expect("an f32 weight of three dimensions, checked when packed")
     }
 
     /// Applies `leaky_relu(x, slope)` to the input inside the kernel.
@@ -88,14 +114,19 @@ impl PackedConv1d {
 
     /// The same conv on the per-tap GEMM path, for measuring the direct kernel against it.
     pub fn without_direct(mut self) -> Self {
+        let w = self.source_values();
         self.panels = None;
         self.winograd = None;
+        self.pack(&w, false);
         self
     }
 
     /// The same conv on the direct microkernel, for measuring Winograd against it.
     pub fn without_winograd(mut self) -> Self {
-        self.winograd = None;
+        if self.winograd.take().is_some() {
+            let w = self.source_values();
+            self.pack(&w, true);
+        }
         self
     }
 
@@ -104,7 +135,7 @@ impl PackedConv1d {
         self.winograd.is_some()
     }
 
-    /// Whether this conv runs on the direct microkernel (else one GEMM per tap).
+    /// Whether this conv runs on the direct microkernel (else Winograd or one GEMM per tap).
     pub fn is_direct(&self) -> bool {
         self.panels.is_some()
     }
@@ -164,6 +195,12 @@ impl PackedConv1d {
             let out = unsafe { super::assume_init(out) };
             return Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))));
         }
+        // `pack` keeps the tap-major weight wherever neither kernel above runs.
+        let gemm_weight = match (&self.panels, &self.weight) {
+            (_, Some(w)) => &w[..],
+            (Some(_), None) => &[][..],
+            (None, None) => candle_core::bail!("ferrovox-conv1d: no packed weight for this CPU"),
+        };
         let (tile, groups) = self.plan(batch, out_len);
         let tiles = out_len.div_ceil(tile);
         let blocks = cout.div_ceil(direct::CO_BLOCK);
@@ -203,8 +240,8 @@ impl PackedConv1d {
             }
             self.init_rows(y, residuals, out_len, (t0, t1), (c0, c1));
             match self.input_slope {
-                None => self.taps_direct(x, len, y, out_len, t0, t1),
-                Some(slope) => self.taps_activated(x, len, y, out_len, t0, t1, slope),
+                None => self.taps_direct(gemm_weight, x, len, y, out_len, t0, t1),
+                Some(slope) => self.taps_activated(gemm_weight, x, len, y, out_len, t0, t1, slope),
             }
         });
         // SAFETY: the jobs wrote every element: the direct kernel in one pass, the GEMM path
@@ -312,8 +349,10 @@ impl PackedConv1d {
     }
 
     /// One GEMM per tap, reading the input in place.
+    #[allow(clippy::too_many_arguments)]
     fn taps_direct(
         &self,
+        weight: &[f32],
         x: &[f32],
         len: usize,
         y: *mut f32,
@@ -339,7 +378,7 @@ impl PackedConv1d {
                     y.add(lo),
                     out_len as isize,
                     1,
-                    self.weight[k * cout * cin..].as_ptr(),
+                    weight[k * cout * cin..].as_ptr(),
                     cin as isize,
                     1,
                     x.as_ptr().offset(lo as isize + shift),
@@ -354,6 +393,7 @@ impl PackedConv1d {
     #[allow(clippy::too_many_arguments)]
     fn taps_activated(
         &self,
+        weight: &[f32],
         x: &[f32],
         len: usize,
         y: *mut f32,
@@ -378,7 +418,7 @@ impl PackedConv1d {
                         y.add(t0),
                         out_len as isize,
                         1,
-                        self.weight[k * cout * cin..].as_ptr(),
+                        weight[k * cout * cin..].as_ptr(),
                         cin as isize,
                         1,
                         window.as_ptr().add(k * self.dilation),
@@ -556,6 +596,10 @@ mod tests {
             (1, 64, 32, 7, 20, 6, None, false),
             (3, 64, 96, 5, 3, 3, None, false),
             (1, 32, 32, 3, 500, 1, None, false),
+            // 11 taps: chunks of 5, 3 and 3 summed over one window.
+            (1, 64, 64, 11, 2000, 5, Some(0.1), true),
+            (2, 128, 64, 11, 50, 3, None, false),
+            (1, 64, 64, 9, 301, 1, None, true),
             (1, 192, 384, 5, 301, 1, None, false),
             (1, 192, 768, 3, 50, 1, None, false),
         ];

@@ -21,11 +21,20 @@ use super::SendPtr;
 /// the f32 transforms' rounding error near 1e-6 relative for `α ≤ 8`.
 const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0];
 
-/// Output samples per tile for a `k`-tap kernel, where Winograd is used for it.
-fn tile_outputs(kernel: usize) -> Option<usize> {
+/// Output samples per tile and the kernel sizes of the chunks a `k`-tap kernel is split into,
+/// where Winograd is used for it: tiles of 4 for 3 and 5 taps and of 2 for 7 (larger tiles
+/// need evaluation points that cost f32 accuracy); 8 taps and more as a sum of 5- and 3-tap
+/// chunks on one input window (11 taps: 5 + 3 + 3, 20 products per 4 outputs instead of 44).
+fn plan(kernel: usize) -> Option<(usize, Vec<usize>)> {
     match kernel {
-        3 | 5 => Some(4),
-        7 => Some(2),
+        3 | 5 => Some((4, vec![kernel])),
+        7 => Some((2, vec![7])),
+        k if k >= 8 => {
+            let fives = (0..=k / 5).rev().find(|&a| (k - 5 * a) % 3 == 0)?;
+            let mut chunks = vec![5; fives];
+            chunks.extend(std::iter::repeat_n(3, (k - 5 * fives) / 3));
+            Some((4, chunks))
+        }
         _ => None,
     }
 }
@@ -35,7 +44,7 @@ fn tile_outputs(kernel: usize) -> Option<usize> {
 pub fn supports(in_channels: usize, out_channels: usize, kernel: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| super::direct::available() && !super::switched_off("FERROVOX_CONV_WINOGRAD"))
-        && tile_outputs(kernel).is_some()
+        && plan(kernel).is_some()
         && in_channels.is_multiple_of(16)
         && in_channels >= 64
         && out_channels.is_multiple_of(32)
@@ -48,11 +57,24 @@ pub(super) struct Term {
     pub coefficient: f32,
 }
 
-/// A convolution's weight at the evaluation points, and the input and output transforms.
+/// Taps `[offset, offset + kernel)` of a convolution at the evaluation points, with the input
+/// and output transforms.
+#[derive(Debug)]
+struct Chunk {
+    offset: usize,
+    alpha: usize,
+    /// `[α][in][out]`.
+    weight: Vec<f32>,
+    /// Per evaluation point ξ, the input samples j and coefficients of `V_ξ = Σ c·d_j`.
+    input_terms: Vec<Vec<Term>>,
+    /// Per output sample i, the points ξ and coefficients of `y_i = Σ c·M_ξ`.
+    output_terms: Vec<Vec<Term>>,
+}
+
+/// A convolution as one or more Winograd chunks summed over one input window.
 #[derive(Debug)]
 pub struct Winograd {
     m: usize,
-    alpha: usize,
     kernel: usize,
     dilation: usize,
     padding: usize,
@@ -61,12 +83,7 @@ pub struct Winograd {
     /// Output channels per row of the result: 1, or a transposed convolution's stride when
     /// channel `c·phases + r` holds phase `r` of row `c` (see [`Winograd::phased`]).
     phases: usize,
-    /// `[α][in][out]`.
-    weight: Vec<f32>,
-    /// Per evaluation point ξ, the input samples j and coefficients of `V_ξ = Σ c·d_j`.
-    input_terms: Vec<Vec<Term>>,
-    /// Per output sample i, the points ξ and coefficients of `y_i = Σ c·M_ξ`.
-    output_terms: Vec<Vec<Term>>,
+    chunks: Vec<Chunk>,
 }
 
 /// Rows of `[1, p, p², …, p^(n−1)]` for the finite points and `[0, …, 0, 1]` for ∞: the values
@@ -118,6 +135,38 @@ fn terms(coefficients: impl Iterator<Item = (usize, f64)>) -> Vec<Term> {
             coefficient: c as f32,
         })
         .collect()
+}
+
+impl Chunk {
+    /// Taps `[offset, offset + kernel)` of `weight` `[out][in][k]` for tiles of `m` outputs.
+    fn new(weight: &[Vec<Vec<f32>>], offset: usize, kernel: usize, m: usize) -> Self {
+        let (cout, cin) = (weight.len(), weight[0].len());
+        let alpha = m + kernel - 1;
+        let g = evaluation(alpha, kernel);
+        let h = evaluation(alpha, m);
+        let c = invert(evaluation(alpha, alpha));
+        let mut transformed = vec![0f32; alpha * cin * cout];
+        for (xi, g_row) in g.iter().enumerate() {
+            for (co, w_out) in weight.iter().enumerate() {
+                for (ci, taps) in w_out.iter().enumerate() {
+                    let taps = &taps[offset..offset + kernel];
+                    let v: f64 = g_row.iter().zip(taps).map(|(&a, &w)| a * w as f64).sum();
+                    transformed[(xi * cin + ci) * cout + co] = v as f32;
+                }
+            }
+        }
+        Self {
+            offset,
+            alpha,
+            weight: transformed,
+            input_terms: (0..alpha)
+                .map(|xi| terms((0..alpha).map(|j| (j, c[j][xi]))))
+                .collect(),
+            output_terms: (0..m)
+                .map(|i| terms((0..alpha).map(|xi| (xi, h[xi][i]))))
+                .collect(),
+        }
+    }
 }
 
 /// Scratch buffers of one job, reused by each rayon thread.
@@ -178,37 +227,28 @@ impl Winograd {
 
     fn build(weight: &[Vec<Vec<f32>>], kernel: usize, padding: usize, dilation: usize) -> Self {
         let (cout, cin) = (weight.len(), weight[0].len());
-        let m = tile_outputs(kernel).expect("a supported kernel size");
-        let alpha = m + kernel - 1;
-        let g = evaluation(alpha, kernel);
-        let h = evaluation(alpha, m);
-        let c = invert(evaluation(alpha, alpha));
-        let mut transformed = vec![0f32; alpha * cin * cout];
-        for (xi, g_row) in g.iter().enumerate() {
-            for (co, w_out) in weight.iter().enumerate() {
-                for (ci, taps) in w_out.iter().enumerate() {
-                    let v: f64 = g_row.iter().zip(taps).map(|(&a, &w)| a * w as f64).sum();
-                    transformed[(xi * cin + ci) * cout + co] = v as f32;
-                }
-            }
+        let (m, sizes) = plan(kernel).expect("a supported kernel size");
+        let mut chunks = Vec::new();
+        let mut offset = 0;
+        for size in sizes {
+            chunks.push(Chunk::new(weight, offset, size, m));
+            offset += size;
         }
         Self {
             m,
-            alpha,
             kernel,
             dilation,
             padding,
             in_channels: cin,
             out_channels: cout,
             phases: 1,
-            weight: transformed,
-            input_terms: (0..alpha)
-                .map(|xi| terms((0..alpha).map(|j| (j, c[j][xi]))))
-                .collect(),
-            output_terms: (0..m)
-                .map(|i| terms((0..alpha).map(|xi| (xi, h[xi][i]))))
-                .collect(),
+            chunks,
         }
+    }
+
+    /// The largest chunk's number of evaluation points.
+    fn alpha(&self) -> usize {
+        self.chunks.iter().map(|c| c.alpha).max().unwrap_or(0)
     }
 
     /// Samples per block: the `dilation` tiles of a block cover them.
@@ -220,7 +260,7 @@ impl Winograd {
     /// for every thread.
     pub(super) fn job_len(&self, batch: usize, out_len: usize) -> usize {
         let (cin, cout) = (self.in_channels, self.out_channels);
-        let per_sample = 4 * (cin + cout) * (self.alpha + self.m) / self.m;
+        let per_sample = 4 * (cin + cout) * (self.alpha() + self.m) / self.m;
         let block = self.block();
         let by_cache = ((1 << 20) / per_sample / block).max(1) * block;
         let wanted_jobs = (2 * rayon::current_num_threads()).div_ceil(batch);
@@ -277,8 +317,8 @@ impl Winograd {
         let window = (blocks * self.block() + d * (self.kernel - 1)).next_multiple_of(16);
         let positions = (blocks * self.block()).next_multiple_of(16);
         grow(&mut s.window, window * cin);
-        grow(&mut s.points_in, self.alpha * tiles_padded * cin);
-        grow(&mut s.points_out, self.alpha * tiles_padded * cout);
+        grow(&mut s.points_in, self.alpha() * tiles_padded * cin);
+        grow(&mut s.points_out, self.alpha() * tiles_padded * cout);
         grow(&mut s.out, positions * cout);
         let shape = simd::Shape {
             cin,
@@ -293,16 +333,21 @@ impl Winograd {
         // runs only where `supports` found AVX-512F.
         unsafe {
             simd::load_window(job.x, job.len, first, window, cin, slope, &mut s.window);
-            simd::input_transform(&shape, &self.input_terms, &s.window, &mut s.points_in);
-            for xi in 0..self.alpha {
-                simd::point_gemm(
-                    &shape,
-                    &s.points_in[xi * tiles_padded * cin..],
-                    &self.weight[xi * cin * cout..],
-                    &mut s.points_out[xi * tiles_padded * cout..],
-                );
+            for (i, chunk) in self.chunks.iter().enumerate() {
+                let shift = chunk.offset * d;
+                let terms = &chunk.input_terms;
+                simd::input_transform(&shape, terms, shift, &s.window, &mut s.points_in);
+                for xi in 0..chunk.alpha {
+                    simd::point_gemm(
+                        &shape,
+                        &s.points_in[xi * tiles_padded * cin..],
+                        &chunk.weight[xi * cin * cout..],
+                        &mut s.points_out[xi * tiles_padded * cout..],
+                    );
+                }
+                let terms = &chunk.output_terms;
+                simd::output_transform(&shape, terms, i > 0, &s.points_out, &mut s.out);
             }
-            simd::output_transform(&shape, &self.output_terms, &s.points_out, &mut s.out);
             if self.phases > 1 {
                 let row = job.out_len * self.phases;
                 simd::store_phased(&s.out, cout, self.phases, bias, job.y, row, job.t0, job.t1);
@@ -336,9 +381,19 @@ mod tests {
     /// Winograd in f64 on one tile against the direct sum: the transforms are exact up to
     /// rounding, so any error here is a construction bug, not precision.
     #[test]
+    fn long_kernels_split_into_chunks_of_five_and_three() {
+        assert_eq!(plan(8), Some((4, vec![5, 3])));
+        assert_eq!(plan(9), Some((4, vec![3, 3, 3])));
+        assert_eq!(plan(11), Some((4, vec![5, 3, 3])));
+        assert_eq!(plan(15), Some((4, vec![5, 5, 5])));
+        assert_eq!(plan(1), None);
+        assert_eq!(plan(4), None);
+    }
+
+    #[test]
     fn the_transforms_compute_a_correlation() {
         for kernel in [3, 5, 7] {
-            let m = tile_outputs(kernel).unwrap();
+            let m = plan(kernel).unwrap().0;
             let alpha = m + kernel - 1;
             let (g, h) = (evaluation(alpha, kernel), evaluation(alpha, m));
             let c = invert(evaluation(alpha, alpha));

@@ -118,8 +118,8 @@ pub(super) unsafe fn load_window(
     }
 }
 
-/// `points[ξ][t][ci] = Σ c · window[start(t) + d·j][ci]` over the terms of ξ, zero for the
-/// padding tiles.
+/// `points[ξ][t][ci] = Σ c · window[start(t) + shift + d·j][ci]` over the terms of ξ, zero
+/// for the padding tiles.
 ///
 /// # Safety
 /// AVX-512F; `window` covers every tile's `α` samples; `points` holds
@@ -128,13 +128,14 @@ pub(super) unsafe fn load_window(
 pub(super) unsafe fn input_transform(
     shape: &Shape,
     terms: &[Vec<Term>],
+    shift: usize,
     window: &[f32],
     points: &mut [f32],
 ) {
     let (cin, d, tp) = (shape.cin, shape.dilation, shape.tiles_padded);
     let (src, dst) = (window.as_ptr(), points.as_mut_ptr());
     for t in 0..tp {
-        let start = shape.tile_start(t);
+        let start = shape.tile_start(t) + shift;
         for cv in (0..cin).step_by(16) {
             for (xi, point) in terms.iter().enumerate() {
                 let mut acc = _mm512_setzero_ps();
@@ -215,7 +216,8 @@ unsafe fn gemm_block<const NV: usize, const R: usize>(
     }
 }
 
-/// `out[start(t) + d·i][co] = Σ c · points[ξ][t][co]` over the terms of output sample i.
+/// `out[start(t) + d·i][co] = Σ c · points[ξ][t][co]` over the terms of output sample i, added
+/// to what `out` holds when `accumulate`.
 ///
 /// # Safety
 /// AVX-512F; `points` holds `α · tiles_padded · cout` values and `out` covers every tile's
@@ -224,6 +226,7 @@ unsafe fn gemm_block<const NV: usize, const R: usize>(
 pub(super) unsafe fn output_transform(
     shape: &Shape,
     terms: &[Vec<Term>],
+    accumulate: bool,
     points: &[f32],
     out: &mut [f32],
 ) {
@@ -233,13 +236,18 @@ pub(super) unsafe fn output_transform(
         let start = shape.tile_start(t);
         for cv in (0..cout).step_by(16) {
             for (i, sample) in terms.iter().enumerate() {
-                let mut acc = _mm512_setzero_ps();
+                let at = (start + d * i) * cout + cv;
+                let mut acc = if accumulate {
+                    unsafe { _mm512_loadu_ps(dst.add(at)) }
+                } else {
+                    _mm512_setzero_ps()
+                };
                 for term in sample {
                     let c = _mm512_set1_ps(term.coefficient);
                     let p = unsafe { _mm512_loadu_ps(src.add((term.index * tp + t) * cout + cv)) };
                     acc = _mm512_fmadd_ps(c, p, acc);
                 }
-                unsafe { _mm512_storeu_ps(dst.add((start + d * i) * cout + cv), acc) };
+                unsafe { _mm512_storeu_ps(dst.add(at), acc) };
             }
         }
     }
