@@ -73,13 +73,16 @@ pub(crate) fn synthesize_vits(
         .collect()
 }
 
-/// Frames a stream's first unit decodes ahead of the rest: 0.37 s at 22.05 kHz.
-pub(crate) const EARLY_FRAMES: usize = 32;
+/// Frames at which a stream's first unit is cut: 16 frames (0.19 s at 22.05 kHz) go out
+/// first, then up to frame 64, which is ready long before the first piece has played, then the
+/// rest, which is ready before frame 64 has played (0.74 s) at the real-time factors measured
+/// on one core.
+pub(crate) const EARLY_CUTS: [usize; 2] = [16, 64];
 
-/// One unit in two pieces: the text encoder and durations run once, then the flow and the
-/// decoder run on the first [`EARLY_FRAMES`], handed on before the rest. The flow and the
+/// One unit in pieces: the text encoder and durations run once, then the flow and the decoder
+/// run on each piece between [`EARLY_CUTS`], each handed on before the next. The flow and the
 /// decoder dominate VITS's time, so the first audio comes after a fraction of the unit's
-/// synthesis; both pieces see the flow's and the decoder's receptive fields, so together they
+/// synthesis; every piece sees the flow's and the decoder's receptive fields, so together they
 /// are the whole-unit audio.
 pub(crate) fn synthesize_vits_early(
     model: &VitsModel,
@@ -101,18 +104,25 @@ pub(crate) fn synthesize_vits_early(
     )?;
     let frames = prior.alignment.frames[0];
     let context = model.decoder_context_frames();
-    // A short unit gains nothing from the split: the second piece's context would cost more
-    // than the first piece saves.
-    if frames < 2 * (EARLY_FRAMES + context) {
-        let latents = model.latents_window(&prior, 0, 0..frames)?;
-        return emit(model.decode_frames(&latents, 0, 0..frames)?);
+    // A cut close to the end gains nothing: the next piece's context would cost more than
+    // the earlier piece saves.
+    let mut bounds = vec![0];
+    bounds.extend(
+        EARLY_CUTS
+            .iter()
+            .copied()
+            .filter(|&c| frames >= 2 * (c + context)),
+    );
+    bounds.push(frames);
+    // The flow, like the decoder, only reaches a few frames: each piece runs both on its
+    // frames and their context alone.
+    for piece in bounds.windows(2) {
+        let (start, end) = (piece[0], piece[1]);
+        let window = start.saturating_sub(context)..(end + context).min(frames);
+        let latents = model.latents_window(&prior, 0, window)?;
+        emit(model.decode_frames(&latents, 0, start..end)?)?;
     }
-    // The flow, like the decoder, only reaches a few frames: the first piece runs both on
-    // its frames and their context alone.
-    let early = model.latents_window(&prior, 0, 0..EARLY_FRAMES + context)?;
-    emit(model.decode_frames(&early, 0, 0..EARLY_FRAMES)?)?;
-    let rest = model.latents_window(&prior, 0, EARLY_FRAMES - context.min(EARLY_FRAMES)..frames)?;
-    emit(model.decode_frames(&rest, 0, EARLY_FRAMES..frames)?)
+    Ok(())
 }
 
 /// An MMS-TTS (transformers `VitsModel`) checkpoint with its character tokenizer.

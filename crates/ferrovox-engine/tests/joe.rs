@@ -28,6 +28,15 @@ const QUIET: SynthesisOptions = SynthesisOptions {
     normalize: false,
 };
 
+/// Largest absolute difference of two signals of one length.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// The chunks a stream hands to its sink, in order.
 fn stream_chunks(voice: &dyn TtsModel, text: &str) -> Vec<Vec<f32>> {
     let mut chunks = Vec::new();
@@ -68,7 +77,10 @@ fn streamed_chunks_join_to_the_whole() {
     let chunks = stream_chunks(voice.as_ref(), text);
     // Two sentences; the first, long enough, arrives in pieces (see below).
     assert!(chunks.len() >= 2, "{} chunks", chunks.len());
-    assert_eq!(chunks.concat(), whole.samples);
+    // Each piece's convolutions tile its own window (Winograd tiles start at a window's first
+    // sample), so the pieces match the whole to f32 rounding rather than bit for bit.
+    let err = max_diff(&chunks.concat(), &whole.samples);
+    assert!(err <= 1e-5, "stream vs whole: {err}");
     assert!(whole.seconds() > 1.0);
 }
 
@@ -117,12 +129,16 @@ fn batched_units_match_units_alone() {
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
         eprintln!("unit {i}: batched vs alone max abs error {err:.2e} over {head} samples");
-        assert!(err < 1e-4, "unit {i}: {err}");
+        // The padded batch also masks the text encoder (alone, an unpadded unit skips those
+        // passes), and the flow and decoder amplify that rounding: 4.2e-5 with the direct
+        // convolutions, 1.2e-4 with Winograd's, on audio peaking near 0.5.
+        assert!(err < 3e-4, "unit {i}: {err}");
     }
 }
 
-/// The first unit of a stream comes in two pieces (its first frames decoded ahead), and the
-/// pieces are the whole-unit audio: each decode sees the decoder's receptive field.
+/// The first unit of a stream comes in pieces (its first 16 frames, then up to frame 64,
+/// then the rest), and the pieces are the whole-unit audio: each decode sees the flow's and
+/// the decoder's receptive fields.
 #[test]
 fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
     let Some(voice) = joe() else { return };
@@ -138,29 +154,25 @@ fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(pieces.len(), 2, "a long unit is split");
-    assert_eq!(pieces[0].len(), 32 * 256, "32 frames of 256 samples first");
-    let joined: Vec<f32> = pieces.concat();
-    assert_eq!(joined.len(), whole.len());
-    let err = joined
-        .iter()
-        .zip(&whole)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    eprintln!("early pieces vs whole unit: max abs diff {err:.2e} (bound 1e-4)");
-    assert!(err <= 1e-4, "max abs diff {err}");
+    assert_eq!(pieces.len(), 3, "a long unit is split twice");
+    assert_eq!(pieces[0].len(), 16 * 256, "16 frames of 256 samples first");
+    assert_eq!(pieces[1].len(), 48 * 256, "then up to frame 64");
+    let err = max_diff(&pieces.concat(), &whole);
+    eprintln!("early pieces vs whole unit: max abs diff {err:.2e} (bound 1e-5)");
+    assert!(err <= 1e-5, "max abs diff {err}");
 
     // Streamed, the first piece goes out before the rest of the unit is decoded, and the
     // stream joins to the whole synthesis.
     let whole = voice.synthesize(text, &QUIET).unwrap();
     let chunks = stream_chunks(voice.as_ref(), text);
-    // The early piece, the rest, and the last 40 ms held for the unit's closing fade.
-    assert_eq!(chunks.len(), 3);
+    // The two early pieces, the rest, and the last 40 ms held for the unit's closing fade.
+    assert_eq!(chunks.len(), 4);
     assert!(
-        chunks[0].len() < 32 * 256,
+        chunks[0].len() < 16 * 256,
         "the first chunk is the early piece"
     );
-    assert_eq!(chunks.concat(), whole.samples);
+    let err = max_diff(&chunks.concat(), &whole.samples);
+    assert!(err <= 1e-5, "stream vs whole: {err}");
 
     // A short unit stays whole.
     let short = voice.prepare("Hi.").unwrap();
