@@ -33,7 +33,7 @@ pub fn conv_weight(vb: &VarBuilder, shape: (usize, usize, usize)) -> Result<Tens
 }
 
 /// `weight · factor`, untouched when the factor is 1.
-fn scaled(weight: Tensor, factor: f64) -> Result<Tensor> {
+pub(crate) fn scaled(weight: Tensor, factor: f64) -> Result<Tensor> {
     if factor == 1.0 {
         Ok(weight)
     } else {

@@ -5,7 +5,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-use crate::layers::{Conv1d, ConvSpec};
+use crate::layers::{scaled, Conv1d, ConvSpec};
 use crate::Config;
 
 /// Self-attention with relative position embeddings shared by all heads.
@@ -28,9 +28,9 @@ impl Attention {
         let head_dim = h / cfg.num_attention_heads;
         let linear = |name: &str, scale: f64| -> Result<(Tensor, Option<Tensor>)> {
             let vb = vb.pp(name);
-            let w = (vb.get((h, h), "weight")? * scale)?;
+            let w = scaled(vb.get((h, h), "weight")?, scale)?;
             let b = if cfg.use_bias {
-                Some((vb.get(h, "bias")? * scale)?)
+                Some(scaled(vb.get(h, "bias")?, scale)?)
             } else {
                 None
             };

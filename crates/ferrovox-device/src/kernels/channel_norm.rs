@@ -77,6 +77,15 @@ unsafe fn columns_avx512(
     columns(op, x, y, len, t0, n)
 }
 
+fn columns_widest(op: &ChannelNorm, x: &[f32], y: *mut f32, len: usize, t0: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::cpu_has_avx512f() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { columns_avx512(op, x, y, len, t0, n) };
+    }
+    columns(op, x, y, len, t0, n)
+}
+
 /// `LayerNorm` over axis 1 of `[batch, channels, len]` with a per-channel weight and bias,
 /// then GELU if asked.
 #[derive(Debug, Clone)]
@@ -123,20 +132,13 @@ impl CustomOp1 for ChannelNorm {
         let mut out = super::uninit_vec(batch * channels * len);
         let per_item = len.div_ceil(COLUMNS);
         let dst = super::SendPtr(out.as_mut_ptr() as *mut f32);
-        let avx512 = super::direct::cpu_has_avx512f();
         (0..batch * per_item).into_par_iter().for_each(|job| {
             let (item, t0) = (job / per_item, (job % per_item) * COLUMNS);
             let n = COLUMNS.min(len - t0);
             let x = &x[item * channels * len..(item + 1) * channels * len];
             // SAFETY: each job writes its own columns of its own item.
             let y = unsafe { dst.get().add(item * channels * len) };
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { columns_avx512(self, x, y, len, t0, n) };
-            }
-            let _ = avx512;
-            columns(self, x, y, len, t0, n)
+            columns_widest(self, x, y, len, t0, n)
         });
         // SAFETY: the jobs wrote every column of every row of every item.
         let out = unsafe { super::assume_init(out) };

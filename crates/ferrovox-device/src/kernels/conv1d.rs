@@ -4,7 +4,7 @@ use rayon::prelude::*;
 use super::winograd::Winograd;
 use super::{direct, gemm_acc, SendPtr};
 
-/// A stride-1, ungrouped 1-D convolution with its weight packed tap-major (`[k][out][in]`),
+/// A stride-1, ungrouped 1-D convolution with its weight packed for the kernel this CPU runs,
 /// its bias folded into the output initialisation, and optionally a leaky ReLU applied to its
 /// input and a residual added to its output in the same pass (HiFi-GAN's
 /// `x + conv(leaky_relu(x))`). As a `CustomOp1` it computes the convolution; as a `CustomOp2`
@@ -15,8 +15,7 @@ pub struct PackedConv1d {
     /// The weight as given, shared with its tensor: the packed forms are built from it and only
     /// the one this CPU runs is kept (each is a copy of the weight).
     source: Tensor,
-    /// Tap-major, for the per-tap GEMM path: present only where that path runs.
-    weight: Option<std::sync::Arc<[f32]>>,
+    packing: Packing,
     bias: std::sync::Arc<[f32]>,
     in_channels: usize,
     out_channels: usize,
@@ -24,10 +23,17 @@ pub struct PackedConv1d {
     padding: usize,
     dilation: usize,
     input_slope: Option<f32>,
-    /// The weight as [`direct`] panels, when this CPU runs the direct microkernel.
-    panels: Option<std::sync::Arc<[f32]>>,
-    /// The weight at Winograd's evaluation points, where the shape suits it.
-    winograd: Option<std::sync::Arc<Winograd>>,
+}
+
+/// The one packed form of the weight a [`PackedConv1d`] runs on.
+#[derive(Debug, Clone)]
+enum Packing {
+    /// At Winograd's evaluation points, where the shape suits it.
+    Winograd(std::sync::Arc<Winograd>),
+    /// As [`direct`] panels, where this CPU runs the direct microkernel.
+    Direct(std::sync::Arc<[f32]>),
+    /// Tap-major (`[k][out][in]`), for one GEMM per tap.
+    Taps(std::sync::Arc<[f32]>),
 }
 
 /// One parallel job's share of a convolution: columns `cols` of rows `rows` of one item.
@@ -57,12 +63,13 @@ impl PackedConv1d {
         let source = weight.to_dtype(candle_core::DType::F32)?;
         let w = source.to_vec3::<f32>()?;
         let bias = super::bias_values(bias, out_channels)?;
-        let winograd = Winograd::new(&w, kernel, padding, dilation).map(Into::into);
-        let mut op = Self {
+        let packing = match Winograd::new(&w, kernel, padding, dilation) {
+            Some(winograd) => Packing::Winograd(winograd.into()),
+            None => Self::pack(&w, true),
+        };
+        Ok(Self {
             source,
-            panels: None,
-            winograd,
-            weight: None,
+            packing,
             bias,
             in_channels,
             out_channels,
@@ -70,17 +77,14 @@ impl PackedConv1d {
             padding,
             dilation,
             input_slope: None,
-        };
-        if op.winograd.is_none() {
-            op.pack(&w, true);
-        }
-        Ok(op)
+        })
     }
 
-    /// Keeps the direct kernel's panels where this CPU runs it (and `direct`), else the
-    /// tap-major weight of the per-tap GEMMs.
-    fn pack(&mut self, w: &[Vec<Vec<f32>>], direct: bool) {
-        let (cout, cin, k) = (self.out_channels, self.in_channels, self.kernel);
+    /// `w` `[out][in][k]` as the direct kernel's panels where this CPU runs it (and `direct`),
+    /// else tap-major for the per-tap GEMMs.
+    fn pack(w: &[Vec<Vec<f32>>], direct: bool) -> Packing {
+        let (cout, cin) = (w.len(), w.first().map_or(0, Vec::len));
+        let k = w.first().and_then(|row| row.first()).map_or(0, Vec::len);
         let mut tap_major = Vec::with_capacity(cout * cin * k);
         for tap in 0..k {
             for row in w {
@@ -88,9 +92,9 @@ impl PackedConv1d {
             }
         }
         if direct && direct::available() && cout % direct::CO_BLOCK == 0 {
-            self.panels = Some(direct::panels(&tap_major, cout, cin, k).into());
+            Packing::Direct(direct::panels(&tap_major, cout, cin, k).into())
         } else {
-            self.weight = Some(tap_major.into());
+            Packing::Taps(tap_major.into())
         }
     }
 
@@ -114,30 +118,26 @@ impl PackedConv1d {
 
     /// The same conv on the per-tap GEMM path, for measuring the direct kernel against it.
     pub fn without_direct(mut self) -> Self {
-        let w = self.source_values();
-        self.panels = None;
-        self.winograd = None;
-        self.pack(&w, false);
+        self.packing = Self::pack(&self.source_values(), false);
         self
     }
 
     /// The same conv on the direct microkernel, for measuring Winograd against it.
     pub fn without_winograd(mut self) -> Self {
-        if self.winograd.take().is_some() {
-            let w = self.source_values();
-            self.pack(&w, true);
+        if self.is_winograd() {
+            self.packing = Self::pack(&self.source_values(), true);
         }
         self
     }
 
     /// Whether this conv runs as a Winograd convolution.
     pub fn is_winograd(&self) -> bool {
-        self.winograd.is_some()
+        matches!(self.packing, Packing::Winograd(_))
     }
 
     /// Whether this conv runs on the direct microkernel (else Winograd or one GEMM per tap).
     pub fn is_direct(&self) -> bool {
-        self.panels.is_some()
+        matches!(self.packing, Packing::Direct(_))
     }
 
     /// Columns per tile and output-channel groups per tile for `batch` items of `out_len`.
@@ -147,7 +147,7 @@ impl PackedConv1d {
     /// 512 and 1024 KiB on the joe voice). Direct path: about 256 KiB of input window per
     /// tile; short inputs are also split by output channels so every thread gets work.
     fn plan(&self, batch: usize, out_len: usize) -> (usize, usize) {
-        if self.panels.is_none() {
+        if !self.is_direct() {
             return ((131_072 / self.out_channels).clamp(64, 4096), 1);
         }
         let cols = direct::COLS;
@@ -179,7 +179,7 @@ impl PackedConv1d {
             }
         }
         let mut out = super::uninit_vec(batch * cout * out_len);
-        if let Some(winograd) = &self.winograd {
+        if let Packing::Winograd(winograd) = &self.packing {
             let y = out.as_mut_ptr() as *mut f32;
             winograd.run(
                 input,
@@ -195,12 +195,6 @@ impl PackedConv1d {
             let out = unsafe { super::assume_init(out) };
             return Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))));
         }
-        // `pack` keeps the tap-major weight wherever neither kernel above runs.
-        let gemm_weight = match (&self.panels, &self.weight) {
-            (_, Some(w)) => &w[..],
-            (Some(_), None) => &[][..],
-            (None, None) => candle_core::bail!("ferrovox-conv1d: no packed weight for this CPU"),
-        };
         let (tile, groups) = self.plan(batch, out_len);
         let tiles = out_len.div_ceil(tile);
         let blocks = cout.div_ceil(direct::CO_BLOCK);
@@ -226,22 +220,26 @@ impl PackedConv1d {
             let x = &input[item * cin * len..(item + 1) * cin * len];
             let residuals = residuals
                 .map(|r| r.map(|r| &r[item * cout * out_len..(item + 1) * cout * out_len]));
-            if let Some(panels) = &self.panels {
-                let direct = Job {
-                    x,
-                    len,
-                    y,
-                    residuals,
-                    out_len,
-                    cols: (t0, t1),
-                    rows: (c0, c1),
-                };
-                return self.direct(&direct, panels);
-            }
+            let weight = match &self.packing {
+                Packing::Direct(panels) => {
+                    let direct = Job {
+                        x,
+                        len,
+                        y,
+                        residuals,
+                        out_len,
+                        cols: (t0, t1),
+                        rows: (c0, c1),
+                    };
+                    return self.direct(&direct, panels);
+                }
+                Packing::Taps(weight) => weight,
+                Packing::Winograd(_) => unreachable!("Winograd convolutions return before tiling"),
+            };
             self.init_rows(y, residuals, out_len, (t0, t1), (c0, c1));
             match self.input_slope {
-                None => self.taps_direct(gemm_weight, x, len, y, out_len, t0, t1),
-                Some(slope) => self.taps_activated(gemm_weight, x, len, y, out_len, t0, t1, slope),
+                None => self.taps_direct(weight, x, len, y, out_len, t0, t1),
+                Some(slope) => self.taps_activated(weight, x, len, y, out_len, t0, t1, slope),
             }
         });
         // SAFETY: the jobs wrote every element: the direct kernel in one pass, the GEMM path

@@ -349,6 +349,10 @@ impl Winograd {
                 simd::output_transform(&shape, terms, i > 0, &s.points_out, &mut s.out);
             }
             if self.phases > 1 {
+                debug_assert!(
+                    job.residuals.iter().all(Option::is_none),
+                    "phased: no residuals"
+                );
                 let row = job.out_len * self.phases;
                 simd::store_phased(&s.out, cout, self.phases, bias, job.y, row, job.t0, job.t1);
                 return;
