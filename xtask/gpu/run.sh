@@ -23,10 +23,14 @@ doctor() {
 }
 
 parity() {
+    echo "== ferrovox's CUDA conv kernel against Candle's convolutions (TF32 off: 2e-5, on: 5e-3, relative)"
+    "$bin/cuda_conv" --test-threads 1 --nocapture 2>&1 | grep -E "relative error|test result|panicked|FAILED"
+    echo "== CUDA graphs: replays against eager runs, fallbacks"
+    "$bin/cuda_graph" --test-threads 1 --nocapture 2>&1 | grep -E "call|fallback|test |test result|panicked|FAILED"
     echo "== VITS parity on CUDA, TF32 off (f32, tolerance 1e-4)"
-    FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED"
+    FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED|unwrap|Err"
     echo "== VITS parity on CUDA, TF32 on (tolerance 2e-2)"
-    FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED"
+    FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED|unwrap|Err"
 }
 
 chatterbox() {
@@ -67,9 +71,10 @@ vits_bench() {
     echo "-- ferrovox TF32 1: throughput by batch against the planner's choice"
     FERROVOX_REPO="$PWD" "$bin/xtask" bench vits-gpu-planner --device cuda 2>&1 | grep -v -i "warn\|deprecat"
     find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-planner.json" \;
-    echo "-- ferrovox TF32 1, Candle's own transposed convolution (GEMM path off)"
-    FERROVOX_GEMM_CONV_TRANSPOSE=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
+    echo "-- ferrovox TF32 1, the tensor-core conv off (Candle's ops and the GEMM paths)"
+    FERROVOX_CUDA_CONV=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
         "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-cuda-conv-off.json" \;
     if [ -x "$bin/xtask-cudnn" ]; then
         echo "-- ferrovox TF32 1, cuDNN convolutions (cargo xtask gpu --cudnn)"
         FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \

@@ -2,7 +2,8 @@
 //! weights, seed 0, noise 0) in ferrovox against transformers' `VitsModel` in PyTorch on the same
 //! GPU, same weights and token ids, batch 1 and 16. PyTorch is timed plain (fp32 eager) and
 //! tuned (TF32, cudnn.benchmark, weight norm removed); ferrovox with the device layer's tuning
-//! (TF32 unless `FERROVOX_TF32=0`). Every call is synchronised before the clock is read.
+//! (TF32 unless `FERROVOX_TF32=0`), then again with the decoder's CUDA graph off. Every call is
+//! synchronised before the clock is read.
 
 use std::process::Command;
 use std::time::Instant;
@@ -84,18 +85,34 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         // One more call with a synchronise after each stage, for where the time goes.
         let (audio, stages) =
             model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
+        // The same calls with the decoder's CUDA graph off: what the graph removes.
+        model.decoder_graphs().set_enabled(false);
+        let mut eager = (0..reps)
+            .map(|_| call())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        eager.sort_by(f64::total_cmp);
+        let (_, eager_stages) =
+            model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
+        model.decoder_graphs().set_enabled(true);
+        let (median, eager_median) = (walls[walls.len() / 2], eager[eager.len() / 2]);
         println!(
-            "batch {batch} stages: text encoder {:.1} ms, duration {:.1} ms, flow {:.1} ms, decoder {:.1} ms",
+            "batch {batch} stages: text encoder {:.1} ms, duration {:.1} ms, flow {:.1} ms, decoder {:.1} ms (CUDA graph; eager {:.1} ms); whole call {:.1} ms with the decoder's graph, {:.1} ms without ({:.2}×)",
             stages.text_encoder.as_secs_f64() * 1e3,
             stages.duration.as_secs_f64() * 1e3,
             stages.flow.as_secs_f64() * 1e3,
-            stages.decoder.as_secs_f64() * 1e3
+            stages.decoder.as_secs_f64() * 1e3,
+            eager_stages.decoder.as_secs_f64() * 1e3,
+            median * 1e3,
+            eager_median * 1e3,
+            eager_median / median,
         );
         ours.insert(
             batch.to_string(),
-            json!({"first_call_s": first, "median_s": walls[walls.len() / 2], "walls": walls,
+            json!({"first_call_s": first, "median_s": median, "walls": walls,
+                   "graphs_off_median_s": eager_median, "graphs_off_walls": eager,
                    "audio_s_per_item": audio.sample_lengths[0] as f64 / rate,
-                   "stages": crate::bench_worker::stages_json(&stages)}),
+                   "stages": crate::bench_worker::stages_json(&stages),
+                   "graphs_off_stages": crate::bench_worker::stages_json(&eager_stages)}),
         );
     }
     let peak = sampler.map(MemorySampler::peak_above_mib);
@@ -128,6 +145,11 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         );
     }
     println!(
+        "decoder CUDA graphs held: {}; GPU kernels preloaded at start-up in {:.0} ms",
+        model.decoder_graphs().graphs(),
+        runtime.tuning.kernels_preloaded_s.unwrap_or(0.0) * 1e3
+    );
+    println!(
         "GPU memory at batch {}: ferrovox peak above its CUDA context {:.0} MiB; PyTorch tuned max reserved {:.0} MiB (model load {load_s:.2} s; medians of {reps})",
         batches[batches.len() - 1],
         peak.unwrap_or(f64::NAN),
@@ -138,6 +160,8 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     Ok(
         json!({"device": runtime.selection.name, "tf32": runtime.tuning.tf32, "tokens": TOKENS,
               "reps": reps, "load_s": load_s, "ferrovox": ours, "ferrovox_gpu_peak_mib": peak,
+              "kernels_preloaded_s": runtime.tuning.kernels_preloaded_s,
+              "decoder_graphs": model.decoder_graphs().graphs(),
               "torch": torch}),
     )
 }

@@ -103,6 +103,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     .find_map(|(name, exe)| (name == "parity").then_some(exe))
     .context("no parity test executable in cargo's output")?;
     xz(Path::new(&parity), &carry.join("parity.xz"))?;
+    // ferrovox-device's CUDA tests: its kernels and CUDA graphs against eager Candle.
+    let device_tests = test_executables(&cargo_in_cuda_env(
+        "test --release -p ferrovox-device --features cuda --test cuda_conv --test cuda_graph --no-run --message-format=json",
+        cudnn,
+    )?);
+    for name in ["cuda_conv", "cuda_graph"] {
+        let exe = device_tests
+            .iter()
+            .find_map(|(n, exe)| (n == name).then_some(exe))
+            .with_context(|| format!("no {name} test executable in cargo's output"))?;
+        xz(Path::new(exe), &carry.join(format!("{name}.xz")))?;
+    }
     let chatterbox = test_executables(&cargo_in_cuda_env(
         "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
         cudnn,

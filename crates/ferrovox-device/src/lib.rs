@@ -1,6 +1,6 @@
 //! The ferrovox device layer: which device a model runs on, and the tuning PyTorch services get
 //! from flags (TF32, reduced-precision reductions, dtype policy, thread pools), memory figures,
-//! a batch planner sized from free memory, and warm-up.
+//! a batch planner sized from free memory, warm-up, kernels of its own and CUDA graphs.
 //!
 //! ```no_run
 //! use ferrovox_device::{DeviceRequest, Runtime};
@@ -13,6 +13,7 @@ mod backend;
 pub mod compare;
 pub mod doctor;
 mod error;
+pub mod graph;
 pub mod kernels;
 pub mod memory;
 pub mod planner;
@@ -25,13 +26,14 @@ pub mod warmup;
 
 pub use backend::BackendKind;
 pub use error::{Error, Result};
+pub use graph::{GraphCache, GraphRun};
 pub use memory::{MemoryInfo, MemorySource};
 pub use planner::{BatchPlanner, ItemCost, PlannerConfig};
 pub use report::DeviceReport;
 pub use request::DeviceRequest;
 pub use select::{select, Selection, Skipped};
 pub use tuning::{DTypePolicy, Tuning, TuningConfig};
-pub use warmup::{warm_up, WarmupReport};
+pub use warmup::{preload_kernels, warm_up, WarmupReport};
 
 /// A selected device with the process tuning applied: what a model needs to start.
 #[derive(Debug, Clone)]
@@ -47,7 +49,9 @@ impl Runtime {
     pub fn init(request: &DeviceRequest, config: &TuningConfig) -> Result<Self> {
         let threads = tuning::apply_process_tuning(config)?;
         let selection = select(request)?;
-        let tuning = tuning::device_tuning(&selection, config, threads);
+        let mut tuning = tuning::device_tuning(&selection, config, threads);
+        tuning.kernels_preloaded_s =
+            warmup::preload_kernels(&selection.device)?.map(|d| d.as_secs_f64());
         Ok(Self { selection, tuning })
     }
 

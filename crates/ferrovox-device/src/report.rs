@@ -115,6 +115,9 @@ impl std::fmt::Display for DeviceReport {
             "memory budget   {:.0}% of free",
             t.memory_fraction * 100.0
         )?;
+        if let Some(s) = t.kernels_preloaded_s {
+            writeln!(f, "kernels         preloaded in {:.0} ms", s * 1e3)?;
+        }
         let names: Vec<String> = self
             .compiled_backends
             .iter()

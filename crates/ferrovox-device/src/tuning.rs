@@ -157,6 +157,8 @@ pub struct Tuning {
     pub metal_compute_per_buffer: Option<usize>,
     /// Share of device memory the planner may use.
     pub memory_fraction: f64,
+    /// Seconds spent loading GPU kernel modules at start-up (CUDA; `FERROVOX_PRELOAD_KERNELS`).
+    pub kernels_preloaded_s: Option<f64>,
 }
 
 static PROCESS: OnceLock<ThreadPlan> = OnceLock::new();
@@ -219,6 +221,7 @@ pub(crate) fn device_tuning(
         threads,
         metal_compute_per_buffer,
         memory_fraction: config.memory_fraction.unwrap_or(0.9),
+        kernels_preloaded_s: None,
     }
 }
 

@@ -55,6 +55,57 @@ pub fn warm_up<I, E: From<candle_core::Error>>(
     Ok(WarmupReport { cold, warm })
 }
 
+/// Loads every GPU kernel module the models use, and initialises cuBLAS with one small
+/// GEMM, so the first request does not pay for it. Candle loads each of its kernel modules on
+/// first use: the driver reads (or JIT-compiles) the module's PTX then, tens of milliseconds
+/// inside the first call otherwise. `FERROVOX_PRELOAD_KERNELS=0` leaves it to the first call.
+/// Returns the time it took, `None` off CUDA or when switched off.
+pub fn preload_kernels(device: &Device) -> candle_core::Result<Option<Duration>> {
+    if !device.is_cuda()
+        || matches!(
+            std::env::var("FERROVOX_PRELOAD_KERNELS").as_deref(),
+            Ok("0" | "false" | "off" | "no")
+        )
+    {
+        return Ok(None);
+    }
+    let start = Instant::now();
+    preload_cuda(device)?;
+    Ok(Some(start.elapsed()))
+}
+
+#[cfg(feature = "cuda")]
+fn preload_cuda(device: &Device) -> candle_core::Result<()> {
+    use candle_core::cuda_backend::kernels as k;
+    let Device::Cuda(dev) = device else {
+        return Ok(());
+    };
+    // One function per module: loading it loads (and caches) the whole module. The quantized
+    // and sort modules serve no model here.
+    for (name, module) in [
+        ("affine_f32", &k::AFFINE),
+        ("badd_f32", &k::BINARY),
+        ("cast_f32_f16", &k::CAST),
+        ("im2col1d_f32", &k::CONV),
+        ("fill_f32", &k::FILL),
+        ("is_u32_f32", &k::INDEXING),
+        ("fast_sum_f32", &k::REDUCE),
+        ("where_u8_f32", &k::TERNARY),
+        ("uexp_f32", &k::UNARY),
+    ] {
+        dev.get_or_load_func(name, module)?;
+    }
+    crate::kernels::preload_cuda(device)?;
+    let a = candle_core::Tensor::ones((64, 64), candle_core::DType::F32, device)?;
+    a.matmul(&a)?;
+    device.synchronize()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn preload_cuda(_: &Device) -> candle_core::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,17 @@ impl ConvFlow {
         let h = self.conv_pre.forward(&first)?;
         let h = self.conv_dds.forward(&h, mask, Some(cond))?;
         let h = self.conv_proj.forward(&h)?.broadcast_mul(mask)?;
+        let scale = (self.filter_channels as f32).sqrt();
+        if let Some(op) = ferrovox_device::kernels::CudaSplineInverse::new(
+            &h,
+            self.num_bins,
+            scale,
+            self.tail_bound,
+            spline::boundary_derivative(),
+        ) {
+            let second = second.contiguous()?.apply_op2(&h.contiguous()?, op)?;
+            return Tensor::cat(&[&first, &second], 1)?.broadcast_mul(mask);
+        }
         let (b, _, t) = h.dims3()?;
         let params = h
             .to_device(&Device::Cpu)?
@@ -129,7 +140,6 @@ impl ConvFlow {
             .to_dtype(candle_core::DType::F32)?
             .reshape((b, t))?
             .to_vec2::<f32>()?;
-        let scale = (self.filter_channels as f32).sqrt();
         let bins = self.num_bins;
         let mut out = Vec::with_capacity(b * t);
         for (item, row) in values.iter().enumerate() {

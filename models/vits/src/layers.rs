@@ -4,7 +4,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use ferrovox_device::kernels::{
-    DepthwiseConv1d, GemmConv1d, GemmConvTranspose1d, PackedConv1d, PackedConvTranspose1d,
+    CudaConv1d, DepthwiseConv1d, GemmConv1d, GemmConvTranspose1d, PackedConv1d,
+    PackedConvTranspose1d,
 };
 
 /// Loads a conv weight of `shape`, folding weight norm when the checkpoint stores it
@@ -57,7 +58,10 @@ pub struct Conv1d {
     /// A depthwise conv off the CPU, one `[1, channels, 1]` weight per tap: Candle runs a
     /// grouped conv as one conv per group, hundreds of launches for a 192-channel layer.
     taps: Option<Vec<Tensor>>,
-    /// An ungrouped conv off the CPU as one GEMM, bias included, for batches.
+    /// ferrovox's tensor-core kernel, for an ungrouped f32 conv on CUDA.
+    cuda: Option<Box<CudaConv1d>>,
+    /// An ungrouped conv off the CPU as one GEMM, bias included, for batches, where the
+    /// CUDA kernel does not apply.
     gemm: Option<Box<GemmConv1d>>,
 }
 
@@ -149,7 +153,18 @@ impl Conv1d {
         } else {
             None
         };
-        let gemm = if !weight.device().is_cpu()
+        let cuda = if !weight.device().is_cpu() && spec.groups == 1 {
+            CudaConv1d::new(&weight, bias.as_ref(), spec.padding, spec.dilation)?.map(|op| {
+                Box::new(match spec.input_leaky_relu {
+                    Some(slope) => op.with_input_leaky_relu(slope as f32),
+                    None => op,
+                })
+            })
+        } else {
+            None
+        };
+        let gemm = if cuda.is_none()
+            && !weight.device().is_cpu()
             && spec.groups == 1
             && k > 1
             && ferrovox_device::kernels::gemm_conv_enabled()
@@ -173,6 +188,7 @@ impl Conv1d {
             packed,
             depthwise,
             taps,
+            cuda,
             gemm,
         })
     }
@@ -183,6 +199,11 @@ impl Conv1d {
             return x
                 .contiguous()?
                 .apply_op2(&residual.contiguous()?, op.clone());
+        }
+        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
+            return x
+                .contiguous()?
+                .apply_op2(&residual.contiguous()?, (**op).clone());
         }
         self.forward(x)? + residual
     }
@@ -200,6 +221,13 @@ impl Conv1d {
                 &residual.contiguous()?,
                 &sum.contiguous()?,
                 op.clone(),
+            );
+        }
+        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
+            return x.contiguous()?.apply_op3(
+                &residual.contiguous()?,
+                &sum.contiguous()?,
+                (**op).clone(),
             );
         }
         self.forward_residual(x, residual)? + sum
@@ -273,6 +301,9 @@ impl Module for Conv1d {
         if let (Some(op), DType::F32) = (&self.depthwise, x.dtype()) {
             return x.contiguous()?.apply_op1(op.clone());
         }
+        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
+            return x.contiguous()?.apply_op1((**op).clone());
+        }
         let activated;
         let x = match self.input_slope {
             Some(slope) => {
@@ -316,6 +347,8 @@ pub struct ConvTranspose1d {
     padding: usize,
     input_slope: f64,
     packed: Option<PackedConvTranspose1d>,
+    /// ferrovox's tensor-core kernel on the polyphase form, on CUDA.
+    cuda: Option<Box<CudaConv1d>>,
     gemm: Option<GemmConvTranspose1d>,
 }
 
@@ -344,7 +377,14 @@ impl ConvTranspose1d {
         } else {
             None
         };
+        let cuda = if weight.device().is_cpu() {
+            None
+        } else {
+            CudaConv1d::transposed(&weight, &bias, stride, padding)?
+                .map(|op| Box::new(op.with_input_leaky_relu(input_slope as f32)))
+        };
         let gemm = if weight.device().is_cpu()
+            || cuda.is_some()
             || !ferrovox_device::kernels::gemm_conv_transpose_enabled()
         {
             None
@@ -358,6 +398,7 @@ impl ConvTranspose1d {
             padding,
             input_slope,
             packed,
+            cuda,
             gemm,
         })
     }
@@ -367,6 +408,9 @@ impl Module for ConvTranspose1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let (Some(op), DType::F32) = (&self.packed, x.dtype()) {
             return x.contiguous()?.apply_op1(op.clone());
+        }
+        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
+            return x.contiguous()?.apply_op1((**op).clone());
         }
         let x = &leaky_relu(x, self.input_slope)?;
         let (batch, _, len) = x.dims3()?;

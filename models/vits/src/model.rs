@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
+use ferrovox_device::GraphCache;
 
 use crate::duration::Durations;
 use crate::flow::ResidualCouplingBlock;
@@ -179,6 +180,8 @@ pub struct VitsModel {
     flow: ResidualCouplingBlock,
     decoder: HifiGan,
     embed_speaker: Option<Embedding>,
+    /// The decoder captured per input shape on CUDA (shared by clones, as the weights are).
+    decoder_graphs: std::sync::Arc<GraphCache>,
     device: Device,
     dtype: DType,
 }
@@ -209,10 +212,28 @@ impl VitsModel {
             flow: ResidualCouplingBlock::new(cfg, vb.pp("flow")).map_err(checkpoint)?,
             decoder: HifiGan::new(cfg, vb.pp("decoder")).map_err(checkpoint)?,
             embed_speaker,
+            decoder_graphs: std::sync::Arc::new(GraphCache::new("vits.decoder")),
             device: vb.device().clone(),
             dtype: vb.dtype(),
             cfg: cfg.clone(),
         })
+    }
+
+    /// The decoder's CUDA graphs: each input shape seen twice is captured and then replayed
+    /// (the decoder is the fixed-shape part: no host round trips, no data-dependent shapes).
+    pub fn decoder_graphs(&self) -> &GraphCache {
+        &self.decoder_graphs
+    }
+
+    /// The decoder on `spectrogram` `[b, flow, frames]`, through its CUDA graph where one is
+    /// captured.
+    fn decode(&self, spectrogram: &Tensor, speaker: Option<&Tensor>) -> Result<Tensor> {
+        let mut inputs = vec![spectrogram];
+        inputs.extend(speaker);
+        let (audio, _) = self
+            .decoder_graphs
+            .run(&inputs, |i| self.decoder.forward(&i[0], i.get(1)))?;
+        Ok(audio)
     }
 
     /// The model's config.
@@ -630,8 +651,7 @@ impl VitsModel {
         let _stage =
             tracing::info_span!("vits.decoder", frames = range.end - range.start).entered();
         Ok(self
-            .decoder
-            .forward(&window, speaker.as_ref())?
+            .decode(&window, speaker.as_ref())?
             .flatten_all()?
             .narrow(
                 0,
@@ -660,10 +680,7 @@ impl VitsModel {
         } = self.latents_timed(batch, speakers, params, noise, &mut clock)?;
         let mut lap = |slot| clock.lap(slot);
         let stage = tracing::info_span!("vits.decoder").entered();
-        let waveform = self
-            .decoder
-            .forward(&spectrogram, speaker.as_ref())?
-            .squeeze(1)?;
+        let waveform = self.decode(&spectrogram, speaker.as_ref())?.squeeze(1)?;
         lap(|t| &mut t.decoder)?;
         drop(stage);
         let hop = self.cfg.hop_length();

@@ -1,7 +1,8 @@
 //! The inverse of the unconstrained rational-quadratic spline (`_unconstrained_rational_quadratic_spline`
 //! with `reverse=True` in transformers' `modeling_vits.py`): identity outside `±tail_bound`,
-//! a monotonic piecewise rational-quadratic map inside. Evaluated on the host in f32: the
-//! tensors are one value per text token, and each element needs its own bin search.
+//! a monotonic piecewise rational-quadratic map inside. Evaluated on the host in f32 (one
+//! value per text token, each with its own bin search); on CUDA the same steps run as
+//! ferrovox-device's `CudaSplineInverse`.
 
 /// Spline parameters for one element: `bins` widths, `bins` heights, `bins − 1` derivatives.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,11 @@ fn knots(unnormalized: &[f32], min_size: f32, bound: f32) -> Vec<f32> {
     knots
 }
 
+/// The unconstrained derivative at both ends: softplus of it plus the minimum gives 1.
+pub fn boundary_derivative() -> f32 {
+    (((1.0 - MIN_DERIVATIVE) as f64).exp() - 1.0).ln() as f32
+}
+
 /// Inverts the spline at `y`.
 pub fn inverse(y: f32, p: SplineParams, tail_bound: f32) -> f32 {
     if !(-tail_bound..=tail_bound).contains(&y) {
@@ -58,7 +64,7 @@ pub fn inverse(y: f32, p: SplineParams, tail_bound: f32) -> f32 {
     let bins = p.widths.len();
     let cumwidths = knots(p.widths, MIN_BIN_WIDTH, tail_bound);
     let mut cumheights = knots(p.heights, MIN_BIN_HEIGHT, tail_bound);
-    let boundary = (((1.0 - MIN_DERIVATIVE) as f64).exp() - 1.0).ln() as f32;
+    let boundary = boundary_derivative();
     let derivative = |i: usize| -> f32 {
         let u = if i == 0 || i == bins {
             boundary

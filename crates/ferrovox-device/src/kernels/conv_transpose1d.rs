@@ -22,14 +22,14 @@ pub struct PackedConvTranspose1d {
 }
 
 /// A weight as `[out][in][tap]`.
-type Weight3 = Vec<Vec<Vec<f32>>>;
+pub(super) type Weight3 = Vec<Vec<Vec<f32>>>;
 
 /// A transposed convolution of stride `s` as a regular one: output sample `q·s + r` of row `c`
 /// is channel `c·s + r` at sample `q`, and only taps `j·s + b_r` of the weight reach it, from
 /// input sample `q + a_r − j` where `r + padding = a_r·s + b_r`. Those input offsets span
 /// `−P..=P` for HiFi-GAN's upsamplers (kernel a multiple of the stride, padding
 /// `(kernel − stride)/2`), a "same" conv of `2P + 1` taps; other shapes give `None`.
-fn polyphase(
+pub(super) fn polyphase(
     w: &[Vec<Vec<f32>>],
     stride: usize,
     padding: usize,

@@ -6,13 +6,18 @@
 //! run one GEMM per kernel tap on shifted views of the input, accumulating straight into the
 //! output, tiled over time so each tile stays in cache, and tiles run on the rayon pool.
 //!
-//! `GemmConv1d` and `GemmConvTranspose1d` are the exception: built from Candle ops alone, they
-//! are the GPU path.
+//! The GPU paths: `CudaConv1d`, a tensor-core kernel of ferrovox's own (`cuda/conv1d.cu`,
+//! built with the `cuda` feature), and where it does not apply `GemmConv1d` and
+//! `GemmConvTranspose1d`, built from Candle ops alone.
 
 mod activations;
 mod channel_norm;
 mod conv1d;
 mod conv_transpose1d;
+mod cuda_conv1d;
+#[cfg(ferrovox_cuda_kernels)]
+mod cuda_module;
+mod cuda_spline;
 mod depthwise;
 mod direct;
 mod gemm_conv1d;
@@ -25,10 +30,24 @@ pub use activations::{GatedTanh, Tanh};
 pub use channel_norm::ChannelNorm;
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
+pub use cuda_conv1d::CudaConv1d;
+pub use cuda_spline::CudaSplineInverse;
 pub use depthwise::DepthwiseConv1d;
 pub use direct::available as direct_conv_available;
 pub use gemm_conv1d::GemmConv1d;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
+
+/// Loads ferrovox's own CUDA kernel modules on `device` (see `crate::warmup::preload_kernels`).
+#[cfg(feature = "cuda")]
+pub(crate) fn preload_cuda(device: &candle_core::Device) -> candle_core::Result<()> {
+    #[cfg(ferrovox_cuda_kernels)]
+    if let candle_core::Device::Cuda(dev) = device {
+        cuda_module::module(dev, &cuda_module::CONV1D)?;
+        cuda_module::module(dev, &cuda_module::SPLINE)?;
+    }
+    let _ = device;
+    Ok(())
+}
 
 /// Whether the environment switch `name` is set to off (`0`, `false`, `off` or `no`): each
 /// kernel has one, to measure it against what it replaces.

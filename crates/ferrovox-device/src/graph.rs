@@ -1,0 +1,266 @@
+//! CUDA graphs for the fixed-shape parts of a model, where a PyTorch service would reach for
+//! `torch.compile`'s CUDA graphs: one capture per input shape, replayed afterwards with one
+//! launch instead of one per op.
+//!
+//! A shape is captured the second time it is seen (a one-off shape is not worth a capture),
+//! after an eager warm-up pass under Candle's parameter-cache guard: without it, ops that
+//! upload small index arrays would record copies from host memory that is gone by the replay.
+//! The captured function must take all its varying data from the input tensors: everything
+//! else (weights, scalars, shapes) is baked into the graph. A capture that fails (an op that
+//! synchronises, a cache miss, a driver error) leaves that shape on the eager path with the
+//! reason logged; results never come from a graph that did not capture cleanly.
+//!
+//! `FERROVOX_CUDA_GRAPHS=0` turns capture off; `FERROVOX_CUDA_GRAPHS_MAX` (default 4) bounds
+//! how many shapes a cache holds, since each graph keeps its intermediate buffers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use candle_core::{Result, Tensor};
+
+/// Graphs of one model part, keyed by the shapes of its inputs.
+pub struct GraphCache {
+    name: &'static str,
+    entries: Mutex<HashMap<Vec<Vec<usize>>, Entry>>,
+    limit: usize,
+    enabled: AtomicBool,
+}
+
+enum Entry {
+    /// Seen once, run eagerly.
+    Seen,
+    /// Captured: replay.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Graph(Box<Captured>),
+    /// Capture failed or the cache is full: eager, for this reason.
+    Eager(String),
+}
+
+/// A graph and the buffers it reads and writes.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct Captured {
+    inputs: Vec<Tensor>,
+    output: Tensor,
+    #[cfg(feature = "cuda")]
+    graph: SendGraph,
+}
+
+/// `CudaGraph` holds raw driver handles; every use of one goes through the cache's mutex.
+#[cfg(feature = "cuda")]
+struct SendGraph(candle_core::cuda_backend::cudarc::driver::CudaGraph);
+#[cfg(feature = "cuda")]
+unsafe impl Send for SendGraph {}
+
+/// How a call ran, for benches and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphRun {
+    /// Not on CUDA, or capture switched off.
+    Eager,
+    /// First sight of this shape.
+    FirstSeen,
+    /// Captured during this call (which ran eagerly as the warm-up).
+    Captured,
+    /// Replayed a captured graph.
+    Replayed,
+    /// This shape stays eager, for the reason given.
+    Fallback(String),
+}
+
+impl std::fmt::Debug for GraphCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphCache")
+            .field("name", &self.name)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether capture is on by default (`FERROVOX_CUDA_GRAPHS`, default on).
+fn enabled_by_env() -> bool {
+    !matches!(
+        std::env::var("FERROVOX_CUDA_GRAPHS").as_deref(),
+        Ok("0" | "false" | "off" | "no")
+    )
+}
+
+impl GraphCache {
+    /// An empty cache for the model part `name` (used in log lines).
+    pub fn new(name: &'static str) -> Self {
+        let limit = std::env::var("FERROVOX_CUDA_GRAPHS_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        Self {
+            name,
+            entries: Mutex::new(HashMap::new()),
+            limit,
+            enabled: AtomicBool::new(enabled_by_env()),
+        }
+    }
+
+    /// Turns capture and replay on or off (off: every call runs eagerly; graphs already
+    /// captured are kept for when it is turned back on).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// `f(inputs)`, through a graph when `inputs` are on CUDA and this shape was captured.
+    pub fn run(
+        &self,
+        inputs: &[&Tensor],
+        f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ) -> Result<(Tensor, GraphRun)> {
+        let owned = || inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>();
+        let on_cuda = inputs.first().is_some_and(|t| t.device().is_cuda());
+        if !on_cuda || !self.enabled.load(Ordering::Relaxed) {
+            return Ok((f(&owned())?, GraphRun::Eager));
+        }
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.dims().to_vec()).collect();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let captured = entries
+            .values()
+            .filter(|e| matches!(e, Entry::Graph(_)))
+            .count();
+        match entries.get(&key) {
+            None => {
+                entries.insert(key, Entry::Seen);
+                Ok((f(&owned())?, GraphRun::FirstSeen))
+            }
+            Some(Entry::Eager(reason)) => {
+                let reason = reason.clone();
+                Ok((f(&owned())?, GraphRun::Fallback(reason)))
+            }
+            Some(Entry::Graph(c)) => Ok((replay(c, inputs)?, GraphRun::Replayed)),
+            Some(Entry::Seen) if captured >= self.limit => {
+                let reason = format!(
+                    "{} graphs held already (FERROVOX_CUDA_GRAPHS_MAX)",
+                    self.limit
+                );
+                tracing::info!("{}: shape {key:?} stays eager: {reason}", self.name);
+                entries.insert(key, Entry::Eager(reason.clone()));
+                Ok((f(&owned())?, GraphRun::Fallback(reason)))
+            }
+            Some(Entry::Seen) => {
+                let (y, entry) = capture(inputs, &f)?;
+                let run = match &entry {
+                    Entry::Graph(_) => {
+                        tracing::debug!("{}: captured shape {key:?}", self.name);
+                        GraphRun::Captured
+                    }
+                    Entry::Eager(reason) => {
+                        tracing::warn!("{}: shape {key:?} stays eager: {reason}", self.name);
+                        GraphRun::Fallback(reason.clone())
+                    }
+                    Entry::Seen => GraphRun::FirstSeen,
+                };
+                entries.insert(key, entry);
+                Ok((y, run))
+            }
+        }
+    }
+
+    /// How many shapes are held as graphs.
+    pub fn graphs(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|e| matches!(e, Entry::Graph(_)))
+            .count()
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn capture(
+    inputs: &[&Tensor],
+    f: &impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<(Tensor, Entry)> {
+    let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+    Ok((
+        f(&owned)?,
+        Entry::Eager("built without the cuda feature".into()),
+    ))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn replay(_: &Captured, _: &[&Tensor]) -> Result<Tensor> {
+    candle_core::bail!("CUDA graphs need the cuda feature")
+}
+
+/// Warm-up, then capture into static buffers. Returns the warm-up's result (this call's
+/// answer) and the entry to keep.
+#[cfg(feature = "cuda")]
+fn capture(
+    inputs: &[&Tensor],
+    f: &impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<(Tensor, Entry)> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let candle_core::Device::Cuda(dev) = inputs[0].device() else {
+        candle_core::bail!("CUDA graphs need CUDA inputs");
+    };
+    let _cache = dev.enable_cuda_graph_htod_cache();
+    // Fresh buffers the graph will read: the caller's tensors may be views or freed later.
+    let statics: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.contiguous().and_then(|t| t.copy()))
+        .collect::<Result<_>>()?;
+    let y = f(&statics)?;
+    let output = y.zeros_like()?;
+    inputs[0].device().synchronize()?;
+    let stream = dev.cuda_stream();
+    if let Err(e) =
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+    {
+        return Ok((y, Entry::Eager(format!("begin capture: {e}"))));
+    }
+    // Temporaries of the captured pass are dropped inside the capture (free nodes); the
+    // tensors made before it (statics, output, y) outlive it.
+    let recorded = f(&statics).and_then(|z| output.slice_set(&z, 0, 0));
+    let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+    let entry = match (recorded, ended) {
+        (Err(e), _) => Entry::Eager(format!("an op failed under capture: {e}")),
+        (Ok(()), Err(e)) => Entry::Eager(format!("capture was invalidated: {e}")),
+        (Ok(()), Ok(None)) => Entry::Eager("the capture recorded nothing".into()),
+        (Ok(()), Ok(Some(graph))) => match graph.upload() {
+            Ok(()) => Entry::Graph(Box::new(Captured {
+                inputs: statics,
+                output,
+                graph: SendGraph(graph),
+            })),
+            Err(e) => Entry::Eager(format!("graph upload: {e}")),
+        },
+    };
+    Ok((y, entry))
+}
+
+/// Copies the inputs into the graph's buffers, launches it and copies the output out; the
+/// device is synchronised before the lock is released, so no later replay (from any thread's
+/// stream) overwrites buffers this one still reads.
+#[cfg(feature = "cuda")]
+fn replay(c: &Captured, inputs: &[&Tensor]) -> Result<Tensor> {
+    for (dst, src) in c.inputs.iter().zip(inputs) {
+        dst.slice_set(&src.contiguous()?, 0, 0)?;
+    }
+    c.graph.0.launch().map_err(candle_core::Error::wrap)?;
+    let y = c.output.copy()?;
+    y.device().synchronize()?;
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_cuda_runs_eagerly() {
+        let cache = GraphCache::new("test");
+        let x = Tensor::new(&[1f32, 2., 3.], &candle_core::Device::Cpu).unwrap();
+        for _ in 0..3 {
+            let (y, run) = cache.run(&[&x], |i| &i[0] * 2.0).unwrap();
+            assert_eq!(run, GraphRun::Eager);
+            assert_eq!(y.to_vec1::<f32>().unwrap(), [2., 4., 6.]);
+        }
+        assert_eq!(cache.graphs(), 0);
+    }
+}

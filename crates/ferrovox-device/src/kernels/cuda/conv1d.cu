@@ -1,0 +1,236 @@
+// Stride-1 1-D convolution as an implicit GEMM on tensor cores (mma.sync m16n8k8, TF32).
+//
+// GEMM view per item: M = output channels, N = time, K = input channels × taps. A block
+// stages 8 input channels of the input window (leaky ReLU applied, zero padding included)
+// and their weights in shared memory and walks the taps over shifted views of that window,
+// so the unfolded input never exists in memory. Bias, up to two residuals and the
+// polyphase store of transposed convolutions happen in the epilogue.
+//
+// PRECISE splits each operand into two TF32 halves and runs three products (hi·hi, hi·lo,
+// lo·hi): f32-level error, for runs with TF32 switched off.
+
+#include <cstdint>
+
+namespace {
+
+constexpr int THREADS = 128;  // four warps
+constexpr int ROWS = 4;       // input rows loaded per batch of independent global reads
+constexpr int COLS = 3;       // column chunks of THREADS per row: windows up to 384 samples
+
+__device__ __forceinline__ uint32_t tf32_bits(float v) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <int N>
+__device__ __forceinline__ void split(const float (&v)[N], uint32_t (&hi)[N], uint32_t (&lo)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        hi[i] = tf32_bits(v[i]);
+        lo[i] = tf32_bits(v[i] - __uint_as_float(hi[i]));
+    }
+}
+
+// One block: WM·32 output channels × (4/WM)·64 samples of one item; each warp 32 × 64.
+// CC input channels are staged per synchronisation. Eight (one mma k-step) measured faster than
+// as many as fit in 48 KiB (16 or 32): the smaller tile keeps more blocks resident per SM.
+template <int K, int WM, int CC, bool PRECISE>
+__device__ __forceinline__ void conv1d_body(
+    const float* __restrict__ x,     // [batch, cin, len_in]
+    const float* __restrict__ w,     // [cout, K, cin]: tap-major
+    const float* __restrict__ bias,  // [cout] or null
+    const float* __restrict__ res0,  // like y, or null
+    const float* __restrict__ res1,  // like y, or null
+    float* __restrict__ y,           // [batch, cout, len_out], or phased (see below)
+    int cin, int cout, int len_in, int len_out, int pad, int dil, float slope, int phases) {
+    constexpr int WN = 4 / WM;
+    constexpr int BCO = WM * 32;
+    constexpr int BT = WN * 64;
+    // Row pitches chosen so a warp's fragment loads hit 32 distinct banks.
+    constexpr int WP = ((K * CC + 27) / 32) * 32 + 4;
+    const int span = BT + (K - 1) * dil;
+    const int XP = ((span + 23) / 32) * 32 + 8;
+
+    extern __shared__ float smem[];
+    float* ws = smem;             // [BCO][WP]: tap-major, CC channels per tap
+    float* xs = smem + BCO * WP;  // [CC][XP]
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int g = lane / 4, tig = lane % 4;
+    const int wm = warp / WN, wn = warp % WN;
+    const int b = blockIdx.z, co0 = blockIdx.y * BCO, t0 = blockIdx.x * BT;
+    const float* xb = x + (size_t)b * cin * len_in;
+    // Whole groups of 8 channels, 16-byte aligned rows (cudaMalloc aligns the base).
+    const bool vec_weights = CC == 8 && cin % 8 == 0 && ((uintptr_t)w & 15) == 0;
+
+    float acc[2][8][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    for (int ci0 = 0; ci0 < cin; ci0 += CC) {
+        // Each batch issues ROWS·COLS independent reads before storing any: the loads' latency
+        // overlaps instead of adding up.
+#pragma unroll 1
+        for (int c0 = 0; c0 < CC; c0 += ROWS) {
+            float v[ROWS][COLS];
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r) {
+                const int ci = ci0 + c0 + r;
+                const float* row = xb + (size_t)ci * len_in;
+#pragma unroll
+                for (int q = 0; q < COLS; ++q) {
+                    const int j = tid + q * THREADS, t = t0 - pad + j;
+                    v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+                for (int q = 0; q < COLS; ++q) {
+                    const int j = tid + q * THREADS;
+                    if (j < span) {
+                        float u = v[r][q];
+                        if (u < 0.f) u *= slope;
+                        xs[(c0 + r) * XP + j] = PRECISE ? u : __uint_as_float(tf32_bits(u));
+                    }
+                }
+            }
+        }
+        if (vec_weights) {
+            // 8 consecutive input channels per (channel, tap): two aligned float4 reads.
+#pragma unroll 4
+            for (int i = tid; i < BCO * K * 2; i += THREADS) {
+                const int m = i / (K * 2), r = i - m * (K * 2), k = r / 2, half = r - k * 2;
+                const int co = co0 + m;
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (co < cout && ci0 < cin)
+                    v = *reinterpret_cast<const float4*>(w + ((size_t)co * K + k) * cin + ci0 + half * 4);
+                float* d = ws + m * WP + k * CC + half * 4;
+                d[0] = PRECISE ? v.x : __uint_as_float(tf32_bits(v.x));
+                d[1] = PRECISE ? v.y : __uint_as_float(tf32_bits(v.y));
+                d[2] = PRECISE ? v.z : __uint_as_float(tf32_bits(v.z));
+                d[3] = PRECISE ? v.w : __uint_as_float(tf32_bits(v.w));
+            }
+        } else {
+#pragma unroll 4
+            for (int i = tid; i < BCO * K * CC; i += THREADS) {
+                const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
+                const int co = co0 + m, ci = ci0 + c;
+                const float v = (co < cout && ci < cin) ? w[((size_t)co * K + k) * cin + ci] : 0.f;
+                ws[m * WP + k * CC + c] = PRECISE ? v : __uint_as_float(tf32_bits(v));
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int step = 0; step < K * (CC / 8); ++step) {
+            const int k = step / (CC / 8), kc = (step % (CC / 8)) * 8;
+            float a[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+                const float* wr = ws + (wm * 32 + mt * 16 + g) * WP + k * CC + kc + tig;
+                a[mt][0] = wr[0];
+                a[mt][1] = wr[8 * WP];
+                a[mt][2] = wr[4];
+                a[mt][3] = wr[8 * WP + 4];
+            }
+            float bv[8][2];
+            const float* xr = xs + (kc + tig) * XP + wn * 64 + g + k * dil;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+                bv[nt][0] = xr[nt * 8];
+                bv[nt][1] = xr[4 * XP + nt * 8];
+            }
+            if constexpr (PRECISE) {
+                uint32_t ah[2][4], al[2][4];
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt) split(a[mt], ah[mt], al[mt]);
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt) {
+                    uint32_t bh[2], bl[2];
+                    split(bv[nt], bh, bl);
+#pragma unroll
+                    for (int mt = 0; mt < 2; ++mt) {
+                        mma(acc[mt][nt], al[mt], bh);
+                        mma(acc[mt][nt], ah[mt], bl);
+                        mma(acc[mt][nt], ah[mt], bh);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt) {
+                    const uint32_t bb[2] = {__float_as_uint(bv[nt][0]), __float_as_uint(bv[nt][1])};
+#pragma unroll
+                    for (int mt = 0; mt < 2; ++mt) {
+                        const uint32_t aa[4] = {__float_as_uint(a[mt][0]), __float_as_uint(a[mt][1]),
+                                                __float_as_uint(a[mt][2]), __float_as_uint(a[mt][3])};
+                        mma(acc[mt][nt], aa, bb);
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    // Accumulator (i): row g + 8·(i / 2), column 2·tig + (i % 2) of each 16 × 8 tile.
+    const int out_rows = cout / phases;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int co = co0 + wm * 32 + mt * 16 + g + half * 8;
+            if (co >= cout) continue;
+            const float bco = bias ? bias[co] : 0.f;
+            // Phased: channel co·phases + r at sample t is row co of the output at t·phases + r.
+            const int row = co / phases, phase = co - row * phases;
+            float* yr = y + ((size_t)b * out_rows + row) * ((size_t)len_out * phases) + phase;
+            const size_t plain = ((size_t)b * cout + co) * len_out;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int t = t0 + wn * 64 + nt * 8 + 2 * tig + e;
+                    if (t >= len_out) continue;
+                    float v = acc[mt][nt][half * 2 + e] + bco;
+                    if (res0) v += res0[plain + t];
+                    if (res1) v += res1[plain + t];
+                    yr[(size_t)t * phases] = v;
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+#define FERROVOX_CONV1D(K, WM, CC, PRECISE, NAME)                                               \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                 \
+        const float* x, const float* w, const float* bias, const float* res0, const float* res1, \
+        float* y, int cin, int cout, int len_in, int len_out, int pad, int dil, float slope,     \
+        int phases) {                                                                            \
+        conv1d_body<K, WM, CC, PRECISE>(x, w, bias, res0, res1, y, cin, cout, len_in, len_out,   \
+                                        pad, dil, slope, phases);                                \
+    }
+
+#define FERROVOX_CONV1D_TAPS(K, CC)                                           \
+    FERROVOX_CONV1D(K, 1, CC, false, ferrovox_conv1d_k##K##_m1_c##CC##_tf32)  \
+    FERROVOX_CONV1D(K, 2, CC, false, ferrovox_conv1d_k##K##_m2_c##CC##_tf32)  \
+    FERROVOX_CONV1D(K, 1, CC, true, ferrovox_conv1d_k##K##_m1_c##CC##_f32)    \
+    FERROVOX_CONV1D(K, 2, CC, true, ferrovox_conv1d_k##K##_m2_c##CC##_f32)
+
+FERROVOX_CONV1D_TAPS(3, 8)
+FERROVOX_CONV1D_TAPS(5, 8)
+FERROVOX_CONV1D_TAPS(7, 8)
+FERROVOX_CONV1D_TAPS(11, 8)

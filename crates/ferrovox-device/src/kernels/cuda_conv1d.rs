@@ -1,0 +1,385 @@
+//! Convolutions on CUDA tensor cores: ferrovox's own kernel (`cuda/conv1d.cu`), an implicit
+//! GEMM that stages the input window in shared memory and walks the taps over it, so no
+//! unfolded copy of the input is ever written. The leaky ReLU before the conv, the bias, up
+//! to two residual adds and the interleaving of a transposed conv's phases all happen inside
+//! the one kernel: one launch where Candle's ops take five or more.
+//!
+//! With TF32 on (Candle's `gemm_reduced_precision_f32`, ferrovox's default on sm80+), the
+//! products are TF32; with it off, each operand is split into two TF32 halves and three
+//! products restore f32-level error.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// Kernel sizes the fatbin is instantiated for.
+const TAPS: [usize; 4] = [3, 5, 7, 11];
+/// Input channels staged per synchronisation (`CC` in the kernel). On the H100, 8 beat as many
+/// as fit in 48 KiB (16 or 32): MMS-TTS's decoder at batch 16 took 35.2 ms against 40.3 ms.
+const STAGE_CHANNELS: usize = 8;
+
+/// Longest input window a block reads (`COLS · THREADS` in the kernel).
+const MAX_WINDOW: usize = 384;
+/// Dynamic shared memory a block may use without an opt-in.
+const SHARED_LIMIT: usize = 48 * 1024;
+
+/// A stride-1 `torch.nn.Conv1d` (ungrouped) on CUDA, or a HiFi-GAN upsampler rewritten as
+/// one (see [`CudaConv1d::transposed`]).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
+pub struct CudaConv1d {
+    /// `[out, k, in]`: tap-major.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    in_channels: usize,
+    /// Output channels of the regular conv; `phases` of them make one row of a transposed one.
+    out_channels: usize,
+    kernel: usize,
+    padding: usize,
+    dilation: usize,
+    /// Leaky ReLU slope on the input; 1 is none.
+    slope: f32,
+    phases: usize,
+}
+
+#[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
+/// Block shape for `out_channels`: 32 channels × 256 samples for narrow layers, else 64 × 128.
+fn warps_on_channels(out_channels: usize) -> usize {
+    if out_channels <= 32 {
+        1
+    } else {
+        2
+    }
+}
+
+/// Bytes of shared memory a block needs (weights, then the input window).
+fn shared_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> usize {
+    let wp = (kernel * cc + 27) / 32 * 32 + 4;
+    let span = (4 / wm) * 64 + (kernel - 1) * dilation;
+    let xp = (span + 23) / 32 * 32 + 8;
+    4 * (wm * 32 * wp + cc * xp)
+}
+
+impl CudaConv1d {
+    /// `weight` `[out, in, k]` and an optional `bias` `[out]`, both f32 on a CUDA device, or
+    /// `None` where this kernel does not apply (not CUDA, not f32, a kernel size it is not
+    /// built for, no tensor cores, or `FERROVOX_CUDA_CONV=0`).
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        padding: usize,
+        dilation: usize,
+    ) -> Result<Option<Self>> {
+        let (out_channels, in_channels, kernel) = weight.dims3()?;
+        if !usable(weight, kernel, dilation) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            weight: weight.transpose(1, 2)?.contiguous()?,
+            bias: bias.cloned(),
+            in_channels,
+            out_channels,
+            kernel,
+            padding,
+            dilation,
+            slope: 1.0,
+            phases: 1,
+        }))
+    }
+
+    /// A `torch.nn.ConvTranspose1d` (`weight` `[in, out, k]`, `bias` `[out]`) as the regular
+    /// conv of its polyphase form: `out·stride` channels whose phases the kernel stores
+    /// interleaved. `None` where the shape has no such form (HiFi-GAN's upsamplers do: kernel
+    /// a multiple of the stride, padding `(kernel − stride)/2`) or the kernel does not apply.
+    pub fn transposed(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Option<Self>> {
+        let (in_channels, out_channels, _) = weight.dims3()?;
+        if !usable(weight, TAPS[0], 1) {
+            return Ok(None);
+        }
+        let w = weight
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec3::<f32>()?;
+        let Some((poly, taps, half)) = super::conv_transpose1d::polyphase(&w, stride, padding)
+        else {
+            return Ok(None);
+        };
+        if !usable(weight, taps, 1) {
+            return Ok(None);
+        }
+        // [out·stride][in][taps] → tap-major.
+        let tap_major: Vec<f32> = poly
+            .iter()
+            .flat_map(|rows| (0..taps).flat_map(move |j| rows.iter().map(move |r| r[j])))
+            .collect();
+        let repeated: Vec<f32> = bias
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .flat_map(|b| std::iter::repeat_n(b, stride))
+            .collect();
+        let channels = out_channels * stride;
+        Ok(Some(Self {
+            weight: Tensor::from_vec(tap_major, (channels, taps, in_channels), weight.device())?,
+            bias: Some(Tensor::from_vec(repeated, channels, weight.device())?),
+            in_channels,
+            out_channels: channels,
+            kernel: taps,
+            padding: half,
+            dilation: 1,
+            slope: 1.0,
+            phases: stride,
+        }))
+    }
+
+    /// Applies `leaky_relu(x, slope)` to the input inside the kernel.
+    pub fn with_input_leaky_relu(mut self, slope: f32) -> Self {
+        self.slope = slope;
+        self
+    }
+
+    #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
+    /// `[batch, out, len]` for an input of `len` samples.
+    fn out_shape(&self, batch: usize, len: usize) -> Result<(usize, usize)> {
+        let reach = self.dilation * (self.kernel - 1);
+        let Some(len_out) = (len + 2 * self.padding).checked_sub(reach) else {
+            candle_core::bail!("conv1d: input of {len} samples is shorter than the kernel");
+        };
+        if len_out == 0 || batch == 0 {
+            candle_core::bail!("conv1d: empty input ({batch} items of {len} samples)");
+        }
+        Ok((self.out_channels / self.phases, len_out))
+    }
+}
+
+/// Whether the kernel can run `weight`'s conv of `kernel` taps at `dilation`.
+fn usable(weight: &Tensor, kernel: usize, dilation: usize) -> bool {
+    let cc = STAGE_CHANNELS;
+    weight.dtype() == candle_core::DType::F32
+        && TAPS.contains(&kernel)
+        && shared_bytes(kernel, dilation, 1, cc).max(shared_bytes(kernel, dilation, 2, cc))
+            <= SHARED_LIMIT
+        && 256 + (kernel - 1) * dilation <= MAX_WINDOW
+        && !super::switched_off("FERROVOX_CUDA_CONV")
+        && loaded(weight.device())
+}
+
+#[cfg(not(ferrovox_cuda_kernels))]
+fn loaded(_: &candle_core::Device) -> bool {
+    false
+}
+
+#[cfg(ferrovox_cuda_kernels)]
+fn loaded(device: &candle_core::Device) -> bool {
+    match device {
+        candle_core::Device::Cuda(dev) => {
+            match super::cuda_module::module(dev, &super::cuda_module::CONV1D) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        "ferrovox's CUDA conv kernels did not load, using Candle's ops: {e}"
+                    );
+                    false
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+const NOT_CPU: &str = "ferrovox-cuda-conv1d runs on CUDA tensors only";
+
+impl CustomOp1 for CudaConv1d {
+    fn name(&self) -> &'static str {
+        "ferrovox-cuda-conv1d"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{NOT_CPU}")
+    }
+
+    #[cfg(ferrovox_cuda_kernels)]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        launch::run(self, (x, layout), [None, None])
+    }
+}
+
+/// `conv(x) + residual`.
+impl CustomOp2 for CudaConv1d {
+    fn name(&self) -> &'static str {
+        "ferrovox-cuda-conv1d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{NOT_CPU}")
+    }
+
+    #[cfg(ferrovox_cuda_kernels)]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        layout: &Layout,
+        r: &candle_core::CudaStorage,
+        r_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        launch::run(self, (x, layout), [Some((r, r_layout)), None])
+    }
+}
+
+/// `conv(x) + residual + sum`.
+impl CustomOp3 for CudaConv1d {
+    fn name(&self) -> &'static str {
+        "ferrovox-cuda-conv1d-residual-sum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{NOT_CPU}")
+    }
+
+    #[cfg(ferrovox_cuda_kernels)]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        layout: &Layout,
+        r: &candle_core::CudaStorage,
+        r_layout: &Layout,
+        s: &candle_core::CudaStorage,
+        s_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        launch::run(
+            self,
+            (x, layout),
+            [Some((r, r_layout)), Some((s, s_layout))],
+        )
+    }
+}
+
+#[cfg(ferrovox_cuda_kernels)]
+mod launch {
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+    use candle_core::{CudaStorage, Layout, Result, Shape, Storage};
+
+    use super::super::cuda_module::{function, view, CONV1D};
+    use super::{shared_bytes, warps_on_channels, CudaConv1d, STAGE_CHANNELS};
+
+    pub(super) fn run(
+        op: &CudaConv1d,
+        (x, layout): (&CudaStorage, &Layout),
+        residuals: [Option<(&CudaStorage, &Layout)>; 2],
+    ) -> Result<(CudaStorage, Shape)> {
+        let (batch, channels, len) = layout.shape().dims3()?;
+        if channels != op.in_channels {
+            candle_core::bail!(
+                "conv1d: {channels} input channels, weight expects {}",
+                op.in_channels
+            );
+        }
+        let (rows, len_out) = op.out_shape(batch, len)?;
+        let shape = Shape::from((batch, rows, len_out * op.phases));
+        for (_, l) in residuals.iter().flatten() {
+            if l.shape() != &shape || op.phases != 1 {
+                candle_core::bail!(
+                    "conv1d: residual of shape {:?} for an output of {shape:?}",
+                    l.shape()
+                );
+            }
+        }
+        let dev = &x.device;
+        let x = view("input", x, layout)?;
+        let (w_storage, w_layout) = op.weight.storage_and_layout();
+        let Storage::Cuda(w) = &*w_storage else {
+            candle_core::bail!("ferrovox-cuda-conv1d: the weight is not on the GPU");
+        };
+        let w = view("weight", w, w_layout)?;
+        let bias = op.bias.as_ref().map(|b| b.storage_and_layout());
+        let bias = match &bias {
+            Some((s, l)) => match &**s {
+                Storage::Cuda(s) => Some(view("bias", s, l)?),
+                _ => candle_core::bail!("ferrovox-cuda-conv1d: the bias is not on the GPU"),
+            },
+            None => None,
+        };
+        let res: Vec<Option<CudaView<'_, f32>>> = residuals
+            .iter()
+            .map(|r| r.map(|(s, l)| view("residual", s, l)).transpose())
+            .collect::<Result<_>>()?;
+
+        let wm = warps_on_channels(op.out_channels);
+        let precise = !candle_core::cuda_backend::gemm_reduced_precision_f32();
+        let cc = STAGE_CHANNELS;
+        let name = format!(
+            "ferrovox_conv1d_k{}_m{wm}_c{cc}_{}",
+            op.kernel,
+            if precise { "f32" } else { "tf32" }
+        );
+        let func = function(dev, &CONV1D, &name)?;
+        let block_t = (4 / wm) * 64;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                u32::try_from(len_out.div_ceil(block_t)).map_err(candle_core::Error::wrap)?,
+                u32::try_from(op.out_channels.div_ceil(wm * 32))
+                    .map_err(candle_core::Error::wrap)?,
+                u32::try_from(batch).map_err(candle_core::Error::wrap)?,
+            ),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: shared_bytes(op.kernel, op.dilation, wm, cc) as u32,
+        };
+        let int = |v: usize| i32::try_from(v).map_err(candle_core::Error::wrap);
+        let scalars = [
+            int(op.in_channels)?,
+            int(op.out_channels)?,
+            int(len)?,
+            int(len_out)?,
+            int(op.padding)?,
+            int(op.dilation)?,
+        ];
+        let phases = int(op.phases)?;
+        let null = 0u64;
+        // SAFETY: every output element is written by the kernel before it is read.
+        let y = unsafe { dev.alloc::<f32>(shape.elem_count())? };
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        b.arg(&x);
+        b.arg(&w);
+        match &bias {
+            Some(v) => b.arg(v),
+            None => b.arg(&null),
+        };
+        for r in &res {
+            match r {
+                Some(v) => b.arg(v),
+                None => b.arg(&null),
+            };
+        }
+        b.arg(&y);
+        for s in &scalars {
+            b.arg(s);
+        }
+        b.arg(&op.slope);
+        b.arg(&phases);
+        // SAFETY: the argument list matches the kernel's signature; the views cover the
+        // extents the grid reads and `y` the extent it writes.
+        unsafe { b.launch(cfg) }.map_err(candle_core::Error::wrap)?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), shape))
+    }
+}

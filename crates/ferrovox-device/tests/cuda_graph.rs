@@ -1,0 +1,119 @@
+//! `GraphCache` on a CUDA device: capture on the second sight of a shape, replays equal to
+//! eager runs on new inputs, and captures that cannot work fall back to eager with a reason.
+//! Built with `--features cuda` and run on the GPU machine by `run.sh parity`.
+#![cfg(feature = "cuda")]
+
+use candle_core::{Device, Tensor};
+use ferrovox_device::kernels::CudaConv1d;
+use ferrovox_device::{GraphCache, GraphRun};
+
+fn cuda() -> Device {
+    Device::new_cuda(0).expect("a CUDA device")
+}
+
+/// A decoder-like chain: ferrovox's conv, a broadcast add (a strided op whose index arrays
+/// go through Candle's parameter cache), a reduction and tanh.
+fn chain<'a>(
+    conv: &'a CudaConv1d,
+    bias: &'a Tensor,
+) -> impl Fn(&[Tensor]) -> candle_core::Result<Tensor> + 'a {
+    move |x: &[Tensor]| {
+        let y = x[0].apply_op1(conv.clone())?.broadcast_add(bias)?;
+        let y = y.broadcast_sub(&y.mean_keepdim(2)?)?;
+        y.tanh()
+    }
+}
+
+#[test]
+fn replays_match_eager_runs_on_new_inputs() {
+    let dev = cuda();
+    let w = Tensor::randn(0f32, 0.2, (32, 16, 7), &dev).unwrap();
+    let conv = CudaConv1d::new(&w, None, 3, 1)
+        .unwrap()
+        .expect("conv kernel");
+    let bias = Tensor::randn(0f32, 1., (1, 32, 1), &dev).unwrap();
+    let f = chain(&conv, &bias);
+    let cache = GraphCache::new("test");
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        let x = Tensor::randn(0f32, 1., (2, 16, 300), &dev).unwrap();
+        let (got, run) = cache.run(&[&x], &f).unwrap();
+        let want = f(&[x]).unwrap();
+        let diff = ferrovox_device::compare::max_abs_diff(&got, &want).unwrap();
+        println!("call {i}: {run:?}, max abs difference from eager {diff:e}");
+        assert_eq!(diff, 0.0, "call {i} ({run:?}) differs from eager");
+        runs.push(run);
+    }
+    assert_eq!(
+        runs[..3],
+        [GraphRun::FirstSeen, GraphRun::Captured, GraphRun::Replayed]
+    );
+    assert_eq!(cache.graphs(), 1);
+    // Another shape is another entry; the first graph still replays.
+    let x = Tensor::randn(0f32, 1., (1, 16, 100), &dev).unwrap();
+    assert_eq!(cache.run(&[&x], &f).unwrap().1, GraphRun::FirstSeen);
+    let x = Tensor::randn(0f32, 1., (2, 16, 300), &dev).unwrap();
+    assert_eq!(cache.run(&[&x], &f).unwrap().1, GraphRun::Replayed);
+}
+
+#[test]
+fn a_host_round_trip_under_capture_falls_back_to_eager() {
+    let dev = cuda();
+    let cache = GraphCache::new("test");
+    // Reads a value back to the host mid-way: cannot be captured.
+    let f = |x: &[Tensor]| -> candle_core::Result<Tensor> {
+        let scale = x[0]
+            .abs()?
+            .max_keepdim(1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?[0];
+        &x[0] * f64::from(scale)
+    };
+    let mut reasons = Vec::new();
+    for _ in 0..4 {
+        let x = Tensor::randn(0f32, 1., (1, 64), &dev).unwrap();
+        let (got, run) = cache.run(&[&x], f).unwrap();
+        let want = f(&[x]).unwrap();
+        assert_eq!(
+            ferrovox_device::compare::max_abs_diff(&got, &want).unwrap(),
+            0.0
+        );
+        if let GraphRun::Fallback(reason) = run {
+            reasons.push(reason);
+        }
+    }
+    println!("fallback reasons: {reasons:?}");
+    assert_eq!(
+        reasons.len(),
+        3,
+        "the capture and both later calls are eager"
+    );
+    assert_eq!(cache.graphs(), 0);
+    // The device is still usable after the failed capture.
+    let x = Tensor::ones((4, 4), candle_core::DType::F32, &dev).unwrap();
+    assert_eq!(
+        x.sum_all().unwrap().to_scalar::<f32>().unwrap(),
+        16.0,
+        "device unusable after a failed capture"
+    );
+}
+
+#[test]
+fn the_cache_limit_keeps_further_shapes_eager() {
+    std::env::set_var("FERROVOX_CUDA_GRAPHS_MAX", "1");
+    let cache = GraphCache::new("test");
+    std::env::remove_var("FERROVOX_CUDA_GRAPHS_MAX");
+    let dev = cuda();
+    let f = |x: &[Tensor]| (&x[0] * 3.0)?.exp();
+    for len in [10, 20] {
+        let x = Tensor::ones(len, candle_core::DType::F32, &dev).unwrap();
+        cache.run(&[&x], f).unwrap();
+        cache.run(&[&x], f).unwrap();
+    }
+    assert_eq!(cache.graphs(), 1);
+    let x = Tensor::ones(20, candle_core::DType::F32, &dev).unwrap();
+    assert!(matches!(
+        cache.run(&[&x], f).unwrap().1,
+        GraphRun::Fallback(_)
+    ));
+}
