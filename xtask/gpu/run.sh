@@ -71,6 +71,10 @@ vits_bench() {
     echo "-- ferrovox TF32 1: throughput by batch against the planner's choice"
     FERROVOX_REPO="$PWD" "$bin/xtask" bench vits-gpu-planner --device cuda 2>&1 | grep -v -i "warn\|deprecat"
     find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-planner.json" \;
+    echo "-- ferrovox TF32 1, the tensor-core conv without prefetching its next input stage"
+    FERROVOX_CUDA_CONV_PREFETCH=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
+        "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-no-prefetch.json" \;
     echo "-- ferrovox TF32 1, the tensor-core conv off (Candle's ops and the GEMM paths)"
     FERROVOX_CUDA_CONV=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
         "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"

@@ -16,6 +16,14 @@ const TAPS: [usize; 4] = [3, 5, 7, 11];
 /// as fit in 48 KiB (16 or 32): MMS-TTS's decoder at batch 16 took 35.2 ms against 40.3 ms.
 const STAGE_CHANNELS: usize = 8;
 
+/// Whether blocks read the next stage's input while this stage's products run
+/// (`FERROVOX_CUDA_CONV_PREFETCH`, default on): hides load latency, costs registers. On the
+/// H100, MMS-TTS's decoder at batch 16 took 26.2 ms with it and 29.2 ms without.
+#[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
+fn prefetch() -> bool {
+    !super::switched_off("FERROVOX_CUDA_CONV_PREFETCH")
+}
+
 /// Longest input window a block reads (`COLS · THREADS` in the kernel).
 const MAX_WINDOW: usize = 384;
 /// Dynamic shared memory a block may use without an opt-in.
@@ -280,7 +288,7 @@ mod launch {
     use candle_core::{CudaStorage, Layout, Result, Shape, Storage};
 
     use super::super::cuda_module::{function, view, CONV1D};
-    use super::{shared_bytes, warps_on_channels, CudaConv1d, STAGE_CHANNELS};
+    use super::{prefetch, shared_bytes, warps_on_channels, CudaConv1d, STAGE_CHANNELS};
 
     pub(super) fn run(
         op: &CudaConv1d,
@@ -328,9 +336,10 @@ mod launch {
         let precise = !candle_core::cuda_backend::gemm_reduced_precision_f32();
         let cc = STAGE_CHANNELS;
         let name = format!(
-            "ferrovox_conv1d_k{}_m{wm}_c{cc}_{}",
+            "ferrovox_conv1d_k{}_m{wm}_{}{}",
             op.kernel,
-            if precise { "f32" } else { "tf32" }
+            if precise { "f32" } else { "tf32" },
+            if prefetch() { "_prefetch" } else { "" }
         );
         let func = function(dev, &CONV1D, &name)?;
         let block_t = (4 / wm) * 64;

@@ -14,7 +14,7 @@
 namespace {
 
 constexpr int THREADS = 128;  // four warps
-constexpr int ROWS = 4;       // input rows loaded per batch of independent global reads
+constexpr int ROWS = 4;       // input rows per batch of reads without prefetching
 constexpr int COLS = 3;       // column chunks of THREADS per row: windows up to 384 samples
 
 __device__ __forceinline__ uint32_t tf32_bits(float v) {
@@ -43,7 +43,9 @@ __device__ __forceinline__ void split(const float (&v)[N], uint32_t (&hi)[N], ui
 // One block: WM·32 output channels × (4/WM)·64 samples of one item; each warp 32 × 64.
 // CC input channels are staged per synchronisation. Eight (one mma k-step) measured faster than
 // as many as fit in 48 KiB (16 or 32): the smaller tile keeps more blocks resident per SM.
-template <int K, int WM, int CC, bool PRECISE>
+// PREFETCH reads the next stage's input rows before this stage's products run, so their latency
+// hides behind the tensor-core work, at the cost of registers (fewer resident blocks).
+template <int K, int WM, int CC, bool PRECISE, bool PREFETCH>
 __device__ __forceinline__ void conv1d_body(
     const float* __restrict__ x,     // [batch, cin, len_in]
     const float* __restrict__ w,     // [cout, K, cin]: tap-major
@@ -80,33 +82,49 @@ __device__ __forceinline__ void conv1d_body(
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    for (int ci0 = 0; ci0 < cin; ci0 += CC) {
-        // Each batch issues ROWS·COLS independent reads before storing any: the loads' latency
-        // overlaps instead of adding up.
-#pragma unroll 1
-        for (int c0 = 0; c0 < CC; c0 += ROWS) {
-            float v[ROWS][COLS];
+    // Reads input rows [c_base, c_base + N) into v, zero outside the item and the padding.
+    auto read_rows = [&](auto& v, int c_base) {
+        constexpr int N = sizeof(v) / sizeof(v[0]);
 #pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-                const int ci = ci0 + c0 + r;
-                const float* row = xb + (size_t)ci * len_in;
+        for (int r = 0; r < N; ++r) {
+            const int ci = c_base + r;
+            const float* row = xb + (size_t)ci * len_in;
 #pragma unroll
-                for (int q = 0; q < COLS; ++q) {
-                    const int j = tid + q * THREADS, t = t0 - pad + j;
-                    v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
+            for (int q = 0; q < COLS; ++q) {
+                const int j = tid + q * THREADS, t = t0 - pad + j;
+                v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
+            }
+        }
+    };
+    // Writes rows held in v to the staged window from row c_local on, activated and rounded.
+    auto write_rows = [&](const auto& v, int c_local) {
+        constexpr int N = sizeof(v) / sizeof(v[0]);
+#pragma unroll
+        for (int r = 0; r < N; ++r) {
+#pragma unroll
+            for (int q = 0; q < COLS; ++q) {
+                const int j = tid + q * THREADS;
+                if (j < span) {
+                    float u = v[r][q];
+                    if (u < 0.f) u *= slope;
+                    xs[(c_local + r) * XP + j] = PRECISE ? u : __uint_as_float(tf32_bits(u));
                 }
             }
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-#pragma unroll
-                for (int q = 0; q < COLS; ++q) {
-                    const int j = tid + q * THREADS;
-                    if (j < span) {
-                        float u = v[r][q];
-                        if (u < 0.f) u *= slope;
-                        xs[(c0 + r) * XP + j] = PRECISE ? u : __uint_as_float(tf32_bits(u));
-                    }
-                }
+        }
+    };
+    float next[PREFETCH ? CC : 1][COLS];
+    if constexpr (PREFETCH) read_rows(next, 0);
+
+    for (int ci0 = 0; ci0 < cin; ci0 += CC) {
+        if constexpr (PREFETCH) {
+            write_rows(next, 0);
+        } else {
+            // ROWS·COLS independent reads in flight per batch, without holding a whole stage.
+#pragma unroll 1
+            for (int c0 = 0; c0 < CC; c0 += ROWS) {
+                float v[ROWS][COLS];
+                read_rows(v, ci0 + c0);
+                write_rows(v, c0);
             }
         }
         if (vec_weights) {
@@ -134,6 +152,9 @@ __device__ __forceinline__ void conv1d_body(
             }
         }
         __syncthreads();
+        if constexpr (PREFETCH) {
+            if (ci0 + CC < cin) read_rows(next, ci0 + CC);
+        }
 #pragma unroll
         for (int step = 0; step < K * (CC / 8); ++step) {
             const int k = step / (CC / 8), kc = (step % (CC / 8)) * 8;
@@ -215,22 +236,26 @@ __device__ __forceinline__ void conv1d_body(
 
 }  // namespace
 
-#define FERROVOX_CONV1D(K, WM, CC, PRECISE, NAME)                                               \
+#define FERROVOX_CONV1D(K, WM, PRECISE, PREFETCH, NAME)                                         \
     extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                 \
         const float* x, const float* w, const float* bias, const float* res0, const float* res1, \
         float* y, int cin, int cout, int len_in, int len_out, int pad, int dil, float slope,     \
         int phases) {                                                                            \
-        conv1d_body<K, WM, CC, PRECISE>(x, w, bias, res0, res1, y, cin, cout, len_in, len_out,   \
-                                        pad, dil, slope, phases);                                \
+        conv1d_body<K, WM, 8, PRECISE, PREFETCH>(x, w, bias, res0, res1, y, cin, cout, len_in,   \
+                                                 len_out, pad, dil, slope, phases);              \
     }
 
-#define FERROVOX_CONV1D_TAPS(K, CC)                                           \
-    FERROVOX_CONV1D(K, 1, CC, false, ferrovox_conv1d_k##K##_m1_c##CC##_tf32)  \
-    FERROVOX_CONV1D(K, 2, CC, false, ferrovox_conv1d_k##K##_m2_c##CC##_tf32)  \
-    FERROVOX_CONV1D(K, 1, CC, true, ferrovox_conv1d_k##K##_m1_c##CC##_f32)    \
-    FERROVOX_CONV1D(K, 2, CC, true, ferrovox_conv1d_k##K##_m2_c##CC##_f32)
+#define FERROVOX_CONV1D_VARIANTS(K, P, SUFFIX)                                       \
+    FERROVOX_CONV1D(K, 1, false, P, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)          \
+    FERROVOX_CONV1D(K, 2, false, P, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)          \
+    FERROVOX_CONV1D(K, 1, true, P, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)            \
+    FERROVOX_CONV1D(K, 2, true, P, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
 
-FERROVOX_CONV1D_TAPS(3, 8)
-FERROVOX_CONV1D_TAPS(5, 8)
-FERROVOX_CONV1D_TAPS(7, 8)
-FERROVOX_CONV1D_TAPS(11, 8)
+#define FERROVOX_CONV1D_TAPS(K)                \
+    FERROVOX_CONV1D_VARIANTS(K, false, )       \
+    FERROVOX_CONV1D_VARIANTS(K, true, _prefetch)
+
+FERROVOX_CONV1D_TAPS(3)
+FERROVOX_CONV1D_TAPS(5)
+FERROVOX_CONV1D_TAPS(7)
+FERROVOX_CONV1D_TAPS(11)
