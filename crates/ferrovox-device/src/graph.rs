@@ -123,12 +123,15 @@ impl GraphCache {
             .filter(|e| matches!(e, Entry::Graph(_)))
             .count();
         match entries.get(&key) {
+            // Eager runs release the lock first: other threads' calls need not queue behind them.
             None => {
                 entries.insert(key, Entry::Seen);
+                drop(entries);
                 Ok((f(&owned())?, GraphRun::FirstSeen))
             }
             Some(Entry::Eager(reason)) => {
                 let reason = reason.clone();
+                drop(entries);
                 Ok((f(&owned())?, GraphRun::Fallback(reason)))
             }
             Some(Entry::Graph(c)) => Ok((replay(c, inputs)?, GraphRun::Replayed)),
@@ -139,6 +142,7 @@ impl GraphCache {
                 );
                 tracing::info!("{}: shape {key:?} stays eager: {reason}", self.name);
                 entries.insert(key, Entry::Eager(reason.clone()));
+                drop(entries);
                 Ok((f(&owned())?, GraphRun::Fallback(reason)))
             }
             Some(Entry::Seen) => {
