@@ -46,6 +46,9 @@ struct Captured {
     graph: SendGraph,
 }
 
+/// A captured graph, or why the capture failed.
+type Captures = std::result::Result<Box<Captured>, String>;
+
 /// `CudaGraph` holds raw driver handles; every use of one goes through the cache's mutex.
 #[cfg(feature = "cuda")]
 struct SendGraph(candle_core::cuda_backend::cudarc::driver::CudaGraph);
@@ -146,17 +149,16 @@ impl GraphCache {
                 Ok((f(&owned())?, GraphRun::Fallback(reason)))
             }
             Some(Entry::Seen) => {
-                let (y, entry) = capture(inputs, &f)?;
-                let run = match &entry {
-                    Entry::Graph(_) => {
+                let (y, captured) = capture(inputs, &f)?;
+                let (entry, run) = match captured {
+                    Ok(graph) => {
                         tracing::debug!("{}: captured shape {key:?}", self.name);
-                        GraphRun::Captured
+                        (Entry::Graph(graph), GraphRun::Captured)
                     }
-                    Entry::Eager(reason) => {
+                    Err(reason) => {
                         tracing::warn!("{}: shape {key:?} stays eager: {reason}", self.name);
-                        GraphRun::Fallback(reason.clone())
+                        (Entry::Eager(reason.clone()), GraphRun::Fallback(reason))
                     }
-                    Entry::Seen => GraphRun::FirstSeen,
                 };
                 entries.insert(key, entry);
                 Ok((y, run))
@@ -179,12 +181,9 @@ impl GraphCache {
 fn capture(
     inputs: &[&Tensor],
     f: &impl Fn(&[Tensor]) -> Result<Tensor>,
-) -> Result<(Tensor, Entry)> {
+) -> Result<(Tensor, Captures)> {
     let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
-    Ok((
-        f(&owned)?,
-        Entry::Eager("built without the cuda feature".into()),
-    ))
+    Ok((f(&owned)?, Err("built without the cuda feature".into())))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -193,12 +192,12 @@ fn replay(_: &Captured, _: &[&Tensor]) -> Result<Tensor> {
 }
 
 /// Warm-up, then capture into static buffers. Returns the warm-up's result (this call's
-/// answer) and the entry to keep.
+/// answer) and the graph, or why there is none.
 #[cfg(feature = "cuda")]
 fn capture(
     inputs: &[&Tensor],
     f: &impl Fn(&[Tensor]) -> Result<Tensor>,
-) -> Result<(Tensor, Entry)> {
+) -> Result<(Tensor, Captures)> {
     use candle_core::cuda_backend::cudarc::driver::sys;
     let candle_core::Device::Cuda(dev) = inputs[0].device() else {
         candle_core::bail!("CUDA graphs need CUDA inputs");
@@ -216,26 +215,26 @@ fn capture(
     if let Err(e) =
         stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
     {
-        return Ok((y, Entry::Eager(format!("begin capture: {e}"))));
+        return Ok((y, Err(format!("begin capture: {e}"))));
     }
     // Temporaries of the captured pass are dropped inside the capture (free nodes); the
     // tensors made before it (statics, output, y) outlive it.
     let recorded = f(&statics).and_then(|z| output.slice_set(&z, 0, 0));
     let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
-    let entry = match (recorded, ended) {
-        (Err(e), _) => Entry::Eager(format!("an op failed under capture: {e}")),
-        (Ok(()), Err(e)) => Entry::Eager(format!("capture was invalidated: {e}")),
-        (Ok(()), Ok(None)) => Entry::Eager("the capture recorded nothing".into()),
+    let captured = match (recorded, ended) {
+        (Err(e), _) => Err(format!("an op failed under capture: {e}")),
+        (Ok(()), Err(e)) => Err(format!("capture was invalidated: {e}")),
+        (Ok(()), Ok(None)) => Err("the capture recorded nothing".into()),
         (Ok(()), Ok(Some(graph))) => match graph.upload() {
-            Ok(()) => Entry::Graph(Box::new(Captured {
+            Ok(()) => Ok(Box::new(Captured {
                 inputs: statics,
                 output,
                 graph: SendGraph(graph),
             })),
-            Err(e) => Entry::Eager(format!("graph upload: {e}")),
+            Err(e) => Err(format!("graph upload: {e}")),
         },
     };
-    Ok((y, entry))
+    Ok((y, captured))
 }
 
 /// Copies the inputs into the graph's buffers, launches it and copies the output out; the

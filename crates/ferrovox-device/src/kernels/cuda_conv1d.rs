@@ -48,8 +48,8 @@ pub struct CudaConv1d {
     phases: usize,
 }
 
-#[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
 /// Block shape for `out_channels`: 32 channels × 256 samples for narrow layers, else 64 × 128.
+#[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
 fn warps_on_channels(out_channels: usize) -> usize {
     if out_channels <= 32 {
         1
@@ -148,8 +148,8 @@ impl CudaConv1d {
         self
     }
 
-    #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
     /// `[batch, out, len]` for an input of `len` samples.
+    #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
     fn out_shape(&self, batch: usize, len: usize) -> Result<(usize, usize)> {
         let reach = self.dilation * (self.kernel - 1);
         let Some(len_out) = (len + 2 * self.padding).checked_sub(reach) else {
