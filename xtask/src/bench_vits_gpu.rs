@@ -77,20 +77,21 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
             anyhow::ensure!(o.sample_lengths.len() == batch, "batch lost items");
             Ok(wall)
         };
+        let sorted_walls = || -> anyhow::Result<Vec<f64>> {
+            let mut walls = (0..reps)
+                .map(|_| call())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            walls.sort_by(f64::total_cmp);
+            Ok(walls)
+        };
         let first = call()?;
-        let mut walls = (0..reps)
-            .map(|_| call())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        walls.sort_by(f64::total_cmp);
+        let walls = sorted_walls()?;
         // One more call with a synchronise after each stage, for where the time goes.
         let (audio, stages) =
             model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
         // The same calls with the decoder's CUDA graph off: what the graph removes.
         model.decoder_graphs().set_enabled(false);
-        let mut eager = (0..reps)
-            .map(|_| call())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        eager.sort_by(f64::total_cmp);
+        let eager = sorted_walls()?;
         let (_, eager_stages) =
             model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
         model.decoder_graphs().set_enabled(true);

@@ -58,6 +58,19 @@ fn test_executables(json: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Packs the test executables `names` of one cargo output into `carry` as `<name>.xz`.
+fn pack_tests(cargo_json: &str, names: &[&str], carry: &Path) -> anyhow::Result<()> {
+    let built = test_executables(cargo_json);
+    for name in names {
+        let exe = built
+            .iter()
+            .find_map(|(n, exe)| (n == name).then_some(exe))
+            .with_context(|| format!("no {name} test executable in cargo's output"))?;
+        xz(Path::new(exe), &carry.join(format!("{name}.xz")))?;
+    }
+    Ok(())
+}
+
 /// Wheels for upstream S3Gen on the GPU machine's Python 3.12, which has PyTorch but not
 /// chatterbox-tts and the few packages it pulls in.
 fn download_wheels(dest: &Path) -> anyhow::Result<()> {
@@ -95,26 +108,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let release = root.join(TARGET).join("release");
     // Every `cuda` build first, then the `cudnn` ones: cargo rebuilds candle-core each time
     // the feature set flips, so it flips once.
-    let parity = test_executables(&cargo_in_cuda_env(
-        "test --release -p ferrovox-vits --features cuda --test parity --no-run --message-format=json",
-        cudnn,
-    )?)
-    .into_iter()
-    .find_map(|(name, exe)| (name == "parity").then_some(exe))
-    .context("no parity test executable in cargo's output")?;
-    xz(Path::new(&parity), &carry.join("parity.xz"))?;
+    pack_tests(
+        &cargo_in_cuda_env(
+            "test --release -p ferrovox-vits --features cuda --test parity --no-run --message-format=json",
+            cudnn,
+        )?,
+        &["parity"],
+        &carry,
+    )?;
     // ferrovox-device's CUDA tests: its kernels and CUDA graphs against eager Candle.
-    let device_tests = test_executables(&cargo_in_cuda_env(
-        "test --release -p ferrovox-device --features cuda --test cuda_conv --test cuda_graph --no-run --message-format=json",
-        cudnn,
-    )?);
-    for name in ["cuda_conv", "cuda_graph"] {
-        let exe = device_tests
-            .iter()
-            .find_map(|(n, exe)| (n == name).then_some(exe))
-            .with_context(|| format!("no {name} test executable in cargo's output"))?;
-        xz(Path::new(exe), &carry.join(format!("{name}.xz")))?;
-    }
+    pack_tests(
+        &cargo_in_cuda_env(
+            "test --release -p ferrovox-device --features cuda --test cuda_conv --test cuda_graph --no-run --message-format=json",
+            cudnn,
+        )?,
+        &["cuda_conv", "cuda_graph"],
+        &carry,
+    )?;
     let chatterbox = test_executables(&cargo_in_cuda_env(
         "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
         cudnn,

@@ -19,7 +19,6 @@ const STAGE_CHANNELS: usize = 8;
 /// Whether blocks read the next stage's input while this stage's products run
 /// (`FERROVOX_CUDA_CONV_PREFETCH`, default on): hides load latency, costs registers. On the
 /// H100, MMS-TTS's decoder at batch 16 took 26.2 ms with it and 29.2 ms without.
-#[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
 fn prefetch() -> bool {
     !super::switched_off("FERROVOX_CUDA_CONV_PREFETCH")
 }
@@ -46,6 +45,8 @@ pub struct CudaConv1d {
     /// Leaky ReLU slope on the input; 1 is none.
     slope: f32,
     phases: usize,
+    /// Run the variant that reads the next stage ahead (see [`prefetch`]).
+    prefetch: bool,
 }
 
 /// Block shape for `out_channels`: 32 channels × 256 samples for narrow layers, else 64 × 128.
@@ -90,6 +91,7 @@ impl CudaConv1d {
             dilation,
             slope: 1.0,
             phases: 1,
+            prefetch: prefetch(),
         }))
     }
 
@@ -139,6 +141,7 @@ impl CudaConv1d {
             dilation: 1,
             slope: 1.0,
             phases: stride,
+            prefetch: prefetch(),
         }))
     }
 
@@ -171,30 +174,7 @@ fn usable(weight: &Tensor, kernel: usize, dilation: usize) -> bool {
             <= SHARED_LIMIT
         && 256 + (kernel - 1) * dilation <= MAX_WINDOW
         && !super::switched_off("FERROVOX_CUDA_CONV")
-        && loaded(weight.device())
-}
-
-#[cfg(not(ferrovox_cuda_kernels))]
-fn loaded(_: &candle_core::Device) -> bool {
-    false
-}
-
-#[cfg(ferrovox_cuda_kernels)]
-fn loaded(device: &candle_core::Device) -> bool {
-    match device {
-        candle_core::Device::Cuda(dev) => {
-            match super::cuda_module::module(dev, &super::cuda_module::CONV1D) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(
-                        "ferrovox's CUDA conv kernels did not load, using Candle's ops: {e}"
-                    );
-                    false
-                }
-            }
-        }
-        _ => false,
-    }
+        && super::cuda_kernels_loaded(weight.device(), "conv1d")
 }
 
 const NOT_CPU: &str = "ferrovox-cuda-conv1d runs on CUDA tensors only";
@@ -288,7 +268,7 @@ mod launch {
     use candle_core::{CudaStorage, Layout, Result, Shape, Storage};
 
     use super::super::cuda_module::{function, view, CONV1D};
-    use super::{prefetch, shared_bytes, warps_on_channels, CudaConv1d, STAGE_CHANNELS};
+    use super::{shared_bytes, warps_on_channels, CudaConv1d, STAGE_CHANNELS};
 
     pub(super) fn run(
         op: &CudaConv1d,
@@ -339,7 +319,7 @@ mod launch {
             "ferrovox_conv1d_k{}_m{wm}_{}{}",
             op.kernel,
             if precise { "f32" } else { "tf32" },
-            if prefetch() { "_prefetch" } else { "" }
+            if op.prefetch { "_prefetch" } else { "" }
         );
         let func = function(dev, &CONV1D, &name)?;
         let block_t = (4 / wm) * 64;

@@ -25,6 +25,9 @@ pub(super) static SPLINE: Fatbin = Fatbin {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/spline.fatbin")),
 };
 
+/// Every kernel file, for preloading and lookup by name.
+pub(super) static FATBINS: [&Fatbin; 2] = [&CONV1D, &SPLINE];
+
 #[derive(Default)]
 struct Loaded {
     modules: HashMap<(DeviceId, &'static str), Arc<CudaModule>>,
@@ -49,6 +52,14 @@ pub(super) fn module(dev: &CudaDevice, fatbin: &'static Fatbin) -> Result<Arc<Cu
         .map_err(candle_core::Error::wrap)?;
     l.modules.insert((dev.id(), fatbin.name), m.clone());
     Ok(m)
+}
+
+/// The module of the kernel file called `name` on `dev`.
+pub(super) fn module_named(dev: &CudaDevice, name: &str) -> Result<Arc<CudaModule>> {
+    match FATBINS.iter().find(|f| f.name == name) {
+        Some(fatbin) => module(dev, fatbin),
+        None => candle_core::bail!("no CUDA kernel file `{name}` in this build"),
+    }
 }
 
 /// The kernel `name` of `fatbin` on `dev`.

@@ -33,28 +33,13 @@ impl CudaSplineInverse {
         (bins > 0
             && bins <= MAX_BINS
             && like.dtype() == candle_core::DType::F32
-            && loaded(like.device()))
+            && super::cuda_kernels_loaded(like.device(), "spline"))
         .then_some(Self {
             bins,
             scale,
             tail_bound,
             boundary,
         })
-    }
-}
-
-#[cfg(not(ferrovox_cuda_kernels))]
-fn loaded(_: &candle_core::Device) -> bool {
-    false
-}
-
-#[cfg(ferrovox_cuda_kernels)]
-fn loaded(device: &candle_core::Device) -> bool {
-    match device {
-        candle_core::Device::Cuda(dev) => {
-            super::cuda_module::module(dev, &super::cuda_module::SPLINE).is_ok()
-        }
-        _ => false,
     }
 }
 

@@ -42,11 +42,32 @@ pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 pub(crate) fn preload_cuda(device: &candle_core::Device) -> candle_core::Result<()> {
     #[cfg(ferrovox_cuda_kernels)]
     if let candle_core::Device::Cuda(dev) = device {
-        cuda_module::module(dev, &cuda_module::CONV1D)?;
-        cuda_module::module(dev, &cuda_module::SPLINE)?;
+        for fatbin in cuda_module::FATBINS {
+            cuda_module::module(dev, fatbin)?;
+        }
     }
     let _ = device;
     Ok(())
+}
+
+/// Whether ferrovox's CUDA kernel file `cuda/<name>.cu` is loaded on `device`, loading it on
+/// first use: false off CUDA and in builds without the kernels; a driver that refuses it is
+/// logged, and the models keep Candle's ops.
+fn cuda_kernels_loaded(device: &candle_core::Device, name: &str) -> bool {
+    #[cfg(ferrovox_cuda_kernels)]
+    if let candle_core::Device::Cuda(dev) = device {
+        return match cuda_module::module_named(dev, name) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "ferrovox's CUDA kernels `{name}` did not load, using Candle's ops: {e}"
+                );
+                false
+            }
+        };
+    }
+    let _ = (device, name);
+    false
 }
 
 /// Whether the environment switch `name` is set to off (`0`, `false`, `off` or `no`): each
