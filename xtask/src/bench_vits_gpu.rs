@@ -89,18 +89,21 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         // One more call with a synchronise after each stage, for where the time goes.
         let (audio, stages) =
             model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
-        // The same calls with the decoder's CUDA graph off: what the graph removes.
-        model.decoder_graphs().set_enabled(false);
+        // The same calls with every stage's CUDA graph off: what the graphs remove.
+        model.graphs().set_enabled(false);
         let eager = sorted_walls()?;
         let (_, eager_stages) =
             model.forward_timed(&tokens, None, &params, &mut SeededNoise::new(0))?;
-        model.decoder_graphs().set_enabled(true);
+        model.graphs().set_enabled(true);
         let (median, eager_median) = (walls[walls.len() / 2], eager[eager.len() / 2]);
         println!(
-            "batch {batch} stages: text encoder {:.1} ms, duration {:.1} ms, flow {:.1} ms, decoder {:.1} ms (CUDA graph; eager {:.1} ms); whole call {:.1} ms with the decoder's graph, {:.1} ms without ({:.2}×)",
+            "batch {batch} stages with CUDA graphs (eager): text encoder {:.1} ({:.1}) ms, duration {:.1} ({:.1}) ms, flow {:.1} ({:.1}) ms, decoder {:.1} ({:.1}) ms; whole call {:.1} ms with the graphs, {:.1} ms without ({:.2}×)",
             stages.text_encoder.as_secs_f64() * 1e3,
+            eager_stages.text_encoder.as_secs_f64() * 1e3,
             stages.duration.as_secs_f64() * 1e3,
+            eager_stages.duration.as_secs_f64() * 1e3,
             stages.flow.as_secs_f64() * 1e3,
+            eager_stages.flow.as_secs_f64() * 1e3,
             stages.decoder.as_secs_f64() * 1e3,
             eager_stages.decoder.as_secs_f64() * 1e3,
             median * 1e3,
@@ -146,8 +149,8 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         );
     }
     println!(
-        "decoder CUDA graphs held: {}; GPU kernels preloaded at start-up in {:.0} ms",
-        model.decoder_graphs().graphs(),
+        "CUDA graphs held (text encoder, durations, flow, decoder): {:?}; GPU kernels preloaded at start-up in {:.0} ms",
+        model.graphs().held(),
         runtime.tuning.kernels_preloaded_s.unwrap_or(0.0) * 1e3
     );
     println!(
@@ -162,7 +165,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         json!({"device": runtime.selection.name, "tf32": runtime.tuning.tf32, "tokens": TOKENS,
               "reps": reps, "load_s": load_s, "ferrovox": ours, "ferrovox_gpu_peak_mib": peak,
               "kernels_preloaded_s": runtime.tuning.kernels_preloaded_s,
-              "decoder_graphs": model.decoder_graphs().graphs(),
+              "graphs_held": model.graphs().held(),
               "torch": torch}),
     )
 }

@@ -19,10 +19,11 @@ use std::sync::Mutex;
 
 use candle_core::{Result, Tensor};
 
-/// Graphs of one model part, keyed by the shapes of its inputs.
+/// Graphs of one model part, keyed by the shapes of its inputs and a variant tag (for
+/// host-side choices that change the ops recorded, such as whether a batch is padded).
 pub struct GraphCache {
     name: &'static str,
-    entries: Mutex<HashMap<Vec<Vec<usize>>, Entry>>,
+    entries: Mutex<HashMap<(usize, Vec<Vec<usize>>), Entry>>,
     limit: usize,
     enabled: AtomicBool,
 }
@@ -41,7 +42,7 @@ enum Entry {
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct Captured {
     inputs: Vec<Tensor>,
-    output: Tensor,
+    outputs: Vec<Tensor>,
     #[cfg(feature = "cuda")]
     graph: SendGraph,
 }
@@ -114,12 +115,28 @@ impl GraphCache {
         inputs: &[&Tensor],
         f: impl Fn(&[Tensor]) -> Result<Tensor>,
     ) -> Result<(Tensor, GraphRun)> {
+        let (mut ys, run) = self.run_many(0, inputs, |i| Ok(vec![f(i)?]))?;
+        Ok((ys.remove(0), run))
+    }
+
+    /// `f(inputs)` with several outputs, through a graph when `inputs` are on CUDA and this
+    /// shape was captured under `variant`: calls whose ops differ for the same shapes (a
+    /// host-side flag) must pass different variants.
+    pub fn run_many(
+        &self,
+        variant: usize,
+        inputs: &[&Tensor],
+        f: impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<(Vec<Tensor>, GraphRun)> {
         let owned = || inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>();
         let on_cuda = inputs.first().is_some_and(|t| t.device().is_cuda());
         if !on_cuda || !self.enabled.load(Ordering::Relaxed) {
             return Ok((f(&owned())?, GraphRun::Eager));
         }
-        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.dims().to_vec()).collect();
+        let key = (
+            variant,
+            inputs.iter().map(|t| t.dims().to_vec()).collect::<Vec<_>>(),
+        );
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let captured = entries
             .values()
@@ -166,6 +183,19 @@ impl GraphCache {
         }
     }
 
+    /// Why shapes stay eager, one line per shape.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(key, e)| match e {
+                Entry::Eager(reason) => Some(format!("{}: {key:?}: {reason}", self.name)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many shapes are held as graphs.
     pub fn graphs(&self) -> usize {
         self.entries
@@ -180,14 +210,14 @@ impl GraphCache {
 #[cfg(not(feature = "cuda"))]
 fn capture(
     inputs: &[&Tensor],
-    f: &impl Fn(&[Tensor]) -> Result<Tensor>,
-) -> Result<(Tensor, Captures)> {
+    f: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<(Vec<Tensor>, Captures)> {
     let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
     Ok((f(&owned)?, Err("built without the cuda feature".into())))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn replay(_: &Captured, _: &[&Tensor]) -> Result<Tensor> {
+fn replay(_: &Captured, _: &[&Tensor]) -> Result<Vec<Tensor>> {
     candle_core::bail!("CUDA graphs need the cuda feature")
 }
 
@@ -196,8 +226,8 @@ fn replay(_: &Captured, _: &[&Tensor]) -> Result<Tensor> {
 #[cfg(feature = "cuda")]
 fn capture(
     inputs: &[&Tensor],
-    f: &impl Fn(&[Tensor]) -> Result<Tensor>,
-) -> Result<(Tensor, Captures)> {
+    f: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<(Vec<Tensor>, Captures)> {
     use candle_core::cuda_backend::cudarc::driver::sys;
     let candle_core::Device::Cuda(dev) = inputs[0].device() else {
         candle_core::bail!("CUDA graphs need CUDA inputs");
@@ -209,7 +239,10 @@ fn capture(
         .map(|t| t.contiguous().and_then(|t| t.copy()))
         .collect::<Result<_>>()?;
     let y = f(&statics)?;
-    let output = y.zeros_like()?;
+    let outputs = y
+        .iter()
+        .map(Tensor::zeros_like)
+        .collect::<Result<Vec<_>>>()?;
     inputs[0].device().synchronize()?;
     let stream = dev.cuda_stream();
     if let Err(e) =
@@ -218,8 +251,20 @@ fn capture(
         return Ok((y, Err(format!("begin capture: {e}"))));
     }
     // Temporaries of the captured pass are dropped inside the capture (free nodes); the
-    // tensors made before it (statics, output, y) outlive it.
-    let recorded = f(&statics).and_then(|z| output.slice_set(&z, 0, 0));
+    // tensors made before it (statics, outputs, y) outlive it.
+    let recorded = f(&statics).and_then(|zs| {
+        if zs.len() != outputs.len() {
+            candle_core::bail!(
+                "{} outputs under capture, {} before",
+                zs.len(),
+                outputs.len()
+            );
+        }
+        outputs
+            .iter()
+            .zip(&zs)
+            .try_for_each(|(out, z)| out.slice_set(z, 0, 0))
+    });
     let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
     let captured = match (recorded, ended) {
         (Err(e), _) => Err(format!("an op failed under capture: {e}")),
@@ -228,7 +273,7 @@ fn capture(
         (Ok(()), Ok(Some(graph))) => match graph.upload() {
             Ok(()) => Ok(Box::new(Captured {
                 inputs: statics,
-                output,
+                outputs,
                 graph: SendGraph(graph),
             })),
             Err(e) => Err(format!("graph upload: {e}")),
@@ -237,18 +282,24 @@ fn capture(
     Ok((y, captured))
 }
 
-/// Copies the inputs into the graph's buffers, launches it and copies the output out; the
+/// Copies the inputs into the graph's buffers, launches it and copies the outputs out; the
 /// device is synchronised before the lock is released, so no later replay (from any thread's
 /// stream) overwrites buffers this one still reads.
 #[cfg(feature = "cuda")]
-fn replay(c: &Captured, inputs: &[&Tensor]) -> Result<Tensor> {
+fn replay(c: &Captured, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
     for (dst, src) in c.inputs.iter().zip(inputs) {
         dst.slice_set(&src.contiguous()?, 0, 0)?;
     }
     c.graph.0.launch().map_err(candle_core::Error::wrap)?;
-    let y = c.output.copy()?;
-    y.device().synchronize()?;
-    Ok(y)
+    let ys = c
+        .outputs
+        .iter()
+        .map(Tensor::copy)
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(y) = ys.first() {
+        y.device().synchronize()?;
+    }
+    Ok(ys)
 }
 
 #[cfg(test)]

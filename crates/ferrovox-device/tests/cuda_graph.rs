@@ -117,3 +117,50 @@ fn the_cache_limit_keeps_further_shapes_eager() {
         GraphRun::Fallback(_)
     ));
 }
+
+#[test]
+fn several_outputs_and_variants_replay_like_eager_runs() {
+    let dev = cuda();
+    let table = Tensor::randn(0f32, 1., (50, 24), &dev).unwrap();
+    // An index input (u32) and two outputs; the variant picks which reduction is recorded.
+    let f = |variant: usize| {
+        let table = table.clone();
+        move |i: &[Tensor]| -> candle_core::Result<Vec<Tensor>> {
+            let rows = table.index_select(&i[0].flatten_all()?, 0)?;
+            let scaled = rows.broadcast_mul(&i[1])?;
+            let pooled = match variant {
+                0 => scaled.sum_keepdim(1)?,
+                _ => scaled.max_keepdim(1)?,
+            };
+            Ok(vec![scaled.exp()?, pooled])
+        }
+    };
+    let cache = GraphCache::new("test");
+    for variant in [0, 1] {
+        let mut runs = Vec::new();
+        for call in 0..4u32 {
+            let ids: Vec<u32> = (0..12)
+                .map(|j| (j * 7 + call * 3 + variant as u32) % 50)
+                .collect();
+            let ids = Tensor::new(ids.as_slice(), &dev).unwrap();
+            let scale = Tensor::randn(0f32, 1., (12, 1), &dev).unwrap();
+            let (got, run) = cache
+                .run_many(variant, &[&ids, &scale], f(variant))
+                .unwrap();
+            let want = f(variant)(&[ids, scale]).unwrap();
+            assert_eq!(got.len(), 2);
+            for (g, w) in got.iter().zip(&want) {
+                let diff = ferrovox_device::compare::max_abs_diff(g, w).unwrap();
+                assert_eq!(diff, 0.0, "variant {variant} call {call} ({run:?})");
+            }
+            runs.push(run);
+        }
+        assert_eq!(
+            runs[..3],
+            [GraphRun::FirstSeen, GraphRun::Captured, GraphRun::Replayed],
+            "variant {variant}"
+        );
+    }
+    assert_eq!(cache.graphs(), 2);
+    assert!(cache.fallbacks().is_empty());
+}

@@ -6,6 +6,7 @@ mod config;
 pub mod duration;
 mod error;
 pub mod flow;
+mod graphs;
 pub mod hifigan;
 pub mod layers;
 mod model;
@@ -19,6 +20,7 @@ pub mod tokenizer;
 pub use checkpoint::TransformersCheckpoint;
 pub use config::{Config, ResBlockKind};
 pub use error::{Error, Result};
+pub use graphs::StageGraphs;
 pub use model::{
     Alignment, Latents, Prior, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput,
 };

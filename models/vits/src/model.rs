@@ -1,16 +1,15 @@
 //! Mirrors `VitsModel.forward` of transformers' `modeling_vits.py` at inference: text encoder,
 //! durations, alignment expansion, prior sampling, reverse flow, HiFi-GAN.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, VarBuilder};
-use ferrovox_device::GraphCache;
-
 use crate::duration::Durations;
 use crate::flow::ResidualCouplingBlock;
+use crate::graphs::StageGraphs;
 use crate::hifigan::HifiGan;
 use crate::noise::NoiseSource;
 use crate::text_encoder::{TextEncoder, TextEncoderOutput};
 use crate::{Config, Error, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, VarBuilder};
 
 /// Inference controls; `Default` takes the config's values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,8 +179,8 @@ pub struct VitsModel {
     flow: ResidualCouplingBlock,
     decoder: HifiGan,
     embed_speaker: Option<Embedding>,
-    /// The decoder captured per input shape on CUDA (shared by clones, as the weights are).
-    decoder_graphs: std::sync::Arc<GraphCache>,
+    /// Each stage captured per input shape on CUDA.
+    graphs: std::sync::Arc<StageGraphs>,
     device: Device,
     dtype: DType,
 }
@@ -212,17 +211,16 @@ impl VitsModel {
             flow: ResidualCouplingBlock::new(cfg, vb.pp("flow")).map_err(checkpoint)?,
             decoder: HifiGan::new(cfg, vb.pp("decoder")).map_err(checkpoint)?,
             embed_speaker,
-            decoder_graphs: std::sync::Arc::new(GraphCache::new("vits.decoder")),
+            graphs: std::sync::Arc::new(StageGraphs::new()),
             device: vb.device().clone(),
             dtype: vb.dtype(),
             cfg: cfg.clone(),
         })
     }
 
-    /// The decoder's CUDA graphs: each input shape seen twice is captured and then replayed
-    /// (the decoder is the fixed-shape part: no host round trips, no data-dependent shapes).
-    pub fn decoder_graphs(&self) -> &GraphCache {
-        &self.decoder_graphs
+    /// The stages' CUDA graphs: each input shape seen twice is captured and then replayed.
+    pub fn graphs(&self) -> &StageGraphs {
+        &self.graphs
     }
 
     /// The decoder on `spectrogram` `[b, flow, frames]`, through its CUDA graph where one is
@@ -231,9 +229,28 @@ impl VitsModel {
         let mut inputs = vec![spectrogram];
         inputs.extend(speaker);
         let (audio, _) = self
-            .decoder_graphs
+            .graphs
+            .decoder
             .run(&inputs, |i| self.decoder.forward(&i[0], i.get(1)))?;
         Ok(audio)
+    }
+
+    /// The reverse flow on the prior `sample` `[b, flow, frames]`, masked to each item's
+    /// frames, through its CUDA graph where one is captured.
+    fn reverse_flow(
+        &self,
+        sample: &Tensor,
+        frame_mask: &Tensor,
+        speaker: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mut inputs = vec![sample, frame_mask];
+        inputs.extend(speaker);
+        let (latents, _) = self.graphs.flow.run(&inputs, |i| {
+            self.flow
+                .reverse(&i[0], &i[1], i.get(2))?
+                .broadcast_mul(&i[1])
+        })?;
+        Ok(latents)
     }
 
     /// The model's config.
@@ -311,11 +328,26 @@ impl VitsModel {
 
     /// Stage 1: the text encoder.
     pub fn encode_text(&self, batch: &TokenBatch) -> Result<TextEncoderOutput> {
-        let mask = batch.mask.to_dtype(self.dtype)?;
         // Known on the host: reading the mask back would stall a GPU pipeline.
         let longest = batch.lengths.iter().copied().max().unwrap_or(0);
         let padded = batch.lengths.iter().any(|&l| l < longest);
-        Ok(self.text_encoder.forward(&batch.input_ids, &mask, padded)?)
+        let (mut out, _) = self.graphs.text_encoder.run_many(
+            usize::from(padded),
+            &[&batch.input_ids, &batch.mask],
+            |i| {
+                let enc = self
+                    .text_encoder
+                    .forward(&i[0], &i[1].to_dtype(self.dtype)?, padded)?;
+                Ok(vec![enc.hidden, enc.prior_means, enc.prior_log_variances])
+            },
+        )?;
+        let (prior_log_variances, prior_means, hidden) =
+            (out.remove(2), out.remove(1), out.remove(0));
+        Ok(TextEncoderOutput {
+            hidden,
+            prior_means,
+            prior_log_variances,
+        })
     }
 
     /// Stage 2: log-durations `[b, 1, t]` from encoder states `[b, hidden, t]`.
@@ -327,22 +359,30 @@ impl VitsModel {
         params: &SynthesisParams,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        Ok(match &self.durations {
+        let mut inputs = vec![hidden_bct, mask_b1t];
+        inputs.extend(speaker);
+        let with_speaker = speaker.is_some();
+        let (mut out, _) = match &self.durations {
             Durations::Stochastic(sdp) => {
                 let (b, _, t) = hidden_bct.dims3()?;
-                let draw = noise
+                // Scaled outside the graph, which would otherwise hold the scale as a constant:
+                // `noise · s · 1` is `noise · s` exactly.
+                let draw = (noise
                     .standard_normal(&[b, 2, t], &self.device)?
-                    .to_dtype(self.dtype)?;
-                sdp.forward(
-                    hidden_bct,
-                    mask_b1t,
-                    speaker,
-                    &draw,
-                    params.noise_scale_duration,
-                )?
+                    .to_dtype(self.dtype)?
+                    * params.noise_scale_duration)?;
+                inputs.push(&draw);
+                self.graphs.durations.run_many(0, &inputs, |i| {
+                    let speaker = with_speaker.then(|| &i[2]);
+                    let draw = &i[i.len() - 1];
+                    Ok(vec![sdp.forward(&i[0], &i[1], speaker, draw, 1.0)?])
+                })?
             }
-            Durations::Deterministic(dp) => dp.forward(hidden_bct, mask_b1t, speaker)?,
-        })
+            Durations::Deterministic(dp) => self.graphs.durations.run_many(0, &inputs, |i| {
+                Ok(vec![dp.forward(&i[0], &i[1], i.get(2))?])
+            })?,
+        };
+        Ok(out.remove(0))
     }
 
     /// Stage 3: frames per token, `ceil(exp(log_duration) · length_scale)`.
@@ -460,10 +500,8 @@ impl VitsModel {
     ) -> Result<Latents> {
         let prior = self.prior_timed(batch, speakers, params, noise, clock)?;
         let stage = tracing::info_span!("vits.flow").entered();
-        let latents =
-            self.flow
-                .reverse(&prior.sample, &prior.frame_mask, prior.speaker.as_ref())?;
-        let spectrogram = latents.broadcast_mul(&prior.frame_mask)?;
+        let spectrogram =
+            self.reverse_flow(&prior.sample, &prior.frame_mask, prior.speaker.as_ref())?;
         clock.lap(|t| &mut t.flow)?;
         drop(stage);
         Ok(Latents {

@@ -379,6 +379,44 @@ fn end_to_end(name: &str) {
     }
 }
 
+/// Calls of one shape after the first capture each stage's CUDA graph and then replay it: the
+/// replayed calls must still match upstream. Off CUDA no graph is ever held.
+fn repeated_calls(name: &str) {
+    let case = Case::load(name);
+    let m = model(&case);
+    let draws: Vec<Tensor> = ["io.noise_duration", "io.noise_prior"]
+        .iter()
+        .filter(|k| case.tensors.contains_key(**k))
+        .map(|k| case.io(&k["io.".len()..]))
+        .collect();
+    let spk = speakers(&case);
+    for call in 0..3 {
+        let mut noise = RecordedNoise::new(draws.clone());
+        let out = m
+            .forward(&batch(&case), spk.as_deref(), &params(&case), &mut noise)
+            .unwrap();
+        assert_close(
+            &format!("{name} call {call} waveform"),
+            &out.waveform,
+            &case.io("waveform"),
+            common::tolerance(),
+        );
+    }
+    let held = m.graphs().held();
+    if common::device().is_cuda() {
+        let reasons = m.graphs().fallbacks();
+        assert_eq!(held, [1; 4], "graphs per stage; fallbacks: {reasons:?}");
+    } else {
+        assert_eq!(held, [0; 4]);
+    }
+}
+
+#[test]
+fn repeated_calls_replay_each_stages_graph_and_still_match() {
+    repeated_calls("tiny_sdp");
+    repeated_calls("tiny_dp_spk");
+}
+
 #[test]
 fn end_to_end_batch_with_padding_matches_within_1e4() {
     end_to_end("tiny_sdp");
