@@ -28,9 +28,9 @@ parity() {
     echo "== CUDA graphs: replays against eager runs, fallbacks"
     "$bin/cuda_graph" --test-threads 1 --nocapture 2>&1 | grep -E "call|fallback|test |test result|panicked|FAILED"
     echo "== VITS parity on CUDA, TF32 off (f32, tolerance 1e-4)"
-    FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED|unwrap|Err"
+    FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED|unwrap|Err|graphs per stage"
     echo "== VITS parity on CUDA, TF32 on (tolerance 2e-2)"
-    FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED|unwrap|Err"
+    FERROVOX_TEST_DEVICE=cuda "$bin/parity" --test-threads 1 --nocapture 2>&1 | grep -E "max abs|test result|panicked|FAILED|unwrap|Err|graphs per stage"
 }
 
 chatterbox() {

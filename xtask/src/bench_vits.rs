@@ -149,7 +149,12 @@ pub fn median(v: &Value) -> f64 {
         return f64::NAN;
     }
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    let mid = xs.len() / 2;
+    if xs.len() % 2 == 0 {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    } else {
+        xs[mid]
+    }
 }
 
 fn spread(v: &Value) -> (f64, f64) {

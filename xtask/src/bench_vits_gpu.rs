@@ -153,6 +153,9 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         model.graphs().held(),
         runtime.tuning.kernels_preloaded_s.unwrap_or(0.0) * 1e3
     );
+    for reason in model.graphs().fallbacks() {
+        println!("stays eager: {reason}");
+    }
     println!(
         "GPU memory at batch {}: ferrovox peak above its CUDA context {:.0} MiB; PyTorch tuned max reserved {:.0} MiB (model load {load_s:.2} s; medians of {reps})",
         batches[batches.len() - 1],
@@ -165,7 +168,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         json!({"device": runtime.selection.name, "tf32": runtime.tuning.tf32, "tokens": TOKENS,
               "reps": reps, "load_s": load_s, "ferrovox": ours, "ferrovox_gpu_peak_mib": peak,
               "kernels_preloaded_s": runtime.tuning.kernels_preloaded_s,
-              "graphs_held": model.graphs().held(),
+              "graphs_held": model.graphs().held(), "graph_fallbacks": model.graphs().fallbacks(),
               "torch": torch}),
     )
 }

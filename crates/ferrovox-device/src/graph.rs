@@ -238,7 +238,12 @@ fn capture(
         .iter()
         .map(|t| t.contiguous().and_then(|t| t.copy()))
         .collect::<Result<_>>()?;
-    let y = f(&statics)?;
+    // Outputs are made contiguous here as they will be under capture, so the warm-up also
+    // caches the parameters of those copies.
+    let y = f(&statics)?
+        .iter()
+        .map(Tensor::contiguous)
+        .collect::<Result<Vec<_>>>()?;
     let outputs = y
         .iter()
         .map(Tensor::zeros_like)
@@ -263,11 +268,11 @@ fn capture(
         outputs
             .iter()
             .zip(&zs)
-            .try_for_each(|(out, z)| out.slice_set(z, 0, 0))
+            .try_for_each(|(out, z)| out.slice_set(&z.contiguous()?, 0, 0))
     });
     let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
     let captured = match (recorded, ended) {
-        (Err(e), _) => Err(format!("an op failed under capture: {e}")),
+        (Err(e), _) => Err(format!("an op failed under capture: {}", first_line(&e))),
         (Ok(()), Err(e)) => Err(format!("capture was invalidated: {e}")),
         (Ok(()), Ok(None)) => Err("the capture recorded nothing".into()),
         (Ok(()), Ok(Some(graph))) => match graph.upload() {
@@ -280,6 +285,12 @@ fn capture(
         },
     };
     Ok((y, captured))
+}
+
+/// An error's first line: Candle appends a backtrace to some errors.
+#[cfg(feature = "cuda")]
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// Copies the inputs into the graph's buffers, launches it and copies the outputs out; the

@@ -122,7 +122,8 @@ fn the_cache_limit_keeps_further_shapes_eager() {
 fn several_outputs_and_variants_replay_like_eager_runs() {
     let dev = cuda();
     let table = Tensor::randn(0f32, 1., (50, 24), &dev).unwrap();
-    // An index input (u32) and two outputs; the variant picks which reduction is recorded.
+    // An index input (u32) and two outputs, one of them a view; the variant picks which
+    // reduction is recorded.
     let f = |variant: usize| {
         let table = table.clone();
         move |i: &[Tensor]| -> candle_core::Result<Vec<Tensor>> {
@@ -132,7 +133,8 @@ fn several_outputs_and_variants_replay_like_eager_runs() {
                 0 => scaled.sum_keepdim(1)?,
                 _ => scaled.max_keepdim(1)?,
             };
-            Ok(vec![scaled.exp()?, pooled])
+            // A transposed view: outputs need not be contiguous.
+            Ok(vec![scaled.exp()?.t()?, pooled])
         }
     };
     let cache = GraphCache::new("test");
