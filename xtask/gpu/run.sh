@@ -75,6 +75,10 @@ vits_bench() {
     FERROVOX_CUDA_CONV_PREFETCH=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
         "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
     find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-no-prefetch.json" \;
+    echo "-- ferrovox TF32 1, the tensor-core conv also on grids too small for it (FERROVOX_CUDA_CONV_MIN_BLOCKS=0)"
+    FERROVOX_CUDA_CONV_MIN_BLOCKS=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
+        "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-small-grids.json" \;
     echo "-- ferrovox TF32 1, the tensor-core conv off (Candle's ops and the GEMM paths)"
     FERROVOX_CUDA_CONV=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
         "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"

@@ -163,7 +163,8 @@ impl Conv1d {
         } else {
             None
         };
-        let gemm = if cuda.is_none()
+        // With the CUDA kernel, a GEMM is kept as well for launches too small for it.
+        let gemm = if cuda.as_ref().is_none_or(|op| op.has_long_reduction())
             && !weight.device().is_cpu()
             && spec.groups == 1
             && k > 1
@@ -200,10 +201,10 @@ impl Conv1d {
                 .contiguous()?
                 .apply_op2(&residual.contiguous()?, op.clone());
         }
-        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
+        if let Some(op) = self.cuda_for(x)? {
             return x
                 .contiguous()?
-                .apply_op2(&residual.contiguous()?, (**op).clone());
+                .apply_op2(&residual.contiguous()?, op.clone());
         }
         self.forward(x)? + residual
     }
@@ -223,11 +224,11 @@ impl Conv1d {
                 op.clone(),
             );
         }
-        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
+        if let Some(op) = self.cuda_for(x)? {
             return x.contiguous()?.apply_op3(
                 &residual.contiguous()?,
                 &sum.contiguous()?,
-                (**op).clone(),
+                op.clone(),
             );
         }
         self.forward_residual(x, residual)? + sum
@@ -236,6 +237,16 @@ impl Conv1d {
     /// The folded weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// ferrovox's CUDA kernel for `x` `[b, in, t]`, where it has one and the launch fills the
+    /// device.
+    fn cuda_for(&self, x: &Tensor) -> Result<Option<&CudaConv1d>> {
+        let Some(op) = &self.cuda else {
+            return Ok(None);
+        };
+        let (b, _, t) = x.dims3()?;
+        Ok((x.dtype() == DType::F32 && op.fills_device(b, t)).then_some(&**op))
     }
 }
 
@@ -301,8 +312,8 @@ impl Module for Conv1d {
         if let (Some(op), DType::F32) = (&self.depthwise, x.dtype()) {
             return x.contiguous()?.apply_op1(op.clone());
         }
-        if let (Some(op), DType::F32) = (&self.cuda, x.dtype()) {
-            return x.contiguous()?.apply_op1((**op).clone());
+        if let Some(op) = self.cuda_for(x)? {
+            return x.contiguous()?.apply_op1(op.clone());
         }
         let activated;
         let x = match self.input_slope {

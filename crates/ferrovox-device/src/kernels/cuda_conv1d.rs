@@ -49,6 +49,22 @@ pub struct CudaConv1d {
     prefetch: bool,
 }
 
+/// Reductions (input channels × taps) from which a small grid is left to a GEMM; see
+/// [`CudaConv1d::fills_device`].
+const LONG_REDUCTION: usize = 512;
+
+/// Fewest blocks a launch with a long reduction should have to run on this kernel
+/// (`FERROVOX_CUDA_CONV_MIN_BLOCKS`, default 66, half an H100's SMs).
+fn min_blocks() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("FERROVOX_CUDA_CONV_MIN_BLOCKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(66)
+    })
+}
+
 /// Block shape for `out_channels`: 32 channels × 256 samples for narrow layers, else 64 × 128.
 #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
 fn warps_on_channels(out_channels: usize) -> usize {
@@ -143,6 +159,26 @@ impl CudaConv1d {
             phases: stride,
             prefetch: prefetch(),
         }))
+    }
+
+    /// Blocks a launch on `batch` items of `len_out` output samples takes (each reduces over
+    /// every input channel and tap alone).
+    pub fn blocks(&self, batch: usize, len_out: usize) -> usize {
+        let wm = warps_on_channels(self.out_channels);
+        len_out.div_ceil((4 / wm) * 64) * self.out_channels.div_ceil(wm * 32) * batch
+    }
+
+    /// Whether this kernel suits a launch of that size: a grid of a few blocks over a long
+    /// reduction (the text encoder's 768-channel FFN at a hundred tokens) leaves most SMs idle,
+    /// where a GEMM spreads the same work wider.
+    pub fn fills_device(&self, batch: usize, len_out: usize) -> bool {
+        !self.has_long_reduction() || self.blocks(batch, len_out) >= min_blocks()
+    }
+
+    /// Whether a block's reduction (input channels × taps) is long enough for a small grid to
+    /// leave the device idle.
+    pub fn has_long_reduction(&self) -> bool {
+        self.in_channels * self.kernel >= LONG_REDUCTION
     }
 
     /// Applies `leaky_relu(x, slope)` to the input inside the kernel.
