@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: unpacks the binaries `cargo xtask gpu`
 # built, then checks and times everything in one go. Results land in $OUT.
-# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [vits-bench] [vits-profile]
-#   (no argument: all but vits-profile)
+# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [vits-bench] [vits-planner]
+#               [vits-profile]   (no argument: all but vits-profile)
 set -u
 carry="$(cd "$(dirname "$0")" && pwd)"
 bin=/tmp/ferrovox-gpu && mkdir -p "$bin"
@@ -68,26 +68,32 @@ vits_bench() {
             "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
         find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-tf32-$tf32.json" \;
     done
-    echo "-- ferrovox TF32 1: throughput by batch against the planner's choice"
-    FERROVOX_REPO="$PWD" "$bin/xtask" bench vits-gpu-planner --device cuda 2>&1 | grep -v -i "warn\|deprecat"
-    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-planner.json" \;
-    echo "-- ferrovox TF32 1, the tensor-core conv without prefetching its next input stage"
-    FERROVOX_CUDA_CONV_PREFETCH=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
-        "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
-    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-no-prefetch.json" \;
-    echo "-- ferrovox TF32 1, the tensor-core conv also on grids too small for it (FERROVOX_CUDA_CONV_MIN_BLOCKS=0)"
-    FERROVOX_CUDA_CONV_MIN_BLOCKS=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
-        "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
-    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-small-grids.json" \;
-    echo "-- ferrovox TF32 1, the tensor-core conv off (Candle's ops and the GEMM paths)"
-    FERROVOX_CUDA_CONV=0 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
-        "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
-    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-cuda-conv-off.json" \;
+    # ferrovox's own variants against the default above: PyTorch is not run again.
+    variant() {
+        local tag="$1" what="$2"; shift 2
+        echo "-- ferrovox TF32 1, $what"
+        touch /tmp/ferrovox-bench-mark
+        env "$@" FERROVOX_BENCH_TORCH=0 FERROVOX_REPO="$PWD" \
+            "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-$tag.json" \;
+    }
+    variant pipeline-async-wide "the conv's async pipeline with 16-channel stages for 3-7 taps" FERROVOX_CUDA_CONV_PIPELINE=async-wide
+    variant pipeline-registers "the conv reading the next input stage into registers (weights when needed)" FERROVOX_CUDA_CONV_PIPELINE=registers
+    variant pipeline-sync "the conv reading each stage when it is needed" FERROVOX_CUDA_CONV_PIPELINE=sync
+    variant small-grids "the tensor-core conv also on grids too small for it" FERROVOX_CUDA_CONV_MIN_BLOCKS=0
+    variant cuda-conv-off "the tensor-core conv off (Candle's ops and the GEMM paths)" FERROVOX_CUDA_CONV=0
     if [ -x "$bin/xtask-cudnn" ]; then
         echo "-- ferrovox TF32 1, cuDNN convolutions (cargo xtask gpu --cudnn)"
         FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 \
             "$bin/xtask-cudnn" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
     fi
+}
+
+vits_planner() {
+    echo "== ferrovox TF32 1: throughput by batch against the planner's choice"
+    touch /tmp/ferrovox-bench-mark
+    FERROVOX_REPO="$PWD" "$bin/xtask" bench vits-gpu-planner --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-planner.json" \;
 }
 
 vits_profile() {
@@ -121,7 +127,7 @@ PY
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench vits-bench)
+[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench vits-bench vits-planner)
 for s in "${sections[@]}"; do
     case "$s" in
         doctor) doctor ;;
@@ -129,6 +135,7 @@ for s in "${sections[@]}"; do
         chatterbox) chatterbox ;;
         s3gen-bench) s3gen_bench ;;
         vits-bench) vits_bench ;;
+        vits-planner) vits_planner ;;
         vits-profile) vits_profile ;;
         *) echo "unknown section $s" ;;
     esac

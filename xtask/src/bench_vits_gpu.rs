@@ -53,12 +53,23 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
     let spec = json!({"dir": dir, "tokens": TOKENS, "batches": batches, "reps": reps});
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
-    let torch = crate::bench_vits::json_output(
-        Command::new(crate::bench_s3gen::bench_python()?)
-            .arg(repo_root().join("xtask/bench/mms_torch_gpu_bench.py"))
-            .arg(&spec_path),
-    )
-    .context("PyTorch VITS GPU bench")?;
+    // `FERROVOX_BENCH_TORCH=0`: ferrovox alone, for comparing its own variants (the weights
+    // and ids of an earlier run in the same temp directory are reused).
+    let torch = if std::env::var("FERROVOX_BENCH_TORCH").as_deref() == Ok("0") {
+        anyhow::ensure!(
+            dir.join("ids.json").exists(),
+            "FERROVOX_BENCH_TORCH=0 needs the weights of an earlier `bench vits-gpu` in {}",
+            dir.display()
+        );
+        Value::Null
+    } else {
+        crate::bench_vits::json_output(
+            Command::new(crate::bench_s3gen::bench_python()?)
+                .arg(repo_root().join("xtask/bench/mms_torch_gpu_bench.py"))
+                .arg(&spec_path),
+        )
+        .context("PyTorch VITS GPU bench")?
+    };
 
     let sampler = MemorySampler::start(&device);
     let load = Instant::now();
@@ -126,27 +137,18 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
         runtime.selection.name,
         if runtime.tuning.tf32 { "on" } else { "off" }
     );
-    println!("| batch | audio per item | ferrovox | PyTorch fp32 eager | PyTorch tuned | vs eager | vs tuned | ferrovox first call | PyTorch tuned first call |");
-    println!("|---|---|---|---|---|---|---|---|---|");
     let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN) * 1e3;
-    for &batch in &batches {
-        let b = batch.to_string();
-        let f = &ours[&b];
-        let (e, t) = (
-            &torch["results"]["fp32_eager"][&b],
-            &torch["results"]["tuned"][&b],
-        );
-        println!(
-            "| {batch} | {:.2} s | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}× | {:.2}× | {:.0} ms | {:.0} ms |",
-            f["audio_s_per_item"].as_f64().unwrap_or(f64::NAN),
-            ms(&f["median_s"]),
-            ms(&e["median_s"]),
-            ms(&t["median_s"]),
-            ms(&e["median_s"]) / ms(&f["median_s"]),
-            ms(&t["median_s"]) / ms(&f["median_s"]),
-            ms(&f["first_call_s"]),
-            ms(&t["first_call_s"]),
-        );
+    if torch.is_null() {
+        for &batch in &batches {
+            let f = &ours[&batch.to_string()];
+            println!(
+                "batch {batch}: ferrovox {:.1} ms per call, first call {:.0} ms (PyTorch not run)",
+                ms(&f["median_s"]),
+                ms(&f["first_call_s"])
+            );
+        }
+    } else {
+        print_table(&batches, &ours, &torch);
     }
     println!(
         "CUDA graphs held (text encoder, durations, flow, decoder): {:?}; GPU kernels preloaded at start-up in {:.0} ms",
@@ -171,6 +173,32 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<Value> {
               "graphs_held": model.graphs().held(), "graph_fallbacks": model.graphs().fallbacks(),
               "torch": torch}),
     )
+}
+
+/// The table of ferrovox against both PyTorch runs, per batch.
+fn print_table(batches: &[usize], ours: &serde_json::Map<String, Value>, torch: &Value) {
+    let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN) * 1e3;
+    println!("| batch | audio per item | ferrovox | PyTorch fp32 eager | PyTorch tuned | vs eager | vs tuned | ferrovox first call | PyTorch tuned first call |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &batch in batches {
+        let b = batch.to_string();
+        let f = &ours[&b];
+        let (e, t) = (
+            &torch["results"]["fp32_eager"][&b],
+            &torch["results"]["tuned"][&b],
+        );
+        println!(
+            "| {batch} | {:.2} s | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}× | {:.2}× | {:.0} ms | {:.0} ms |",
+            f["audio_s_per_item"].as_f64().unwrap_or(f64::NAN),
+            ms(&f["median_s"]),
+            ms(&e["median_s"]),
+            ms(&t["median_s"]),
+            ms(&e["median_s"]) / ms(&f["median_s"]),
+            ms(&t["median_s"]) / ms(&f["median_s"]),
+            ms(&f["first_call_s"]),
+            ms(&t["first_call_s"]),
+        );
+    }
 }
 
 /// `cargo xtask bench vits-gpu-planner --device cuda` (after `bench vits-gpu`, whose weights it

@@ -100,6 +100,9 @@ fn download_wheels(dest: &Path) -> anyhow::Result<()> {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cudnn = args.iter().any(|a| a == "--cudnn");
+    // `--no-chatterbox`: VITS, the device layer and the benches only; skips the Chatterbox test
+    // executables and the upstream wheels (which need the fixtures venv).
+    let chatterbox = !args.iter().any(|a| a == "--no-chatterbox");
     let root = repo_root();
     let carry = root.join(".gpu-carry");
     let _ = std::fs::remove_dir_all(&carry);
@@ -125,15 +128,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &["cuda_conv", "cuda_graph"],
         &carry,
     )?;
-    let chatterbox = test_executables(&cargo_in_cuda_env(
-        "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
-        cudnn,
-    )?);
-    for (name, exe) in &chatterbox {
-        xz(
-            Path::new(exe),
-            &carry.join("chatterbox").join(format!("{name}.xz")),
-        )?;
+    if chatterbox {
+        let tests = test_executables(&cargo_in_cuda_env(
+            "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",
+            cudnn,
+        )?);
+        for (name, exe) in &tests {
+            xz(
+                Path::new(exe),
+                &carry.join("chatterbox").join(format!("{name}.xz")),
+            )?;
+        }
     }
     cargo_in_cuda_env("build --release -p xtask --features cuda", cudnn)?;
     xz(&release.join("xtask"), &carry.join("xtask.xz"))?;
@@ -148,7 +153,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         cargo_in_cuda_env("build --release -p xtask --features cudnn", cudnn)?;
         xz(&release.join("xtask"), &carry.join("xtask-cudnn.xz"))?;
     }
-    download_wheels(&carry.join("wheels"))?;
+    if chatterbox {
+        download_wheels(&carry.join("wheels"))?;
+    }
     for entry in std::fs::read_dir(root.join("models/vits/tests/fixtures"))? {
         let path = entry?.path();
         let name = path

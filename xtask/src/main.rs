@@ -27,7 +27,8 @@ commands:
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)
-  gpu [--cudnn]          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
+  gpu [--cudnn] [--no-chatterbox]
+                         build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

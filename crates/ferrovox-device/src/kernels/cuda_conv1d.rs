@@ -13,20 +13,88 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 /// Kernel sizes the fatbin is instantiated for.
 const TAPS: [usize; 4] = [3, 5, 7, 11];
 /// Input channels staged per synchronisation (`CC` in the kernel). On the H100, 8 beat as many
-/// as fit in 48 KiB (16 or 32): MMS-TTS's decoder at batch 16 took 35.2 ms against 40.3 ms.
+/// as fit in 48 KiB (16 or 32) without `cp.async`: MMS-TTS's decoder at batch 16 took 35.2 ms
+/// against 40.3 ms.
 const STAGE_CHANNELS: usize = 8;
+/// `CC` of [`ConvPipeline::AsyncWide`], built for [`WIDE_TAPS`] only.
+const WIDE_STAGE_CHANNELS: usize = 16;
+const WIDE_TAPS: [usize; 3] = [3, 5, 7];
 
-/// Whether blocks read the next stage's input while this stage's products run
-/// (`FERROVOX_CUDA_CONV_PREFETCH`, default on): hides load latency, costs registers. On the
-/// H100, MMS-TTS's decoder at batch 16 took 26.2 ms with it and 29.2 ms without.
-fn prefetch() -> bool {
-    !super::switched_off("FERROVOX_CUDA_CONV_PREFETCH")
+/// How a block gets each stage of weights and input into shared memory
+/// (`FERROVOX_CUDA_CONV_PIPELINE`: `async`, the default, `async-wide`, `registers` or `sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvPipeline {
+    /// Each stage is read when it is needed: every block waits out its loads.
+    Sync,
+    /// The next stage's input rows are read into registers while this stage's products run;
+    /// the weights are still read when needed. On the H100, MMS-TTS's decoder at batch 16 took
+    /// 26.2 ms with it and 29.2 ms with `Sync`.
+    Registers,
+    /// The next stage's weights and input window are copied into a second shared-memory buffer
+    /// with `cp.async` while this stage's products run: no registers hold them in flight.
+    Async,
+    /// `Async` with stages of 16 input channels instead of 8 (twice the products per barrier)
+    /// for 3-, 5- and 7-tap kernels; other kernels run `Async`.
+    AsyncWide,
+}
+
+impl ConvPipeline {
+    /// The pipeline `FERROVOX_CUDA_CONV_PIPELINE` asks for; `Async` when unset or unknown.
+    pub fn from_env() -> Self {
+        match std::env::var("FERROVOX_CUDA_CONV_PIPELINE").as_deref() {
+            Ok("sync") => Self::Sync,
+            Ok("registers") => Self::Registers,
+            Ok("async-wide") => Self::AsyncWide,
+            Ok("async") | Err(_) => Self::Async,
+            Ok(other) => {
+                tracing::warn!(
+                    "FERROVOX_CUDA_CONV_PIPELINE={other}: not async, async-wide, registers or sync; using async"
+                );
+                Self::Async
+            }
+        }
+    }
+
+    /// The suffix of the kernel names built for this pipeline.
+    #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Sync => "",
+            Self::Registers => "_prefetch",
+            Self::Async => "_async",
+            Self::AsyncWide => "_async_c16",
+        }
+    }
+
+    /// Stages of shared memory a block holds.
+    fn buffers(self) -> usize {
+        match self {
+            Self::Sync | Self::Registers => 1,
+            Self::Async | Self::AsyncWide => 2,
+        }
+    }
+
+    /// Input channels a stage holds.
+    fn stage_channels(self) -> usize {
+        if self == Self::AsyncWide {
+            WIDE_STAGE_CHANNELS
+        } else {
+            STAGE_CHANNELS
+        }
+    }
+
+    /// Whether the kernel copies weights into shared memory as they are (pre-rounded for TF32).
+    fn copies_weights(self) -> bool {
+        self.buffers() == 2
+    }
 }
 
 /// Longest input window a block reads (`COLS · THREADS` in the kernel).
 const MAX_WINDOW: usize = 384;
 /// Dynamic shared memory a block may use without an opt-in.
 const SHARED_LIMIT: usize = 48 * 1024;
+/// Dynamic shared memory an `Async` block may opt in to: every sm80+ GPU allows 99 KiB.
+const ASYNC_SHARED_LIMIT: usize = 99 * 1024;
 
 /// A stride-1 `torch.nn.Conv1d` (ungrouped) on CUDA, or a HiFi-GAN upsampler rewritten as
 /// one (see [`CudaConv1d::transposed`]).
@@ -35,6 +103,9 @@ const SHARED_LIMIT: usize = 48 * 1024;
 pub struct CudaConv1d {
     /// `[out, k, in]`: tap-major.
     weight: Tensor,
+    /// `weight` rounded to TF32 once, for the TF32 variants of the `Async` pipeline, which copy
+    /// weights straight into shared memory.
+    weight_tf32: Tensor,
     bias: Option<Tensor>,
     in_channels: usize,
     /// Output channels of the regular conv; `phases` of them make one row of a transposed one.
@@ -45,8 +116,7 @@ pub struct CudaConv1d {
     /// Leaky ReLU slope on the input; 1 is none.
     slope: f32,
     phases: usize,
-    /// Run the variant that reads the next stage ahead (see [`prefetch`]).
-    prefetch: bool,
+    pipeline: ConvPipeline,
 }
 
 /// Reductions (input channels × taps) from which a small grid is left to a GEMM; see
@@ -75,12 +145,31 @@ fn warps_on_channels(out_channels: usize) -> usize {
     }
 }
 
-/// Bytes of shared memory a block needs (weights, then the input window).
+/// Bytes of shared memory one stage of a block takes (weights, then the input window).
 fn shared_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> usize {
     let wp = (kernel * cc + 27) / 32 * 32 + 4;
     let span = (4 / wm) * 64 + (kernel - 1) * dilation;
     let xp = (span + 23) / 32 * 32 + 8;
     4 * (wm * 32 * wp + cc * xp)
+}
+
+/// Rounds every element to TF32 as the kernel's `cvt.rna.tf32.f32` does (to nearest, ties away
+/// from zero), so weights staged without conversion give the same products.
+fn tf32_rounded(t: &Tensor) -> Result<Tensor> {
+    let values: Vec<f32> = t
+        .flatten_all()?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| {
+            if v.is_finite() {
+                f32::from_bits(v.to_bits().wrapping_add(0x1000) & 0xffff_e000)
+            } else {
+                v
+            }
+        })
+        .collect();
+    Tensor::from_vec(values, t.shape(), t.device())
 }
 
 impl CudaConv1d {
@@ -97,18 +186,39 @@ impl CudaConv1d {
         if !usable(weight, kernel, dilation) {
             return Ok(None);
         }
-        Ok(Some(Self {
-            weight: weight.transpose(1, 2)?.contiguous()?,
-            bias: bias.cloned(),
+        Self::from_tap_major(
+            weight.transpose(1, 2)?.contiguous()?,
+            bias.cloned(),
+            in_channels,
+            (out_channels, 1),
+            (kernel, padding, dilation),
+        )
+        .map(Some)
+    }
+
+    /// The op over a tap-major weight `[out, k, in]`; `(out_channels, phases)`,
+    /// `(kernel, padding, dilation)`.
+    fn from_tap_major(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        in_channels: usize,
+        (out_channels, phases): (usize, usize),
+        (kernel, padding, dilation): (usize, usize, usize),
+    ) -> Result<Self> {
+        let op = Self {
+            weight_tf32: tf32_rounded(&weight)?,
+            weight,
+            bias,
             in_channels,
             out_channels,
             kernel,
             padding,
             dilation,
             slope: 1.0,
-            phases: 1,
-            prefetch: prefetch(),
-        }))
+            phases,
+            pipeline: ConvPipeline::Registers,
+        };
+        Ok(op.with_pipeline(ConvPipeline::from_env()))
     }
 
     /// A `torch.nn.ConvTranspose1d` (`weight` `[in, out, k]`, `bias` `[out]`) as the regular
@@ -147,18 +257,14 @@ impl CudaConv1d {
             .flat_map(|b| std::iter::repeat_n(b, stride))
             .collect();
         let channels = out_channels * stride;
-        Ok(Some(Self {
-            weight: Tensor::from_vec(tap_major, (channels, taps, in_channels), weight.device())?,
-            bias: Some(Tensor::from_vec(repeated, channels, weight.device())?),
+        Self::from_tap_major(
+            Tensor::from_vec(tap_major, (channels, taps, in_channels), weight.device())?,
+            Some(Tensor::from_vec(repeated, channels, weight.device())?),
             in_channels,
-            out_channels: channels,
-            kernel: taps,
-            padding: half,
-            dilation: 1,
-            slope: 1.0,
-            phases: stride,
-            prefetch: prefetch(),
-        }))
+            (channels, stride),
+            (taps, half, 1),
+        )
+        .map(Some)
     }
 
     /// Blocks a launch on `batch` items of `len_out` output samples takes (each reduces over
@@ -179,6 +285,40 @@ impl CudaConv1d {
     /// leave the device idle.
     pub fn has_long_reduction(&self) -> bool {
         self.in_channels * self.kernel >= LONG_REDUCTION
+    }
+
+    /// Runs on `pipeline`, or the nearest one that applies: `AsyncWide` is `Async` for kernel
+    /// sizes it is not built for, and either is `Registers` where two stages would not fit in
+    /// shared memory.
+    pub fn with_pipeline(mut self, pipeline: ConvPipeline) -> Self {
+        let fits = |p| self.shared_bytes(p) <= ASYNC_SHARED_LIMIT;
+        self.pipeline = match pipeline {
+            ConvPipeline::AsyncWide if WIDE_TAPS.contains(&self.kernel) && fits(pipeline) => {
+                pipeline
+            }
+            ConvPipeline::Async | ConvPipeline::AsyncWide if fits(ConvPipeline::Async) => {
+                ConvPipeline::Async
+            }
+            ConvPipeline::Async | ConvPipeline::AsyncWide => ConvPipeline::Registers,
+            other => other,
+        };
+        self
+    }
+
+    /// Taps of the kernel this op runs (a transposed conv's polyphase taps).
+    pub fn kernel_size(&self) -> usize {
+        self.kernel
+    }
+
+    /// The pipeline this op runs on.
+    pub fn pipeline(&self) -> ConvPipeline {
+        self.pipeline
+    }
+
+    /// Dynamic shared memory a block of this op takes on `pipeline`.
+    fn shared_bytes(&self, pipeline: ConvPipeline) -> usize {
+        let wm = warps_on_channels(self.out_channels);
+        pipeline.buffers() * shared_bytes(self.kernel, self.dilation, wm, pipeline.stage_channels())
     }
 
     /// Applies `leaky_relu(x, slope)` to the input inside the kernel.
@@ -304,7 +444,7 @@ mod launch {
     use candle_core::{CudaStorage, Layout, Result, Shape, Storage};
 
     use super::super::cuda_module::{function, view, CONV1D};
-    use super::{shared_bytes, warps_on_channels, CudaConv1d, STAGE_CHANNELS};
+    use super::{warps_on_channels, CudaConv1d, SHARED_LIMIT};
 
     pub(super) fn run(
         op: &CudaConv1d,
@@ -330,7 +470,13 @@ mod launch {
         }
         let dev = &x.device;
         let x = view("input", x, layout)?;
-        let (w_storage, w_layout) = op.weight.storage_and_layout();
+        let precise = !candle_core::cuda_backend::gemm_reduced_precision_f32();
+        let weight = if precise || !op.pipeline.copies_weights() {
+            &op.weight
+        } else {
+            &op.weight_tf32
+        };
+        let (w_storage, w_layout) = weight.storage_and_layout();
         let Storage::Cuda(w) = &*w_storage else {
             candle_core::bail!("ferrovox-cuda-conv1d: the weight is not on the GPU");
         };
@@ -349,15 +495,22 @@ mod launch {
             .collect::<Result<_>>()?;
 
         let wm = warps_on_channels(op.out_channels);
-        let precise = !candle_core::cuda_backend::gemm_reduced_precision_f32();
-        let cc = STAGE_CHANNELS;
         let name = format!(
             "ferrovox_conv1d_k{}_m{wm}_{}{}",
             op.kernel,
             if precise { "f32" } else { "tf32" },
-            if op.prefetch { "_prefetch" } else { "" }
+            op.pipeline.suffix()
         );
         let func = function(dev, &CONV1D, &name)?;
+        let shared = op.shared_bytes(op.pipeline);
+        if shared > SHARED_LIMIT {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+            func.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                i32::try_from(shared).map_err(candle_core::Error::wrap)?,
+            )
+            .map_err(candle_core::Error::wrap)?;
+        }
         let block_t = (4 / wm) * 64;
         let cfg = LaunchConfig {
             grid_dim: (
@@ -367,7 +520,7 @@ mod launch {
                 u32::try_from(batch).map_err(candle_core::Error::wrap)?,
             ),
             block_dim: (128, 1, 1),
-            shared_mem_bytes: shared_bytes(op.kernel, op.dilation, wm, cc) as u32,
+            shared_mem_bytes: u32::try_from(shared).map_err(candle_core::Error::wrap)?,
         };
         let int = |v: usize| i32::try_from(v).map_err(candle_core::Error::wrap);
         let scalars = [

@@ -30,7 +30,7 @@ pub use activations::{GatedTanh, Tanh};
 pub use channel_norm::ChannelNorm;
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;
-pub use cuda_conv1d::CudaConv1d;
+pub use cuda_conv1d::{ConvPipeline, CudaConv1d};
 pub use cuda_spline::CudaSplineInverse;
 pub use depthwise::DepthwiseConv1d;
 pub use direct::available as direct_conv_available;

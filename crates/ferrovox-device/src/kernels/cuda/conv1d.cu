@@ -6,6 +6,12 @@
 // so the unfolded input never exists in memory. Bias, up to two residuals and the
 // polyphase store of transposed convolutions happen in the epilogue.
 //
+// Three ways to feed a block (PIPE): SYNC reads each stage when it is needed; REGS reads the
+// next stage's input rows into registers while this stage's products run; ASYNC copies the next
+// stage's weights and input window into a second shared-memory buffer with cp.async, so both
+// arrive while the tensor cores work and no registers hold them. ASYNC expects the host to pass
+// weights already rounded to TF32 when it runs the TF32 variant.
+//
 // PRECISE splits each operand into two TF32 halves and runs three products (hi·hi, hi·lo,
 // lo·hi): f32-level error, for runs with TF32 switched off.
 
@@ -16,6 +22,8 @@ namespace {
 constexpr int THREADS = 128;  // four warps
 constexpr int ROWS = 4;       // input rows per batch of reads without prefetching
 constexpr int COLS = 3;       // column chunks of THREADS per row: windows up to 384 samples
+
+enum Pipe { SYNC = 0, REGS = 1, ASYNC = 2 };
 
 __device__ __forceinline__ uint32_t tf32_bits(float v) {
     uint32_t r;
@@ -31,6 +39,29 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// cp.async of `bytes` (4 or 16) with zero fill: nothing is read where `valid` is false.
+template <int BYTES>
+__device__ __forceinline__ void copy_async(float* dst, const float* src, bool valid) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    if constexpr (BYTES == 16) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src),
+                     "r"(valid ? 16 : 0)
+                     : "memory");
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src),
+                     "r"(valid ? 4 : 0)
+                     : "memory");
+    }
+}
+
+__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+// Waits until at most N of this thread's committed copy groups are still in flight.
+template <int N>
+__device__ __forceinline__ void copy_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 template <int N>
 __device__ __forceinline__ void split(const float (&v)[N], uint32_t (&hi)[N], uint32_t (&lo)[N]) {
 #pragma unroll
@@ -43,9 +74,7 @@ __device__ __forceinline__ void split(const float (&v)[N], uint32_t (&hi)[N], ui
 // One block: WM·32 output channels × (4/WM)·64 samples of one item; each warp 32 × 64.
 // CC input channels are staged per synchronisation. Eight (one mma k-step) measured faster than
 // as many as fit in 48 KiB (16 or 32): the smaller tile keeps more blocks resident per SM.
-// PREFETCH reads the next stage's input rows before this stage's products run, so their latency
-// hides behind the tensor-core work, at the cost of registers (fewer resident blocks).
-template <int K, int WM, int CC, bool PRECISE, bool PREFETCH>
+template <int K, int WM, int CC, bool PRECISE, int PIPE>
 __device__ __forceinline__ void conv1d_body(
     const float* __restrict__ x,     // [batch, cin, len_in]
     const float* __restrict__ w,     // [cout, K, cin]: tap-major
@@ -61,18 +90,20 @@ __device__ __forceinline__ void conv1d_body(
     constexpr int WP = ((K * CC + 27) / 32) * 32 + 4;
     const int span = BT + (K - 1) * dil;
     const int XP = ((span + 23) / 32) * 32 + 8;
+    // One stage: weights [BCO][WP] (tap-major, CC channels per tap), then the window [CC][XP].
+    // ASYNC keeps two, the one being filled and the one being read.
+    const int stage_floats = BCO * WP + CC * XP;
 
-    extern __shared__ float smem[];
-    float* ws = smem;             // [BCO][WP]: tap-major, CC channels per tap
-    float* xs = smem + BCO * WP;  // [CC][XP]
+    extern __shared__ __align__(16) float smem[];
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, tig = lane % 4;
     const int wm = warp / WN, wn = warp % WN;
     const int b = blockIdx.z, co0 = blockIdx.y * BCO, t0 = blockIdx.x * BT;
     const float* xb = x + (size_t)b * cin * len_in;
-    // Whole groups of 8 channels, 16-byte aligned rows (cudaMalloc aligns the base).
-    const bool vec_weights = CC == 8 && cin % 8 == 0 && ((uintptr_t)w & 15) == 0;
+    // Whole stages of channels in 16-byte aligned rows (cudaMalloc aligns the base).
+    const bool vec_weights = cin % CC == 0 && ((uintptr_t)w & 15) == 0;
+    constexpr int QUADS = CC / 4;  // float4 reads per (output channel, tap) and stage
 
     float acc[2][8][4];
 #pragma unroll
@@ -82,79 +113,13 @@ __device__ __forceinline__ void conv1d_body(
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    // Reads input rows [c_base, c_base + N) into v, zero outside the item and the padding.
-    auto read_rows = [&](auto& v, int c_base) {
-        constexpr int N = sizeof(v) / sizeof(v[0]);
-#pragma unroll
-        for (int r = 0; r < N; ++r) {
-            const int ci = c_base + r;
-            const float* row = xb + (size_t)ci * len_in;
-#pragma unroll
-            for (int q = 0; q < COLS; ++q) {
-                const int j = tid + q * THREADS, t = t0 - pad + j;
-                v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
-            }
-        }
+    // The input value staged for the products: activated, rounded unless PRECISE splits it.
+    auto staged = [&](float u) {
+        if (u < 0.f) u *= slope;
+        return PRECISE ? u : __uint_as_float(tf32_bits(u));
     };
-    // Writes rows held in v to the staged window from row c_local on, activated and rounded.
-    auto write_rows = [&](const auto& v, int c_local) {
-        constexpr int N = sizeof(v) / sizeof(v[0]);
-#pragma unroll
-        for (int r = 0; r < N; ++r) {
-#pragma unroll
-            for (int q = 0; q < COLS; ++q) {
-                const int j = tid + q * THREADS;
-                if (j < span) {
-                    float u = v[r][q];
-                    if (u < 0.f) u *= slope;
-                    xs[(c_local + r) * XP + j] = PRECISE ? u : __uint_as_float(tf32_bits(u));
-                }
-            }
-        }
-    };
-    float next[PREFETCH ? CC : 1][COLS];
-    if constexpr (PREFETCH) read_rows(next, 0);
-
-    for (int ci0 = 0; ci0 < cin; ci0 += CC) {
-        if constexpr (PREFETCH) {
-            write_rows(next, 0);
-        } else {
-            // ROWS·COLS independent reads in flight per batch, without holding a whole stage.
-#pragma unroll 1
-            for (int c0 = 0; c0 < CC; c0 += ROWS) {
-                float v[ROWS][COLS];
-                read_rows(v, ci0 + c0);
-                write_rows(v, c0);
-            }
-        }
-        if (vec_weights) {
-            // 8 consecutive input channels per (channel, tap): two aligned float4 reads.
-#pragma unroll 4
-            for (int i = tid; i < BCO * K * 2; i += THREADS) {
-                const int m = i / (K * 2), r = i - m * (K * 2), k = r / 2, half = r - k * 2;
-                const int co = co0 + m;
-                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (co < cout && ci0 < cin)
-                    v = *reinterpret_cast<const float4*>(w + ((size_t)co * K + k) * cin + ci0 + half * 4);
-                float* d = ws + m * WP + k * CC + half * 4;
-                d[0] = PRECISE ? v.x : __uint_as_float(tf32_bits(v.x));
-                d[1] = PRECISE ? v.y : __uint_as_float(tf32_bits(v.y));
-                d[2] = PRECISE ? v.z : __uint_as_float(tf32_bits(v.z));
-                d[3] = PRECISE ? v.w : __uint_as_float(tf32_bits(v.w));
-            }
-        } else {
-#pragma unroll 4
-            for (int i = tid; i < BCO * K * CC; i += THREADS) {
-                const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
-                const int co = co0 + m, ci = ci0 + c;
-                const float v = (co < cout && ci < cin) ? w[((size_t)co * K + k) * cin + ci] : 0.f;
-                ws[m * WP + k * CC + c] = PRECISE ? v : __uint_as_float(tf32_bits(v));
-            }
-        }
-        __syncthreads();
-        if constexpr (PREFETCH) {
-            if (ci0 + CC < cin) read_rows(next, ci0 + CC);
-        }
+    // This stage's products, over the weights ws and the window xs of shared memory.
+    auto products = [&](const float* ws, const float* xs) {
 #pragma unroll
         for (int step = 0; step < K * (CC / 8); ++step) {
             const int k = step / (CC / 8), kc = (step % (CC / 8)) * 8;
@@ -202,7 +167,143 @@ __device__ __forceinline__ void conv1d_body(
                 }
             }
         }
-        __syncthreads();
+    };
+
+    if constexpr (PIPE == ASYNC) {
+        // Starts the copies of the stage from input channel ci0 into buffer buf.
+        auto issue = [&](int ci0, int buf) {
+            float* ws = smem + buf * stage_floats;
+            float* xs = ws + BCO * WP;
+            if (vec_weights) {
+#pragma unroll 4
+                for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
+                    const int m = i / (K * QUADS), r = i - m * (K * QUADS), k = r / QUADS, q = r - k * QUADS;
+                    const int co = co0 + m;
+                    const bool ok = co < cout;
+                    const float* src = ok ? w + ((size_t)co * K + k) * cin + ci0 + q * 4 : w;
+                    copy_async<16>(ws + m * WP + k * CC + q * 4, src, ok);
+                }
+            } else {
+#pragma unroll 4
+                for (int i = tid; i < BCO * K * CC; i += THREADS) {
+                    const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
+                    const int co = co0 + m, ci = ci0 + c;
+                    const bool ok = co < cout && ci < cin;
+                    copy_async<4>(ws + m * WP + k * CC + c, ok ? w + ((size_t)co * K + k) * cin + ci : w, ok);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < CC; ++r) {
+                const int ci = ci0 + r;
+                const float* row = xb + (size_t)ci * len_in;
+                for (int j = tid; j < span; j += THREADS) {
+                    const int t = t0 - pad + j;
+                    const bool ok = ci < cin && t >= 0 && t < len_in;
+                    copy_async<4>(xs + r * XP + j, ok ? row + t : x, ok);
+                }
+            }
+            copy_async_commit();
+        };
+        // Activates and rounds the window values this thread copied into buffer buf: they are
+        // visible to it once its copies are waited for, to the others after the barrier.
+        auto settle = [&](int buf) {
+            if (PRECISE && slope == 1.f) return;
+            float* xs = smem + buf * stage_floats + BCO * WP;
+#pragma unroll
+            for (int r = 0; r < CC; ++r)
+                for (int j = tid; j < span; j += THREADS) xs[r * XP + j] = staged(xs[r * XP + j]);
+        };
+        const int stages = (cin + CC - 1) / CC;
+        issue(0, 0);
+        for (int s = 0; s < stages; ++s) {
+            const int buf = s & 1;
+            if (s + 1 < stages) {
+                // Buffer buf ^ 1 was last read by the products before the previous barrier.
+                issue((s + 1) * CC, buf ^ 1);
+                copy_async_wait<1>();
+            } else {
+                copy_async_wait<0>();
+            }
+            settle(buf);
+            __syncthreads();
+            products(smem + buf * stage_floats, smem + buf * stage_floats + BCO * WP);
+            __syncthreads();
+        }
+    } else {
+        float* ws = smem;
+        float* xs = smem + BCO * WP;
+        // Reads input rows [c_base, c_base + N) into v, zero outside the item and the padding.
+        auto read_rows = [&](auto& v, int c_base) {
+            constexpr int N = sizeof(v) / sizeof(v[0]);
+#pragma unroll
+            for (int r = 0; r < N; ++r) {
+                const int ci = c_base + r;
+                const float* row = xb + (size_t)ci * len_in;
+#pragma unroll
+                for (int q = 0; q < COLS; ++q) {
+                    const int j = tid + q * THREADS, t = t0 - pad + j;
+                    v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
+                }
+            }
+        };
+        // Writes rows held in v to the staged window from row c_local on, activated and rounded.
+        auto write_rows = [&](const auto& v, int c_local) {
+            constexpr int N = sizeof(v) / sizeof(v[0]);
+#pragma unroll
+            for (int r = 0; r < N; ++r) {
+#pragma unroll
+                for (int q = 0; q < COLS; ++q) {
+                    const int j = tid + q * THREADS;
+                    if (j < span) xs[(c_local + r) * XP + j] = staged(v[r][q]);
+                }
+            }
+        };
+        float next[PIPE == REGS ? CC : 1][COLS];
+        if constexpr (PIPE == REGS) read_rows(next, 0);
+
+        for (int ci0 = 0; ci0 < cin; ci0 += CC) {
+            if constexpr (PIPE == REGS) {
+                write_rows(next, 0);
+            } else {
+                // ROWS·COLS independent reads in flight per batch, without holding a whole stage.
+#pragma unroll 1
+                for (int c0 = 0; c0 < CC; c0 += ROWS) {
+                    float v[ROWS][COLS];
+                    read_rows(v, ci0 + c0);
+                    write_rows(v, c0);
+                }
+            }
+            if (vec_weights) {
+                // CC consecutive input channels per (channel, tap): aligned float4 reads.
+#pragma unroll 4
+                for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
+                    const int m = i / (K * QUADS), r = i - m * (K * QUADS), k = r / QUADS, q = r - k * QUADS;
+                    const int co = co0 + m;
+                    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                    if (co < cout && ci0 < cin)
+                        v = *reinterpret_cast<const float4*>(w + ((size_t)co * K + k) * cin + ci0 + q * 4);
+                    float* d = ws + m * WP + k * CC + q * 4;
+                    d[0] = PRECISE ? v.x : __uint_as_float(tf32_bits(v.x));
+                    d[1] = PRECISE ? v.y : __uint_as_float(tf32_bits(v.y));
+                    d[2] = PRECISE ? v.z : __uint_as_float(tf32_bits(v.z));
+                    d[3] = PRECISE ? v.w : __uint_as_float(tf32_bits(v.w));
+                }
+            } else {
+#pragma unroll 4
+                for (int i = tid; i < BCO * K * CC; i += THREADS) {
+                    const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
+                    const int co = co0 + m, ci = ci0 + c;
+                    const float v = (co < cout && ci < cin) ? w[((size_t)co * K + k) * cin + ci] : 0.f;
+                    ws[m * WP + k * CC + c] = PRECISE ? v : __uint_as_float(tf32_bits(v));
+                }
+            }
+            __syncthreads();
+            if constexpr (PIPE == REGS) {
+                if (ci0 + CC < cin) read_rows(next, ci0 + CC);
+            }
+            products(ws, xs);
+            __syncthreads();
+        }
     }
 
     // Accumulator (i): row g + 8·(i / 2), column 2·tig + (i % 2) of each 16 × 8 tile.
@@ -236,26 +337,33 @@ __device__ __forceinline__ void conv1d_body(
 
 }  // namespace
 
-#define FERROVOX_CONV1D(K, WM, PRECISE, PREFETCH, NAME)                                         \
+#define FERROVOX_CONV1D(K, WM, CC, PRECISE, PIPE, NAME)                                         \
     extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                 \
         const float* x, const float* w, const float* bias, const float* res0, const float* res1, \
         float* y, int cin, int cout, int len_in, int len_out, int pad, int dil, float slope,     \
         int phases) {                                                                            \
-        conv1d_body<K, WM, 8, PRECISE, PREFETCH>(x, w, bias, res0, res1, y, cin, cout, len_in,   \
-                                                 len_out, pad, dil, slope, phases);              \
+        conv1d_body<K, WM, CC, PRECISE, PIPE>(x, w, bias, res0, res1, y, cin, cout, len_in,      \
+                                              len_out, pad, dil, slope, phases);                 \
     }
 
-#define FERROVOX_CONV1D_VARIANTS(K, P, SUFFIX)                                       \
-    FERROVOX_CONV1D(K, 1, false, P, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)          \
-    FERROVOX_CONV1D(K, 2, false, P, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)          \
-    FERROVOX_CONV1D(K, 1, true, P, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)            \
-    FERROVOX_CONV1D(K, 2, true, P, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
+#define FERROVOX_CONV1D_VARIANTS(K, CC, P, SUFFIX)                                   \
+    FERROVOX_CONV1D(K, 1, CC, false, P, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)      \
+    FERROVOX_CONV1D(K, 2, CC, false, P, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)      \
+    FERROVOX_CONV1D(K, 1, CC, true, P, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)        \
+    FERROVOX_CONV1D(K, 2, CC, true, P, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
 
-#define FERROVOX_CONV1D_TAPS(K)                \
-    FERROVOX_CONV1D_VARIANTS(K, false, )       \
-    FERROVOX_CONV1D_VARIANTS(K, true, _prefetch)
+#define FERROVOX_CONV1D_TAPS(K)                      \
+    FERROVOX_CONV1D_VARIANTS(K, 8, SYNC, )           \
+    FERROVOX_CONV1D_VARIANTS(K, 8, REGS, _prefetch)  \
+    FERROVOX_CONV1D_VARIANTS(K, 8, ASYNC, _async)
+
+// Async stages of 16 input channels: twice the products per barrier, for the short kernels.
+#define FERROVOX_CONV1D_WIDE(K) FERROVOX_CONV1D_VARIANTS(K, 16, ASYNC, _async_c16)
 
 FERROVOX_CONV1D_TAPS(3)
 FERROVOX_CONV1D_TAPS(5)
 FERROVOX_CONV1D_TAPS(7)
 FERROVOX_CONV1D_TAPS(11)
+FERROVOX_CONV1D_WIDE(3)
+FERROVOX_CONV1D_WIDE(5)
+FERROVOX_CONV1D_WIDE(7)
