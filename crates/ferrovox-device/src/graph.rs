@@ -19,11 +19,14 @@ use std::sync::Mutex;
 
 use candle_core::{Result, Tensor};
 
+/// A variant tag and the shapes of the inputs: what one graph was captured for.
+type GraphKey = (usize, Vec<Vec<usize>>);
+
 /// Graphs of one model part, keyed by the shapes of its inputs and a variant tag (for
 /// host-side choices that change the ops recorded, such as whether a batch is padded).
 pub struct GraphCache {
     name: &'static str,
-    entries: Mutex<HashMap<(usize, Vec<Vec<usize>>), Entry>>,
+    entries: Mutex<HashMap<GraphKey, Entry>>,
     limit: usize,
     enabled: AtomicBool,
 }

@@ -16,41 +16,41 @@ const TAPS: [usize; 4] = [3, 5, 7, 11];
 /// as fit in 48 KiB (16 or 32) without `cp.async`: MMS-TTS's decoder at batch 16 took 35.2 ms
 /// against 40.3 ms.
 const STAGE_CHANNELS: usize = 8;
-/// `CC` of [`ConvPipeline::AsyncWide`], built for [`WIDE_TAPS`] only.
-const WIDE_STAGE_CHANNELS: usize = 16;
-const WIDE_TAPS: [usize; 3] = [3, 5, 7];
 
 /// How a block gets each stage of weights and input into shared memory
-/// (`FERROVOX_CUDA_CONV_PIPELINE`: `async`, the default, `async-wide`, `registers` or `sync`).
+/// (`FERROVOX_CUDA_CONV_PIPELINE`: `registers`, the default, `registers-4`, `weights-async`,
+/// `async` or `sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvPipeline {
     /// Each stage is read when it is needed: every block waits out its loads.
     Sync,
     /// The next stage's input rows are read into registers while this stage's products run;
-    /// the weights are still read when needed. On the H100, MMS-TTS's decoder at batch 16 took
-    /// 26.2 ms with it and 29.2 ms with `Sync`.
+    /// the weights are read when needed. Three blocks per SM fit the registers.
     Registers,
-    /// The next stage's weights and input window are copied into a second shared-memory buffer
-    /// with `cp.async` while this stage's products run: no registers hold them in flight.
+    /// `Registers` held to 128 registers, so four blocks fit per SM (the read-ahead spills).
+    RegistersCapped,
+    /// `Registers`, and the next stage's weights are copied by `cp.async` into a second
+    /// shared-memory buffer while this stage's products run.
+    WeightsAsync,
+    /// The next stage's weights and input window are both copied with `cp.async` into a second
+    /// buffer; each thread then activates and rounds the window values it copied.
     Async,
-    /// `Async` with stages of 16 input channels instead of 8 (twice the products per barrier)
-    /// for 3-, 5- and 7-tap kernels; other kernels run `Async`.
-    AsyncWide,
 }
 
 impl ConvPipeline {
-    /// The pipeline `FERROVOX_CUDA_CONV_PIPELINE` asks for; `Async` when unset or unknown.
+    /// The pipeline `FERROVOX_CUDA_CONV_PIPELINE` asks for; `Registers` when unset or unknown.
     pub fn from_env() -> Self {
         match std::env::var("FERROVOX_CUDA_CONV_PIPELINE").as_deref() {
             Ok("sync") => Self::Sync,
-            Ok("registers") => Self::Registers,
-            Ok("async-wide") => Self::AsyncWide,
-            Ok("async") | Err(_) => Self::Async,
+            Ok("registers-4") => Self::RegistersCapped,
+            Ok("weights-async") => Self::WeightsAsync,
+            Ok("async") => Self::Async,
+            Ok("registers") | Err(_) => Self::Registers,
             Ok(other) => {
                 tracing::warn!(
-                    "FERROVOX_CUDA_CONV_PIPELINE={other}: not async, async-wide, registers or sync; using async"
+                    "FERROVOX_CUDA_CONV_PIPELINE={other}: not registers, registers-4, weights-async, async or sync; using registers"
                 );
-                Self::Async
+                Self::Registers
             }
         }
     }
@@ -61,31 +61,25 @@ impl ConvPipeline {
         match self {
             Self::Sync => "",
             Self::Registers => "_prefetch",
+            Self::RegistersCapped => "_prefetch_o4",
+            Self::WeightsAsync => "_prefetch_w",
             Self::Async => "_async",
-            Self::AsyncWide => "_async_c16",
         }
     }
 
-    /// Stages of shared memory a block holds.
-    fn buffers(self) -> usize {
+    /// Copies of the weight stage and of the input window a block holds in shared memory.
+    fn buffers(self) -> (usize, usize) {
         match self {
-            Self::Sync | Self::Registers => 1,
-            Self::Async | Self::AsyncWide => 2,
-        }
-    }
-
-    /// Input channels a stage holds.
-    fn stage_channels(self) -> usize {
-        if self == Self::AsyncWide {
-            WIDE_STAGE_CHANNELS
-        } else {
-            STAGE_CHANNELS
+            Self::Sync | Self::Registers | Self::RegistersCapped => (1, 1),
+            Self::WeightsAsync => (2, 1),
+            Self::Async => (2, 2),
         }
     }
 
     /// Whether the kernel copies weights into shared memory as they are (pre-rounded for TF32).
+    #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
     fn copies_weights(self) -> bool {
-        self.buffers() == 2
+        self.buffers().0 == 2
     }
 }
 
@@ -145,12 +139,18 @@ fn warps_on_channels(out_channels: usize) -> usize {
     }
 }
 
-/// Bytes of shared memory one stage of a block takes (weights, then the input window).
-fn shared_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> usize {
+/// Bytes of shared memory one stage of a block takes: (weights, input window).
+fn stage_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> (usize, usize) {
     let wp = (kernel * cc + 27) / 32 * 32 + 4;
     let span = (4 / wm) * 64 + (kernel - 1) * dilation;
     let xp = (span + 23) / 32 * 32 + 8;
-    4 * (wm * 32 * wp + cc * xp)
+    (4 * wm * 32 * wp, 4 * cc * xp)
+}
+
+/// Bytes of shared memory one stage of a block takes.
+fn shared_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> usize {
+    let (w, x) = stage_bytes(kernel, dilation, wm, cc);
+    w + x
 }
 
 /// Rounds every element to TF32 as the kernel's `cvt.rna.tf32.f32` does (to nearest, ties away
@@ -216,7 +216,7 @@ impl CudaConv1d {
             dilation,
             slope: 1.0,
             phases,
-            pipeline: ConvPipeline::Registers,
+            pipeline: ConvPipeline::Sync,
         };
         Ok(op.with_pipeline(ConvPipeline::from_env()))
     }
@@ -287,27 +287,14 @@ impl CudaConv1d {
         self.in_channels * self.kernel >= LONG_REDUCTION
     }
 
-    /// Runs on `pipeline`, or the nearest one that applies: `AsyncWide` is `Async` for kernel
-    /// sizes it is not built for, and either is `Registers` where two stages would not fit in
-    /// shared memory.
+    /// Runs on `pipeline`, or on `Registers` where its buffers would not fit in shared memory.
     pub fn with_pipeline(mut self, pipeline: ConvPipeline) -> Self {
-        let fits = |p| self.shared_bytes(p) <= ASYNC_SHARED_LIMIT;
-        self.pipeline = match pipeline {
-            ConvPipeline::AsyncWide if WIDE_TAPS.contains(&self.kernel) && fits(pipeline) => {
-                pipeline
-            }
-            ConvPipeline::Async | ConvPipeline::AsyncWide if fits(ConvPipeline::Async) => {
-                ConvPipeline::Async
-            }
-            ConvPipeline::Async | ConvPipeline::AsyncWide => ConvPipeline::Registers,
-            other => other,
+        self.pipeline = if self.shared_bytes(pipeline) <= ASYNC_SHARED_LIMIT {
+            pipeline
+        } else {
+            ConvPipeline::Registers
         };
         self
-    }
-
-    /// Taps of the kernel this op runs (a transposed conv's polyphase taps).
-    pub fn kernel_size(&self) -> usize {
-        self.kernel
     }
 
     /// The pipeline this op runs on.
@@ -318,7 +305,9 @@ impl CudaConv1d {
     /// Dynamic shared memory a block of this op takes on `pipeline`.
     fn shared_bytes(&self, pipeline: ConvPipeline) -> usize {
         let wm = warps_on_channels(self.out_channels);
-        pipeline.buffers() * shared_bytes(self.kernel, self.dilation, wm, pipeline.stage_channels())
+        let (w, x) = stage_bytes(self.kernel, self.dilation, wm, STAGE_CHANNELS);
+        let (wn, xn) = pipeline.buffers();
+        wn * w + xn * x
     }
 
     /// Applies `leaky_relu(x, slope)` to the input inside the kernel.

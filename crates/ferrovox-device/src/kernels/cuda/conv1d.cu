@@ -10,7 +10,8 @@
 // next stage's input rows into registers while this stage's products run; ASYNC copies the next
 // stage's weights and input window into a second shared-memory buffer with cp.async, so both
 // arrive while the tensor cores work and no registers hold them. ASYNC expects the host to pass
-// weights already rounded to TF32 when it runs the TF32 variant.
+// weights already rounded to TF32 when it runs the TF32 variant. REGS_W is REGS with the
+// weights copied a stage ahead by cp.async into a second buffer, pre-rounded like ASYNC's.
 //
 // PRECISE splits each operand into two TF32 halves and runs three products (hi·hi, hi·lo,
 // lo·hi): f32-level error, for runs with TF32 switched off.
@@ -23,7 +24,7 @@ constexpr int THREADS = 128;  // four warps
 constexpr int ROWS = 4;       // input rows per batch of reads without prefetching
 constexpr int COLS = 3;       // column chunks of THREADS per row: windows up to 384 samples
 
-enum Pipe { SYNC = 0, REGS = 1, ASYNC = 2 };
+enum Pipe { SYNC = 0, REGS = 1, ASYNC = 2, REGS_W = 3 };
 
 __device__ __forceinline__ uint32_t tf32_bits(float v) {
     uint32_t r;
@@ -169,29 +170,35 @@ __device__ __forceinline__ void conv1d_body(
         }
     };
 
+    // Starts cp.async copies of the weights of the stage from input channel ci0 into ws (not
+    // converted: the TF32 variants get pre-rounded weights).
+    auto issue_weights = [&](int ci0, float* ws) {
+        if (vec_weights) {
+#pragma unroll 4
+            for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
+                const int m = i / (K * QUADS), r = i - m * (K * QUADS), k = r / QUADS, q = r - k * QUADS;
+                const int co = co0 + m;
+                const bool ok = co < cout;
+                const float* src = ok ? w + ((size_t)co * K + k) * cin + ci0 + q * 4 : w;
+                copy_async<16>(ws + m * WP + k * CC + q * 4, src, ok);
+            }
+        } else {
+#pragma unroll 4
+            for (int i = tid; i < BCO * K * CC; i += THREADS) {
+                const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
+                const int co = co0 + m, ci = ci0 + c;
+                const bool ok = co < cout && ci < cin;
+                copy_async<4>(ws + m * WP + k * CC + c, ok ? w + ((size_t)co * K + k) * cin + ci : w, ok);
+            }
+        }
+    };
+
     if constexpr (PIPE == ASYNC) {
         // Starts the copies of the stage from input channel ci0 into buffer buf.
         auto issue = [&](int ci0, int buf) {
             float* ws = smem + buf * stage_floats;
             float* xs = ws + BCO * WP;
-            if (vec_weights) {
-#pragma unroll 4
-                for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
-                    const int m = i / (K * QUADS), r = i - m * (K * QUADS), k = r / QUADS, q = r - k * QUADS;
-                    const int co = co0 + m;
-                    const bool ok = co < cout;
-                    const float* src = ok ? w + ((size_t)co * K + k) * cin + ci0 + q * 4 : w;
-                    copy_async<16>(ws + m * WP + k * CC + q * 4, src, ok);
-                }
-            } else {
-#pragma unroll 4
-                for (int i = tid; i < BCO * K * CC; i += THREADS) {
-                    const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
-                    const int co = co0 + m, ci = ci0 + c;
-                    const bool ok = co < cout && ci < cin;
-                    copy_async<4>(ws + m * WP + k * CC + c, ok ? w + ((size_t)co * K + k) * cin + ci : w, ok);
-                }
-            }
+            issue_weights(ci0, ws);
 #pragma unroll
             for (int r = 0; r < CC; ++r) {
                 const int ci = ci0 + r;
@@ -230,8 +237,9 @@ __device__ __forceinline__ void conv1d_body(
             __syncthreads();
         }
     } else {
-        float* ws = smem;
-        float* xs = smem + BCO * WP;
+        // REGS_W keeps two weight buffers ahead of the window.
+        constexpr int WBUFS = PIPE == REGS_W ? 2 : 1;
+        float* xs = smem + WBUFS * BCO * WP;
         // Reads input rows [c_base, c_base + N) into v, zero outside the item and the padding.
         auto read_rows = [&](auto& v, int c_base) {
             constexpr int N = sizeof(v) / sizeof(v[0]);
@@ -258,11 +266,17 @@ __device__ __forceinline__ void conv1d_body(
                 }
             }
         };
-        float next[PIPE == REGS ? CC : 1][COLS];
-        if constexpr (PIPE == REGS) read_rows(next, 0);
+        constexpr bool READ_AHEAD = PIPE == REGS || PIPE == REGS_W;
+        float next[READ_AHEAD ? CC : 1][COLS];
+        if constexpr (READ_AHEAD) read_rows(next, 0);
+        if constexpr (PIPE == REGS_W) {
+            issue_weights(0, smem);
+            copy_async_commit();
+        }
 
         for (int ci0 = 0; ci0 < cin; ci0 += CC) {
-            if constexpr (PIPE == REGS) {
+            float* ws = smem + (PIPE == REGS_W ? ((ci0 / CC) & 1) * BCO * WP : 0);
+            if constexpr (READ_AHEAD) {
                 write_rows(next, 0);
             } else {
                 // ROWS·COLS independent reads in flight per batch, without holding a whole stage.
@@ -273,7 +287,16 @@ __device__ __forceinline__ void conv1d_body(
                     write_rows(v, c0);
                 }
             }
-            if (vec_weights) {
+            if constexpr (PIPE == REGS_W) {
+                // The other buffer was last read by the products before the previous barrier.
+                if (ci0 + CC < cin) {
+                    issue_weights(ci0 + CC, smem + (((ci0 / CC) + 1) & 1) * BCO * WP);
+                    copy_async_commit();
+                    copy_async_wait<1>();
+                } else {
+                    copy_async_wait<0>();
+                }
+            } else if (vec_weights) {
                 // CC consecutive input channels per (channel, tap): aligned float4 reads.
 #pragma unroll 4
                 for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
@@ -298,7 +321,7 @@ __device__ __forceinline__ void conv1d_body(
                 }
             }
             __syncthreads();
-            if constexpr (PIPE == REGS) {
+            if constexpr (READ_AHEAD) {
                 if (ci0 + CC < cin) read_rows(next, ci0 + CC);
             }
             products(ws, xs);
@@ -337,33 +360,31 @@ __device__ __forceinline__ void conv1d_body(
 
 }  // namespace
 
-#define FERROVOX_CONV1D(K, WM, CC, PRECISE, PIPE, NAME)                                         \
-    extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                 \
+#define FERROVOX_CONV1D(K, WM, PRECISE, PIPE, MINB, NAME)                                      \
+    extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME(                           \
         const float* x, const float* w, const float* bias, const float* res0, const float* res1, \
         float* y, int cin, int cout, int len_in, int len_out, int pad, int dil, float slope,     \
         int phases) {                                                                            \
-        conv1d_body<K, WM, CC, PRECISE, PIPE>(x, w, bias, res0, res1, y, cin, cout, len_in,      \
-                                              len_out, pad, dil, slope, phases);                 \
+        conv1d_body<K, WM, 8, PRECISE, PIPE>(x, w, bias, res0, res1, y, cin, cout, len_in,       \
+                                             len_out, pad, dil, slope, phases);                  \
     }
 
-#define FERROVOX_CONV1D_VARIANTS(K, CC, P, SUFFIX)                                   \
-    FERROVOX_CONV1D(K, 1, CC, false, P, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)      \
-    FERROVOX_CONV1D(K, 2, CC, false, P, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)      \
-    FERROVOX_CONV1D(K, 1, CC, true, P, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)        \
-    FERROVOX_CONV1D(K, 2, CC, true, P, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
+#define FERROVOX_CONV1D_VARIANTS(K, P, MINB, SUFFIX)                                       \
+    FERROVOX_CONV1D(K, 1, false, P, MINB, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)          \
+    FERROVOX_CONV1D(K, 2, false, P, MINB, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)          \
+    FERROVOX_CONV1D(K, 1, true, P, MINB, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)            \
+    FERROVOX_CONV1D(K, 2, true, P, MINB, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
 
-#define FERROVOX_CONV1D_TAPS(K)                      \
-    FERROVOX_CONV1D_VARIANTS(K, 8, SYNC, )           \
-    FERROVOX_CONV1D_VARIANTS(K, 8, REGS, _prefetch)  \
-    FERROVOX_CONV1D_VARIANTS(K, 8, ASYNC, _async)
-
-// Async stages of 16 input channels: twice the products per barrier, for the short kernels.
-#define FERROVOX_CONV1D_WIDE(K) FERROVOX_CONV1D_VARIANTS(K, 16, ASYNC, _async_c16)
+// MINB: resident blocks per SM the register allocation must allow. REGS_W is held to three,
+// as REGS reaches by itself; `_prefetch_o4` is REGS held to four (it spills its read-ahead).
+#define FERROVOX_CONV1D_TAPS(K)                          \
+    FERROVOX_CONV1D_VARIANTS(K, SYNC, 1, )               \
+    FERROVOX_CONV1D_VARIANTS(K, REGS, 1, _prefetch)      \
+    FERROVOX_CONV1D_VARIANTS(K, ASYNC, 1, _async)        \
+    FERROVOX_CONV1D_VARIANTS(K, REGS_W, 3, _prefetch_w)  \
+    FERROVOX_CONV1D_VARIANTS(K, REGS, 4, _prefetch_o4)
 
 FERROVOX_CONV1D_TAPS(3)
 FERROVOX_CONV1D_TAPS(5)
 FERROVOX_CONV1D_TAPS(7)
 FERROVOX_CONV1D_TAPS(11)
-FERROVOX_CONV1D_WIDE(3)
-FERROVOX_CONV1D_WIDE(5)
-FERROVOX_CONV1D_WIDE(7)
