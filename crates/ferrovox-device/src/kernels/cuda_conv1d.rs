@@ -18,39 +18,36 @@ const TAPS: [usize; 4] = [3, 5, 7, 11];
 const STAGE_CHANNELS: usize = 8;
 
 /// How a block gets each stage of weights and input into shared memory
-/// (`FERROVOX_CUDA_CONV_PIPELINE`: `registers`, the default, `registers-4`, `weights-async`,
-/// `async` or `sync`).
+/// (`FERROVOX_CUDA_CONV_PIPELINE`: `weights-async`, the default, `registers` or `sync`).
+///
+/// On the H100, MMS-TTS's decoder at batch 16 took 20.7 ms with `WeightsAsync` against 30.7 ms
+/// with a `Registers` build that had grown to 196-210 registers per thread (two blocks per SM);
+/// copying the input window with `cp.async` as well (then activating it in place) took 35.6 ms,
+/// and `Registers` held to 128 registers (four blocks, spilling its read-ahead) 29.2 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvPipeline {
     /// Each stage is read when it is needed: every block waits out its loads.
     Sync,
     /// The next stage's input rows are read into registers while this stage's products run;
-    /// the weights are read when needed. Three blocks per SM fit the registers.
+    /// the weights are read when needed.
     Registers,
-    /// `Registers` held to 128 registers, so four blocks fit per SM (the read-ahead spills).
-    RegistersCapped,
     /// `Registers`, and the next stage's weights are copied by `cp.async` into a second
-    /// shared-memory buffer while this stage's products run.
+    /// shared-memory buffer while this stage's products run, so no block waits on them.
     WeightsAsync,
-    /// The next stage's weights and input window are both copied with `cp.async` into a second
-    /// buffer; each thread then activates and rounds the window values it copied.
-    Async,
 }
 
 impl ConvPipeline {
-    /// The pipeline `FERROVOX_CUDA_CONV_PIPELINE` asks for; `Registers` when unset or unknown.
+    /// The pipeline `FERROVOX_CUDA_CONV_PIPELINE` asks for; `WeightsAsync` when unset or unknown.
     pub fn from_env() -> Self {
         match std::env::var("FERROVOX_CUDA_CONV_PIPELINE").as_deref() {
             Ok("sync") => Self::Sync,
-            Ok("registers-4") => Self::RegistersCapped,
-            Ok("weights-async") => Self::WeightsAsync,
-            Ok("async") => Self::Async,
-            Ok("registers") | Err(_) => Self::Registers,
+            Ok("registers") => Self::Registers,
+            Ok("weights-async") | Err(_) => Self::WeightsAsync,
             Ok(other) => {
                 tracing::warn!(
-                    "FERROVOX_CUDA_CONV_PIPELINE={other}: not registers, registers-4, weights-async, async or sync; using registers"
+                    "FERROVOX_CUDA_CONV_PIPELINE={other}: not weights-async, registers or sync; using weights-async"
                 );
-                Self::Registers
+                Self::WeightsAsync
             }
         }
     }
@@ -61,25 +58,22 @@ impl ConvPipeline {
         match self {
             Self::Sync => "",
             Self::Registers => "_prefetch",
-            Self::RegistersCapped => "_prefetch_o4",
             Self::WeightsAsync => "_prefetch_w",
-            Self::Async => "_async",
         }
     }
 
-    /// Copies of the weight stage and of the input window a block holds in shared memory.
-    fn buffers(self) -> (usize, usize) {
+    /// Weight stages a block holds in shared memory (it always holds one input window).
+    fn weight_buffers(self) -> usize {
         match self {
-            Self::Sync | Self::Registers | Self::RegistersCapped => (1, 1),
-            Self::WeightsAsync => (2, 1),
-            Self::Async => (2, 2),
+            Self::Sync | Self::Registers => 1,
+            Self::WeightsAsync => 2,
         }
     }
 
     /// Whether the kernel copies weights into shared memory as they are (pre-rounded for TF32).
     #[cfg_attr(not(ferrovox_cuda_kernels), allow(dead_code))]
     fn copies_weights(self) -> bool {
-        self.buffers().0 == 2
+        self == Self::WeightsAsync
     }
 }
 
@@ -87,8 +81,8 @@ impl ConvPipeline {
 const MAX_WINDOW: usize = 384;
 /// Dynamic shared memory a block may use without an opt-in.
 const SHARED_LIMIT: usize = 48 * 1024;
-/// Dynamic shared memory an `Async` block may opt in to: every sm80+ GPU allows 99 KiB.
-const ASYNC_SHARED_LIMIT: usize = 99 * 1024;
+/// Dynamic shared memory a block may opt in to: every sm80+ GPU allows 99 KiB.
+const OPT_IN_SHARED_LIMIT: usize = 99 * 1024;
 
 /// A stride-1 `torch.nn.Conv1d` (ungrouped) on CUDA, or a HiFi-GAN upsampler rewritten as
 /// one (see [`CudaConv1d::transposed`]).
@@ -97,8 +91,8 @@ const ASYNC_SHARED_LIMIT: usize = 99 * 1024;
 pub struct CudaConv1d {
     /// `[out, k, in]`: tap-major.
     weight: Tensor,
-    /// `weight` rounded to TF32 once, for the TF32 variants of the `Async` pipeline, which copy
-    /// weights straight into shared memory.
+    /// `weight` rounded to TF32 once, for the TF32 variants of [`ConvPipeline::WeightsAsync`],
+    /// which copy weights straight into shared memory.
     weight_tf32: Tensor,
     bias: Option<Tensor>,
     in_channels: usize,
@@ -289,7 +283,7 @@ impl CudaConv1d {
 
     /// Runs on `pipeline`, or on `Registers` where its buffers would not fit in shared memory.
     pub fn with_pipeline(mut self, pipeline: ConvPipeline) -> Self {
-        self.pipeline = if self.shared_bytes(pipeline) <= ASYNC_SHARED_LIMIT {
+        self.pipeline = if self.shared_bytes(pipeline) <= OPT_IN_SHARED_LIMIT {
             pipeline
         } else {
             ConvPipeline::Registers
@@ -306,8 +300,7 @@ impl CudaConv1d {
     fn shared_bytes(&self, pipeline: ConvPipeline) -> usize {
         let wm = warps_on_channels(self.out_channels);
         let (w, x) = stage_bytes(self.kernel, self.dilation, wm, STAGE_CHANNELS);
-        let (wn, xn) = pipeline.buffers();
-        wn * w + xn * x
+        pipeline.weight_buffers() * w + x
     }
 
     /// Applies `leaky_relu(x, slope)` to the input inside the kernel.

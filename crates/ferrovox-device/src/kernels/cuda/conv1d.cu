@@ -7,11 +7,10 @@
 // polyphase store of transposed convolutions happen in the epilogue.
 //
 // Three ways to feed a block (PIPE): SYNC reads each stage when it is needed; REGS reads the
-// next stage's input rows into registers while this stage's products run; ASYNC copies the next
-// stage's weights and input window into a second shared-memory buffer with cp.async, so both
-// arrive while the tensor cores work and no registers hold them. ASYNC expects the host to pass
-// weights already rounded to TF32 when it runs the TF32 variant. REGS_W is REGS with the
-// weights copied a stage ahead by cp.async into a second buffer, pre-rounded like ASYNC's.
+// next stage's input rows into registers while this stage's products run; REGS_W does that and
+// also copies the next stage's weights into a second shared-memory buffer with cp.async, so
+// they arrive while the tensor cores work. REGS_W expects the host to pass weights already
+// rounded to TF32 when it runs the TF32 variant, since they reach shared memory unconverted.
 //
 // PRECISE splits each operand into two TF32 halves and runs three products (hi·hi, hi·lo,
 // lo·hi): f32-level error, for runs with TF32 switched off.
@@ -24,7 +23,7 @@ constexpr int THREADS = 128;  // four warps
 constexpr int ROWS = 4;       // input rows per batch of reads without prefetching
 constexpr int COLS = 3;       // column chunks of THREADS per row: windows up to 384 samples
 
-enum Pipe { SYNC = 0, REGS = 1, ASYNC = 2, REGS_W = 3 };
+enum Pipe { SYNC = 0, REGS = 1, REGS_W = 2 };
 
 __device__ __forceinline__ uint32_t tf32_bits(float v) {
     uint32_t r;
@@ -91,9 +90,8 @@ __device__ __forceinline__ void conv1d_body(
     constexpr int WP = ((K * CC + 27) / 32) * 32 + 4;
     const int span = BT + (K - 1) * dil;
     const int XP = ((span + 23) / 32) * 32 + 8;
-    // One stage: weights [BCO][WP] (tap-major, CC channels per tap), then the window [CC][XP].
-    // ASYNC keeps two, the one being filled and the one being read.
-    const int stage_floats = BCO * WP + CC * XP;
+    // Shared memory: weights [BCO][WP] (tap-major, CC channels per tap; REGS_W keeps two, the
+    // one being filled and the one being read), then the window [CC][XP].
 
     extern __shared__ __align__(16) float smem[];
 
@@ -193,140 +191,95 @@ __device__ __forceinline__ void conv1d_body(
         }
     };
 
-    if constexpr (PIPE == ASYNC) {
-        // Starts the copies of the stage from input channel ci0 into buffer buf.
-        auto issue = [&](int ci0, int buf) {
-            float* ws = smem + buf * stage_floats;
-            float* xs = ws + BCO * WP;
-            issue_weights(ci0, ws);
+    // REGS_W keeps two weight buffers ahead of the window.
+    constexpr int WBUFS = PIPE == REGS_W ? 2 : 1;
+    float* xs = smem + WBUFS * BCO * WP;
+    // Reads input rows [c_base, c_base + N) into v, zero outside the item and the padding.
+    auto read_rows = [&](auto& v, int c_base) {
+        constexpr int N = sizeof(v) / sizeof(v[0]);
 #pragma unroll
-            for (int r = 0; r < CC; ++r) {
-                const int ci = ci0 + r;
-                const float* row = xb + (size_t)ci * len_in;
-                for (int j = tid; j < span; j += THREADS) {
-                    const int t = t0 - pad + j;
-                    const bool ok = ci < cin && t >= 0 && t < len_in;
-                    copy_async<4>(xs + r * XP + j, ok ? row + t : x, ok);
-                }
+        for (int r = 0; r < N; ++r) {
+            const int ci = c_base + r;
+            const float* row = xb + (size_t)ci * len_in;
+#pragma unroll
+            for (int q = 0; q < COLS; ++q) {
+                const int j = tid + q * THREADS, t = t0 - pad + j;
+                v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
             }
-            copy_async_commit();
-        };
-        // Activates and rounds the window values this thread copied into buffer buf: they are
-        // visible to it once its copies are waited for, to the others after the barrier.
-        auto settle = [&](int buf) {
-            if (PRECISE && slope == 1.f) return;
-            float* xs = smem + buf * stage_floats + BCO * WP;
+        }
+    };
+    // Writes rows held in v to the staged window from row c_local on, activated and rounded.
+    auto write_rows = [&](const auto& v, int c_local) {
+        constexpr int N = sizeof(v) / sizeof(v[0]);
 #pragma unroll
-            for (int r = 0; r < CC; ++r)
-                for (int j = tid; j < span; j += THREADS) xs[r * XP + j] = staged(xs[r * XP + j]);
-        };
-        const int stages = (cin + CC - 1) / CC;
-        issue(0, 0);
-        for (int s = 0; s < stages; ++s) {
-            const int buf = s & 1;
-            if (s + 1 < stages) {
-                // Buffer buf ^ 1 was last read by the products before the previous barrier.
-                issue((s + 1) * CC, buf ^ 1);
+        for (int r = 0; r < N; ++r) {
+#pragma unroll
+            for (int q = 0; q < COLS; ++q) {
+                const int j = tid + q * THREADS;
+                if (j < span) xs[(c_local + r) * XP + j] = staged(v[r][q]);
+            }
+        }
+    };
+    constexpr bool READ_AHEAD = PIPE == REGS || PIPE == REGS_W;
+    float next[READ_AHEAD ? CC : 1][COLS];
+    if constexpr (READ_AHEAD) read_rows(next, 0);
+    if constexpr (PIPE == REGS_W) {
+        issue_weights(0, smem);
+        copy_async_commit();
+    }
+
+    for (int ci0 = 0; ci0 < cin; ci0 += CC) {
+        float* ws = smem + (PIPE == REGS_W ? ((ci0 / CC) & 1) * BCO * WP : 0);
+        if constexpr (READ_AHEAD) {
+            write_rows(next, 0);
+        } else {
+            // ROWS·COLS independent reads in flight per batch, without holding a whole stage.
+#pragma unroll 1
+            for (int c0 = 0; c0 < CC; c0 += ROWS) {
+                float v[ROWS][COLS];
+                read_rows(v, ci0 + c0);
+                write_rows(v, c0);
+            }
+        }
+        if constexpr (PIPE == REGS_W) {
+            // The other buffer was last read by the products before the previous barrier.
+            if (ci0 + CC < cin) {
+                issue_weights(ci0 + CC, smem + (((ci0 / CC) + 1) & 1) * BCO * WP);
+                copy_async_commit();
                 copy_async_wait<1>();
             } else {
                 copy_async_wait<0>();
             }
-            settle(buf);
-            __syncthreads();
-            products(smem + buf * stage_floats, smem + buf * stage_floats + BCO * WP);
-            __syncthreads();
-        }
-    } else {
-        // REGS_W keeps two weight buffers ahead of the window.
-        constexpr int WBUFS = PIPE == REGS_W ? 2 : 1;
-        float* xs = smem + WBUFS * BCO * WP;
-        // Reads input rows [c_base, c_base + N) into v, zero outside the item and the padding.
-        auto read_rows = [&](auto& v, int c_base) {
-            constexpr int N = sizeof(v) / sizeof(v[0]);
-#pragma unroll
-            for (int r = 0; r < N; ++r) {
-                const int ci = c_base + r;
-                const float* row = xb + (size_t)ci * len_in;
-#pragma unroll
-                for (int q = 0; q < COLS; ++q) {
-                    const int j = tid + q * THREADS, t = t0 - pad + j;
-                    v[r][q] = (j < span && ci < cin && t >= 0 && t < len_in) ? row[t] : 0.f;
-                }
-            }
-        };
-        // Writes rows held in v to the staged window from row c_local on, activated and rounded.
-        auto write_rows = [&](const auto& v, int c_local) {
-            constexpr int N = sizeof(v) / sizeof(v[0]);
-#pragma unroll
-            for (int r = 0; r < N; ++r) {
-#pragma unroll
-                for (int q = 0; q < COLS; ++q) {
-                    const int j = tid + q * THREADS;
-                    if (j < span) xs[(c_local + r) * XP + j] = staged(v[r][q]);
-                }
-            }
-        };
-        constexpr bool READ_AHEAD = PIPE == REGS || PIPE == REGS_W;
-        float next[READ_AHEAD ? CC : 1][COLS];
-        if constexpr (READ_AHEAD) read_rows(next, 0);
-        if constexpr (PIPE == REGS_W) {
-            issue_weights(0, smem);
-            copy_async_commit();
-        }
-
-        for (int ci0 = 0; ci0 < cin; ci0 += CC) {
-            float* ws = smem + (PIPE == REGS_W ? ((ci0 / CC) & 1) * BCO * WP : 0);
-            if constexpr (READ_AHEAD) {
-                write_rows(next, 0);
-            } else {
-                // ROWS·COLS independent reads in flight per batch, without holding a whole stage.
-#pragma unroll 1
-                for (int c0 = 0; c0 < CC; c0 += ROWS) {
-                    float v[ROWS][COLS];
-                    read_rows(v, ci0 + c0);
-                    write_rows(v, c0);
-                }
-            }
-            if constexpr (PIPE == REGS_W) {
-                // The other buffer was last read by the products before the previous barrier.
-                if (ci0 + CC < cin) {
-                    issue_weights(ci0 + CC, smem + (((ci0 / CC) + 1) & 1) * BCO * WP);
-                    copy_async_commit();
-                    copy_async_wait<1>();
-                } else {
-                    copy_async_wait<0>();
-                }
-            } else if (vec_weights) {
-                // CC consecutive input channels per (channel, tap): aligned float4 reads.
+        } else if (vec_weights) {
+            // CC consecutive input channels per (channel, tap): aligned float4 reads.
 #pragma unroll 4
-                for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
-                    const int m = i / (K * QUADS), r = i - m * (K * QUADS), k = r / QUADS, q = r - k * QUADS;
-                    const int co = co0 + m;
-                    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                    if (co < cout && ci0 < cin)
-                        v = *reinterpret_cast<const float4*>(w + ((size_t)co * K + k) * cin + ci0 + q * 4);
-                    float* d = ws + m * WP + k * CC + q * 4;
-                    d[0] = PRECISE ? v.x : __uint_as_float(tf32_bits(v.x));
-                    d[1] = PRECISE ? v.y : __uint_as_float(tf32_bits(v.y));
-                    d[2] = PRECISE ? v.z : __uint_as_float(tf32_bits(v.z));
-                    d[3] = PRECISE ? v.w : __uint_as_float(tf32_bits(v.w));
-                }
-            } else {
+            for (int i = tid; i < BCO * K * QUADS; i += THREADS) {
+                const int m = i / (K * QUADS), r = i - m * (K * QUADS), k = r / QUADS, q = r - k * QUADS;
+                const int co = co0 + m;
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (co < cout && ci0 < cin)
+                    v = *reinterpret_cast<const float4*>(w + ((size_t)co * K + k) * cin + ci0 + q * 4);
+                float* d = ws + m * WP + k * CC + q * 4;
+                d[0] = PRECISE ? v.x : __uint_as_float(tf32_bits(v.x));
+                d[1] = PRECISE ? v.y : __uint_as_float(tf32_bits(v.y));
+                d[2] = PRECISE ? v.z : __uint_as_float(tf32_bits(v.z));
+                d[3] = PRECISE ? v.w : __uint_as_float(tf32_bits(v.w));
+            }
+        } else {
 #pragma unroll 4
-                for (int i = tid; i < BCO * K * CC; i += THREADS) {
-                    const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
-                    const int co = co0 + m, ci = ci0 + c;
-                    const float v = (co < cout && ci < cin) ? w[((size_t)co * K + k) * cin + ci] : 0.f;
-                    ws[m * WP + k * CC + c] = PRECISE ? v : __uint_as_float(tf32_bits(v));
-                }
+            for (int i = tid; i < BCO * K * CC; i += THREADS) {
+                const int m = i / (K * CC), r = i - m * (K * CC), k = r / CC, c = r - k * CC;
+                const int co = co0 + m, ci = ci0 + c;
+                const float v = (co < cout && ci < cin) ? w[((size_t)co * K + k) * cin + ci] : 0.f;
+                ws[m * WP + k * CC + c] = PRECISE ? v : __uint_as_float(tf32_bits(v));
             }
-            __syncthreads();
-            if constexpr (READ_AHEAD) {
-                if (ci0 + CC < cin) read_rows(next, ci0 + CC);
-            }
-            products(ws, xs);
-            __syncthreads();
         }
+        __syncthreads();
+        if constexpr (READ_AHEAD) {
+            if (ci0 + CC < cin) read_rows(next, ci0 + CC);
+        }
+        products(ws, xs);
+        __syncthreads();
     }
 
     // Accumulator (i): row g + 8·(i / 2), column 2·tig + (i % 2) of each 16 × 8 tile.
@@ -360,8 +313,8 @@ __device__ __forceinline__ void conv1d_body(
 
 }  // namespace
 
-#define FERROVOX_CONV1D(K, WM, PRECISE, PIPE, MINB, NAME)                                      \
-    extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME(                           \
+#define FERROVOX_CONV1D(K, WM, PRECISE, PIPE, BOUNDS, NAME)                                    \
+    extern "C" __global__ void __launch_bounds__ BOUNDS NAME(                                   \
         const float* x, const float* w, const float* bias, const float* res0, const float* res1, \
         float* y, int cin, int cout, int len_in, int len_out, int pad, int dil, float slope,     \
         int phases) {                                                                            \
@@ -369,20 +322,20 @@ __device__ __forceinline__ void conv1d_body(
                                              len_out, pad, dil, slope, phases);                  \
     }
 
-#define FERROVOX_CONV1D_VARIANTS(K, P, MINB, SUFFIX)                                       \
-    FERROVOX_CONV1D(K, 1, false, P, MINB, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)          \
-    FERROVOX_CONV1D(K, 2, false, P, MINB, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)          \
-    FERROVOX_CONV1D(K, 1, true, P, MINB, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)            \
-    FERROVOX_CONV1D(K, 2, true, P, MINB, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
+#define FERROVOX_CONV1D_VARIANTS(K, P, BOUNDS, SUFFIX)                                     \
+    FERROVOX_CONV1D(K, 1, false, P, BOUNDS, ferrovox_conv1d_k##K##_m1_tf32##SUFFIX)        \
+    FERROVOX_CONV1D(K, 2, false, P, BOUNDS, ferrovox_conv1d_k##K##_m2_tf32##SUFFIX)        \
+    FERROVOX_CONV1D(K, 1, true, P, BOUNDS, ferrovox_conv1d_k##K##_m1_f32##SUFFIX)          \
+    FERROVOX_CONV1D(K, 2, true, P, BOUNDS, ferrovox_conv1d_k##K##_m2_f32##SUFFIX)
 
-// MINB: resident blocks per SM the register allocation must allow. REGS_W is held to three,
-// as REGS reaches by itself; `_prefetch_o4` is REGS held to four (it spills its read-ahead).
-#define FERROVOX_CONV1D_TAPS(K)                          \
-    FERROVOX_CONV1D_VARIANTS(K, SYNC, 1, )               \
-    FERROVOX_CONV1D_VARIANTS(K, REGS, 1, _prefetch)      \
-    FERROVOX_CONV1D_VARIANTS(K, ASYNC, 1, _async)        \
-    FERROVOX_CONV1D_VARIANTS(K, REGS_W, 3, _prefetch_w)  \
-    FERROVOX_CONV1D_VARIANTS(K, REGS, 4, _prefetch_o4)
+// The launch bounds steer register allocation: with the block size alone, SYNC and REGS take
+// 128 and 166-168 registers (four and three resident blocks per SM); stating a minimum of one
+// block lets them grow to 141-210. REGS_W is held to three blocks (unbounded, its 7-tap variant
+// took 177 registers: two blocks).
+#define FERROVOX_CONV1D_TAPS(K)                                      \
+    FERROVOX_CONV1D_VARIANTS(K, SYNC, (THREADS), )                   \
+    FERROVOX_CONV1D_VARIANTS(K, REGS, (THREADS), _prefetch)          \
+    FERROVOX_CONV1D_VARIANTS(K, REGS_W, (THREADS, 3), _prefetch_w)
 
 FERROVOX_CONV1D_TAPS(3)
 FERROVOX_CONV1D_TAPS(5)
