@@ -426,3 +426,38 @@ fn end_to_end_batch_with_padding_matches_within_1e4() {
 fn end_to_end_multi_speaker_matches_within_1e4() {
     end_to_end("tiny_dp_spk");
 }
+
+/// Why VITS computes in f32 (TF32 on CUDA) where the dtype policy would pick bf16: in bf16 the
+/// decoder alone is 1.7–1.9e-2 from upstream on these fixtures, ten times TF32's error on the
+/// H100 (1.7e-3) and two orders over the f32 bound. The upper limit checks that the bf16 path
+/// runs right up to rounding; should bf16 ever come within 1e-2, this fails and the choice is
+/// worth revisiting.
+#[test]
+fn decoder_in_bf16_misses_the_f32_bound_by_two_orders() {
+    for name in ["tiny_sdp", "tiny_dp_spk"] {
+        let case = Case::load(name);
+        let vb =
+            candle_nn::VarBuilder::from_tensors(case.tensors.clone(), DType::BF16, &Device::Cpu);
+        let m = VitsModel::new(&case.cfg, vb).unwrap();
+        let bf16 = |t: Tensor| {
+            t.to_device(&Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap()
+        };
+        let speaker = case.speaker_embedding().map(bf16);
+        let out = m
+            .decoder()
+            .forward(&bf16(case.io("decoder.input")), speaker.as_ref())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let want = case.io("decoder.output").to_device(&Device::Cpu).unwrap();
+        let err = ferrovox_device::compare::max_abs_diff(&out, &want).unwrap();
+        eprintln!("{name} decoder in bf16: max abs error {err:.3e} (f32 bound 1e-4)");
+        assert!(
+            (1e-2..5e-2).contains(&err),
+            "{name}: bf16 decoder error {err:.3e} outside [1e-2, 5e-2)"
+        );
+    }
+}
