@@ -13,17 +13,16 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 /// Kernel sizes the fatbin is instantiated for.
 const TAPS: [usize; 4] = [3, 5, 7, 11];
 /// Input channels staged per synchronisation (`CC` in the kernel). On the H100, 8 beat as many
-/// as fit in 48 KiB (16 or 32) without `cp.async`: MMS-TTS's decoder at batch 16 took 35.2 ms
-/// against 40.3 ms.
+/// as fit in 48 KiB (16 or 32): MMS-TTS's decoder at batch 16 took 35.2 ms against 40.3 ms, and
+/// 16-channel stages copied by `cp.async` lost as well.
 const STAGE_CHANNELS: usize = 8;
 
 /// How a block gets each stage of weights and input into shared memory
 /// (`FERROVOX_CUDA_CONV_PIPELINE`: `weights-async`, the default, `registers` or `sync`).
 ///
-/// On the H100, MMS-TTS's decoder at batch 16 took 20.7 ms with `WeightsAsync` against 30.7 ms
-/// with a `Registers` build that had grown to 196-210 registers per thread (two blocks per SM);
-/// copying the input window with `cp.async` as well (then activating it in place) took 35.6 ms,
-/// and `Registers` held to 128 registers (four blocks, spilling its read-ahead) 29.2 ms.
+/// MMS-TTS's decoder at batch 16 on the H100: 20.7 ms with `WeightsAsync`, 26.2 ms with
+/// `Registers` and 29.1 ms with `Sync` (those two on another machine start); copying the input
+/// window by `cp.async` as well, then activating it in place, took 30.4–35.6 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvPipeline {
     /// Each stage is read when it is needed: every block waits out its loads.
