@@ -77,7 +77,6 @@ vits_bench() {
             "$bin/xtask" bench vits-gpu --device cuda 2>&1 | grep -v -i "warn\|deprecat"
         find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/vits-$tag.json" \;
     }
-    variant pipeline-async-wide "the conv's async pipeline with 16-channel stages for 3-7 taps" FERROVOX_CUDA_CONV_PIPELINE=async-wide
     variant pipeline-registers "the conv reading the next input stage into registers (weights when needed)" FERROVOX_CUDA_CONV_PIPELINE=registers
     variant pipeline-sync "the conv reading each stage when it is needed" FERROVOX_CUDA_CONV_PIPELINE=sync
     variant small-grids "the tensor-core conv also on grids too small for it" FERROVOX_CUDA_CONV_MIN_BLOCKS=0
