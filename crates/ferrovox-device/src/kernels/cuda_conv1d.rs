@@ -140,12 +140,6 @@ fn stage_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> (usize, 
     (4 * wm * 32 * wp, 4 * cc * xp)
 }
 
-/// Bytes of shared memory one stage of a block takes.
-fn shared_bytes(kernel: usize, dilation: usize, wm: usize, cc: usize) -> usize {
-    let (w, x) = stage_bytes(kernel, dilation, wm, cc);
-    w + x
-}
-
 /// Rounds every element to TF32 as the kernel's `cvt.rna.tf32.f32` does (to nearest, ties away
 /// from zero), so weights staged without conversion give the same products.
 fn tf32_rounded(t: &Tensor) -> Result<Tensor> {
@@ -324,11 +318,14 @@ impl CudaConv1d {
 
 /// Whether the kernel can run `weight`'s conv of `kernel` taps at `dilation`.
 fn usable(weight: &Tensor, kernel: usize, dilation: usize) -> bool {
-    let cc = STAGE_CHANNELS;
+    // One stage of either block shape fits without an opt-in.
+    let one_stage = |wm| {
+        let (w, x) = stage_bytes(kernel, dilation, wm, STAGE_CHANNELS);
+        w + x
+    };
     weight.dtype() == candle_core::DType::F32
         && TAPS.contains(&kernel)
-        && shared_bytes(kernel, dilation, 1, cc).max(shared_bytes(kernel, dilation, 2, cc))
-            <= SHARED_LIMIT
+        && one_stage(1).max(one_stage(2)) <= SHARED_LIMIT
         && 256 + (kernel - 1) * dilation <= MAX_WINDOW
         && !super::switched_off("FERROVOX_CUDA_CONV")
         && super::cuda_kernels_loaded(weight.device(), "conv1d")
