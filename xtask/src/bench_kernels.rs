@@ -26,7 +26,10 @@ fn time(reps: usize, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> anyh
 /// (what, input channels, output channels, kernel, dilation, length): the joe voice's HiFi-GAN
 /// residual convs at each stage and its flow's WaveNet conv at the lengths of the 17.5 s
 /// benchmark paragraph, and its text encoder's FFN convs at one sentence's tokens.
-const CONVS: [(&str, usize, usize, usize, usize, usize); 8] = [
+const CONVS: [(&str, usize, usize, usize, usize, usize); 11] = [
+    ("MMS decoder resblock, 32 ch, k11", 32, 32, 11, 5, 424_000),
+    ("MMS decoder resblock, 64 ch, k11", 64, 64, 11, 5, 212_000),
+    ("MMS decoder resblock, 64 ch, k7", 64, 64, 7, 3, 212_000),
     ("decoder resblock, 32 ch, k3", 32, 32, 3, 1, 385_792),
     ("decoder resblock, 32 ch, k5", 32, 32, 5, 2, 385_792),
     ("decoder resblock, 32 ch, k7", 32, 32, 7, 3, 385_792),

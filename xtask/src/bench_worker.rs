@@ -57,6 +57,17 @@ fn add(a: &mut StageTimings, b: &StageTimings) {
     a.decoder += b.decoder;
 }
 
+/// Per-call mean of stage times summed over `reps` calls.
+fn mean(sum: &StageTimings, reps: usize) -> StageTimings {
+    let n = reps.max(1) as u32;
+    StageTimings {
+        text_encoder: sum.text_encoder / n,
+        duration: sum.duration / n,
+        flow: sum.flow / n,
+        decoder: sum.decoder / n,
+    }
+}
+
 fn piper_cases(
     spec: &Value,
     runtime: &Runtime,
@@ -117,17 +128,10 @@ fn piper_cases(
                 streamed.push(first.unwrap_or_default());
             }
         }
-        let n = reps.max(1) as u32;
-        let mean = StageTimings {
-            text_encoder: stages.text_encoder / n,
-            duration: stages.duration / n,
-            flow: stages.flow / n,
-            decoder: stages.decoder / n,
-        };
         out.insert(
             name.clone(),
             json!({"wall_s": walls, "first_audio_s": streamed, "first_unit_s": firsts,
-                   "audio_s": audio_s, "stages": stages_json(&mean)}),
+                   "audio_s": audio_s, "stages": stages_json(&mean(&stages, reps))}),
         );
     }
     Ok(json!({
@@ -156,15 +160,20 @@ fn mms_cases(spec: &Value, cases: &[(String, String)], reps: usize) -> anyhow::R
         let batch = TokenBatch::new(&[seq], 0, &Device::Cpu)?;
         let mut walls = Vec::new();
         let mut audio_s = 0.0;
+        let mut stages = StageTimings::default();
         for rep in 0..=reps {
             let t0 = Instant::now();
-            let o = model.forward(&batch, None, &params, &mut SeededNoise::new(0))?;
+            let (o, t) = model.forward_timed(&batch, None, &params, &mut SeededNoise::new(0))?;
             if rep > 0 {
                 walls.push(t0.elapsed().as_secs_f64());
+                add(&mut stages, &t);
             }
             audio_s = o.sample_lengths[0] as f64 / model.config().sampling_rate as f64;
         }
-        out.insert(name.clone(), json!({"wall_s": walls, "audio_s": audio_s}));
+        out.insert(
+            name.clone(),
+            json!({"wall_s": walls, "audio_s": audio_s, "stages": stages_json(&mean(&stages, reps))}),
+        );
     }
     Ok(json!({
         "engine": "ferrovox-mms",

@@ -594,7 +594,9 @@ mod tests {
             (1, 64, 32, 7, 20, 6, None, false),
             (3, 64, 96, 5, 3, 3, None, false),
             (1, 32, 32, 3, 500, 1, None, false),
-            // 11 taps: chunks of 5, 3 and 3 summed over one window.
+            (1, 32, 32, 7, 4001, 3, Some(0.1), true),
+            (2, 32, 32, 11, 1500, 5, Some(0.1), true),
+            // 11 taps: three chunks of 4 (the last padded) on one transformed window.
             (1, 64, 64, 11, 2000, 5, Some(0.1), true),
             (2, 128, 64, 11, 50, 3, None, false),
             (1, 64, 64, 9, 301, 1, None, true),

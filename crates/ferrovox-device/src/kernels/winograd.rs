@@ -3,9 +3,15 @@
 //! A `k`-tap convolution computes `m` outputs of a tile from `α = m + k − 1` products per
 //! channel pair instead of `m·k`: the input tile and the weight are taken to `α` evaluation
 //! points (Toom-Cook), multiplied there (one GEMM over channels per point) and brought back.
-//! For the vocoder's 3-, 5- and 7-tap convolutions that is 1.75–2.5× fewer multiply-adds than
-//! the direct kernel, which already runs near the core's FMA peak. Dilation `d` is handled by
-//! tiles whose samples are `d` apart: the `d` tiles of a block cover `m·d` consecutive outputs.
+//! For 3 and 5 taps that is 2× and 2.5× fewer multiply-adds than the direct kernel, which
+//! already runs near the core's FMA peak. Dilation `d` is handled by tiles whose samples are
+//! `d` apart: the `d` tiles of a block cover `m·d` consecutive outputs.
+//!
+//! Longer kernels are split into chunks of `m` taps (the last padded with zero taps). Chunk
+//! `j` of tile `t` reads the input that chunk 0 of tile `t + j·d` reads, so the input is
+//! transformed once, each point's GEMM sums over the chunks as one longer reduction (rows
+//! `t + j·d` against chunk `j`'s weight) and the output is transformed once: 11 taps cost 21
+//! products per 4 outputs instead of 44, with one transform each way.
 //!
 //! Inside a job the data is channels-last (`[time][channel]`), so the transforms are vector
 //! adds over channels and need no shuffles; the input and output are transposed in 16×16
@@ -21,32 +27,49 @@ use super::SendPtr;
 /// the f32 transforms' rounding error near 1e-6 relative for `α ≤ 8`.
 const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0];
 
-/// Output samples per tile and the kernel sizes of the chunks a `k`-tap kernel is split into,
-/// where Winograd is used for it: tiles of 4 for 3 and 5 taps and of 2 for 7 (larger tiles
-/// need evaluation points that cost f32 accuracy); 8 taps and more as a sum of 5- and 3-tap
-/// chunks on one input window (11 taps: 5 + 3 + 3, 20 products per 4 outputs instead of 44).
-fn plan(kernel: usize) -> Option<(usize, Vec<usize>)> {
+/// How a `k`-tap kernel is computed: `m` outputs per tile from chunks of `taps` taps, `chunks`
+/// of them. Tiles of 4 (larger tiles need evaluation points that cost f32 accuracy): 3 and 5
+/// taps in one chunk, 6 and more in chunks of 4 taps (α = 7), whose inputs are the same
+/// transformed tiles shifted by one block each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    m: usize,
+    taps: usize,
+    chunks: usize,
+}
+
+fn plan(kernel: usize) -> Option<Plan> {
+    let m = 4;
     match kernel {
-        3 | 5 => Some((4, vec![kernel])),
-        7 => Some((2, vec![7])),
-        k if k >= 8 => {
-            let fives = (0..=k / 5).rev().find(|&a| (k - 5 * a) % 3 == 0)?;
-            let mut chunks = vec![5; fives];
-            chunks.extend(std::iter::repeat_n(3, (k - 5 * fives) / 3));
-            Some((4, chunks))
-        }
+        3 | 5 => Some(Plan {
+            m,
+            taps: kernel,
+            chunks: 1,
+        }),
+        k if k >= 6 => Some(Plan {
+            m,
+            taps: m,
+            chunks: k.div_ceil(m),
+        }),
         _ => None,
     }
 }
 
 /// Whether a convolution of this shape runs on [`Winograd`]: AVX-512, `FERROVOX_CONV_WINOGRAD`
 /// not off, a kernel size with an accurate tile, and channel counts the register blocks fit.
+///
+/// Below 64 input channels the transposes and transforms cost about what the GEMM saves, so
+/// only kernels of several chunks, which share one transform, win there: at 32 channels and
+/// 2 threads, 11 taps 1.27× and 7 taps 1.14× over the direct kernel, 5 taps 1.02×, 3 taps
+/// 0.85× (`cargo xtask bench kernels`).
 pub fn supports(in_channels: usize, out_channels: usize, kernel: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let Some(plan) = plan(kernel) else {
+        return false;
+    };
     *ON.get_or_init(|| super::direct::available() && !super::switched_off("FERROVOX_CONV_WINOGRAD"))
-        && plan(kernel).is_some()
         && in_channels.is_multiple_of(16)
-        && in_channels >= 64
+        && (in_channels >= 64 || (in_channels >= 32 && plan.chunks > 1))
         && out_channels.is_multiple_of(32)
 }
 
@@ -57,25 +80,11 @@ pub(super) struct Term {
     pub coefficient: f32,
 }
 
-/// Taps `[offset, offset + kernel)` of a convolution at the evaluation points, with the input
-/// and output transforms.
-#[derive(Debug)]
-struct Chunk {
-    offset: usize,
-    alpha: usize,
-    /// `[α][in][out]`.
-    weight: Vec<f32>,
-    /// Per evaluation point ξ, the input samples j and coefficients of `V_ξ = Σ c·d_j`.
-    input_terms: Vec<Vec<Term>>,
-    /// Per output sample i, the points ξ and coefficients of `y_i = Σ c·M_ξ`.
-    output_terms: Vec<Vec<Term>>,
-}
-
-/// A convolution as one or more Winograd chunks summed over one input window.
+/// A convolution as Winograd chunks summed over one input window.
 #[derive(Debug)]
 pub struct Winograd {
-    m: usize,
-    kernel: usize,
+    plan: Plan,
+    alpha: usize,
     dilation: usize,
     padding: usize,
     in_channels: usize,
@@ -83,7 +92,12 @@ pub struct Winograd {
     /// Output channels per row of the result: 1, or a transposed convolution's stride when
     /// channel `c·phases + r` holds phase `r` of row `c` (see [`Winograd::phased`]).
     phases: usize,
-    chunks: Vec<Chunk>,
+    /// `[α][chunk][in][out]`: each point's GEMM reduces over every chunk's input channels.
+    weight: Vec<f32>,
+    /// Per evaluation point ξ, the input samples j and coefficients of `V_ξ = Σ c·d_j`.
+    input_terms: Vec<Vec<Term>>,
+    /// Per output sample i, the points ξ and coefficients of `y_i = Σ c·M_ξ`.
+    output_terms: Vec<Vec<Term>>,
 }
 
 /// Rows of `[1, p, p², …, p^(n−1)]` for the finite points and `[0, …, 0, 1]` for ∞: the values
@@ -135,38 +149,6 @@ fn terms(coefficients: impl Iterator<Item = (usize, f64)>) -> Vec<Term> {
             coefficient: c as f32,
         })
         .collect()
-}
-
-impl Chunk {
-    /// Taps `[offset, offset + kernel)` of `weight` `[out][in][k]` for tiles of `m` outputs.
-    fn new(weight: &[Vec<Vec<f32>>], offset: usize, kernel: usize, m: usize) -> Self {
-        let (cout, cin) = (weight.len(), weight[0].len());
-        let alpha = m + kernel - 1;
-        let g = evaluation(alpha, kernel);
-        let h = evaluation(alpha, m);
-        let c = invert(evaluation(alpha, alpha));
-        let mut transformed = vec![0f32; alpha * cin * cout];
-        for (xi, g_row) in g.iter().enumerate() {
-            for (co, w_out) in weight.iter().enumerate() {
-                for (ci, taps) in w_out.iter().enumerate() {
-                    let taps = &taps[offset..offset + kernel];
-                    let v: f64 = g_row.iter().zip(taps).map(|(&a, &w)| a * w as f64).sum();
-                    transformed[(xi * cin + ci) * cout + co] = v as f32;
-                }
-            }
-        }
-        Self {
-            offset,
-            alpha,
-            weight: transformed,
-            input_terms: (0..alpha)
-                .map(|xi| terms((0..alpha).map(|j| (j, c[j][xi]))))
-                .collect(),
-            output_terms: (0..m)
-                .map(|i| terms((0..alpha).map(|xi| (xi, h[xi][i]))))
-                .collect(),
-        }
-    }
 }
 
 /// Scratch buffers of one job, reused by each rayon thread.
@@ -227,40 +209,56 @@ impl Winograd {
 
     fn build(weight: &[Vec<Vec<f32>>], kernel: usize, padding: usize, dilation: usize) -> Self {
         let (cout, cin) = (weight.len(), weight[0].len());
-        let (m, sizes) = plan(kernel).expect("a supported kernel size");
-        let mut chunks = Vec::new();
-        let mut offset = 0;
-        for size in sizes {
-            chunks.push(Chunk::new(weight, offset, size, m));
-            offset += size;
+        let plan = plan(kernel).expect("a supported kernel size");
+        let Plan { m, taps, chunks } = plan;
+        let alpha = m + taps - 1;
+        let g = evaluation(alpha, taps);
+        let h = evaluation(alpha, m);
+        let c = invert(evaluation(alpha, alpha));
+        let mut transformed = vec![0f32; alpha * chunks * cin * cout];
+        for (xi, g_row) in g.iter().enumerate() {
+            for chunk in 0..chunks {
+                for (co, w_out) in weight.iter().enumerate() {
+                    for (ci, w_taps) in w_out.iter().enumerate() {
+                        // Taps past the kernel's end are zero.
+                        let v: f64 = g_row
+                            .iter()
+                            .zip(w_taps.iter().skip(chunk * taps))
+                            .map(|(&a, &w)| a * w as f64)
+                            .sum();
+                        transformed[((xi * chunks + chunk) * cin + ci) * cout + co] = v as f32;
+                    }
+                }
+            }
         }
         Self {
-            m,
-            kernel,
+            plan,
+            alpha,
             dilation,
             padding,
             in_channels: cin,
             out_channels: cout,
             phases: 1,
-            chunks,
+            weight: transformed,
+            input_terms: (0..alpha)
+                .map(|xi| terms((0..alpha).map(|j| (j, c[j][xi]))))
+                .collect(),
+            output_terms: (0..m)
+                .map(|i| terms((0..alpha).map(|xi| (xi, h[xi][i]))))
+                .collect(),
         }
-    }
-
-    /// The largest chunk's number of evaluation points.
-    fn alpha(&self) -> usize {
-        self.chunks.iter().map(|c| c.alpha).max().unwrap_or(0)
     }
 
     /// Samples per block: the `dilation` tiles of a block cover them.
     fn block(&self) -> usize {
-        self.m * self.dilation
+        self.plan.m * self.dilation
     }
 
     /// Output samples per job: about 1 MiB of scratch, so a job stays in L2, and enough jobs
     /// for every thread.
     pub(super) fn job_len(&self, batch: usize, out_len: usize) -> usize {
         let (cin, cout) = (self.in_channels, self.out_channels);
-        let per_sample = 4 * (cin + cout) * (self.alpha() + self.m) / self.m;
+        let per_sample = 4 * (cin + cout) * (self.alpha + self.plan.m) / self.plan.m;
         let block = self.block();
         let by_cache = ((1 << 20) / per_sample / block).max(1) * block;
         let wanted_jobs = (2 * rayon::current_num_threads()).div_ceil(batch);
@@ -310,44 +308,44 @@ impl Winograd {
     #[cfg(target_arch = "x86_64")]
     fn job(&self, job: &Job<'_>, bias: &[f32], slope: Option<f32>, s: &mut Scratch) {
         let (cin, cout, d) = (self.in_channels, self.out_channels, self.dilation);
+        let Plan { m, taps, chunks } = self.plan;
         let blocks = (job.t1 - job.t0).div_ceil(self.block());
         let tiles = blocks * d;
         let rows = simd::rows_per_tile(cout);
         let tiles_padded = tiles.next_multiple_of(rows);
-        let window = (blocks * self.block() + d * (self.kernel - 1)).next_multiple_of(16);
+        // Chunk j of the last padded tile reads transformed tile `tiles_padded − 1 + j·d`.
+        let shifted = (chunks - 1) * d;
+        let window = (blocks * self.block() + d * (taps * chunks - 1)).next_multiple_of(16);
         let positions = (blocks * self.block()).next_multiple_of(16);
         grow(&mut s.window, window * cin);
-        grow(&mut s.points_in, self.alpha() * tiles_padded * cin);
-        grow(&mut s.points_out, self.alpha() * tiles_padded * cout);
+        grow(&mut s.points_in, self.alpha * (tiles_padded + shifted) * cin);
+        grow(&mut s.points_out, self.alpha * tiles_padded * cout);
         grow(&mut s.out, positions * cout);
         let shape = simd::Shape {
             cin,
             cout,
-            m: self.m,
+            m,
             dilation: d,
             tiles,
             tiles_padded,
+            chunks,
         };
         let first = job.t0 as isize - self.padding as isize;
+        let in_rows = shape.input_rows();
         // SAFETY: the buffers were grown to the extents each step reads and writes; `simd`
         // runs only where `supports` found AVX-512F.
         unsafe {
             simd::load_window(job.x, job.len, first, window, cin, slope, &mut s.window);
-            for (i, chunk) in self.chunks.iter().enumerate() {
-                let shift = chunk.offset * d;
-                let terms = &chunk.input_terms;
-                simd::input_transform(&shape, terms, shift, &s.window, &mut s.points_in);
-                for xi in 0..chunk.alpha {
-                    simd::point_gemm(
-                        &shape,
-                        &s.points_in[xi * tiles_padded * cin..],
-                        &chunk.weight[xi * cin * cout..],
-                        &mut s.points_out[xi * tiles_padded * cout..],
-                    );
-                }
-                let terms = &chunk.output_terms;
-                simd::output_transform(&shape, terms, i > 0, &s.points_out, &mut s.out);
+            simd::input_transform(&shape, &self.input_terms, &s.window, &mut s.points_in);
+            for xi in 0..self.alpha {
+                simd::point_gemm(
+                    &shape,
+                    &s.points_in[xi * in_rows * cin..],
+                    &self.weight[xi * chunks * cin * cout..],
+                    &mut s.points_out[xi * tiles_padded * cout..],
+                );
             }
+            simd::output_transform(&shape, &self.output_terms, &s.points_out, &mut s.out);
             if self.phases > 1 {
                 debug_assert!(
                     job.residuals.iter().all(Option::is_none),
@@ -385,19 +383,21 @@ mod tests {
     /// Winograd in f64 on one tile against the direct sum: the transforms are exact up to
     /// rounding, so any error here is a construction bug, not precision.
     #[test]
-    fn long_kernels_split_into_chunks_of_five_and_three() {
-        assert_eq!(plan(8), Some((4, vec![5, 3])));
-        assert_eq!(plan(9), Some((4, vec![3, 3, 3])));
-        assert_eq!(plan(11), Some((4, vec![5, 3, 3])));
-        assert_eq!(plan(15), Some((4, vec![5, 5, 5])));
-        assert_eq!(plan(1), None);
-        assert_eq!(plan(4), None);
+    fn long_kernels_split_into_chunks_of_one_tile() {
+        let chunks = |k| plan(k).map(|p| (p.m, p.taps, p.chunks));
+        assert_eq!(chunks(3), Some((4, 3, 1)));
+        assert_eq!(chunks(5), Some((4, 5, 1)));
+        assert_eq!(chunks(7), Some((4, 4, 2)));
+        assert_eq!(chunks(8), Some((4, 4, 2)));
+        assert_eq!(chunks(11), Some((4, 4, 3)));
+        assert_eq!(chunks(1), None);
+        assert_eq!(chunks(4), None);
     }
 
     #[test]
     fn the_transforms_compute_a_correlation() {
-        for kernel in [3, 5, 7] {
-            let m = plan(kernel).unwrap().0;
+        for kernel in [3, 4, 5] {
+            let m = 4;
             let alpha = m + kernel - 1;
             let (g, h) = (evaluation(alpha, kernel), evaluation(alpha, m));
             let c = invert(evaluation(alpha, alpha));

@@ -17,9 +17,21 @@ pub(super) struct Shape {
     pub tiles: usize,
     /// `tiles` rounded up to [`rows_per_tile`]: the GEMM's row blocks.
     pub tiles_padded: usize,
+    /// Chunks of the kernel: chunk `j` of tile `t` reads transformed input tile `t + j·d`.
+    pub chunks: usize,
 }
 
 impl Shape {
+    /// Rows of transformed input: every padded tile's, plus those the later chunks reach.
+    pub fn input_rows(&self) -> usize {
+        self.tiles_padded + (self.chunks - 1) * self.dilation
+    }
+
+    /// Transformed input tiles that lie on the window (the rest are zero).
+    fn valid_input_rows(&self) -> usize {
+        self.tiles + (self.chunks - 1) * self.dilation
+    }
+
     /// First window sample of tile `t`: tiles `d·b .. d·b + d` cover block `b`.
     fn tile_start(&self, t: usize) -> usize {
         (t / self.dilation) * self.m * self.dilation + t % self.dilation
@@ -118,54 +130,67 @@ pub(super) unsafe fn load_window(
     }
 }
 
-/// `points[ξ][t][ci] = Σ c · window[start(t) + shift + d·j][ci]` over the terms of ξ, zero
-/// for the padding tiles.
+/// `points[ξ][t][ci] = Σ c · window[start(t) + d·j][ci]` over the terms of ξ, for every
+/// [`Shape::input_rows`] row, zero past [`Shape::valid_input_rows`].
 ///
 /// # Safety
-/// AVX-512F; `window` covers every tile's `α` samples; `points` holds
-/// `α · tiles_padded · cin` values.
+/// AVX-512F; `window` covers every valid row's `α` samples; `points` holds
+/// `α · input_rows · cin` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn input_transform(
     shape: &Shape,
     terms: &[Vec<Term>],
-    shift: usize,
     window: &[f32],
     points: &mut [f32],
 ) {
-    let (cin, d, tp) = (shape.cin, shape.dilation, shape.tiles_padded);
+    let (cin, d) = (shape.cin, shape.dilation);
+    let (rows, valid) = (shape.input_rows(), shape.valid_input_rows());
     let (src, dst) = (window.as_ptr(), points.as_mut_ptr());
-    for t in 0..tp {
-        let start = shape.tile_start(t) + shift;
+    for t in 0..rows {
+        let start = shape.tile_start(t);
         for cv in (0..cin).step_by(16) {
             for (xi, point) in terms.iter().enumerate() {
                 let mut acc = _mm512_setzero_ps();
-                if t < shape.tiles {
+                if t < valid {
                     for term in point {
                         let c = _mm512_set1_ps(term.coefficient);
                         let at = (start + d * term.index) * cin + cv;
                         acc = _mm512_fmadd_ps(c, unsafe { _mm512_loadu_ps(src.add(at)) }, acc);
                     }
                 }
-                unsafe { _mm512_storeu_ps(dst.add((xi * tp + t) * cin + cv), acc) };
+                unsafe { _mm512_storeu_ps(dst.add((xi * rows + t) * cin + cv), acc) };
             }
         }
     }
 }
 
-/// `out[t][co] = Σ_ci points[t][ci] · weight[ci][co]` for every tile of one evaluation point.
+/// `out[t][co] = Σ_j Σ_ci points[t + j·d][ci] · weight[j][ci][co]` for every tile of one
+/// evaluation point: the chunks' products summed in registers.
 ///
 /// # Safety
-/// AVX-512F; `points` holds `tiles_padded · cin`, `weight` `cin · cout` and `out`
+/// AVX-512F; `points` holds `input_rows · cin`, `weight` `chunks · cin · cout` and `out`
 /// `tiles_padded · cout` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], out: &mut [f32]) {
     let (cin, cout) = (shape.cin, shape.cout);
     let (v, w, y) = (points.as_ptr(), weight.as_ptr(), out.as_mut_ptr());
+    let chunks = Chunks {
+        count: shape.chunks,
+        rows: shape.dilation * cin,
+        weights: cin * cout,
+    };
     if cout.is_multiple_of(64) {
         for cg in (0..cout).step_by(64) {
             for tb in (0..shape.tiles_padded).step_by(6) {
                 unsafe {
-                    gemm_block::<4, 6>(v.add(tb * cin), cin, w.add(cg), cout, y.add(tb * cout + cg))
+                    gemm_block::<4, 6>(
+                        v.add(tb * cin),
+                        cin,
+                        w.add(cg),
+                        cout,
+                        &chunks,
+                        y.add(tb * cout + cg),
+                    )
                 };
             }
         }
@@ -178,6 +203,7 @@ pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], o
                         cin,
                         w.add(cg),
                         cout,
+                        &chunks,
                         y.add(tb * cout + cg),
                     )
                 };
@@ -186,7 +212,15 @@ pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], o
     }
 }
 
-/// `R` tiles × `16·NV` output channels, reduced over every input channel in registers.
+/// How far apart successive chunks' operands lie: `rows` values in the transformed input,
+/// `weights` in the weight.
+struct Chunks {
+    count: usize,
+    rows: usize,
+    weights: usize,
+}
+
+/// `R` tiles × `16·NV` output channels, reduced over every chunk's input channels in registers.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn gemm_block<const NV: usize, const R: usize>(
@@ -194,18 +228,22 @@ unsafe fn gemm_block<const NV: usize, const R: usize>(
     cin: usize,
     w: *const f32,
     cout: usize,
+    chunks: &Chunks,
     y: *mut f32,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
-    for ci in 0..cin {
-        let mut wv = [_mm512_setzero_ps(); NV];
-        for (k, lane) in wv.iter_mut().enumerate() {
-            *lane = unsafe { _mm512_loadu_ps(w.add(ci * cout + 16 * k)) };
-        }
-        for (r, row) in acc.iter_mut().enumerate() {
-            let a = _mm512_set1_ps(unsafe { *v.add(r * cin + ci) });
-            for (k, cell) in row.iter_mut().enumerate() {
-                *cell = _mm512_fmadd_ps(a, wv[k], *cell);
+    for chunk in 0..chunks.count {
+        let (v, w) = unsafe { (v.add(chunk * chunks.rows), w.add(chunk * chunks.weights)) };
+        for ci in 0..cin {
+            let mut wv = [_mm512_setzero_ps(); NV];
+            for (k, lane) in wv.iter_mut().enumerate() {
+                *lane = unsafe { _mm512_loadu_ps(w.add(ci * cout + 16 * k)) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(unsafe { *v.add(r * cin + ci) });
+                for (k, cell) in row.iter_mut().enumerate() {
+                    *cell = _mm512_fmadd_ps(a, wv[k], *cell);
+                }
             }
         }
     }
@@ -216,8 +254,7 @@ unsafe fn gemm_block<const NV: usize, const R: usize>(
     }
 }
 
-/// `out[start(t) + d·i][co] = Σ c · points[ξ][t][co]` over the terms of output sample i, added
-/// to what `out` holds when `accumulate`.
+/// `out[start(t) + d·i][co] = Σ c · points[ξ][t][co]` over the terms of output sample i.
 ///
 /// # Safety
 /// AVX-512F; `points` holds `α · tiles_padded · cout` values and `out` covers every tile's
@@ -226,7 +263,6 @@ unsafe fn gemm_block<const NV: usize, const R: usize>(
 pub(super) unsafe fn output_transform(
     shape: &Shape,
     terms: &[Vec<Term>],
-    accumulate: bool,
     points: &[f32],
     out: &mut [f32],
 ) {
@@ -236,18 +272,13 @@ pub(super) unsafe fn output_transform(
         let start = shape.tile_start(t);
         for cv in (0..cout).step_by(16) {
             for (i, sample) in terms.iter().enumerate() {
-                let at = (start + d * i) * cout + cv;
-                let mut acc = if accumulate {
-                    unsafe { _mm512_loadu_ps(dst.add(at)) }
-                } else {
-                    _mm512_setzero_ps()
-                };
+                let mut acc = _mm512_setzero_ps();
                 for term in sample {
                     let c = _mm512_set1_ps(term.coefficient);
                     let p = unsafe { _mm512_loadu_ps(src.add((term.index * tp + t) * cout + cv)) };
                     acc = _mm512_fmadd_ps(c, p, acc);
                 }
-                unsafe { _mm512_storeu_ps(dst.add(at), acc) };
+                unsafe { _mm512_storeu_ps(dst.add(start * cout + d * i * cout + cv), acc) };
             }
         }
     }
