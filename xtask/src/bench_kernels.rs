@@ -26,7 +26,17 @@ fn time(reps: usize, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> anyh
 /// (what, input channels, output channels, kernel, dilation, length): the joe voice's HiFi-GAN
 /// residual convs at each stage and its flow's WaveNet conv at the lengths of the 17.5 s
 /// benchmark paragraph, and its text encoder's FFN convs at one sentence's tokens.
-const CONVS: [(&str, usize, usize, usize, usize, usize); 11] = [
+const CONVS: [(&str, usize, usize, usize, usize, usize); 14] = [
+    ("MMS decoder resblock, 256 ch, k11", 256, 256, 11, 5, 26_500),
+    ("MMS decoder resblock, 256 ch, k3", 256, 256, 3, 1, 26_500),
+    (
+        "MMS decoder resblock, 128 ch, k11",
+        128,
+        128,
+        11,
+        5,
+        106_000,
+    ),
     ("MMS decoder resblock, 32 ch, k11", 32, 32, 11, 5, 424_000),
     ("MMS decoder resblock, 64 ch, k11", 64, 64, 11, 5, 212_000),
     ("MMS decoder resblock, 64 ch, k7", 64, 64, 7, 3, 212_000),

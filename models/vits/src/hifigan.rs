@@ -1,8 +1,9 @@
 //! Mirrors `VitsHifiGan` and `HifiGanResidualBlock` of transformers' `modeling_vits.py`, plus
 //! VITS's second residual block (`ResBlock2`), which Piper's medium and low voices use.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use ferrovox_device::kernels::PackedConv1d;
 
 use crate::config::ResBlockKind;
 use crate::layers::{Conv1d, ConvSpec, ConvTranspose1d};
@@ -13,6 +14,9 @@ use crate::Config;
 pub struct ResBlock {
     /// `(dilated conv, plain conv)` pairs for kind 1; `(dilated conv, None)` for kind 2.
     convs: Vec<(Conv1d, Option<Conv1d>)>,
+    /// Per kind-1 pair, both convs on the CPU's Winograd kernel, the first writing its output
+    /// channels-last and the second reading it so: the transposes between them are skipped.
+    handoffs: Vec<Option<(PackedConv1d, PackedConv1d)>>,
 }
 
 impl ResBlock {
@@ -64,8 +68,18 @@ impl ResBlock {
                     ),
                 })
             })
-            .collect::<Result<_>>()?;
-        Ok(Self { convs })
+            .collect::<Result<Vec<_>>>()?;
+        let handoffs = convs
+            .iter()
+            .map(|(dilated, plain)| {
+                let plain = plain.as_ref()?;
+                Some((
+                    dilated.channels_last(false, true)?,
+                    plain.channels_last(true, false)?,
+                ))
+            })
+            .collect();
+        Ok(Self { convs, handoffs })
     }
 }
 
@@ -74,7 +88,17 @@ impl ResBlock {
     pub fn forward_into(&self, x: &Tensor, sum: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x.clone();
         let last = self.convs.len() - 1;
-        for (i, (dilated, plain)) in self.convs.iter().enumerate() {
+        for (i, ((dilated, plain), handoff)) in self.convs.iter().zip(&self.handoffs).enumerate() {
+            if let (Some((first, second)), DType::F32) = (handoff, x.dtype()) {
+                let mid = x.contiguous()?.apply_op1(first.clone())?;
+                x = match sum {
+                    Some(sum) if i == last => {
+                        mid.apply_op3(&x, &sum.contiguous()?, second.clone())?
+                    }
+                    _ => mid.apply_op2(&x, second.clone())?,
+                };
+                continue;
+            }
             let (conv, input) = match plain {
                 Some(plain) => (plain, dilated.forward(&x)?),
                 None => (dilated, x.clone()),

@@ -234,6 +234,12 @@ impl Conv1d {
         self.forward_residual(x, residual)? + sum
     }
 
+    /// This conv's CPU kernel reading (`input`) and/or writing (`output`) channels-last
+    /// `[b, t, c]`, where it runs on the Winograd kernel, which has those layouts.
+    pub fn channels_last(&self, input: bool, output: bool) -> Option<PackedConv1d> {
+        self.packed.clone()?.with_channels_last(input, output)
+    }
+
     /// The folded weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight

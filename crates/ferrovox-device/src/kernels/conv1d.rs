@@ -1,7 +1,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::winograd::Winograd;
+use super::winograd::{Layouts, Winograd};
 use super::{direct, gemm_acc, SendPtr};
 
 /// A stride-1, ungrouped 1-D convolution with its weight packed for the kernel this CPU runs,
@@ -23,6 +23,7 @@ pub struct PackedConv1d {
     padding: usize,
     dilation: usize,
     input_slope: Option<f32>,
+    layouts: Layouts,
 }
 
 /// The one packed form of the weight a [`PackedConv1d`] runs on.
@@ -77,6 +78,7 @@ impl PackedConv1d {
             padding,
             dilation,
             input_slope: None,
+            layouts: Layouts::default(),
         })
     }
 
@@ -109,6 +111,21 @@ impl PackedConv1d {
     pub fn with_input_leaky_relu(mut self, slope: f32) -> Self {
         self.input_slope = Some(slope);
         self
+    }
+
+    /// The same conv reading a channels-last input `[b, t, in]` and/or writing a channels-last
+    /// output `[b, t, out]`: two convs in a row then skip the transposes between them. Only
+    /// the Winograd kernel, which works channels-last inside, has this (`None` otherwise); a
+    /// channels-last output takes no residual.
+    pub fn with_channels_last(mut self, input: bool, output: bool) -> Option<Self> {
+        if !self.is_winograd() {
+            return None;
+        }
+        self.layouts = Layouts {
+            input_channels_last: input,
+            output_channels_last: output,
+        };
+        Some(self)
     }
 
     /// Output length for an input of `len` samples.
@@ -178,6 +195,9 @@ impl PackedConv1d {
                 );
             }
         }
+        if self.layouts.output_channels_last && residuals.iter().any(Option::is_some) {
+            candle_core::bail!("ferrovox-conv1d: a channels-last output takes no residual");
+        }
         let mut out = super::uninit_vec(batch * cout * out_len);
         if let Packing::Winograd(winograd) = &self.packing {
             let y = out.as_mut_ptr() as *mut f32;
@@ -190,10 +210,16 @@ impl PackedConv1d {
                 out_len,
                 &self.bias,
                 self.input_slope,
+                self.layouts,
             );
             // SAFETY: the Winograd jobs write every column of every row of every item.
             let out = unsafe { super::assume_init(out) };
-            return Ok((CpuStorage::F32(out), Shape::from((batch, cout, out_len))));
+            let shape = if self.layouts.output_channels_last {
+                Shape::from((batch, out_len, cout))
+            } else {
+                Shape::from((batch, cout, out_len))
+            };
+            return Ok((CpuStorage::F32(out), shape));
         }
         let (tile, groups) = self.plan(batch, out_len);
         let tiles = out_len.div_ceil(tile);
@@ -303,6 +329,26 @@ impl PackedConv1d {
                 unsafe { cells.add(t).write(b + r) };
             }
         }
+    }
+
+    /// The input's values, items and samples, channels-first or -last as this conv reads it.
+    fn input<'a>(
+        &self,
+        storage: &'a CpuStorage,
+        layout: &Layout,
+    ) -> Result<(&'a [f32], usize, usize)> {
+        if !self.layouts.input_channels_last {
+            return super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels);
+        }
+        let (batch, len, found) = layout.shape().dims3()?;
+        if found != self.in_channels {
+            candle_core::bail!(
+                "ferrovox-conv1d: channels-last input of {found} channels, weight expects {}",
+                self.in_channels
+            );
+        }
+        let input = super::contiguous_f32("ferrovox-conv1d", storage, layout)?;
+        Ok((input, batch, len))
     }
 
     /// The direct microkernel over one job's region.
@@ -434,8 +480,7 @@ impl CustomOp1 for PackedConv1d {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (input, batch, len) =
-            super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
+        let (input, batch, len) = self.input(storage, layout)?;
         self.run(input, batch, len, [None, None])
     }
 }
@@ -452,8 +497,7 @@ impl CustomOp2 for PackedConv1d {
         residual: &CpuStorage,
         residual_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (input, batch, len) =
-            super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
+        let (input, batch, len) = self.input(storage, layout)?;
         let r = super::contiguous_f32("ferrovox-conv1d residual", residual, residual_layout)?;
         self.run(input, batch, len, [Some(r), None])
     }
@@ -473,8 +517,7 @@ impl CustomOp3 for PackedConv1d {
         second: &CpuStorage,
         second_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (input, batch, len) =
-            super::f32_input("ferrovox-conv1d", storage, layout, self.in_channels)?;
+        let (input, batch, len) = self.input(storage, layout)?;
         let first = super::contiguous_f32("ferrovox-conv1d residual", first, first_layout)?;
         let second = super::contiguous_f32("ferrovox-conv1d residual", second, second_layout)?;
         self.run(input, batch, len, [Some(first), Some(second)])
@@ -650,6 +693,45 @@ mod tests {
             assert!(
                 err < 5e-6,
                 "b{batch} {cin}->{cout} k{k} len{len} d{dilation}: {err}"
+            );
+        }
+    }
+
+    /// Two convs handing over channels-last (the first writes `[b, t, c]`, the second reads
+    /// it) against the same pair channels-first, on both Winograd paths (32 and 64 channels).
+    #[test]
+    fn a_channels_last_handoff_matches_the_channels_first_pair() {
+        let dev = Device::Cpu;
+        for (channels, k, dilation, len) in [(64, 11, 5, 3001), (32, 7, 3, 2000), (64, 3, 1, 777)] {
+            let x = Tensor::randn(0f32, 1., (2, channels, len), &dev).unwrap();
+            let conv = |seed: f64| {
+                let w = (Tensor::randn(0f32, 1., (channels, channels, k), &dev).unwrap()
+                    / ((channels * k) as f64 * seed).sqrt())
+                .unwrap();
+                let b = Tensor::randn(0f32, 0.3, channels, &dev).unwrap();
+                PackedConv1d::new(&w, Some(&b), dilation * (k - 1) / 2, dilation)
+                    .unwrap()
+                    .with_input_leaky_relu(0.1)
+            };
+            let (first, second) = (conv(1.0), conv(2.0));
+            if !first.is_winograd() {
+                assert!(first.clone().with_channels_last(false, true).is_none());
+                continue;
+            }
+            let mid = x.apply_op1(first.clone()).unwrap();
+            let expected = mid.apply_op2(&x, second.clone()).unwrap();
+            let first_cl = first.with_channels_last(false, true).unwrap();
+            let second_cl = second.with_channels_last(true, false).unwrap();
+            let mid_cl = x.apply_op1(first_cl.clone()).unwrap();
+            assert_eq!(mid_cl.dims(), &[2, len, channels]);
+            let err = super::super::max_abs_diff(&mid_cl.transpose(1, 2).unwrap(), &mid);
+            assert_eq!(err, 0.0, "{channels} ch k{k}: channels-last output");
+            let ours = mid_cl.apply_op2(&x, second_cl).unwrap();
+            let err = super::super::max_abs_diff(&ours, &expected);
+            assert_eq!(err, 0.0, "{channels} ch k{k}: channels-last input");
+            assert!(
+                x.apply_op2(&x, first_cl).is_err(),
+                "a residual on a channels-last output"
             );
         }
     }

@@ -148,6 +148,7 @@ impl CustomOp1 for PackedConvTranspose1d {
                 len,
                 bias,
                 self.input_slope,
+                Default::default(),
             );
             // SAFETY: every phase of every row of every item was written.
             let out = unsafe { super::assume_init(out) };

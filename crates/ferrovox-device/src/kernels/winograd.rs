@@ -3,15 +3,17 @@
 //! A `k`-tap convolution computes `m` outputs of a tile from `α = m + k − 1` products per
 //! channel pair instead of `m·k`: the input tile and the weight are taken to `α` evaluation
 //! points (Toom-Cook), multiplied there (one GEMM over channels per point) and brought back.
-//! For 3 and 5 taps that is 2× and 2.5× fewer multiply-adds than the direct kernel, which
-//! already runs near the core's FMA peak. Dilation `d` is handled by tiles whose samples are
+//! For 3 taps in tiles of 6 and 5 taps in tiles of 4 that is 2.25× and 2.5× fewer
+//! multiply-adds than the direct kernel, which already runs near the core's FMA peak. Dilation `d` is handled by tiles whose samples are
 //! `d` apart: the `d` tiles of a block cover `m·d` consecutive outputs.
 //!
-//! Longer kernels are split into chunks of `m` taps (the last padded with zero taps). Chunk
-//! `j` of tile `t` reads the input that chunk 0 of tile `t + j·d` reads, so the input is
-//! transformed once, each point's GEMM sums over the chunks as one longer reduction (rows
-//! `t + j·d` against chunk `j`'s weight) and the output is transformed once: 11 taps cost 21
-//! products per 4 outputs instead of 44, with one transform each way.
+//! Longer kernels (6 to 12 taps) are split into 2 or 3 chunks of `m` taps, the last padded
+//! with zero taps. Chunk `j` of tile `t` reads the input that chunk 0 of tile `t + j·d` reads,
+//! so the input is transformed once and, per evaluation point, a block's output is a short
+//! convolution over blocks: `Σ_j V[b + j] · W_j`. That convolution is itself computed by
+//! Winograd's F(2, n) over pairs of blocks ([`Outer`]), with coefficients 0, ±1 and ½, which
+//! are exact: 11 taps cost 14 products per 4 outputs (7 points × 4 GEMMs per 2 blocks) instead
+//! of 44, 7 taps 10.5 instead of 28.
 //!
 //! Inside a job the data is channels-last (`[time][channel]`), so the transforms are vector
 //! adds over channels and need no shuffles; the input and output are transposed in 16×16
@@ -28,30 +30,86 @@ use super::SendPtr;
 const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0];
 
 /// How a `k`-tap kernel is computed: `m` outputs per tile from chunks of `taps` taps, `chunks`
-/// of them. Tiles of 4 (larger tiles need evaluation points that cost f32 accuracy): 3 and 5
-/// taps in one chunk, 6 and more in chunks of 4 taps (α = 7), whose inputs are the same
-/// transformed tiles shifted by one block each.
+/// of them, with at most 8 evaluation points (more need points that cost f32 accuracy): 3
+/// taps in tiles of 6 (α = 8; 13% faster than tiles of 4 at 256 channels), 5 taps in tiles of
+/// 4, 6 to 12 taps in 2 or 3 chunks of 4 taps in tiles of 4 (α = 7).
+///
+/// Chunks are combined by [`Outer`] from 64 input channels on. Below that its extra passes
+/// over the transformed data cost more than its products save (32 channels, 2 threads: 11
+/// taps 1.13–1.16× over the direct kernel against 1.27× without it), so each point's GEMM
+/// sums the chunks' products in registers, rows `t + j·d` against chunk `j`'s weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
     m: usize,
     taps: usize,
     chunks: usize,
+    outer: bool,
 }
 
-fn plan(kernel: usize) -> Option<Plan> {
+fn plan(kernel: usize, in_channels: usize) -> Option<Plan> {
     let m = 4;
-    match kernel {
-        3 | 5 => Some(Plan {
-            m,
-            taps: kernel,
-            chunks: 1,
-        }),
-        k if k >= 6 => Some(Plan {
-            m,
-            taps: m,
-            chunks: k.div_ceil(m),
-        }),
-        _ => None,
+    let (m, taps, chunks) = match kernel {
+        3 => (6, 3, 1),
+        5 => (m, 5, 1),
+        6..=12 => (m, m, kernel.div_ceil(m)),
+        _ => return None,
+    };
+    Some(Plan {
+        m,
+        taps,
+        chunks,
+        outer: chunks > 1 && in_channels >= 64,
+    })
+}
+
+/// Winograd's F(2, n) over blocks: two consecutive blocks' outputs `y_o = Σ_j D_{o+j} · W_j`
+/// (`D` the transformed input of a block, `W_j` chunk `j`'s weight) from `products` GEMMs
+/// `M_i = U_i · G_i`, where `U_i = Σ a·D` and `G_i = Σ b·W` and `y_o = Σ c·M_i`.
+#[derive(Debug)]
+pub(super) struct Outer {
+    /// Per product, `(block, a)`: `U_i = Σ a · D_block`.
+    pub input: &'static [&'static [(usize, f32)]],
+    /// Per product, `(chunk, b)`: `G_i = Σ b · W_chunk`.
+    weight: &'static [&'static [(usize, f64)]],
+    /// Per output block, `(product, c)`: `y_o = Σ c · M_i`.
+    pub output: [&'static [(usize, f32)]; 2],
+}
+
+/// F(2, 2): 3 products for 4.
+const OUTER_2: Outer = Outer {
+    input: &[&[(0, 1.0), (1, -1.0)], &[(1, 1.0)], &[(2, 1.0), (1, -1.0)]],
+    weight: &[&[(0, 1.0)], &[(0, 1.0), (1, 1.0)], &[(1, 1.0)]],
+    output: [&[(0, 1.0), (1, 1.0)], &[(1, 1.0), (2, 1.0)]],
+};
+
+/// F(2, 3): 4 products for 6.
+const OUTER_3: Outer = Outer {
+    input: &[
+        &[(0, 1.0), (2, -1.0)],
+        &[(1, 1.0), (2, 1.0)],
+        &[(2, 1.0), (1, -1.0)],
+        &[(1, 1.0), (3, -1.0)],
+    ],
+    weight: &[
+        &[(0, 1.0)],
+        &[(0, 0.5), (1, 0.5), (2, 0.5)],
+        &[(0, 0.5), (1, -0.5), (2, 0.5)],
+        &[(2, 1.0)],
+    ],
+    output: [
+        &[(0, 1.0), (1, 1.0), (2, 1.0)],
+        &[(1, 1.0), (2, -1.0), (3, -1.0)],
+    ],
+};
+
+impl Plan {
+    /// The F(2, n) that combines the chunks, where there are several.
+    fn outer(&self) -> Option<&'static Outer> {
+        match (self.outer, self.chunks) {
+            (true, 2) => Some(&OUTER_2),
+            (true, 3) => Some(&OUTER_3),
+            _ => None,
+        }
     }
 }
 
@@ -64,7 +122,7 @@ fn plan(kernel: usize) -> Option<Plan> {
 /// 0.85× (`cargo xtask bench kernels`).
 pub fn supports(in_channels: usize, out_channels: usize, kernel: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let Some(plan) = plan(kernel) else {
+    let Some(plan) = plan(kernel, in_channels) else {
         return false;
     };
     *ON.get_or_init(|| super::direct::available() && !super::switched_off("FERROVOX_CONV_WINOGRAD"))
@@ -92,7 +150,7 @@ pub struct Winograd {
     /// Output channels per row of the result: 1, or a transposed convolution's stride when
     /// channel `c·phases + r` holds phase `r` of row `c` (see [`Winograd::phased`]).
     phases: usize,
-    /// `[α][chunk][in][out]`: each point's GEMM reduces over every chunk's input channels.
+    /// `[α][in][out]`, or `[α][product][in][out]` with several chunks (see [`Outer`]).
     weight: Vec<f32>,
     /// Per evaluation point ξ, the input samples j and coefficients of `V_ξ = Σ c·d_j`.
     input_terms: Vec<Vec<Term>>,
@@ -151,17 +209,31 @@ fn terms(coefficients: impl Iterator<Item = (usize, f64)>) -> Vec<Term> {
         .collect()
 }
 
+/// Scratch bytes a job is sized for. Larger jobs read each point's weight panel for more
+/// tiles; the MMS decoder's paragraph at 2 threads ran in 6.81 s (median of 3, interleaved)
+/// at 4 MiB, 7.20 s at 2 MiB and 7.50 s at 1 MiB; the joe voice is the same at 1 and 4 MiB.
+const JOB_BYTES: usize = 4 << 20;
+
 /// Scratch buffers of one job, reused by each rayon thread.
 #[derive(Default)]
 struct Scratch {
     window: Vec<f32>,
     points_in: Vec<f32>,
+    outer_in: Vec<f32>,
     points_out: Vec<f32>,
     out: Vec<f32>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Whether a convolution's input and output are channels-last (`[b, t, c]`) rather than
+/// channels-first (`[b, c, t]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layouts {
+    pub input_channels_last: bool,
+    pub output_channels_last: bool,
 }
 
 /// What one job computes: outputs `[t0, t1)` of one item.
@@ -209,28 +281,48 @@ impl Winograd {
 
     fn build(weight: &[Vec<Vec<f32>>], kernel: usize, padding: usize, dilation: usize) -> Self {
         let (cout, cin) = (weight.len(), weight[0].len());
-        let plan = plan(kernel).expect("a supported kernel size");
-        let Plan { m, taps, chunks } = plan;
+        let plan = plan(kernel, cin).expect("a supported kernel size");
+        let Plan {
+            m, taps, chunks, ..
+        } = plan;
         let alpha = m + taps - 1;
         let g = evaluation(alpha, taps);
         let h = evaluation(alpha, m);
         let c = invert(evaluation(alpha, alpha));
-        let mut transformed = vec![0f32; alpha * chunks * cin * cout];
+        // Each chunk's weight at the points, `[α][chunk][in][out]`; taps past the kernel's end
+        // are zero.
+        let mut points = vec![0f64; alpha * chunks * cin * cout];
         for (xi, g_row) in g.iter().enumerate() {
             for chunk in 0..chunks {
                 for (co, w_out) in weight.iter().enumerate() {
                     for (ci, w_taps) in w_out.iter().enumerate() {
-                        // Taps past the kernel's end are zero.
-                        let v: f64 = g_row
+                        points[((xi * chunks + chunk) * cin + ci) * cout + co] = g_row
                             .iter()
                             .zip(w_taps.iter().skip(chunk * taps))
                             .map(|(&a, &w)| a * w as f64)
                             .sum();
-                        transformed[((xi * chunks + chunk) * cin + ci) * cout + co] = v as f32;
                     }
                 }
             }
         }
+        let transformed = match plan.outer() {
+            None => points.iter().map(|&v| v as f32).collect(),
+            // `[α][product][in][out]`: G_i = Σ b · W_chunk at each point.
+            Some(outer) => {
+                let panel = cin * cout;
+                let mut combined = Vec::with_capacity(alpha * outer.weight.len() * panel);
+                for xi in 0..alpha {
+                    for sum in outer.weight {
+                        combined.extend((0..panel).map(|e| {
+                            sum.iter()
+                                .map(|&(chunk, b)| b * points[(xi * chunks + chunk) * panel + e])
+                                .sum::<f64>() as f32
+                        }));
+                    }
+                }
+                combined
+            }
+        };
         Self {
             plan,
             alpha,
@@ -254,13 +346,21 @@ impl Winograd {
         self.plan.m * self.dilation
     }
 
-    /// Output samples per job: about 1 MiB of scratch, so a job stays in L2, and enough jobs
-    /// for every thread.
+    /// Output samples per job: about [`JOB_BYTES`] of scratch, and enough jobs for every
+    /// thread.
     pub(super) fn job_len(&self, batch: usize, out_len: usize) -> usize {
         let (cin, cout) = (self.in_channels, self.out_channels);
-        let per_sample = 4 * (cin + cout) * (self.alpha + self.plan.m) / self.plan.m;
-        let block = self.block();
-        let by_cache = ((1 << 20) / per_sample / block).max(1) * block;
+        // Window and output, transformed input, and (with chunks) the outer products.
+        let (alpha, m) = (self.alpha, self.plan.m);
+        let products = match self.plan.outer() {
+            Some(outer) => alpha * outer.input.len() * (cin + cout) / (2 * m),
+            None => alpha * cout / m,
+        };
+        let per_sample = 4 * (cin + cout + alpha * cin / m + products);
+        // With [`Outer`], whole pairs of blocks, so that only an item's last job computes a
+        // block past its end.
+        let block = self.block() * if self.plan.outer().is_some() { 2 } else { 1 };
+        let by_cache = (JOB_BYTES / per_sample / block).max(1) * block;
         let wanted_jobs = (2 * rayon::current_num_threads()).div_ceil(batch);
         let by_threads = out_len.div_ceil(wanted_jobs).next_multiple_of(block);
         by_cache.min(by_threads).max(block)
@@ -278,6 +378,7 @@ impl Winograd {
         out_len: usize,
         bias: &[f32],
         slope: Option<f32>,
+        layouts: Layouts,
     ) {
         let (cin, cout) = (self.in_channels, self.out_channels);
         let job_len = self.job_len(batch, out_len);
@@ -296,31 +397,45 @@ impl Winograd {
                 t0,
                 t1: (t0 + job_len).min(out_len),
             };
-            SCRATCH.with(|s| self.job(&job, bias, slope, &mut s.borrow_mut()));
+            SCRATCH.with(|s| self.job(&job, bias, slope, layouts, &mut s.borrow_mut()));
         });
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn job(&self, _: &Job<'_>, _: &[f32], _: Option<f32>, _: &mut Scratch) {
+    fn job(&self, _: &Job<'_>, _: &[f32], _: Option<f32>, _: Layouts, _: &mut Scratch) {
         unreachable!("Winograd convolutions are built only where AVX-512 is")
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn job(&self, job: &Job<'_>, bias: &[f32], slope: Option<f32>, s: &mut Scratch) {
+    fn job(
+        &self,
+        job: &Job<'_>,
+        bias: &[f32],
+        slope: Option<f32>,
+        layouts: Layouts,
+        s: &mut Scratch,
+    ) {
         let (cin, cout, d) = (self.in_channels, self.out_channels, self.dilation);
-        let Plan { m, taps, chunks } = self.plan;
+        let Plan {
+            m, taps, chunks, ..
+        } = self.plan;
         let blocks = (job.t1 - job.t0).div_ceil(self.block());
-        let tiles = blocks * d;
         let rows = simd::rows_per_tile(cout);
+        // Chunk j of the last block reads the transformed input `j` blocks past it; with
+        // [`Outer`], blocks go in pairs.
+        let extra = chunks - 1;
+        let blocks_run = match self.plan.outer() {
+            Some(_) => blocks.next_multiple_of(2),
+            None => blocks,
+        };
+        let tiles = blocks * d;
         let tiles_padded = tiles.next_multiple_of(rows);
-        // Chunk j of the last padded tile reads transformed tile `tiles_padded − 1 + j·d`.
-        let shifted = (chunks - 1) * d;
-        let window = (blocks * self.block() + d * (taps * chunks - 1)).next_multiple_of(16);
+        let window = (blocks_run * self.block() + d * (taps * chunks - 1)).next_multiple_of(16);
         let positions = (blocks * self.block()).next_multiple_of(16);
-        grow(&mut s.window, window * cin);
-        grow(&mut s.points_in, self.alpha * (tiles_padded + shifted) * cin);
-        grow(&mut s.points_out, self.alpha * tiles_padded * cout);
-        grow(&mut s.out, positions * cout);
+        let (in_rows, valid_in_rows) = match self.plan.outer() {
+            Some(_) => ((blocks_run + extra) * d, (blocks_run + extra) * d),
+            None => (tiles_padded + extra * d, tiles + extra * d),
+        };
         let shape = simd::Shape {
             cin,
             cout,
@@ -328,24 +443,81 @@ impl Winograd {
             dilation: d,
             tiles,
             tiles_padded,
-            chunks,
+            in_rows,
+            valid_in_rows,
         };
+        grow(&mut s.window, window * cin);
+        grow(&mut s.points_in, self.alpha * in_rows * cin);
+        grow(&mut s.out, positions * cout);
         let first = job.t0 as isize - self.padding as isize;
-        let in_rows = shape.input_rows();
         // SAFETY: the buffers were grown to the extents each step reads and writes; `simd`
         // runs only where `supports` found AVX-512F.
         unsafe {
-            simd::load_window(job.x, job.len, first, window, cin, slope, &mut s.window);
-            simd::input_transform(&shape, &self.input_terms, &s.window, &mut s.points_in);
-            for xi in 0..self.alpha {
-                simd::point_gemm(
-                    &shape,
-                    &s.points_in[xi * in_rows * cin..],
-                    &self.weight[xi * chunks * cin * cout..],
-                    &mut s.points_out[xi * tiles_padded * cout..],
-                );
+            if layouts.input_channels_last {
+                let (x, len) = (job.x, job.len);
+                simd::load_window_channels_last(x, len, first, window, cin, slope, &mut s.window);
+            } else {
+                simd::load_window(job.x, job.len, first, window, cin, slope, &mut s.window);
             }
-            simd::output_transform(&shape, &self.output_terms, &s.points_out, &mut s.out);
+            simd::input_transform(&shape, &self.input_terms, &s.window, &mut s.points_in);
+            match self.plan.outer() {
+                None => {
+                    grow(&mut s.points_out, self.alpha * tiles_padded * cout);
+                    let summed = simd::Chunks {
+                        count: chunks,
+                        rows: d * cin,
+                        weights: cin * cout,
+                    };
+                    for xi in 0..self.alpha {
+                        simd::point_gemm(
+                            cin,
+                            cout,
+                            tiles_padded,
+                            &summed,
+                            &s.points_in[xi * in_rows * cin..],
+                            &self.weight[xi * chunks * cin * cout..],
+                            &mut s.points_out[xi * tiles_padded * cout..],
+                        );
+                    }
+                    simd::output_transform(&shape, &self.output_terms, &s.points_out, &mut s.out);
+                }
+                Some(outer) => {
+                    let pairs = blocks_run / 2 * d;
+                    let pairs_padded = pairs.next_multiple_of(rows);
+                    let products = outer.input.len();
+                    grow(&mut s.outer_in, self.alpha * products * pairs_padded * cin);
+                    grow(
+                        &mut s.points_out,
+                        self.alpha * products * pairs_padded * cout,
+                    );
+                    let outer_shape = simd::OuterShape {
+                        alpha: self.alpha,
+                        pairs,
+                        pairs_padded,
+                        products,
+                    };
+                    simd::outer_input(&shape, &outer_shape, outer, &s.points_in, &mut s.outer_in);
+                    for panel in 0..self.alpha * products {
+                        simd::point_gemm(
+                            cin,
+                            cout,
+                            pairs_padded,
+                            &simd::Chunks::ONE,
+                            &s.outer_in[panel * pairs_padded * cin..],
+                            &self.weight[panel * cin * cout..],
+                            &mut s.points_out[panel * pairs_padded * cout..],
+                        );
+                    }
+                    simd::outer_output_transform(
+                        &shape,
+                        &outer_shape,
+                        outer,
+                        &self.output_terms,
+                        &s.points_out,
+                        &mut s.out,
+                    );
+                }
+            }
             if self.phases > 1 {
                 debug_assert!(
                     job.residuals.iter().all(Option::is_none),
@@ -353,6 +525,14 @@ impl Winograd {
                 );
                 let row = job.out_len * self.phases;
                 simd::store_phased(&s.out, cout, self.phases, bias, job.y, row, job.t0, job.t1);
+                return;
+            }
+            if layouts.output_channels_last {
+                debug_assert!(
+                    job.residuals.iter().all(Option::is_none),
+                    "channels-last output: no residuals"
+                );
+                simd::store_output_channels_last(&s.out, cout, bias, job.y, job.t0, job.t1);
                 return;
             }
             simd::store_output(
@@ -384,20 +564,56 @@ mod tests {
     /// rounding, so any error here is a construction bug, not precision.
     #[test]
     fn long_kernels_split_into_chunks_of_one_tile() {
-        let chunks = |k| plan(k).map(|p| (p.m, p.taps, p.chunks));
-        assert_eq!(chunks(3), Some((4, 3, 1)));
+        let chunks = |k| plan(k, 64).map(|p| (p.m, p.taps, p.chunks));
+        assert_eq!(chunks(3), Some((6, 3, 1)));
         assert_eq!(chunks(5), Some((4, 5, 1)));
         assert_eq!(chunks(7), Some((4, 4, 2)));
         assert_eq!(chunks(8), Some((4, 4, 2)));
         assert_eq!(chunks(11), Some((4, 4, 3)));
+        assert_eq!(chunks(12), Some((4, 4, 3)));
+        assert_eq!(chunks(13), None);
         assert_eq!(chunks(1), None);
         assert_eq!(chunks(4), None);
     }
 
+    /// F(2, n) over blocks in f64 against the direct sum over chunks.
+    #[test]
+    fn the_outer_transforms_compute_two_blocks() {
+        for chunks in [2, 3] {
+            let outer = Plan {
+                m: 4,
+                taps: 4,
+                chunks,
+                outer: true,
+            }
+            .outer()
+            .unwrap();
+            let w: Vec<f64> = (0..chunks).map(|j| (j as f64 * 0.9 + 0.2).sin()).collect();
+            let x: Vec<f64> = (0..chunks + 1).map(|j| (j as f64 * 1.7).cos()).collect();
+            let m: Vec<f64> = outer
+                .input
+                .iter()
+                .zip(outer.weight)
+                .map(|(u, g)| {
+                    let u: f64 = u.iter().map(|&(j, a)| a as f64 * x[j]).sum();
+                    let g: f64 = g.iter().map(|&(j, b)| b * w[j]).sum();
+                    u * g
+                })
+                .collect();
+            for (o, sum) in outer.output.iter().enumerate() {
+                let direct: f64 = (0..chunks).map(|j| x[o + j] * w[j]).sum();
+                let ours: f64 = sum.iter().map(|&(i, c)| c as f64 * m[i]).sum();
+                assert!(
+                    (direct - ours).abs() < 1e-12,
+                    "{chunks} chunks, block {o}: {direct} vs {ours}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_transforms_compute_a_correlation() {
-        for kernel in [3, 4, 5] {
-            let m = 4;
+        for (kernel, m) in [(3, 6), (4, 4), (5, 4)] {
             let alpha = m + kernel - 1;
             let (g, h) = (evaluation(alpha, kernel), evaluation(alpha, m));
             let c = invert(evaluation(alpha, alpha));

@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::winograd::Term;
+use super::winograd::{Outer, Term};
 
 /// The sizes of one job.
 pub(super) struct Shape {
@@ -17,25 +17,27 @@ pub(super) struct Shape {
     pub tiles: usize,
     /// `tiles` rounded up to [`rows_per_tile`]: the GEMM's row blocks.
     pub tiles_padded: usize,
-    /// Chunks of the kernel: chunk `j` of tile `t` reads transformed input tile `t + j·d`.
-    pub chunks: usize,
+    /// Rows of transformed input, and how many of them lie on the window (the rest are zero).
+    pub in_rows: usize,
+    pub valid_in_rows: usize,
 }
 
 impl Shape {
-    /// Rows of transformed input: every padded tile's, plus those the later chunks reach.
-    pub fn input_rows(&self) -> usize {
-        self.tiles_padded + (self.chunks - 1) * self.dilation
-    }
-
-    /// Transformed input tiles that lie on the window (the rest are zero).
-    fn valid_input_rows(&self) -> usize {
-        self.tiles + (self.chunks - 1) * self.dilation
-    }
-
     /// First window sample of tile `t`: tiles `d·b .. d·b + d` cover block `b`.
     fn tile_start(&self, t: usize) -> usize {
         (t / self.dilation) * self.m * self.dilation + t % self.dilation
     }
+}
+
+/// The sizes of [`Outer`]'s products: row `q = pair·d + phase` stands for tiles
+/// `2·pair·d + phase` and `(2·pair + 1)·d + phase`.
+pub(super) struct OuterShape {
+    /// Evaluation points: at most [`MAX_ALPHA`].
+    pub alpha: usize,
+    pub pairs: usize,
+    /// `pairs` rounded up to [`rows_per_tile`].
+    pub pairs_padded: usize,
+    pub products: usize,
 }
 
 /// Tiles per GEMM register block for `cout` output channels (a multiple of 32): 6 tiles × 64
@@ -130,12 +132,44 @@ pub(super) unsafe fn load_window(
     }
 }
 
+/// [`load_window`] from a channels-last input `x[t][ci]` (`len` rows of `cin`): rows are
+/// copied through the activation, no transpose.
+///
+/// # Safety
+/// AVX-512F; `cin` a multiple of 16; `x` holds `len · cin` values; `window` `samples · cin`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn load_window_channels_last(
+    x: &[f32],
+    len: usize,
+    first: isize,
+    samples: usize,
+    cin: usize,
+    slope: Option<f32>,
+    window: &mut [f32],
+) {
+    let slope = _mm512_set1_ps(slope.unwrap_or(1.0));
+    let (src, out) = (x.as_ptr(), window.as_mut_ptr());
+    for s in 0..samples {
+        let t = first + s as isize;
+        let inside = t >= 0 && (t as usize) < len;
+        for cb in (0..cin).step_by(16) {
+            let v = if inside {
+                let v = unsafe { _mm512_loadu_ps(src.add(t as usize * cin + cb)) };
+                _mm512_max_ps(v, _mm512_mul_ps(v, slope))
+            } else {
+                _mm512_setzero_ps()
+            };
+            unsafe { _mm512_storeu_ps(out.add(s * cin + cb), v) };
+        }
+    }
+}
+
 /// `points[ξ][t][ci] = Σ c · window[start(t) + d·j][ci]` over the terms of ξ, for every
-/// [`Shape::input_rows`] row, zero past [`Shape::valid_input_rows`].
+/// one of `in_rows` rows, zero from `valid_in_rows` on.
 ///
 /// # Safety
 /// AVX-512F; `window` covers every valid row's `α` samples; `points` holds
-/// `α · input_rows · cin` values.
+/// `α · in_rows · cin` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn input_transform(
     shape: &Shape,
@@ -144,7 +178,7 @@ pub(super) unsafe fn input_transform(
     points: &mut [f32],
 ) {
     let (cin, d) = (shape.cin, shape.dilation);
-    let (rows, valid) = (shape.input_rows(), shape.valid_input_rows());
+    let (rows, valid) = (shape.in_rows, shape.valid_in_rows);
     let (src, dst) = (window.as_ptr(), points.as_mut_ptr());
     for t in 0..rows {
         let start = shape.tile_start(t);
@@ -164,31 +198,124 @@ pub(super) unsafe fn input_transform(
     }
 }
 
-/// `out[t][co] = Σ_j Σ_ci points[t + j·d][ci] · weight[j][ci][co]` for every tile of one
-/// evaluation point: the chunks' products summed in registers.
+/// `outer[ξ][i][q][ci] = Σ a · points[ξ][(2·pair + block)·d + phase][ci]` over the terms of
+/// product `i`, where `q = pair·d + phase`; zero for the padding rows.
 ///
 /// # Safety
-/// AVX-512F; `points` holds `input_rows · cin`, `weight` `chunks · cin · cout` and `out`
-/// `tiles_padded · cout` values.
+/// AVX-512F; `points` holds `α · in_rows · cin` values, with every row the terms reach;
+/// `outer` holds `α · products · pairs_padded · cin`.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], out: &mut [f32]) {
-    let (cin, cout) = (shape.cin, shape.cout);
+pub(super) unsafe fn outer_input(
+    shape: &Shape,
+    os: &OuterShape,
+    outer: &Outer,
+    points: &[f32],
+    out: &mut [f32],
+) {
+    let (cin, d) = (shape.cin, shape.dilation);
+    let (src, dst) = (points.as_ptr(), out.as_mut_ptr());
+    for xi in 0..os.alpha {
+        for (i, sum) in outer.input.iter().enumerate() {
+            let panel = (xi * os.products + i) * os.pairs_padded;
+            for q in 0..os.pairs_padded {
+                let (pair, phase) = (q / d, q % d);
+                for cv in (0..cin).step_by(16) {
+                    let mut acc = _mm512_setzero_ps();
+                    if q < os.pairs {
+                        for &(block, a) in sum.iter() {
+                            let row = (2 * pair + block) * d + phase;
+                            let at = (xi * shape.in_rows + row) * cin + cv;
+                            let v = unsafe { _mm512_loadu_ps(src.add(at)) };
+                            acc = _mm512_fmadd_ps(_mm512_set1_ps(a), v, acc);
+                        }
+                    }
+                    unsafe { _mm512_storeu_ps(dst.add((panel + q) * cin + cv), acc) };
+                }
+            }
+        }
+    }
+}
+
+/// Evaluation points a transform holds in registers at most.
+const MAX_ALPHA: usize = 8;
+
+/// `out[start(t) + d·s][co] = Σ h · Σ c · products[ξ][i][q][co]` for both blocks of every
+/// pair row `q` that lie in the job: [`Outer`]'s output sums, then the output transform.
+///
+/// # Safety
+/// AVX-512F; `products` holds `α · products · pairs_padded · cout` values and
+/// `out` covers every tile's `m` outputs.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn outer_output_transform(
+    shape: &Shape,
+    os: &OuterShape,
+    outer: &Outer,
+    terms: &[Vec<Term>],
+    products: &[f32],
+    out: &mut [f32],
+) {
+    let (cout, d) = (shape.cout, shape.dilation);
+    let alpha = os.alpha;
+    assert!(alpha <= MAX_ALPHA, "{alpha} evaluation points");
+    let blocks = shape.tiles / d;
+    let (src, dst) = (products.as_ptr(), out.as_mut_ptr());
+    for q in 0..os.pairs {
+        let (pair, phase) = (q / d, q % d);
+        for (o, sum) in outer.output.iter().enumerate() {
+            let block = 2 * pair + o;
+            if block >= blocks {
+                continue;
+            }
+            let start = shape.tile_start(block * d + phase);
+            for cv in (0..cout).step_by(16) {
+                let mut at_points = [_mm512_setzero_ps(); MAX_ALPHA];
+                for (xi, p) in at_points.iter_mut().enumerate().take(alpha) {
+                    for &(i, c) in sum.iter() {
+                        let at = (((xi * os.products + i) * os.pairs_padded) + q) * cout + cv;
+                        let v = unsafe { _mm512_loadu_ps(src.add(at)) };
+                        *p = _mm512_fmadd_ps(_mm512_set1_ps(c), v, *p);
+                    }
+                }
+                for (s, sample) in terms.iter().enumerate() {
+                    let mut acc = _mm512_setzero_ps();
+                    for term in sample {
+                        let c = _mm512_set1_ps(term.coefficient);
+                        acc = _mm512_fmadd_ps(c, at_points[term.index], acc);
+                    }
+                    unsafe { _mm512_storeu_ps(dst.add((start + d * s) * cout + cv), acc) };
+                }
+            }
+        }
+    }
+}
+
+/// `out[t][co] = Σ_j Σ_ci points[t + j·d][ci] · weight[j][ci][co]` for `rows` rows (a
+/// multiple of [`rows_per_tile`]): the chunks' products summed in registers.
+///
+/// # Safety
+/// AVX-512F; `points` holds `(rows − 1) · cin + (count − 1) · chunks.rows + cin`, `weight`
+/// `count · cin · cout` and `out` `rows · cout` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn point_gemm(
+    cin: usize,
+    cout: usize,
+    rows: usize,
+    chunks: &Chunks,
+    points: &[f32],
+    weight: &[f32],
+    out: &mut [f32],
+) {
     let (v, w, y) = (points.as_ptr(), weight.as_ptr(), out.as_mut_ptr());
-    let chunks = Chunks {
-        count: shape.chunks,
-        rows: shape.dilation * cin,
-        weights: cin * cout,
-    };
     if cout.is_multiple_of(64) {
         for cg in (0..cout).step_by(64) {
-            for tb in (0..shape.tiles_padded).step_by(6) {
+            for tb in (0..rows).step_by(6) {
                 unsafe {
                     gemm_block::<4, 6>(
                         v.add(tb * cin),
                         cin,
                         w.add(cg),
                         cout,
-                        &chunks,
+                        chunks,
                         y.add(tb * cout + cg),
                     )
                 };
@@ -196,14 +323,14 @@ pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], o
         }
     } else {
         for cg in (0..cout).step_by(32) {
-            for tb in (0..shape.tiles_padded).step_by(12) {
+            for tb in (0..rows).step_by(12) {
                 unsafe {
                     gemm_block::<2, 12>(
                         v.add(tb * cin),
                         cin,
                         w.add(cg),
                         cout,
-                        &chunks,
+                        chunks,
                         y.add(tb * cout + cg),
                     )
                 };
@@ -212,12 +339,20 @@ pub(super) unsafe fn point_gemm(shape: &Shape, points: &[f32], weight: &[f32], o
     }
 }
 
-/// How far apart successive chunks' operands lie: `rows` values in the transformed input,
-/// `weights` in the weight.
-struct Chunks {
-    count: usize,
-    rows: usize,
-    weights: usize,
+/// The operands of a GEMM's successive chunks: `rows` values apart in the transformed input,
+/// `weights` apart in the weight.
+pub(super) struct Chunks {
+    pub count: usize,
+    pub rows: usize,
+    pub weights: usize,
+}
+
+impl Chunks {
+    pub const ONE: Chunks = Chunks {
+        count: 1,
+        rows: 0,
+        weights: 0,
+    };
 }
 
 /// `R` tiles × `16·NV` output channels, reduced over every chunk's input channels in registers.
@@ -319,6 +454,31 @@ pub(super) unsafe fn store_output(
                 }
                 unsafe { _mm512_mask_storeu_ps(y.add(at), mask, v) };
             }
+        }
+    }
+}
+
+/// `y[t0 + p][co] = out[p][co] + bias[co]` for `p < t1 − t0`: a channels-last output
+/// (`out_len` rows of `cout`), no transpose.
+///
+/// # Safety
+/// AVX-512F; `cout` a multiple of 16; `out` holds `(t1 − t0) · cout` values; rows
+/// `[t0, t1)` of `y` belong to the caller.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn store_output_channels_last(
+    out: &[f32],
+    cout: usize,
+    bias: &[f32],
+    y: *mut f32,
+    t0: usize,
+    t1: usize,
+) {
+    let src = out.as_ptr();
+    for p in 0..t1 - t0 {
+        for cb in (0..cout).step_by(16) {
+            let v = unsafe { _mm512_loadu_ps(src.add(p * cout + cb)) };
+            let v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(bias.as_ptr().add(cb)) });
+            unsafe { _mm512_storeu_ps(y.add((t0 + p) * cout + cb), v) };
         }
     }
 }
