@@ -156,7 +156,12 @@ fn mms_cases(spec: &Value, cases: &[(String, String)], reps: usize) -> anyhow::R
     };
     let mut out = serde_json::Map::new();
     for (name, _) in cases {
-        let seq: Vec<u32> = serde_json::from_value(ids[name].clone())?;
+        let seq: Vec<u32> = serde_json::from_value(ids[name].clone()).with_context(|| {
+            format!(
+                "no token ids for case {name:?} in {} (written by mms_torch_bench.py)",
+                dir.join("ids.json").display()
+            )
+        })?;
         let batch = TokenBatch::new(&[seq], 0, &Device::Cpu)?;
         let mut walls = Vec::new();
         let mut audio_s = 0.0;

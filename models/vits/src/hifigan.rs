@@ -17,6 +17,9 @@ pub struct ResBlock {
     /// Per kind-1 pair, both convs on the CPU's Winograd kernel, the first writing its output
     /// channels-last and the second reading it so: the transposes between them are skipped.
     handoffs: Vec<Option<(PackedConv1d, PackedConv1d)>>,
+    /// Every conv reading and writing channels-last, residuals included, where the CPU's
+    /// Winograd kernel runs them all: a stage of such blocks transposes only at its ends.
+    channels_last: Option<Vec<(PackedConv1d, Option<PackedConv1d>)>>,
 }
 
 impl ResBlock {
@@ -79,7 +82,46 @@ impl ResBlock {
                 ))
             })
             .collect();
-        Ok(Self { convs, handoffs })
+        let channels_last = if ferrovox_device::kernels::channels_last_enabled() {
+            convs
+                .iter()
+                .map(|(dilated, plain)| {
+                    let dilated = dilated.channels_last(true, true)?;
+                    Some(match plain {
+                        Some(plain) => (dilated, Some(plain.channels_last(true, true)?)),
+                        None => (dilated, None),
+                    })
+                })
+                .collect()
+        } else {
+            None
+        };
+        Ok(Self {
+            convs,
+            handoffs,
+            channels_last,
+        })
+    }
+
+    /// [`ResBlock::forward_into`] on channels-last `x` and `sum` (`[b, t, c]`); an error
+    /// where a conv lacks that layout ([`ResBlock::has_channels_last`]).
+    pub fn forward_channels_last(&self, x: &Tensor, sum: Option<&Tensor>) -> Result<Tensor> {
+        let Some(convs) = &self.channels_last else {
+            candle_core::bail!("residual block: a conv has no channels-last kernel");
+        };
+        let last = convs.len() - 1;
+        let mut x = x.contiguous()?;
+        for (i, (dilated, plain)) in convs.iter().enumerate() {
+            let (conv, input) = match plain {
+                Some(plain) => (plain, x.apply_op1(dilated.clone())?),
+                None => (dilated, x.clone()),
+            };
+            x = match sum {
+                Some(sum) if i == last => input.apply_op3(&x, sum, conv.clone())?,
+                _ => input.apply_op2(&x, conv.clone())?,
+            };
+        }
+        Ok(x)
     }
 }
 
@@ -109,6 +151,29 @@ impl ResBlock {
             };
         }
         Ok(x)
+    }
+}
+
+impl ResBlock {
+    /// Whether every conv of the block reads and writes channels-last.
+    pub fn has_channels_last(&self) -> bool {
+        self.channels_last.is_some()
+    }
+}
+
+impl HifiGan {
+    /// One stage's residual blocks, channels-last between its two transposes.
+    fn stage_channels_last(blocks: &[ResBlock], x: &Tensor) -> Result<Tensor> {
+        use ferrovox_device::kernels::{ToChannelsFirst, ToChannelsLast};
+        let x = x.contiguous()?.apply_op1(ToChannelsLast)?;
+        let mut sum: Option<Tensor> = None;
+        for block in blocks {
+            sum = Some(block.forward_channels_last(&x, sum.as_ref())?);
+        }
+        match sum {
+            Some(sum) => sum.apply_op1(ToChannelsFirst),
+            None => x.apply_op1(ToChannelsFirst),
+        }
     }
 }
 
@@ -220,6 +285,10 @@ impl HifiGan {
         for (i, up) in self.upsampler.iter().enumerate() {
             x = up.forward(&x)?;
             let blocks = &self.resblocks[i * self.num_kernels..(i + 1) * self.num_kernels];
+            if x.dtype() == DType::F32 && blocks.iter().all(ResBlock::has_channels_last) {
+                x = Self::stage_channels_last(blocks, &x)?;
+                continue;
+            }
             let mut sum = blocks[0].forward(&x)?;
             for block in &blocks[1..] {
                 sum = block.forward_into(&x, Some(&sum))?;

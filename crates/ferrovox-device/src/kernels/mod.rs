@@ -22,6 +22,7 @@ mod depthwise;
 mod direct;
 mod gemm_conv1d;
 mod gemm_conv_transpose1d;
+mod layout;
 mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod winograd_avx512;
@@ -36,6 +37,7 @@ pub use depthwise::DepthwiseConv1d;
 pub use direct::available as direct_conv_available;
 pub use gemm_conv1d::GemmConv1d;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
+pub use layout::{ToChannelsFirst, ToChannelsLast};
 
 /// Loads ferrovox's own CUDA kernel modules on `device` (see `crate::warmup::preload_kernels`).
 #[cfg(feature = "cuda")]
@@ -77,6 +79,12 @@ fn switched_off(name: &str) -> bool {
         std::env::var(name).as_deref(),
         Ok("0" | "false" | "off" | "no")
     )
+}
+
+/// Whether models may run a stage of convolutions channels-last end to end (on unless
+/// `FERROVOX_CPU_CHANNELS_LAST=0`, which exists to measure it).
+pub fn channels_last_enabled() -> bool {
+    !switched_off("FERROVOX_CPU_CHANNELS_LAST")
 }
 
 /// Whether models should use these kernels on the CPU: on unless `FERROVOX_CPU_KERNELS=0`

@@ -29,14 +29,14 @@ impl Shape {
     }
 }
 
-/// The sizes of [`Outer`]'s products: row `q = pair·d + phase` stands for tiles
-/// `2·pair·d + phase` and `(2·pair + 1)·d + phase`.
+/// The sizes of [`Outer`]'s products: row `q = group·d + phase` stands for tiles
+/// `(g·group + o)·d + phase`, `o < g` (`g` blocks per group).
 pub(super) struct OuterShape {
     /// Evaluation points: at most [`MAX_ALPHA`].
     pub alpha: usize,
-    pub pairs: usize,
-    /// `pairs` rounded up to [`rows_per_tile`].
-    pub pairs_padded: usize,
+    pub groups: usize,
+    /// `groups` rounded up to [`rows_per_tile`].
+    pub groups_padded: usize,
     pub products: usize,
 }
 
@@ -198,12 +198,12 @@ pub(super) unsafe fn input_transform(
     }
 }
 
-/// `outer[ξ][i][q][ci] = Σ a · points[ξ][(2·pair + block)·d + phase][ci]` over the terms of
-/// product `i`, where `q = pair·d + phase`; zero for the padding rows.
+/// `outer[ξ][i][q][ci] = Σ a · points[ξ][(g·group + block)·d + phase][ci]` over the terms of
+/// product `i`, where `q = group·d + phase`; zero for the padding rows.
 ///
 /// # Safety
 /// AVX-512F; `points` holds `α · in_rows · cin` values, with every row the terms reach;
-/// `outer` holds `α · products · pairs_padded · cin`.
+/// `outer` holds `α · products · groups_padded · cin`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn outer_input(
     shape: &Shape,
@@ -216,17 +216,17 @@ pub(super) unsafe fn outer_input(
     let (src, dst) = (points.as_ptr(), out.as_mut_ptr());
     for xi in 0..os.alpha {
         for (i, sum) in outer.input.iter().enumerate() {
-            let panel = (xi * os.products + i) * os.pairs_padded;
-            for q in 0..os.pairs_padded {
-                let (pair, phase) = (q / d, q % d);
+            let panel = (xi * os.products + i) * os.groups_padded;
+            for q in 0..os.groups_padded {
+                let (group, phase) = (q / d, q % d);
                 for cv in (0..cin).step_by(16) {
                     let mut acc = _mm512_setzero_ps();
-                    if q < os.pairs {
-                        for &(block, a) in sum.iter() {
-                            let row = (2 * pair + block) * d + phase;
+                    if q < os.groups {
+                        for term in sum {
+                            let row = (outer.blocks * group + term.index) * d + phase;
                             let at = (xi * shape.in_rows + row) * cin + cv;
                             let v = unsafe { _mm512_loadu_ps(src.add(at)) };
-                            acc = _mm512_fmadd_ps(_mm512_set1_ps(a), v, acc);
+                            acc = _mm512_fmadd_ps(_mm512_set1_ps(term.coefficient), v, acc);
                         }
                     }
                     unsafe { _mm512_storeu_ps(dst.add((panel + q) * cin + cv), acc) };
@@ -239,11 +239,11 @@ pub(super) unsafe fn outer_input(
 /// Evaluation points a transform holds in registers at most.
 const MAX_ALPHA: usize = 8;
 
-/// `out[start(t) + d·s][co] = Σ h · Σ c · products[ξ][i][q][co]` for both blocks of every
-/// pair row `q` that lie in the job: [`Outer`]'s output sums, then the output transform.
+/// `out[start(t) + d·s][co] = Σ h · Σ c · products[ξ][i][q][co]` for the blocks of every
+/// group row `q` that lie in the job: [`Outer`]'s output sums, then the output transform.
 ///
 /// # Safety
-/// AVX-512F; `products` holds `α · products · pairs_padded · cout` values and
+/// AVX-512F; `products` holds `α · products · groups_padded · cout` values and
 /// `out` covers every tile's `m` outputs.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn outer_output_transform(
@@ -259,10 +259,10 @@ pub(super) unsafe fn outer_output_transform(
     assert!(alpha <= MAX_ALPHA, "{alpha} evaluation points");
     let blocks = shape.tiles / d;
     let (src, dst) = (products.as_ptr(), out.as_mut_ptr());
-    for q in 0..os.pairs {
-        let (pair, phase) = (q / d, q % d);
+    for q in 0..os.groups {
+        let (group, phase) = (q / d, q % d);
         for (o, sum) in outer.output.iter().enumerate() {
-            let block = 2 * pair + o;
+            let block = outer.blocks * group + o;
             if block >= blocks {
                 continue;
             }
@@ -270,10 +270,11 @@ pub(super) unsafe fn outer_output_transform(
             for cv in (0..cout).step_by(16) {
                 let mut at_points = [_mm512_setzero_ps(); MAX_ALPHA];
                 for (xi, p) in at_points.iter_mut().enumerate().take(alpha) {
-                    for &(i, c) in sum.iter() {
-                        let at = (((xi * os.products + i) * os.pairs_padded) + q) * cout + cv;
+                    for term in sum {
+                        let panel = xi * os.products + term.index;
+                        let at = (panel * os.groups_padded + q) * cout + cv;
                         let v = unsafe { _mm512_loadu_ps(src.add(at)) };
-                        *p = _mm512_fmadd_ps(_mm512_set1_ps(c), v, *p);
+                        *p = _mm512_fmadd_ps(_mm512_set1_ps(term.coefficient), v, *p);
                     }
                 }
                 for (s, sample) in terms.iter().enumerate() {
@@ -458,17 +459,18 @@ pub(super) unsafe fn store_output(
     }
 }
 
-/// `y[t0 + p][co] = out[p][co] + bias[co]` for `p < t1 − t0`: a channels-last output
-/// (`out_len` rows of `cout`), no transpose.
+/// `y[t0 + p][co] = out[p][co] + bias[co] (+ each residual[t0 + p][co])` for `p < t1 − t0`:
+/// a channels-last output (`out_len` rows of `cout`, and residuals alike), no transpose.
 ///
 /// # Safety
 /// AVX-512F; `cout` a multiple of 16; `out` holds `(t1 − t0) · cout` values; rows
-/// `[t0, t1)` of `y` belong to the caller.
+/// `[t0, t1)` of `y` belong to the caller and the residuals hold them.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn store_output_channels_last(
     out: &[f32],
     cout: usize,
     bias: &[f32],
+    residuals: [Option<&[f32]>; 2],
     y: *mut f32,
     t0: usize,
     t1: usize,
@@ -476,9 +478,45 @@ pub(super) unsafe fn store_output_channels_last(
     let src = out.as_ptr();
     for p in 0..t1 - t0 {
         for cb in (0..cout).step_by(16) {
+            let at = (t0 + p) * cout + cb;
             let v = unsafe { _mm512_loadu_ps(src.add(p * cout + cb)) };
-            let v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(bias.as_ptr().add(cb)) });
-            unsafe { _mm512_storeu_ps(y.add((t0 + p) * cout + cb), v) };
+            let mut v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(bias.as_ptr().add(cb)) });
+            for r in residuals.iter().flatten() {
+                v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(r.as_ptr().add(at)) });
+            }
+            unsafe { _mm512_storeu_ps(y.add(at), v) };
+        }
+    }
+}
+
+/// `dst[c][r] = src[r][c]` for a `rows × cols` matrix, columns `[c0, c1)`, in 16×16 blocks.
+///
+/// # Safety
+/// AVX-512F; `src` holds `rows · cols` values; `dst` is writable for `cols · rows` values,
+/// of which rows `[c0, c1)` belong to the caller.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    c0: usize,
+    c1: usize,
+) {
+    for rb in (0..rows).step_by(16) {
+        let valid_rows = (rows - rb).min(16);
+        let row_mask = first_lanes(valid_rows);
+        for cb in (c0..c1).step_by(16) {
+            let valid_cols = (c1 - cb).min(16);
+            let mask = first_lanes(valid_cols);
+            let mut block = [_mm512_setzero_ps(); 16];
+            for (r, v) in block.iter_mut().enumerate().take(valid_rows) {
+                *v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add((rb + r) * cols + cb)) };
+            }
+            unsafe { transpose16(&mut block) };
+            for (c, v) in block.iter().enumerate().take(valid_cols) {
+                unsafe { _mm512_mask_storeu_ps(dst.add((cb + c) * rows + rb), row_mask, *v) };
+            }
         }
     }
 }
