@@ -163,9 +163,14 @@ impl ResBlock {
 
 impl HifiGan {
     /// One stage's residual blocks, channels-last between its two transposes.
-    fn stage_channels_last(blocks: &[ResBlock], x: &Tensor) -> Result<Tensor> {
+    /// Takes `x` by value: the channels-first copy is freed as soon as the channels-last one
+    /// exists, so the stage holds no more activations than it does channels-first.
+    fn stage_channels_last(blocks: &[ResBlock], x: Tensor) -> Result<Tensor> {
         use ferrovox_device::kernels::{ToChannelsFirst, ToChannelsLast};
-        let x = x.contiguous()?.apply_op1(ToChannelsLast)?;
+        let x = {
+            let channels_first = x;
+            channels_first.contiguous()?.apply_op1(ToChannelsLast)?
+        };
         let mut sum: Option<Tensor> = None;
         for block in blocks {
             sum = Some(block.forward_channels_last(&x, sum.as_ref())?);
@@ -286,7 +291,7 @@ impl HifiGan {
             x = up.forward(&x)?;
             let blocks = &self.resblocks[i * self.num_kernels..(i + 1) * self.num_kernels];
             if x.dtype() == DType::F32 && blocks.iter().all(ResBlock::has_channels_last) {
-                x = Self::stage_channels_last(blocks, &x)?;
+                x = Self::stage_channels_last(blocks, x)?;
                 continue;
             }
             let mut sum = blocks[0].forward(&x)?;
