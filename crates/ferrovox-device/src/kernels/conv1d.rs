@@ -535,6 +535,16 @@ mod tests {
     use super::*;
     use crate::kernels::winograd;
 
+    /// The largest magnitude in `t`.
+    fn largest(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn check(
         batch: usize,
@@ -553,14 +563,7 @@ mod tests {
         assert_eq!(ours.dims(), reference.dims());
         // Relative to the output's scale where it exceeds 10: the wide cases' outputs reach ~100
         // (unit weights over 576 products), where f32 rounding alone is ~1e-5.
-        let scale = reference
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(10.0);
+        let scale = largest(&reference).max(10.0);
         let err = super::super::max_abs_diff(&ours, &reference) * 10.0 / scale;
         assert!(
             err < 1e-4,
@@ -694,13 +697,7 @@ mod tests {
             } else {
                 (x.apply_op1(op).unwrap(), x.apply_op1(direct).unwrap())
             };
-            let scale = reference
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = largest(&reference);
             let err = super::super::max_abs_diff(&ours, &reference) / scale;
             let direct_err = super::super::max_abs_diff(&theirs, &reference) / scale;
             eprintln!("b{batch} {cin}->{cout} k{k} len{len} d{dilation}: {err:.2e} (direct {direct_err:.2e})");

@@ -119,22 +119,28 @@ impl Outer {
     }
 }
 
-/// Whether a convolution of this shape runs on [`Winograd`]: AVX-512, `FERROVOX_CONV_WINOGRAD`
-/// not off, a kernel size with an accurate tile, and channel counts the register blocks fit.
+/// The plan for a convolution of this shape where the kernel can run it at all: AVX-512,
+/// `FERROVOX_CONV_WINOGRAD` not off, a kernel size with an accurate tile, and channel counts
+/// the register blocks fit.
+fn runs(in_channels: usize, out_channels: usize, kernel: usize) -> Option<Plan> {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let plan = plan(kernel, in_channels, out_channels)?;
+    let on = *ON.get_or_init(|| {
+        super::direct::available() && !super::switched_off("FERROVOX_CONV_WINOGRAD")
+    });
+    (on && in_channels.is_multiple_of(16) && out_channels.is_multiple_of(32)).then_some(plan)
+}
+
+/// Whether a convolution of this shape runs on [`Winograd`] rather than the direct kernel:
+/// where it [`runs`] and pays.
 ///
 /// Below 64 input channels the transposes and transforms cost about what the GEMM saves, so
 /// only kernels of several chunks, which share one transform, win there: at 32 channels and
 /// 2 threads, 11 taps 1.27× and 7 taps 1.14× over the direct kernel, 5 taps 1.02×, 3 taps
-/// 0.85× (`cargo xtask bench kernels`).
+/// 0.85× (`cargo xtask bench kernels`, channels-first).
 pub fn supports(in_channels: usize, out_channels: usize, kernel: usize) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let Some(plan) = plan(kernel, in_channels, out_channels) else {
-        return false;
-    };
-    *ON.get_or_init(|| super::direct::available() && !super::switched_off("FERROVOX_CONV_WINOGRAD"))
-        && in_channels.is_multiple_of(16)
-        && (in_channels >= 64 || (in_channels >= 32 && plan.chunks > 1))
-        && out_channels.is_multiple_of(32)
+    runs(in_channels, out_channels, kernel)
+        .is_some_and(|plan| in_channels >= 64 || (in_channels >= 32 && plan.chunks > 1))
 }
 
 /// One term of a transform: `coefficient · operand[index]`.
@@ -271,10 +277,9 @@ impl Winograd {
         Some(Self::build(weight, kernel, padding, dilation))
     }
 
-    /// The same, wherever the kernel can run the shape at all (AVX-512, channel counts its
-    /// register blocks fit, a kernel size it has tiles for), whether or not [`supports`]
-    /// finds it faster than the direct kernel: for convolutions that read or write
-    /// channels-last, which only this kernel does.
+    /// The same wherever the kernel [`runs`] the shape, whether or not [`supports`] finds it
+    /// faster than the direct kernel: for convolutions that read or write channels-last,
+    /// which only this kernel does.
     pub fn new_anyway(
         weight: &[Vec<Vec<f32>>],
         kernel: usize,
@@ -282,12 +287,8 @@ impl Winograd {
         dilation: usize,
     ) -> Option<Self> {
         let (cout, cin) = (weight.len(), weight.first()?.len());
-        let runs = super::direct::available()
-            && !super::switched_off("FERROVOX_CONV_WINOGRAD")
-            && plan(kernel, cin, cout).is_some()
-            && cin.is_multiple_of(16)
-            && cout.is_multiple_of(32);
-        runs.then(|| Self::build(weight, kernel, padding, dilation))
+        runs(cin, cout, kernel)?;
+        Some(Self::build(weight, kernel, padding, dilation))
     }
 
     /// A convolution whose output channel `c·phases + r` is written to row `c` at samples
