@@ -2,7 +2,7 @@
 
 // The bench workers measure ferrovox as the `ferrovox` binary ships: with mimalloc.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: ferrovox_device::allocator::MiMalloc = ferrovox_device::allocator::MiMalloc;
 
 mod bench;
 mod bench_batching;
@@ -31,6 +31,7 @@ commands:
                          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
 
 fn main() -> anyhow::Result<()> {
+    ferrovox_device::allocator::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, rest) = args
         .split_first()

@@ -10,9 +10,10 @@ use clap::{Parser, Subcommand};
 use ferrovox_device::{DeviceRequest, TuningConfig};
 
 // Candle allocates a fresh buffer for every op; glibc maps and unmaps large ones each time, which
-// costs page faults on every forward. mimalloc keeps freed memory for reuse.
+// costs page faults on every forward. mimalloc, as `ferrovox_device::allocator` sets it up, keeps
+// freed memory mapped for reuse.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: ferrovox_device::allocator::MiMalloc = ferrovox_device::allocator::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "ferrovox", version, about = "Native text-to-speech on Candle")]
@@ -56,6 +57,7 @@ enum Command {
 }
 
 fn main() {
+    ferrovox_device::allocator::configure();
     if let Err(e) = run() {
         // One line with the whole cause chain; no backtrace noise for user errors.
         eprintln!("error: {e:#}");

@@ -9,6 +9,8 @@
 //! # Ok::<(), ferrovox_device::Error>(())
 //! ```
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 mod backend;
 pub mod compare;
 pub mod doctor;
