@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use ferrovox_device::kernels::PackedConv1d;
+use ferrovox_device::kernels::{PackedConv1d, ResidualStage, Step};
 
 use crate::config::ResBlockKind;
 use crate::layers::{Conv1d, ConvSpec, ConvTranspose1d};
@@ -17,9 +17,9 @@ pub struct ResBlock {
     /// Per kind-1 pair, both convs on the CPU's Winograd kernel, the first writing its output
     /// channels-last and the second reading it so: the transposes between them are skipped.
     handoffs: Vec<Option<(PackedConv1d, PackedConv1d)>>,
-    /// Every conv reading and writing channels-last, residuals included, where the CPU's
-    /// Winograd kernel runs them all: a stage of such blocks transposes only at its ends.
-    channels_last: Option<Vec<(PackedConv1d, Option<PackedConv1d>)>>,
+    /// Every conv reading and writing channels-last, as [`ResidualStage`] steps, where the
+    /// CPU's Winograd kernel runs them all.
+    steps: Option<Vec<Step>>,
 }
 
 impl ResBlock {
@@ -82,15 +82,14 @@ impl ResBlock {
                 ))
             })
             .collect();
-        let channels_last = if ferrovox_device::kernels::channels_last_enabled() {
+        let steps = if ferrovox_device::kernels::channels_last_enabled() {
             convs
                 .iter()
                 .map(|(dilated, plain)| {
-                    let dilated = dilated.channels_last(true, true)?;
-                    Some(match plain {
-                        Some(plain) => (dilated, Some(plain.channels_last(true, true)?)),
-                        None => (dilated, None),
-                    })
+                    std::iter::once(dilated)
+                        .chain(plain)
+                        .map(|conv| conv.channels_last(true, true))
+                        .collect()
                 })
                 .collect()
         } else {
@@ -99,29 +98,8 @@ impl ResBlock {
         Ok(Self {
             convs,
             handoffs,
-            channels_last,
+            steps,
         })
-    }
-
-    /// [`ResBlock::forward_into`] on channels-last `x` and `sum` (`[b, t, c]`); an error
-    /// where a conv lacks that layout ([`ResBlock::has_channels_last`]).
-    pub fn forward_channels_last(&self, x: &Tensor, sum: Option<&Tensor>) -> Result<Tensor> {
-        let Some(convs) = &self.channels_last else {
-            candle_core::bail!("residual block: a conv has no channels-last kernel");
-        };
-        let last = convs.len() - 1;
-        let mut x = x.contiguous()?;
-        for (i, (dilated, plain)) in convs.iter().enumerate() {
-            let (conv, input) = match plain {
-                Some(plain) => (plain, x.apply_op1(dilated.clone())?),
-                None => (dilated, x.clone()),
-            };
-            x = match sum {
-                Some(sum) if i == last => input.apply_op3(&x, sum, conv.clone())?,
-                _ => input.apply_op2(&x, conv.clone())?,
-            };
-        }
-        Ok(x)
     }
 }
 
@@ -154,34 +132,6 @@ impl ResBlock {
     }
 }
 
-impl ResBlock {
-    /// Whether every conv of the block reads and writes channels-last.
-    pub fn has_channels_last(&self) -> bool {
-        self.channels_last.is_some()
-    }
-}
-
-impl HifiGan {
-    /// One stage's residual blocks, channels-last between its two transposes.
-    /// Takes `x` by value: the channels-first copy is freed as soon as the channels-last one
-    /// exists, so the stage holds no more activations than it does channels-first.
-    fn stage_channels_last(blocks: &[ResBlock], x: Tensor) -> Result<Tensor> {
-        use ferrovox_device::kernels::{ToChannelsFirst, ToChannelsLast};
-        let x = {
-            let channels_first = x;
-            channels_first.contiguous()?.apply_op1(ToChannelsLast)?
-        };
-        let mut sum: Option<Tensor> = None;
-        for block in blocks {
-            sum = Some(block.forward_channels_last(&x, sum.as_ref())?);
-        }
-        match sum {
-            Some(sum) => sum.apply_op1(ToChannelsFirst),
-            None => x.apply_op1(ToChannelsFirst),
-        }
-    }
-}
-
 impl Module for ResBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_into(x, None)
@@ -197,6 +147,9 @@ pub struct HifiGan {
     conv_post: Conv1d,
     cond: Option<Conv1d>,
     num_kernels: usize,
+    /// Per stage, its residual blocks as one chunked op, where the CPU's Winograd kernel runs
+    /// every conv channels-last.
+    stages: Vec<Option<ResidualStage>>,
 }
 
 impl HifiGan {
@@ -272,13 +225,25 @@ impl HifiGan {
         } else {
             None
         };
+        let num_kernels = cfg.resblock_kernel_sizes.len();
+        let stages = resblocks
+            .chunks(num_kernels)
+            .map(|blocks| {
+                let branches = blocks
+                    .iter()
+                    .map(|b| b.steps.clone())
+                    .collect::<Option<_>>()?;
+                ResidualStage::new(branches)
+            })
+            .collect();
         Ok(Self {
             conv_pre,
             upsampler,
             resblocks,
             conv_post,
             cond,
-            num_kernels: cfg.resblock_kernel_sizes.len(),
+            num_kernels,
+            stages,
         })
     }
 
@@ -290,8 +255,8 @@ impl HifiGan {
         for (i, up) in self.upsampler.iter().enumerate() {
             x = up.forward(&x)?;
             let blocks = &self.resblocks[i * self.num_kernels..(i + 1) * self.num_kernels];
-            if x.dtype() == DType::F32 && blocks.iter().all(ResBlock::has_channels_last) {
-                x = Self::stage_channels_last(blocks, x)?;
+            if let (Some(stage), DType::F32) = (&self.stages[i], x.dtype()) {
+                x = x.contiguous()?.apply_op1(stage.clone())?;
                 continue;
             }
             let mut sum = blocks[0].forward(&x)?;

@@ -135,6 +135,44 @@ impl PackedConv1d {
         Some(self)
     }
 
+    /// Whether this conv keeps the length (`2·padding = d·(k − 1)`), runs channels-last in
+    /// and out on Winograd and has as many output channels as input ones: what
+    /// [`super::ResidualStage`] chains.
+    pub(super) fn chains_channels_last(&self) -> bool {
+        let same = 2 * self.padding == self.dilation * (self.kernel - 1);
+        let layouts = self.layouts.input_channels_last && self.layouts.output_channels_last;
+        let winograd = matches!(self.packing, Packing::Winograd(_));
+        same && layouts && winograd && self.in_channels == self.out_channels
+    }
+
+    /// Samples each side of an output that it reads: `d·(k − 1)/2`.
+    pub(super) fn reach(&self) -> usize {
+        self.dilation * (self.kernel - 1) / 2
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// [`Winograd::run_rows`] with this conv's bias and input activation.
+    ///
+    /// # Safety
+    /// As [`Winograd::run_rows`]; the conv is one [`Self::chains_channels_last`] accepts.
+    pub(super) unsafe fn run_rows_channels_last(
+        &self,
+        x: &[f32],
+        len: usize,
+        rows: std::ops::Range<usize>,
+        residuals: [Option<&[f32]>; 2],
+        y: *mut f32,
+    ) {
+        if let Packing::Winograd(w) = &self.packing {
+            let (bias, slope) = (&self.bias, self.input_slope);
+            unsafe { w.run_rows(x, len, rows, residuals, y, bias, slope) };
+        }
+    }
+
     /// Output length for an input of `len` samples.
     pub fn out_len(&self, len: usize) -> Option<usize> {
         (len + 2 * self.padding).checked_sub(self.dilation * (self.kernel - 1))

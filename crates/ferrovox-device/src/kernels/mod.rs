@@ -23,6 +23,7 @@ mod direct;
 mod gemm_conv1d;
 mod gemm_conv_transpose1d;
 mod layout;
+mod residual_stage;
 mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod winograd_avx512;
@@ -38,6 +39,7 @@ pub use direct::available as direct_conv_available;
 pub use gemm_conv1d::GemmConv1d;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 pub use layout::{ToChannelsFirst, ToChannelsLast};
+pub use residual_stage::{ResidualStage, Step};
 
 /// Loads ferrovox's own CUDA kernel modules on `device` (see `crate::warmup::preload_kernels`).
 #[cfg(feature = "cuda")]

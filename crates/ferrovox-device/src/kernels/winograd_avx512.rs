@@ -553,19 +553,38 @@ pub(super) unsafe fn transpose(
     c0: usize,
     c1: usize,
 ) {
+    let (src, dst) = (src.as_ptr().wrapping_add(c0), dst.wrapping_add(c0 * rows));
+    unsafe { transpose_strided(src, cols, dst, rows, rows, c1 - c0) };
+}
+
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: a transpose
+/// between two strided matrices, in 16×16 blocks.
+///
+/// # Safety
+/// AVX-512F; `src` holds every `(r, c)` it reads and `dst` is writable at every one it writes.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose_strided(
+    src: *const f32,
+    src_stride: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    rows: usize,
+    cols: usize,
+) {
     for rb in (0..rows).step_by(16) {
         let valid_rows = (rows - rb).min(16);
         let row_mask = first_lanes(valid_rows);
-        for cb in (c0..c1).step_by(16) {
-            let valid_cols = (c1 - cb).min(16);
+        for cb in (0..cols).step_by(16) {
+            let valid_cols = (cols - cb).min(16);
             let mask = first_lanes(valid_cols);
             let mut block = [_mm512_setzero_ps(); 16];
             for (r, v) in block.iter_mut().enumerate().take(valid_rows) {
-                *v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add((rb + r) * cols + cb)) };
+                *v = unsafe { _mm512_maskz_loadu_ps(mask, src.add((rb + r) * src_stride + cb)) };
             }
             unsafe { transpose16(&mut block) };
             for (c, v) in block.iter().enumerate().take(valid_cols) {
-                unsafe { _mm512_mask_storeu_ps(dst.add((cb + c) * rows + rb), row_mask, *v) };
+                let at = (cb + c) * dst_stride + rb;
+                unsafe { _mm512_mask_storeu_ps(dst.add(at), row_mask, *v) };
             }
         }
     }
