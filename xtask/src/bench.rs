@@ -50,12 +50,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("matmul".into(), matmul(quick)?);
             }
             "vits" => {
+                let before = load_average().unwrap_or_default();
                 let runs = crate::bench_vits::run(quick, threads.as_deref())?;
                 let names: Vec<&str> = crate::bench_texts::cases(quick)
                     .iter()
                     .map(|c| c.0)
                     .collect();
-                let md = crate::bench_vits::report(&runs, &names);
+                let md = format!(
+                    "Load average (1, 5, 15 min) before: {before}; after: {}.\n\n{}",
+                    load_average().unwrap_or_default(),
+                    crate::bench_vits::report(&runs, &names)
+                );
                 println!("{md}");
                 let title = format!(
                     "VITS real-time factor on {} ({}), higher is better",

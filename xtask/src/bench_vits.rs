@@ -67,6 +67,8 @@ pub fn json_output(cmd: &mut Command) -> anyhow::Result<Value> {
 /// `threads`: the thread counts to compare at (default: 2 in quick mode, else 1 and 2).
 pub fn run(quick: bool, threads: Option<&[usize]>) -> anyhow::Result<Vec<Run>> {
     let reps = if quick { 2 } else { 5 };
+    // ferrovox and Piper: rounds of a few repeats each (see below).
+    let (rounds, round_reps) = if quick { (2, 1) } else { (3, 3) };
     let cases: serde_json::Map<String, Value> = bench_texts::cases(quick)
         .into_iter()
         .map(|(k, v)| (k.to_string(), Value::String(v)))
@@ -102,25 +104,31 @@ pub fn run(quick: bool, threads: Option<&[usize]>) -> anyhow::Result<Vec<Run>> {
     });
     for &threads in thread_counts {
         eprintln!("bench: {threads} thread(s)");
-        let spec = json!({"model": "piper", "onnx": onnx, "config": config, "threads": threads, "kernels": true, "reps": reps, "cases": cases});
+        // ferrovox and Piper alternate, round by round, so that a slow stretch of a shared
+        // host falls on both rather than on whichever ran then.
+        let spec = json!({"model": "piper", "onnx": onnx, "config": config, "threads": threads, "kernels": true, "reps": round_reps, "cases": cases});
+        let ferrovox_spec = write_spec(&work, &format!("ferrovox-{threads}"), &spec)?;
+        let spec = json!({"onnx": onnx, "config": config, "threads": threads, "reps": round_reps, "cases": cases});
+        let piper_spec = write_spec(&work, &format!("piper-{threads}"), &spec)?;
+        let (mut ferrovox, mut piper) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            eprintln!("bench: {threads} thread(s), ferrovox and Piper, round {round} of {rounds}");
+            ferrovox.push(worker_output(&me, &ferrovox_spec, threads)?);
+            piper.push(json_output(
+                Command::new(&python)
+                    .arg(scripts.join("piper_bench.py"))
+                    .arg(&piper_spec),
+            )?);
+        }
         runs.push(Run {
             label: "ferrovox".into(),
             threads,
-            result: worker_output(
-                &me,
-                &write_spec(&work, &format!("ferrovox-{threads}"), &spec)?,
-                threads,
-            )?,
+            result: pooled(ferrovox),
         });
-        let spec = json!({"onnx": onnx, "config": config, "threads": threads, "reps": reps, "cases": cases});
         runs.push(Run {
             label: "piper onnxruntime".into(),
             threads,
-            result: json_output(
-                Command::new(&python)
-                    .arg(scripts.join("piper_bench.py"))
-                    .arg(write_spec(&work, &format!("piper-{threads}"), &spec)?),
-            )?,
+            result: pooled(piper),
         });
         let spec = json!({"dir": mms_dir, "threads": threads, "reps": reps, "cases": mms_cases});
         runs.push(Run {
@@ -145,6 +153,47 @@ pub fn run(quick: bool, threads: Option<&[usize]>) -> anyhow::Result<Vec<Run>> {
         });
     }
     Ok(runs)
+}
+
+/// One engine's rounds as one result: every round's samples in one list per case, the
+/// highest peak RSS, and stage times averaged over the rounds.
+fn pooled(rounds: Vec<Value>) -> Value {
+    let n = rounds.len().max(1) as f64;
+    let mut rounds = rounds.into_iter();
+    let mut out = rounds.next().unwrap_or(Value::Null);
+    for round in rounds {
+        let peak = |v: &Value| v["peak_rss"].as_f64().unwrap_or(0.0);
+        out["peak_rss"] = json!(peak(&out).max(peak(&round)));
+        let Some(cases) = round["cases"].as_object() else {
+            continue;
+        };
+        for (name, case) in cases {
+            let into = &mut out["cases"][name];
+            for key in ["wall_s", "first_audio_s", "first_unit_s"] {
+                if let (Some(all), Some(more)) = (into[key].as_array_mut(), case[key].as_array()) {
+                    all.extend(more.iter().cloned());
+                }
+            }
+            if let Some(stages) = case["stages"].as_object() {
+                for (stage, t) in stages {
+                    let sum =
+                        into["stages"][stage].as_f64().unwrap_or(0.0) + t.as_f64().unwrap_or(0.0);
+                    into["stages"][stage] = json!(sum);
+                }
+            }
+        }
+    }
+    if let Some(cases) = out["cases"].as_object_mut() {
+        for case in cases.values_mut() {
+            if let Some(stages) = case["stages"].as_object_mut() {
+                for t in stages.values_mut() {
+                    *t = json!(t.as_f64().unwrap_or(0.0) / n);
+                }
+            }
+        }
+    }
+    out["rounds"] = json!(n);
+    out
 }
 
 /// Median of a JSON array of seconds.
@@ -210,6 +259,12 @@ pub fn report(runs: &[Run], case_names: &[&str]) -> String {
                 run.result["peak_rss"].as_f64().unwrap_or(f64::NAN) / (1u64 << 20) as f64,
             );
         }
+    }
+    if let Some(f) = runs.iter().find(|r| r.label == "ferrovox") {
+        md += &format!(
+            "\nferrovox and Piper ran alternately in {} rounds, one process per engine a round; each row pools the wall times of every round.\n",
+            f.result["rounds"].as_f64().unwrap_or(1.0)
+        );
     }
     md += "\nRatios (RTF of ferrovox / RTF of the baseline, same case and thread count):\n\n";
     let find = |label: &str, threads: usize| {
