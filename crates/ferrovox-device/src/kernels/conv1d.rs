@@ -155,10 +155,13 @@ impl PackedConv1d {
         self.in_channels
     }
 
-    /// [`Winograd::run_rows`] with this conv's bias and input activation.
+    /// Output rows `rows` of this conv over the `len` channels-last rows of `x` (rows outside
+    /// `[0, len)` read as zero), into the same rows of the channels-last `y` plus each
+    /// residual's, on the calling thread.
     ///
     /// # Safety
-    /// As [`Winograd::run_rows`]; the conv is one [`Self::chains_channels_last`] accepts.
+    /// The conv is one [`Self::chains_channels_last`] accepts; `y` is writable for rows
+    /// `rows` of `out_channels` values and the residuals hold them.
     pub(super) unsafe fn run_rows_channels_last(
         &self,
         x: &[f32],
@@ -168,8 +171,20 @@ impl PackedConv1d {
         y: *mut f32,
     ) {
         if let Packing::Winograd(w) = &self.packing {
-            let (bias, slope) = (&self.bias, self.input_slope);
-            unsafe { w.run_rows(x, len, rows, residuals, y, bias, slope) };
+            let job = super::winograd::Job {
+                x,
+                len,
+                y,
+                residuals,
+                out_len: len,
+                t0: rows.start,
+                t1: rows.end,
+            };
+            let layouts = Layouts {
+                input_channels_last: true,
+                output_channels_last: true,
+            };
+            w.run_job(&job, &self.bias, self.input_slope, layouts);
         }
     }
 

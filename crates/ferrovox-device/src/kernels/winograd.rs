@@ -427,45 +427,22 @@ impl Winograd {
                 t0,
                 t1: (t0 + job_len).min(out_len),
             };
-            SCRATCH.with(|s| self.job(&job, bias, slope, layouts, &mut s.borrow_mut()));
+            self.run_job(&job, bias, slope, layouts);
         });
     }
 
-    /// Output rows `rows` of this conv over the `len` channels-last rows of `x`, into the same
-    /// rows of the channels-last `y` plus each residual's, on the calling thread: for callers
-    /// that split the work themselves ([`super::ResidualStage`]). `x` rows outside `[0, len)`
-    /// read as zero.
-    ///
-    /// # Safety
-    /// `y` is writable for rows `rows` of `out_channels` values; the residuals hold them.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn run_rows(
+    /// One job on the calling thread: for callers that split the work themselves
+    /// ([`super::ResidualStage`]).
+    pub(super) fn run_job(
         &self,
-        x: &[f32],
-        len: usize,
-        rows: std::ops::Range<usize>,
-        residuals: [Option<&[f32]>; 2],
-        y: *mut f32,
+        job: &Job<'_>,
         bias: &[f32],
         slope: Option<f32>,
+        layouts: Layouts,
     ) {
-        if rows.is_empty() {
-            return;
+        if job.t0 < job.t1 {
+            SCRATCH.with(|s| self.job(job, bias, slope, layouts, &mut s.borrow_mut()));
         }
-        let job = Job {
-            x,
-            len,
-            y,
-            residuals,
-            out_len: len,
-            t0: rows.start,
-            t1: rows.end,
-        };
-        let layouts = Layouts {
-            input_channels_last: true,
-            output_channels_last: true,
-        };
-        SCRATCH.with(|s| self.job(&job, bias, slope, layouts, &mut s.borrow_mut()));
     }
 
     #[cfg(not(target_arch = "x86_64"))]
