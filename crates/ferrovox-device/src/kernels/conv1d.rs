@@ -1,7 +1,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::winograd::{Layouts, Winograd};
+use super::winograd::{Layouts, When, Winograd};
 use super::{direct, gemm_acc, SendPtr};
 
 /// A stride-1, ungrouped 1-D convolution with its weight packed for the kernel this CPU runs,
@@ -64,7 +64,7 @@ impl PackedConv1d {
         let source = weight.to_dtype(candle_core::DType::F32)?;
         let w = source.to_vec3::<f32>()?;
         let bias = super::bias_values(bias, out_channels)?;
-        let packing = match Winograd::new(&w, kernel, padding, dilation) {
+        let packing = match Winograd::new(&w, kernel, padding, dilation, When::Faster) {
             Some(winograd) => Packing::Winograd(winograd.into()),
             None => Self::pack(&w, true),
         };
@@ -120,11 +120,12 @@ impl PackedConv1d {
     /// run the shape. `None` where it cannot.
     pub fn with_channels_last(mut self, input: bool, output: bool) -> Option<Self> {
         if !self.is_winograd() {
-            let winograd = Winograd::new_anyway(
+            let winograd = Winograd::new(
                 &self.source_values(),
                 self.kernel,
                 self.padding,
                 self.dilation,
+                When::Runs,
             )?;
             self.packing = Packing::Winograd(winograd.into());
         }

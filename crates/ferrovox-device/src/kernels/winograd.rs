@@ -261,34 +261,32 @@ pub(super) struct Job<'a> {
     pub t1: usize,
 }
 
+/// Which shapes [`Winograd::new`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Where [`supports`] finds it faster than the direct kernel.
+    Faster,
+    /// Wherever the kernel [`runs`] the shape: for convolutions that read or write
+    /// channels-last, which only this kernel does.
+    Runs,
+}
+
 impl Winograd {
     /// Transforms `weight` `[out][in][k]` for a convolution of this shape; `None` where
-    /// [`supports`] says no.
+    /// `when` does not hold for it.
     pub fn new(
         weight: &[Vec<Vec<f32>>],
         kernel: usize,
         padding: usize,
         dilation: usize,
+        when: When,
     ) -> Option<Self> {
         let (cout, cin) = (weight.len(), weight.first()?.len());
-        if !supports(cin, cout, kernel) {
-            return None;
-        }
-        Some(Self::build(weight, kernel, padding, dilation))
-    }
-
-    /// The same wherever the kernel [`runs`] the shape, whether or not [`supports`] finds it
-    /// faster than the direct kernel: for convolutions that read or write channels-last,
-    /// which only this kernel does.
-    pub fn new_anyway(
-        weight: &[Vec<Vec<f32>>],
-        kernel: usize,
-        padding: usize,
-        dilation: usize,
-    ) -> Option<Self> {
-        let (cout, cin) = (weight.len(), weight.first()?.len());
-        runs(cin, cout, kernel)?;
-        Some(Self::build(weight, kernel, padding, dilation))
+        let accepted = match when {
+            When::Faster => supports(cin, cout, kernel),
+            When::Runs => runs(cin, cout, kernel).is_some(),
+        };
+        accepted.then(|| Self::build(weight, kernel, padding, dilation))
     }
 
     /// A convolution whose output channel `c·phases + r` is written to row `c` at samples
@@ -304,7 +302,7 @@ impl Winograd {
         if phases == 0 || 16 % phases != 0 {
             return None;
         }
-        Self::new(weight, kernel, padding, 1).map(|w| Self { phases, ..w })
+        Self::new(weight, kernel, padding, 1, When::Faster).map(|w| Self { phases, ..w })
     }
 
     fn build(weight: &[Vec<Vec<f32>>], kernel: usize, padding: usize, dilation: usize) -> Self {
