@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
-use ferrovox_engine::{open_voice, EngineError, SynthesisOptions};
+use ferrovox_engine::{open_voice, EngineError, SynthesisOptions, Voice};
 
 fn main() -> anyhow::Result<()> {
     let text = std::env::args().nth(1).unwrap_or_else(|| {
@@ -13,7 +13,8 @@ fn main() -> anyhow::Result<()> {
             .into()
     });
     let runtime = Runtime::init(&DeviceRequest::from_env()?, &TuningConfig::from_env()?)?;
-    let voice = open_voice("en_US-joe-medium", runtime.device())?;
+    let voice = Voice::new(open_voice("en_US-joe-medium", runtime.device())?, None);
+    let rate = voice.model().sample_rate() as f64;
     let start = Instant::now();
     let mut stdout = std::io::stdout().lock();
     let options = SynthesisOptions {
@@ -24,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!(
             "{:>6.0} ms: {:.2} s of audio",
             start.elapsed().as_secs_f64() * 1e3,
-            chunk.len() as f64 / voice.sample_rate() as f64
+            chunk.len() as f64 / rate
         );
         ferrovox_audio::write_pcm_s16le(&mut stdout, chunk)
             .and_then(|()| stdout.flush())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: unpacks the binaries `cargo xtask gpu`
 # built, then checks and times everything in one go. Results land in $OUT.
-# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [vits-bench] [vits-planner]
+# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [chatterbox-bench] [vits-bench] [vits-planner]
 #               [vits-profile]   (no argument: all but vits-profile)
 set -u
 carry="$(cd "$(dirname "$0")" && pwd)"
@@ -57,6 +57,24 @@ s3gen_bench() {
         FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
             "$bin/xtask-cudnn" bench s3gen --device cuda 2>&1 | grep -v -i "warn\|deprecat"
     fi
+}
+
+chatterbox_bench() {
+    echo "== Chatterbox T3 + S3Gen on CUDA against upstream PyTorch (same weights, same inputs)"
+    local site=/tmp/ferrovox-pysite
+    python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
+    echo "== Chatterbox tests on CUDA (f32, TF32 off; the CPU bounds)"
+    for t in t3_parity tts_e2e tokenizer_parity; do
+        FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/$t" --test-threads 1 --nocapture 2>&1 \
+            | grep -E "max.diff|bound|identical|distance|test result|panicked|FAILED" | sed "s/^/[$t] /"
+    done
+    for tf32 in 0 1; do
+        echo "-- TF32 $tf32"
+        touch /tmp/ferrovox-bench-mark
+        FERROVOX_TF32=$tf32 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
+            "$bin/xtask" bench chatterbox --device cuda 2>&1 | grep -v -i "warn\|deprecat\|Sampling"
+        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/chatterbox-tf32-$tf32.json" \;
+    done
 }
 
 vits_bench() {
@@ -126,13 +144,14 @@ PY
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench vits-bench vits-planner)
+[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench chatterbox-bench vits-bench vits-planner)
 for s in "${sections[@]}"; do
     case "$s" in
         doctor) doctor ;;
         parity) parity ;;
         chatterbox) chatterbox ;;
         s3gen-bench) s3gen_bench ;;
+        chatterbox-bench) chatterbox_bench ;;
         vits-bench) vits_bench ;;
         vits-planner) vits_planner ;;
         vits-profile) vits_profile ;;

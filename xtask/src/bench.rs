@@ -90,6 +90,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "s3gen" => {
                 results.insert("s3gen".into(), crate::bench_s3gen::run(quick, &device)?);
             }
+            "chatterbox" => {
+                results.insert(
+                    "chatterbox".into(),
+                    crate::bench_chatterbox::run(quick, &device)?,
+                );
+            }
             "vits-gpu" => {
                 results.insert(
                     "vits_gpu".into(),
@@ -106,7 +112,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox)")
             }
         }
     }

@@ -15,7 +15,8 @@ fn run_clients(
     clients: usize,
 ) -> anyhow::Result<(f64, f64, usize)> {
     let batcher = Arc::new(Batcher::new(voice.clone(), config));
-    let units = voice.prepare(crate::bench_texts::PARAGRAPH)?;
+    let units = ferrovox_engine::Voice::new(voice.clone(), None)
+        .prepare(crate::bench_texts::PARAGRAPH, &SynthesisOptions::default())?;
     let start = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|c| {
@@ -27,7 +28,10 @@ fn run_clients(
                 };
                 let mut samples = 0;
                 for unit in units {
-                    samples += b.synthesize_units(vec![unit], options)?.concat().len();
+                    samples += b
+                        .synthesize_units(vec![unit], options.clone())?
+                        .concat()
+                        .len();
                 }
                 Ok(samples)
             })

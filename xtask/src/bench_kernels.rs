@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use ferrovox_device::kernels::{GatedTanh, PackedConv1d, Tanh};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use ferrovox_kernels::{GatedTanh, PackedConv1d, Tanh};
 use serde_json::{json, Value};
 
 /// Median seconds of `reps` calls after two warm-ups.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Device;
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
-use ferrovox_engine::{PiperVoice, TtsModel};
+use ferrovox_engine::PiperVoice;
 use ferrovox_vits::{SeededNoise, StageTimings, SynthesisParams, TokenBatch, VitsModel};
 use serde_json::{json, Value};
 
@@ -77,8 +77,10 @@ fn piper_cases(
     let onnx = PathBuf::from(spec["onnx"].as_str().context("onnx")?);
     let config = PathBuf::from(spec["config"].as_str().context("config")?);
     let start = Instant::now();
-    let voice = PiperVoice::load("bench", &onnx, &config, runtime.device())?;
-    let model = voice.model();
+    let piper = std::sync::Arc::new(PiperVoice::load("bench", &onnx, &config, runtime.device())?);
+    // The engine's one path, as `ferrovox say` takes it.
+    let voice = ferrovox_engine::Voice::new(piper.clone(), None);
+    let model = piper.model();
     let load_s = start.elapsed().as_secs_f64();
     let params = SynthesisParams::from_config(model.config());
     let rate = model.config().sampling_rate as f64;
@@ -95,7 +97,7 @@ fn piper_cases(
             let mut rep_stages = StageTimings::default();
             // The engine's own front end, as `ferrovox say` streams: phonemize, then each
             // sentence in turn, timed stage by stage.
-            for unit in voice.prepare(text)? {
+            for unit in voice.prepare(text, &Default::default())? {
                 let batch = TokenBatch::new(&[unit.ids], 0, runtime.device())?;
                 let (o, t) = model.forward_timed(&batch, None, &params, &mut noise)?;
                 samples += o.audio(0)?.len();

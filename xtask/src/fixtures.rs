@@ -12,8 +12,10 @@ use crate::util::{repo_root, run_cmd};
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("vits") => vits(),
-        Some("chatterbox") => chatterbox(),
-        other => bail!("usage: cargo xtask fixtures vits|chatterbox (got {other:?})"),
+        Some("chatterbox") => chatterbox(&args[1..]),
+        other => {
+            bail!("usage: cargo xtask fixtures vits|chatterbox [--full-size DIR] (got {other:?})")
+        }
     }
 }
 
@@ -70,16 +72,28 @@ pub fn ensure_chatterbox_venv() -> anyhow::Result<PathBuf> {
     )
 }
 
-fn chatterbox() -> anyhow::Result<()> {
+/// S3Gen's fixtures, then T3's (with the tokenizer and `conds.pt`), then the end-to-end one
+/// that reads both. `--full-size DIR` also writes a released-size T3 checkpoint into `DIR`
+/// (2.1 GB, kept outside the repository) and the key manifest the tests read.
+fn chatterbox(args: &[String]) -> anyhow::Result<()> {
     let root = repo_root();
     let scripts = root.join("xtask/fixtures/chatterbox");
     let python = ensure_chatterbox_venv()?;
     let out = root.join("models/chatterbox/tests/fixtures");
-    run_cmd(
-        Command::new(&python)
-            .arg(scripts.join("gen_s3gen.py"))
-            .arg(&out),
-    )?;
+    let full = args
+        .iter()
+        .position(|a| a == "--full-size")
+        .map(|i| args.get(i + 1).context("--full-size takes a directory"))
+        .transpose()?;
+    for script in ["gen_s3gen.py", "gen_t3.py", "gen_tts_e2e.py"] {
+        println!("== {script}");
+        let mut cmd = Command::new(&python);
+        cmd.arg(scripts.join(script)).arg(&out);
+        if let (Some(dir), "gen_t3.py") = (full, script) {
+            cmd.arg("--full-size").arg(dir);
+        }
+        run_cmd(&mut cmd)?;
+    }
     println!("fixtures written to {}", out.display());
     Ok(())
 }

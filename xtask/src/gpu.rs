@@ -119,15 +119,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &["parity"],
         &carry,
     )?;
-    // ferrovox-device's CUDA tests: its kernels and CUDA graphs against eager Candle.
-    pack_tests(
-        &cargo_in_cuda_env(
-            "test --release -p ferrovox-device --features cuda --test cuda_conv --test cuda_graph --no-run --message-format=json",
-            cudnn,
-        )?,
-        &["cuda_conv", "cuda_graph"],
-        &carry,
-    )?;
+    // The kernels' CUDA tests against Candle's convolutions, and the device layer's CUDA graphs
+    // against eager runs.
+    for (package, test) in [
+        ("ferrovox-kernels", "cuda_conv"),
+        ("ferrovox-device", "cuda_graph"),
+    ] {
+        pack_tests(
+            &cargo_in_cuda_env(
+                &format!("test --release -p {package} --features cuda --test {test} --no-run --message-format=json"),
+                cudnn,
+            )?,
+            &[test],
+            &carry,
+        )?;
+    }
     if chatterbox {
         let tests = test_executables(&cargo_in_cuda_env(
             "test --release -p ferrovox-chatterbox --features cuda --tests --no-run --message-format=json",

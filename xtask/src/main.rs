@@ -6,6 +6,7 @@ static GLOBAL: ferrovox_device::allocator::MiMalloc = ferrovox_device::allocator
 
 mod bench;
 mod bench_batching;
+mod bench_chatterbox;
 mod bench_kernels;
 mod bench_s3gen;
 mod bench_server;

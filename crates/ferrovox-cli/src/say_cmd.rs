@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use crate::options::VoiceOptions;
+use crate::options::{flag_error, VoiceOptions};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
-use ferrovox_engine::{open_voice, SynthesisOptions};
+use ferrovox_engine::{open_voice, ChatterboxVoice, EngineError, Voice};
 
 /// Output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,21 +34,24 @@ pub struct SayArgs {
     /// Output format.
     #[arg(long, value_enum, env = "FERROVOX_FORMAT", default_value = "wav")]
     format: Format,
-    /// Voice id (catalog id or a directory with `<name>.onnx` and `<name>.onnx.json`).
+    /// Voice id: a catalog id, `chatterbox` (or a hub repository), or a directory of a
+    /// voice's files.
     #[arg(long, env = "FERROVOX_VOICE", default_value = ferrovox_voices::DEFAULT_VOICE)]
     voice: String,
     /// Speaker id of a multi-speaker voice.
     #[arg(long, env = "FERROVOX_SPEAKER")]
     speaker: Option<u32>,
+    /// Also write the speech tokens T3 generated for each piece of text (a JSON list of
+    /// lists), to compare a run with upstream's token for token (Chatterbox voices).
+    #[arg(long, env = "FERROVOX_DUMP_TOKENS")]
+    dump_tokens: Option<PathBuf>,
     #[command(flatten)]
     voice_options: VoiceOptions,
 }
 
 pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyhow::Result<()> {
-    let options = SynthesisOptions {
-        speaker: args.speaker,
-        ..args.voice_options.options()?
-    };
+    let mut options = args.voice_options.options()?;
+    options.vits.speaker = args.speaker;
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -64,14 +67,34 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     }
     let runtime = Runtime::init(device, tuning)?;
     let load = Instant::now();
-    let voice = open_voice(&args.voice, runtime.device())?;
+    let model = open_voice(&args.voice, runtime.device())?;
+    // One engine voice, unbatched: the same path the server's requests take.
+    let voice = Voice::new(model, None);
+    voice.model().validate(&options).map_err(flag_error)?;
     eprintln!(
         "loaded {} in {:.2} s on {}",
         args.voice,
         load.elapsed().as_secs_f64(),
         runtime.selection.kind
     );
-    let rate = voice.sample_rate();
+    let rate = voice.model().sample_rate();
+    if let Some(path) = &args.dump_tokens {
+        let chatterbox = voice
+            .model()
+            .as_any()
+            .downcast_ref::<ChatterboxVoice>()
+            .context("--dump-tokens needs a Chatterbox voice")?;
+        let units = voice.prepare(&text, &options)?;
+        let tokens = chatterbox.speech_tokens(&units, &options)?;
+        std::fs::write(path, serde_json::to_vec(&tokens)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} speech tokens of {} piece(s) to {}",
+            tokens.iter().map(Vec::len).sum::<usize>(),
+            tokens.len(),
+            path.display()
+        );
+    }
     let raw = args.output_raw || args.format == Format::Pcm;
     let to_stdout = args.output_raw || args.output.as_os_str() == "-";
     let mut stdout = std::io::stdout().lock();
@@ -86,7 +109,11 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
             ferrovox_audio::write_pcm_s16le(&mut stdout, audio)
                 .and_then(|()| stdout.flush())
                 .map_err(|e| {
-                    ferrovox_engine::EngineError::Unsupported(format!("writing stdout: {e}"))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        EngineError::Cancelled
+                    } else {
+                        EngineError::Unsupported(format!("writing stdout: {e}"))
+                    }
                 })
         } else {
             all.extend_from_slice(audio);

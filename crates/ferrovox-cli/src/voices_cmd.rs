@@ -80,7 +80,12 @@ fn describe(files: &VoiceFiles) -> String {
         VoiceFiles::Transformers {
             weights, config, ..
         } => {
-            format!("transformers {} + {}", weights.display(), config.display())
+            format!("mms-vits {} + {}", weights.display(), config.display())
         }
+        VoiceFiles::Chatterbox { dir } => format!(
+            "chatterbox {} ({})",
+            dir.display(),
+            ferrovox_voices::CHATTERBOX_FILES.join(", ")
+        ),
     }
 }

@@ -64,7 +64,10 @@ fn bad_input_is_refused_with_the_reason() {
             "unknown voice `xx_XX-nobody`",
         ),
         (&["say", "--noise-w", "5", "hi"], "--noise-w 5 is outside"),
-        (&["say", "--speed", "50", "hi"], "--speed 0.02 is outside"),
+        (
+            &["say", "--speed", "50", "hi"],
+            "--speed 50 is outside 0.25..=4",
+        ),
         (&["--device", "tpu", "device"], "invalid device `tpu`"),
     ];
     for (args, message) in cases {
@@ -83,6 +86,41 @@ fn device_json_reports_the_cpu() {
     assert_eq!(report["backend"], "cpu");
     assert!(report["tuning"]["threads"]["threads"].as_u64().unwrap() >= 1);
     assert!(report["memory"]["Ok"]["total"].as_u64().unwrap() > 0);
+    // The CPU's features as detected at run time, and which the kernels use.
+    let detected: Vec<&str> = report["cpu"]["detected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    if cfg!(target_arch = "x86_64") {
+        assert!(detected.contains(&"sse4.2"), "{detected:?}");
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        assert_eq!(detected.contains(&"avx512f"), avx512);
+        let uses = report["cpu"]["used_by_kernels"].as_array().unwrap();
+        assert_eq!(
+            uses.iter()
+                .any(|u| u["features"].as_str().unwrap().contains("avx512f")),
+            avx512 && std::arch::is_x86_feature_detected!("avx512dq")
+        );
+    }
+}
+
+#[test]
+fn a_voice_refuses_another_familys_flags_by_name() {
+    if !voice_available() {
+        return;
+    }
+    let out = ferrovox()
+        .args(["say", "--exaggeration", "0.7", "hi", "-o", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--exaggeration does not apply to voice `en_US-joe-medium` (piper)"),
+        "{stderr}"
+    );
 }
 
 #[test]

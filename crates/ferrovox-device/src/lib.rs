@@ -1,6 +1,11 @@
 //! The ferrovox device layer: which device a model runs on, and the tuning PyTorch services get
 //! from flags (TF32, reduced-precision reductions, dtype policy, thread pools), memory figures,
-//! a batch planner sized from free memory, warm-up, kernels of its own and CUDA graphs.
+//! a batch planner sized from free memory, warm-up, CUDA graphs and the doctor.
+//!
+//! The compute kernels live in `ferrovox-kernels`, below this crate: the kernels use nothing of
+//! the device layer (they run on whatever rayon pool and device their caller hands them), while
+//! the device layer uses them to preload their CUDA modules at start, so that the first request
+//! pays no module load. Models reach the kernels through `ferrovox-layers`.
 //!
 //! ```no_run
 //! use ferrovox_device::{DeviceRequest, Runtime};
@@ -12,11 +17,9 @@
 #[cfg(feature = "mimalloc")]
 pub mod allocator;
 mod backend;
-pub mod compare;
 pub mod doctor;
 mod error;
 pub mod graph;
-pub mod kernels;
 pub mod memory;
 pub mod planner;
 mod report;
@@ -31,7 +34,7 @@ pub use error::{Error, Result};
 pub use graph::{GraphCache, GraphRun};
 pub use memory::{MemoryInfo, MemorySource};
 pub use planner::{BatchPlanner, ItemCost, PlannerConfig};
-pub use report::DeviceReport;
+pub use report::{CpuReport, DeviceReport, KernelUse};
 pub use request::DeviceRequest;
 pub use select::{select, Selection, Skipped};
 pub use tuning::{DTypePolicy, Tuning, TuningConfig};

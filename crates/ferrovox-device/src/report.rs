@@ -21,15 +21,34 @@ pub struct DeviceReport {
     pub tuning: Tuning,
     /// Backends compiled into this build.
     pub compiled_backends: Vec<BackendKind>,
-    /// Whether Candle's CPU kernels use AVX / NEON / F16C.
-    pub cpu_features: Vec<&'static str>,
+    /// The CPU's features as detected at run time, and which ferrovox's kernels use.
+    pub cpu: CpuReport,
+}
+
+/// What the CPU can run and what runs on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    /// Features this CPU reports at run time.
+    pub detected: Vec<&'static str>,
+    /// Detected features ferrovox's kernels run on, with what runs on them.
+    pub used_by_kernels: Vec<KernelUse>,
+    /// Features Candle's own CPU ops were compiled for (its `with_avx`, `with_f16c`, ...): a
+    /// compile-time fact, independent of the CPU.
+    pub candle_compiled_with: Vec<&'static str>,
+}
+
+/// Features one group of ferrovox's kernels runs on.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelUse {
+    pub features: &'static str,
+    pub kernels: &'static str,
 }
 
 impl DeviceReport {
     /// Gathers the report for a running device.
     pub fn new(runtime: &Runtime) -> Self {
         let sel = &runtime.selection;
-        let cpu_features = [
+        let candle_compiled_with = [
             (candle_core::utils::with_avx(), "avx"),
             (candle_core::utils::with_neon(), "neon"),
             (candle_core::utils::with_f16c(), "f16c"),
@@ -38,6 +57,16 @@ impl DeviceReport {
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
+        let features = ferrovox_kernels::cpu_features();
+        let cpu = CpuReport {
+            detected: features.detected,
+            used_by_kernels: features
+                .used
+                .into_iter()
+                .map(|(features, kernels)| KernelUse { features, kernels })
+                .collect(),
+            candle_compiled_with,
+        };
         Self {
             backend: sel.kind,
             ordinal: sel.ordinal,
@@ -50,7 +79,7 @@ impl DeviceReport {
                 .into_iter()
                 .filter(|b| b.compiled_in())
                 .collect(),
-            cpu_features,
+            cpu,
         }
     }
 }
@@ -124,7 +153,19 @@ impl std::fmt::Display for DeviceReport {
             .map(|b| b.to_string())
             .collect();
         writeln!(f, "compiled        {}", names.join(", "))?;
-        write!(f, "cpu features    {}", self.cpu_features.join(", "))
+        writeln!(f, "cpu features    {}", self.cpu.detected.join(", "))?;
+        for u in &self.cpu.used_by_kernels {
+            writeln!(f, "kernels use     {}: {}", u.features, u.kernels)?;
+        }
+        write!(
+            f,
+            "candle built    for {}",
+            if self.cpu.candle_compiled_with.is_empty() {
+                "no SIMD extension".to_string()
+            } else {
+                self.cpu.candle_compiled_with.join(", ")
+            }
+        )
     }
 }
 

@@ -95,7 +95,7 @@ fn preload_cuda(device: &Device) -> candle_core::Result<()> {
     ] {
         dev.get_or_load_func(name, module)?;
     }
-    crate::kernels::preload_cuda(device)?;
+    ferrovox_kernels::preload_cuda(device)?;
     let a = candle_core::Tensor::ones((64, 64), candle_core::DType::F32, device)?;
     a.matmul(&a)?;
     device.synchronize()

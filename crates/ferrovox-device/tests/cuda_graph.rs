@@ -4,8 +4,8 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{Device, Tensor};
-use ferrovox_device::kernels::CudaConv1d;
 use ferrovox_device::{GraphCache, GraphRun};
+use ferrovox_kernels::CudaConv1d;
 
 fn cuda() -> Device {
     Device::new_cuda(0).expect("a CUDA device")
@@ -39,7 +39,7 @@ fn replays_match_eager_runs_on_new_inputs() {
         let x = Tensor::randn(0f32, 1., (2, 16, 300), &dev).unwrap();
         let (got, run) = cache.run(&[&x], &f).unwrap();
         let want = f(&[x]).unwrap();
-        let diff = ferrovox_device::compare::max_abs_diff(&got, &want).unwrap();
+        let diff = ferrovox_kernels::compare::max_abs_diff(&got, &want).unwrap();
         println!("call {i}: {run:?}, max abs difference from eager {diff:e}");
         assert_eq!(diff, 0.0, "call {i} ({run:?}) differs from eager");
         runs.push(run);
@@ -75,7 +75,7 @@ fn a_host_round_trip_under_capture_falls_back_to_eager() {
         let (got, run) = cache.run(&[&x], f).unwrap();
         let want = f(&[x]).unwrap();
         assert_eq!(
-            ferrovox_device::compare::max_abs_diff(&got, &want).unwrap(),
+            ferrovox_kernels::compare::max_abs_diff(&got, &want).unwrap(),
             0.0
         );
         if let GraphRun::Fallback(reason) = run {
@@ -152,7 +152,7 @@ fn several_outputs_and_variants_replay_like_eager_runs() {
             let want = f(variant)(&[ids, scale]).unwrap();
             assert_eq!(got.len(), 2);
             for (g, w) in got.iter().zip(&want) {
-                let diff = ferrovox_device::compare::max_abs_diff(g, w).unwrap();
+                let diff = ferrovox_kernels::compare::max_abs_diff(g, w).unwrap();
                 assert_eq!(diff, 0.0, "variant {variant} call {call} ({run:?})");
             }
             runs.push(run);

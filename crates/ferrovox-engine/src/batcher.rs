@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
@@ -116,14 +116,16 @@ impl Batcher {
         &self.model
     }
 
-    /// Synthesizes `units` in whatever batch they join; blocks until they are done. A full
-    /// queue is refused at once with [`EngineError::Overloaded`].
+    /// Synthesizes `units` in whatever batch they join; blocks until they are done. Options
+    /// are checked before anything is queued; a full queue is refused at once with
+    /// [`EngineError::Overloaded`].
     pub fn synthesize_units(
         &self,
         units: Vec<Unit>,
         options: SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        options.validate()?;
+        options.validate_common()?;
+        self.model.validate(&options)?;
         let (reply, answer) = mpsc::channel();
         let sender = self.sender.as_ref().ok_or(EngineError::ShutDown)?;
         match sender.try_send(Job {
@@ -154,59 +156,65 @@ impl Drop for Batcher {
     }
 }
 
-/// Options that must agree for requests to share a batch. The noise seed is not among them:
-/// a batch draws its noise once, from its first request's seed.
-fn batch_key(o: &SynthesisOptions) -> [u64; 4] {
-    [
-        o.length_scale.unwrap_or(-1.0).to_bits(),
-        o.noise_scale.unwrap_or(-1.0).to_bits(),
-        o.noise_w.unwrap_or(-1.0).to_bits(),
-        o.speaker.map_or(u64::MAX, u64::from),
-    ]
-}
-
+/// Runs the queued jobs: those whose options the model says agree ([`TtsModel::batch_key`])
+/// share batches, each unit with its own seed. A batch that fails is run again job by job, so
+/// each caller gets its own error with its own kind (a bad request does not fail its
+/// neighbours, and an input error stays an input error).
 fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mutex<BatcherStats>) {
-    let mut groups: Vec<([u64; 4], Vec<Job>)> = Vec::new();
+    let mut groups: Vec<(BatchKey, Vec<Job>)> = Vec::new();
     for job in jobs {
-        let key = batch_key(&job.options);
+        let key = model.batch_key(&job.options);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, group)) => group.push(job),
             None => groups.push((key, vec![job])),
         }
     }
     for (_, group) in groups {
-        let options = group[0].options;
         let units: Vec<Unit> = group.iter().flat_map(|j| j.units.iter().cloned()).collect();
-        let mut audio = Vec::with_capacity(units.len());
-        let mut failure = None;
-        for chunk in units.chunks(max_batch.max(1)) {
-            match model.synthesize_units(chunk, &options) {
-                Ok(out) => {
-                    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                    s.batches += 1;
-                    s.units += chunk.len();
-                    s.largest_batch = s.largest_batch.max(chunk.len());
-                    let bucket = BATCH_SIZE_BOUNDS
-                        .iter()
-                        .position(|&b| chunk.len() <= b)
-                        .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
-                    s.size_histogram[bucket] += 1;
-                    audio.extend(out);
+        match run_units(model, &units, &group[0].options, max_batch, stats) {
+            Ok(audio) => {
+                let mut rest = audio.into_iter();
+                for job in group {
+                    // A caller that gave up no longer listens; nothing to do then.
+                    let _ = job
+                        .reply
+                        .send(Ok(rest.by_ref().take(job.units.len()).collect()));
                 }
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
+            }
+            Err(e) if group.len() == 1 => {
+                let _ = group[0].reply.send(Err(e));
+            }
+            Err(_) => {
+                for job in group {
+                    let answer = run_units(model, &job.units, &job.options, max_batch, stats);
+                    let _ = job.reply.send(answer);
                 }
             }
         }
-        let mut rest = audio.into_iter();
-        for job in group {
-            let answer = match &failure {
-                Some(message) => Err(EngineError::Batch(message.clone())),
-                None => Ok(rest.by_ref().take(job.units.len()).collect()),
-            };
-            // A caller that gave up no longer listens; nothing to do then.
-            let _ = job.reply.send(answer);
-        }
     }
+}
+
+/// `units` in batches of at most `max_batch`, counted in `stats`.
+fn run_units(
+    model: &dyn TtsModel,
+    units: &[Unit],
+    options: &SynthesisOptions,
+    max_batch: usize,
+    stats: &Mutex<BatcherStats>,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    let mut audio = Vec::with_capacity(units.len());
+    for chunk in units.chunks(max_batch.max(1)) {
+        let out = model.synthesize_units(chunk, options)?;
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.batches += 1;
+        s.units += chunk.len();
+        s.largest_batch = s.largest_batch.max(chunk.len());
+        let bucket = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&b| chunk.len() <= b)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+        s.size_histogram[bucket] += 1;
+        audio.extend(out);
+    }
+    Ok(audio)
 }

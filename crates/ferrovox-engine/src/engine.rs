@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use crate::stream::{stream_units, FirstUnit};
+use crate::stream::{prepare_text, stream_units, Piecewise};
 use crate::{
     Audio, Batcher, BatcherConfig, BatcherStats, EngineError, SynthesisOptions, TtsModel, Unit,
 };
@@ -93,26 +93,27 @@ impl Voice {
         units: Vec<Unit>,
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
+        options.validate_common()?;
+        self.model.validate(options)?;
         match &self.batcher {
-            Some(b) => b.synthesize_units(units, *options),
-            None => {
-                options.validate()?;
-                self.model.synthesize_units(&units, options)
-            }
+            Some(b) => b.synthesize_units(units, options.clone()),
+            None => self.model.synthesize_units(&units, options),
         }
     }
 
-    /// Splits `text` into units (normalizing first when `options.normalize` is set).
+    /// Validates `options` and splits `text` into units (normalizing first when
+    /// `options.normalize` is set), each with its own seed.
     pub fn prepare(
         &self,
         text: &str,
         options: &SynthesisOptions,
     ) -> Result<Vec<Unit>, EngineError> {
-        crate::stream::prepare_text(self.model.as_ref(), text, options)
+        prepare_text(self.model.as_ref(), text, options)
     }
 
-    /// Text to audio, each unit's audio handed to `sink` as soon as it is ready; units of
-    /// concurrent requests share batches.
+    /// Text to audio, handed to `sink` as soon as each piece is final: whole units as they
+    /// finish (units of concurrent requests share batches), and an autoregressive model's
+    /// audio while it is still generating.
     pub fn stream(
         &self,
         text: &str,
@@ -120,28 +121,41 @@ impl Voice {
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         // A batched voice sends its first unit through the batch like the rest.
-        let first = if self.batcher.is_some() {
-            FirstUnit::Whole
+        let piecewise = if self.batcher.is_some() {
+            Piecewise::Required
         } else {
-            FirstUnit::Early
+            Piecewise::AsModel
         };
-        self.stream_with(text, options, first, sink)
+        self.stream_with(text, options, piecewise, true, sink)
     }
 
+    /// `queued`: whole units go through the batcher (when there is one).
     fn stream_with(
         &self,
         text: &str,
         options: &SynthesisOptions,
-        first: FirstUnit,
+        piecewise: Piecewise,
+        queued: bool,
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
+        let _span = tracing::info_span!("synthesize", voice = self.model.id(), chars = text.len())
+            .entered();
+        let units = {
+            let _prepare = tracing::info_span!("prepare").entered();
+            self.prepare(text, options)?
+        };
         stream_units(
             self.model.as_ref(),
-            text,
+            &units,
             options,
-            first,
+            piecewise,
             &mut |unit| {
-                let mut out = self.synthesize_units(vec![unit.clone()], options)?;
+                let mut out = match &self.batcher {
+                    Some(b) if queued => b.synthesize_units(vec![unit.clone()], options.clone())?,
+                    _ => self
+                        .model
+                        .synthesize_units(std::slice::from_ref(unit), options)?,
+                };
                 Ok(out.pop().unwrap_or_default())
             },
             sink,
@@ -151,14 +165,24 @@ impl Voice {
     /// Text to audio in one piece.
     pub fn synthesize(&self, text: &str, options: &SynthesisOptions) -> Result<Audio, EngineError> {
         crate::stream::collect(self.model.sample_rate(), |sink| {
-            self.stream_with(text, options, FirstUnit::Whole, sink)
+            self.stream_with(text, options, Piecewise::Required, true, sink)
         })
     }
 
-    /// Synthesizes [`WARM_UP_TEXT`] once and records how long it took.
+    /// The model's own warm-up request ([`TtsModel::warm_up_request`]) through the same path
+    /// as every request, but past the batch queue (a health check must not wait behind
+    /// requests): what warm-up and health checks run.
+    pub fn check(&self) -> Result<Audio, EngineError> {
+        let (text, options) = self.model.warm_up_request();
+        crate::stream::collect(self.model.sample_rate(), |sink| {
+            self.stream_with(&text, &options, Piecewise::Required, false, sink)
+        })
+    }
+
+    /// Runs [`Voice::check`] once and records how long it took.
     pub fn warm_up(&mut self) -> Result<Duration, EngineError> {
         let start = Instant::now();
-        self.synthesize(WARM_UP_TEXT, &SynthesisOptions::default())?;
+        self.check()?;
         let took = start.elapsed();
         self.warm_up_time = Some(took);
         Ok(took)

@@ -18,18 +18,21 @@ pub enum EngineError {
     /// The text front end failed.
     #[error(transparent)]
     Text(#[from] ferrovox_text::TextError),
-    /// The model failed.
+    /// A VITS model failed, or refused its input.
     #[error(transparent)]
     Model(#[from] ferrovox_vits::Error),
+    /// A Chatterbox model failed, or refused its input.
+    #[error(transparent)]
+    Chatterbox(#[from] ferrovox_chatterbox::Error),
     /// Something this engine does not do.
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// The request queue is full; try again later.
     #[error("overloaded: the request queue is full")]
     Overloaded,
-    /// The batch this request ran in failed.
-    #[error("batched synthesis failed: {0}")]
-    Batch(String),
+    /// Whoever the audio was for stopped listening (a client that went away).
+    #[error("cancelled: the receiver went away")]
+    Cancelled,
     /// The batcher stopped.
     #[error("the batcher has shut down")]
     ShutDown,
@@ -45,6 +48,7 @@ impl EngineError {
                 | Self::InvalidOption { .. }
                 | Self::Text(_)
                 | Self::Model(ferrovox_vits::Error::Input(_))
+                | Self::Chatterbox(ferrovox_chatterbox::Error::Input(_))
         )
     }
 }

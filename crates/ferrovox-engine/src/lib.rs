@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod batcher;
+mod chatterbox_voice;
 mod engine;
 mod error;
 mod model;
@@ -34,17 +35,22 @@ mod stream;
 mod vits_voice;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherStats, BATCH_SIZE_BOUNDS};
+pub use chatterbox_voice::ChatterboxVoice;
 pub use engine::{Engine, EngineConfig, Voice, WARM_UP_TEXT};
 pub use error::EngineError;
-pub use model::{Audio, SynthesisOptions, TtsModel, Unit};
+pub use model::{
+    check_range, Audio, BatchKey, ChatterboxOptions, Pieces, SynthesisOptions, TtsModel, Unit,
+    VitsOptions,
+};
 #[cfg(feature = "espeak")]
-pub use piper_voice::PiperVoice;
-pub use vits_voice::MmsVoice;
+pub use piper_voice::{PiperFrontend, PiperVoice};
+pub use vits_voice::{MmsFrontend, MmsVoice, VitsVoice};
 
 use std::sync::Arc;
 
-/// Opens a voice by id (a catalog voice, a hub repository such as `facebook/mms-tts-eng`, or a
-/// directory) on `device`. Piper voices need the `espeak` feature.
+/// Opens a voice by id (a catalog voice, a hub repository such as `facebook/mms-tts-eng` or
+/// `chatterbox`, or a directory) on `device`, as the family its files declare. Piper voices
+/// need the `espeak` feature.
 pub fn open_voice(
     id: &str,
     device: &candle_core::Device,
@@ -61,6 +67,9 @@ pub fn open_voice(
         ferrovox_voices::VoiceFiles::Transformers { weights, .. } => {
             let dir = weights.parent().unwrap_or(std::path::Path::new("."));
             Ok(Arc::new(MmsVoice::load(id, dir, device)?))
+        }
+        ferrovox_voices::VoiceFiles::Chatterbox { dir } => {
+            Ok(Arc::new(ChatterboxVoice::load(id, &dir, device)?))
         }
     }
 }

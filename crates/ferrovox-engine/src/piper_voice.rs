@@ -7,18 +7,21 @@ use ferrovox_text::{EspeakPhonemizer, PhonemeIdMap};
 use ferrovox_vits::piper::{self, PiperVoiceConfig};
 use ferrovox_vits::VitsModel;
 
-use crate::vits_voice::{synthesize_vits, synthesize_vits_early, units_from_chunks};
-use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+use ferrovox_voices::Family;
 
-/// A loaded Piper voice.
+use crate::vits_voice::{units_from_chunks, VitsFrontend, VitsVoice};
+use crate::{EngineError, Unit};
+
+/// Piper's front end: espeak-ng phonemes and the voice's phoneme-id map.
 #[derive(Debug)]
-pub struct PiperVoice {
-    id: String,
-    model: VitsModel,
+pub struct PiperFrontend {
     config: PiperVoiceConfig,
     ids: PhonemeIdMap,
     phonemizer: EspeakPhonemizer,
 }
+
+/// A loaded Piper voice.
+pub type PiperVoice = VitsVoice<PiperFrontend>;
 
 impl PiperVoice {
     /// Loads `<voice>.onnx` and its `.onnx.json` onto `device`.
@@ -32,39 +35,24 @@ impl PiperVoice {
         let ids = PhonemeIdMap::new(voice.phoneme_id_map.clone())?;
         let espeak = voice.espeak.as_ref().map_or("en-us", |e| e.voice.as_str());
         let phonemizer = EspeakPhonemizer::new(espeak)?;
-        Ok(Self {
+        Ok(VitsVoice {
             id: id.to_string(),
             model,
-            config: voice,
-            ids,
-            phonemizer,
+            frontend: PiperFrontend {
+                config: voice,
+                ids,
+                phonemizer,
+            },
         })
-    }
-
-    /// The underlying model.
-    pub fn model(&self) -> &VitsModel {
-        &self.model
     }
 }
 
-impl TtsModel for PiperVoice {
-    fn id(&self) -> &str {
-        &self.id
+impl VitsFrontend for PiperFrontend {
+    fn family(&self) -> Family {
+        Family::Piper
     }
 
-    fn sample_rate(&self) -> u32 {
-        self.config.audio.sample_rate
-    }
-
-    fn speakers(&self) -> usize {
-        self.config.num_speakers.unwrap_or(1).max(1)
-    }
-
-    fn languages(&self) -> Vec<String> {
-        self.config.espeak.iter().map(|e| e.voice.clone()).collect()
-    }
-
-    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+    fn units(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
         units_from_chunks(text, |chunk| {
             let mut sentences = Vec::new();
             for sentence in self.phonemizer.phonemize(chunk)? {
@@ -82,20 +70,15 @@ impl TtsModel for PiperVoice {
         })
     }
 
-    fn synthesize_units(
-        &self,
-        units: &[Unit],
-        options: &SynthesisOptions,
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        synthesize_vits(&self.model, units, options)
+    fn languages(&self, _: &str) -> Vec<String> {
+        self.config.espeak.iter().map(|e| e.voice.clone()).collect()
     }
 
-    fn synthesize_unit_early(
-        &self,
-        unit: &Unit,
-        options: &SynthesisOptions,
-        emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
-    ) -> Result<(), EngineError> {
-        synthesize_vits_early(&self.model, unit, options, emit)
+    fn sample_rate(&self, _: &VitsModel) -> u32 {
+        self.config.audio.sample_rate
+    }
+
+    fn speakers(&self, _: &VitsModel) -> usize {
+        self.config.num_speakers.unwrap_or(1).max(1)
     }
 }

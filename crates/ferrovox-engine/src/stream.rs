@@ -1,33 +1,29 @@
-//! Text → units → audio pieces → one joined stream, shared by models and engine voices.
+//! Text → units → audio pieces → one joined stream: the one path every caller's synthesis
+//! takes (through [`crate::Voice`]).
 
 use ferrovox_audio::{Join, Joiner};
 
-use crate::{Audio, EngineError, SynthesisOptions, TtsModel, Unit};
+use crate::{Audio, EngineError, Pieces, SynthesisOptions, TtsModel, Unit};
 
-/// How the first unit of a stream is synthesized.
+/// Whether a stream's units may go through the model in pieces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FirstUnit {
-    /// Like every other unit (whole-file synthesis, or a batched voice).
-    Whole,
-    /// Through [`TtsModel::synthesize_unit_early`], for time to first audio.
-    Early,
+pub(crate) enum Piecewise {
+    /// As the model asks ([`TtsModel::pieces`]).
+    AsModel,
+    /// Only units the model must stream (whole-file synthesis, a batched voice).
+    Required,
 }
 
-/// Synthesizes `text` unit by unit with `synth` and hands the joined audio to `sink`.
-pub(crate) fn stream_units<M: TtsModel + ?Sized>(
-    model: &M,
-    text: &str,
+/// Synthesizes `units` one by one, whole through `synth` or in pieces through the model, and
+/// hands the joined audio to `sink`.
+pub(crate) fn stream_units(
+    model: &dyn TtsModel,
+    units: &[Unit],
     options: &SynthesisOptions,
-    first: FirstUnit,
+    piecewise: Piecewise,
     synth: &mut dyn FnMut(&Unit) -> Result<Vec<f32>, EngineError>,
     sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
-    options.validate()?;
-    let _span = tracing::info_span!("synthesize", voice = model.id(), chars = text.len()).entered();
-    let units = {
-        let _prepare = tracing::info_span!("prepare").entered();
-        prepare_text(model, text, options)?
-    };
     let rate = model.sample_rate();
     let silence = (options.unit_silence * rate as f64) as usize;
     let mut joiner = Joiner::for_rate(rate);
@@ -37,14 +33,19 @@ pub(crate) fn stream_units<M: TtsModel + ?Sized>(
         } else {
             Join::Crossfade
         };
+        let in_pieces = match (model.pieces(), piecewise) {
+            (Pieces::EveryUnit, _) => true,
+            (Pieces::FirstUnit, Piecewise::AsModel) => i == 0,
+            (Pieces::FirstUnit, Piecewise::Required) => false,
+        };
         let span = tracing::info_span!("unit", ids = unit.ids.len());
-        if i == 0 && first == FirstUnit::Early {
+        if in_pieces {
             let _unit = span.entered();
             // Pieces go out as they come, but for a tail long enough for the unit's own join
             // (a fade or a crossfade) to be applied once the unit is done.
             let keep = 2 * (rate as usize / 50);
             let mut tail: Vec<f32> = Vec::new();
-            model.synthesize_unit_early(unit, options, &mut |piece| {
+            model.stream_unit(unit, options, &mut |piece| {
                 tail.extend_from_slice(&piece);
                 if tail.len() <= keep {
                     return Ok(());
@@ -83,17 +84,40 @@ fn join_into(
     }
 }
 
-/// Normalizes (when asked) and splits text into the model's units.
-pub(crate) fn prepare_text<M: TtsModel + ?Sized>(
-    model: &M,
+/// SplitMix64's finaliser, to derive each unit's seed from the request's.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Validates the options, normalizes (when asked) and splits text into the model's units,
+/// each with its own seed. Text with nothing a voice can speak is the caller's error.
+pub(crate) fn prepare_text(
+    model: &dyn TtsModel,
     text: &str,
     options: &SynthesisOptions,
 ) -> Result<Vec<Unit>, EngineError> {
-    if options.normalize {
-        model.prepare(&ferrovox_text::normalize_english(text))
-    } else {
-        model.prepare(text)
+    options.validate_common()?;
+    model.validate(options)?;
+    if text.trim().is_empty() {
+        return Err(EngineError::EmptyInput("the text is empty".into()));
     }
+    let mut units = if options.normalize {
+        model.prepare(&ferrovox_text::normalize_english(text), options)?
+    } else {
+        model.prepare(text, options)?
+    };
+    if units.is_empty() {
+        return Err(EngineError::EmptyInput(
+            "the text holds nothing this voice can speak (only punctuation or symbols?)".into(),
+        ));
+    }
+    for (i, unit) in units.iter_mut().enumerate() {
+        unit.seed = mix(options.seed ^ mix(i as u64));
+    }
+    Ok(units)
 }
 
 /// Runs a streaming synthesis and gathers its chunks into one [`Audio`].

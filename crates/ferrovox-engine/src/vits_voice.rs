@@ -1,14 +1,16 @@
-//! What every VITS-based voice shares, and MMS-TTS checkpoints (transformers `VitsModel`
-//! directories, e.g. `facebook/mms-tts-eng`) as a [`TtsModel`].
+//! Every VITS-based voice as a [`TtsModel`] ([`VitsVoice`], whatever its text front end), and
+//! MMS-TTS checkpoints (transformers `VitsModel` directories, e.g. `facebook/mms-tts-eng`).
 
 use std::path::Path;
 
 use candle_core::Device;
 use ferrovox_text::{chunk_text, split_sentences};
 use ferrovox_vits::tokenizer::MmsTokenizer;
-use ferrovox_vits::{SeededNoise, SynthesisParams, TokenBatch, VitsModel};
+use ferrovox_vits::{PerItemNoise, SynthesisParams, TokenBatch, VitsModel};
+use ferrovox_voices::Family;
 
-use crate::{EngineError, SynthesisOptions, TtsModel, Unit};
+use crate::model::check_range;
+use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// Longest piece of text phonemized or tokenized at once; longer sentences are cut at clauses
 /// and crossfaded, which bounds memory and latency for inputs of any length.
@@ -40,13 +42,146 @@ pub(crate) fn units_from_chunks(
     Ok(units)
 }
 
-/// The model's own noise and length settings, overridden by `options`.
+/// The model's own noise and length settings, overridden by `options`; OpenAI's `speed`
+/// divides the length scale (the voice's own, or the one asked for).
 fn params(model: &VitsModel, options: &SynthesisOptions) -> SynthesisParams {
     let defaults = SynthesisParams::from_config(model.config());
+    let o = &options.vits;
     SynthesisParams {
-        noise_scale: options.noise_scale.unwrap_or(defaults.noise_scale),
-        noise_scale_duration: options.noise_w.unwrap_or(defaults.noise_scale_duration),
-        length_scale: options.length_scale.unwrap_or(defaults.length_scale),
+        noise_scale: o.noise_scale.unwrap_or(defaults.noise_scale),
+        noise_scale_duration: o.noise_w.unwrap_or(defaults.noise_scale_duration),
+        length_scale: o.length_scale.unwrap_or(defaults.length_scale)
+            / options.speed.unwrap_or(1.0),
+    }
+}
+
+/// What a VITS voice's text front end provides: units from text, and what it says about the
+/// voice.
+pub(crate) trait VitsFrontend: Send + Sync + std::fmt::Debug + 'static {
+    fn family(&self) -> Family;
+    fn units(&self, text: &str) -> Result<Vec<Unit>, EngineError>;
+    fn languages(&self, id: &str) -> Vec<String>;
+    fn sample_rate(&self, model: &VitsModel) -> u32;
+    fn speakers(&self, model: &VitsModel) -> usize;
+}
+
+/// A VITS model behind a text front end (Piper's phonemizer, MMS's character tokenizer).
+#[derive(Debug)]
+pub struct VitsVoice<F> {
+    pub(crate) id: String,
+    pub(crate) model: VitsModel,
+    pub(crate) frontend: F,
+}
+
+impl<F> VitsVoice<F> {
+    /// The underlying model.
+    pub fn model(&self) -> &VitsModel {
+        &self.model
+    }
+}
+
+#[allow(private_bounds)]
+impl<F: VitsFrontend> TtsModel for VitsVoice<F> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn family(&self) -> Family {
+        self.frontend.family()
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.frontend.sample_rate(&self.model)
+    }
+
+    fn speakers(&self) -> usize {
+        self.frontend.speakers(&self.model)
+    }
+
+    fn languages(&self) -> Vec<String> {
+        self.frontend.languages(&self.id)
+    }
+
+    fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
+        if let Some(field) = options.chatterbox.first_set() {
+            return Err(EngineError::InvalidOption {
+                field,
+                reason: format!("does not apply to voice `{}` ({})", self.id, self.family()),
+            });
+        }
+        let o = &options.vits;
+        check_range("length_scale", o.length_scale, 0.1, 10.0)?;
+        check_range("noise_scale", o.noise_scale, 0.0, 2.0)?;
+        check_range("noise_w", o.noise_w, 0.0, 2.0)?;
+        let speakers = self.speakers() as u32;
+        check_range("speaker", o.speaker, 0, speakers - 1)?;
+        check_language(self, options)
+    }
+
+    fn batch_key(&self, options: &SynthesisOptions) -> BatchKey {
+        let o = &options.vits;
+        vec![
+            o.length_scale.unwrap_or(-1.0).to_bits(),
+            o.noise_scale.unwrap_or(-1.0).to_bits(),
+            o.noise_w.unwrap_or(-1.0).to_bits(),
+            o.speaker.map_or(u64::MAX, u64::from),
+            options.speed.unwrap_or(1.0).to_bits(),
+        ]
+    }
+
+    fn prepare(&self, text: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
+        self.frontend.units(text)
+    }
+
+    fn synthesize_units(
+        &self,
+        units: &[Unit],
+        options: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        synthesize_vits(&self.model, units, options)
+    }
+
+    fn stream_unit(
+        &self,
+        unit: &Unit,
+        options: &SynthesisOptions,
+        emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        synthesize_vits_early(&self.model, unit, options, emit)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Refuses a request for a language `model` does not speak (a voice that names none takes
+/// any).
+pub(crate) fn check_language(
+    model: &dyn TtsModel,
+    options: &SynthesisOptions,
+) -> Result<(), EngineError> {
+    let Some(asked) = options.language.as_deref() else {
+        return Ok(());
+    };
+    let spoken = model.languages();
+    let base = |tag: &str| {
+        tag.split(['-', '_'])
+            .next()
+            .unwrap_or(tag)
+            .to_ascii_lowercase()
+    };
+    if spoken.is_empty() || spoken.iter().any(|l| base(l) == base(asked)) {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidOption {
+            field: "language",
+            reason: format!(
+                "voice `{}` speaks {}, not `{asked}`",
+                model.id(),
+                spoken.join(", ")
+            ),
+        })
     }
 }
 
@@ -61,12 +196,12 @@ pub(crate) fn synthesize_vits(
     }
     let sequences: Vec<Vec<u32>> = units.iter().map(|u| u.ids.clone()).collect();
     let batch = TokenBatch::new(&sequences, model.config().pad_token_id, model.device())?;
-    let speakers = options.speaker.map(|s| vec![s; units.len()]);
+    let speakers = options.vits.speaker.map(|s| vec![s; units.len()]);
     let out = model.forward(
         &batch,
         speakers.as_deref(),
         &params(model, options),
-        &mut SeededNoise::new(options.seed),
+        &mut PerItemNoise::new(units.iter().map(|u| u.seed).collect()),
     )?;
     (0..units.len())
         .map(|i| out.audio(i).map_err(EngineError::from))
@@ -95,12 +230,12 @@ pub(crate) fn synthesize_vits_early(
         model.config().pad_token_id,
         model.device(),
     )?;
-    let speakers = options.speaker.map(|s| vec![s]);
+    let speakers = options.vits.speaker.map(|s| vec![s]);
     let prior = model.prior(
         &batch,
         speakers.as_deref(),
         &params(model, options),
-        &mut SeededNoise::new(options.seed),
+        &mut PerItemNoise::new(vec![unit.seed]),
     )?;
     let frames = prior.alignment.frames[0];
     let context = model.decoder_context_frames();
@@ -125,13 +260,14 @@ pub(crate) fn synthesize_vits_early(
     Ok(())
 }
 
-/// An MMS-TTS (transformers `VitsModel`) checkpoint with its character tokenizer.
+/// MMS-TTS's front end: its character tokenizer.
 #[derive(Debug)]
-pub struct MmsVoice {
-    id: String,
-    model: VitsModel,
+pub struct MmsFrontend {
     tokenizer: MmsTokenizer,
 }
+
+/// An MMS-TTS (transformers `VitsModel`) checkpoint with its character tokenizer.
+pub type MmsVoice = VitsVoice<MmsFrontend>;
 
 impl MmsVoice {
     /// Loads `config.json`, `model.safetensors` and `vocab.json` from `dir` onto `device`.
@@ -146,38 +282,17 @@ impl MmsVoice {
         Ok(Self {
             id: id.to_string(),
             model: checkpoint.model,
-            tokenizer,
+            frontend: MmsFrontend { tokenizer },
         })
-    }
-
-    /// The underlying model.
-    pub fn model(&self) -> &VitsModel {
-        &self.model
     }
 }
 
-impl TtsModel for MmsVoice {
-    fn id(&self) -> &str {
-        &self.id
+impl VitsFrontend for MmsFrontend {
+    fn family(&self) -> Family {
+        Family::MmsVits
     }
 
-    fn sample_rate(&self) -> u32 {
-        self.model.config().sampling_rate
-    }
-
-    fn speakers(&self) -> usize {
-        self.model.config().num_speakers.max(1)
-    }
-
-    fn languages(&self) -> Vec<String> {
-        // MMS repositories name their language only in the id (`mms-tts-<iso639-3>`).
-        self.id
-            .rsplit_once("mms-tts-")
-            .map(|(_, lang)| vec![lang.to_string()])
-            .unwrap_or_default()
-    }
-
-    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+    fn units(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
         // A sentence of characters outside the vocabulary says nothing; the whole text saying
         // nothing is an error.
         let units = units_from_chunks(text, |chunk| {
@@ -192,20 +307,18 @@ impl TtsModel for MmsVoice {
         Ok(units)
     }
 
-    fn synthesize_units(
-        &self,
-        units: &[Unit],
-        options: &SynthesisOptions,
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        synthesize_vits(&self.model, units, options)
+    fn languages(&self, id: &str) -> Vec<String> {
+        // MMS repositories name their language only in the id (`mms-tts-<iso639-3>`).
+        id.rsplit_once("mms-tts-")
+            .map(|(_, lang)| vec![lang.to_string()])
+            .unwrap_or_default()
     }
 
-    fn synthesize_unit_early(
-        &self,
-        unit: &Unit,
-        options: &SynthesisOptions,
-        emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
-    ) -> Result<(), EngineError> {
-        synthesize_vits_early(&self.model, unit, options, emit)
+    fn sample_rate(&self, model: &VitsModel) -> u32 {
+        model.config().sampling_rate
+    }
+
+    fn speakers(&self, model: &VitsModel) -> usize {
+        model.config().num_speakers.max(1)
     }
 }

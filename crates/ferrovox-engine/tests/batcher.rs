@@ -3,7 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrovox_engine::{Batcher, BatcherConfig, EngineError, SynthesisOptions, TtsModel, Unit};
+use ferrovox_engine::{
+    check_range, BatchKey, Batcher, BatcherConfig, EngineError, SynthesisOptions, TtsModel, Unit,
+    VitsOptions,
+};
+
+/// An id the echo model refuses as input.
+const REFUSED: u32 = 999_999;
 
 /// Returns, for each unit, its ids as samples; records each batch size; sleeps per batch.
 struct Echo {
@@ -23,7 +29,19 @@ impl TtsModel for Echo {
     fn languages(&self) -> Vec<String> {
         vec!["xx".into()]
     }
-    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+    fn family(&self) -> ferrovox_voices::Family {
+        ferrovox_voices::Family::Piper
+    }
+    fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
+        check_range("noise_w", options.vits.noise_w, 0.0, 2.0)
+    }
+    fn batch_key(&self, _: &SynthesisOptions) -> BatchKey {
+        Vec::new()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn prepare(&self, text: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
         Ok(text
             .split('.')
             .filter(|s| !s.trim().is_empty())
@@ -37,6 +55,13 @@ impl TtsModel for Echo {
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         self.batches.lock().unwrap().push(units.len());
         std::thread::sleep(Duration::from_millis(20));
+        // A unit starting with REFUSED is input the model refuses.
+        if units.iter().any(|u| u.ids.first() == Some(&REFUSED)) {
+            return Err(EngineError::InvalidOption {
+                field: "input",
+                reason: "a refused id".into(),
+            });
+        }
         Ok(units
             .iter()
             .map(|u| u.ids.iter().map(|&i| i as f32).collect())
@@ -129,7 +154,10 @@ fn invalid_options_are_refused_before_queueing() {
     });
     let batcher = Batcher::new(echo.clone(), BatcherConfig::default());
     let options = SynthesisOptions {
-        noise_w: Some(7.0),
+        vits: VitsOptions {
+            noise_w: Some(7.0),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let err = batcher
@@ -137,4 +165,41 @@ fn invalid_options_are_refused_before_queueing() {
         .unwrap_err();
     assert!(err.to_string().contains("noise_w"), "{err}");
     assert!(echo.batches.lock().unwrap().is_empty());
+}
+
+/// A request the model refuses, batched with good ones: it gets its own input error (its kind
+/// kept), and the others their audio.
+#[test]
+fn a_bad_request_in_a_batch_keeps_its_error_and_spares_the_others() {
+    let echo = Arc::new(Echo {
+        batches: Mutex::new(Vec::new()),
+    });
+    let config = BatcherConfig {
+        max_batch: 8,
+        max_wait: Duration::from_millis(100),
+        queue_capacity: 8,
+    };
+    let batcher = Arc::new(Batcher::new(echo.clone(), config));
+    let handles: Vec<_> = [vec![5u32, 6], vec![REFUSED], vec![7]]
+        .into_iter()
+        .map(|ids| {
+            let b = batcher.clone();
+            std::thread::spawn(move || {
+                b.synthesize_units(vec![Unit::sentence(ids)], SynthesisOptions::default())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results[0].as_ref().unwrap()[0], [5.0, 6.0]);
+    let err = results[1].as_ref().unwrap_err();
+    assert!(
+        matches!(err, EngineError::InvalidOption { field: "input", .. }),
+        "{err}"
+    );
+    assert!(err.is_input_error());
+    assert_eq!(results[2].as_ref().unwrap()[0], [7.0]);
+    assert!(
+        echo.batches.lock().unwrap().iter().any(|&n| n > 1),
+        "they did share a batch"
+    );
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
-use ferrovox_engine::{open_voice, Batcher, BatcherConfig, SynthesisOptions, TtsModel};
+use ferrovox_engine::{open_voice, Batcher, BatcherConfig, SynthesisOptions, VitsOptions, Voice};
 
-fn joe() -> Option<Arc<dyn TtsModel>> {
+fn joe() -> Option<Voice> {
     match open_voice("en_US-joe-medium", &Device::Cpu) {
-        Ok(v) => Some(v),
+        Ok(v) => Some(Voice::new(v, None)),
         Err(e) if std::env::var("FERROVOX_REQUIRE_VOICES").as_deref() != Ok("1") => {
             eprintln!("SKIPPED: joe voice unavailable: {e}");
             None
@@ -18,15 +18,17 @@ fn joe() -> Option<Arc<dyn TtsModel>> {
     }
 }
 
-const QUIET: SynthesisOptions = SynthesisOptions {
-    length_scale: None,
-    noise_scale: Some(0.0),
-    noise_w: Some(0.0),
-    speaker: None,
-    unit_silence: 0.1,
-    seed: 0,
-    normalize: false,
-};
+fn quiet() -> SynthesisOptions {
+    SynthesisOptions {
+        vits: VitsOptions {
+            noise_scale: Some(0.0),
+            noise_w: Some(0.0),
+            ..Default::default()
+        },
+        unit_silence: 0.1,
+        ..Default::default()
+    }
+}
 
 /// Largest absolute difference of two signals of one length.
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -38,10 +40,10 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The chunks a stream hands to its sink, in order.
-fn stream_chunks(voice: &dyn TtsModel, text: &str) -> Vec<Vec<f32>> {
+fn stream_chunks(voice: &Voice, text: &str) -> Vec<Vec<f32>> {
     let mut chunks = Vec::new();
     voice
-        .stream(text, &QUIET, &mut |c| {
+        .stream(text, &quiet(), &mut |c| {
             chunks.push(c.to_vec());
             Ok(())
         })
@@ -52,16 +54,16 @@ fn stream_chunks(voice: &dyn TtsModel, text: &str) -> Vec<Vec<f32>> {
 #[test]
 fn normalization_is_applied_when_asked() {
     let Some(voice) = joe() else { return };
-    let raw = voice.synthesize("It costs $12.50.", &QUIET).unwrap();
+    let raw = voice.synthesize("It costs $12.50.", &quiet()).unwrap();
     let spelled = voice
-        .synthesize("It costs twelve dollars and fifty cents.", &QUIET)
+        .synthesize("It costs twelve dollars and fifty cents.", &quiet())
         .unwrap();
     let normalized = voice
         .synthesize(
             "It costs $12.50.",
             &SynthesisOptions {
                 normalize: true,
-                ..QUIET
+                ..quiet()
             },
         )
         .unwrap();
@@ -73,8 +75,8 @@ fn normalization_is_applied_when_asked() {
 fn streamed_chunks_join_to_the_whole() {
     let Some(voice) = joe() else { return };
     let text = "First sentence here. And a second one!";
-    let whole = voice.synthesize(text, &QUIET).unwrap();
-    let chunks = stream_chunks(voice.as_ref(), text);
+    let whole = voice.synthesize(text, &quiet()).unwrap();
+    let chunks = stream_chunks(&voice, text);
     // Two sentences; the first, long enough, arrives in pieces (see below).
     assert!(chunks.len() >= 2, "{} chunks", chunks.len());
     // Each piece's convolutions tile its own window (Winograd tiles start at a window's first
@@ -90,13 +92,14 @@ fn batched_units_match_units_alone() {
     let units = voice
         .prepare(
             "The cat sat on the mat. A much longer sentence follows the first one, with a comma.",
+            &quiet(),
         )
         .unwrap();
     let alone: Vec<Vec<f32>> = units
         .iter()
         .map(|u| {
             voice
-                .synthesize_units(std::slice::from_ref(u), &QUIET)
+                .synthesize_units(vec![u.clone()], &quiet())
                 .unwrap()
                 .remove(0)
         })
@@ -106,13 +109,13 @@ fn batched_units_match_units_alone() {
         max_wait: Duration::from_millis(50),
         queue_capacity: 8,
     };
-    let batcher = Arc::new(Batcher::new(voice.clone(), config));
+    let batcher = Arc::new(Batcher::new(voice.model().clone(), config));
     let handles: Vec<_> = units
         .iter()
         .cloned()
         .map(|u| {
             let b = batcher.clone();
-            std::thread::spawn(move || b.synthesize_units(vec![u], QUIET).unwrap().remove(0))
+            std::thread::spawn(move || b.synthesize_units(vec![u], quiet()).unwrap().remove(0))
         })
         .collect();
     let batched: Vec<Vec<f32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -144,12 +147,16 @@ fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
     let Some(voice) = joe() else { return };
     let text =
         "This sentence is long enough that its first frames are decoded before the rest of it.";
-    let units = voice.prepare(text).unwrap();
+    let units = voice.prepare(text, &quiet()).unwrap();
     assert_eq!(units.len(), 1);
-    let whole = voice.synthesize_units(&units, &QUIET).unwrap().remove(0);
+    let whole = voice
+        .synthesize_units(units.clone(), &quiet())
+        .unwrap()
+        .remove(0);
     let mut pieces = Vec::new();
     voice
-        .synthesize_unit_early(&units[0], &QUIET, &mut |p| {
+        .model()
+        .stream_unit(&units[0], &quiet(), &mut |p| {
             pieces.push(p);
             Ok(())
         })
@@ -163,8 +170,8 @@ fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
 
     // Streamed, the first piece goes out before the rest of the unit is decoded, and the
     // stream joins to the whole synthesis.
-    let whole = voice.synthesize(text, &QUIET).unwrap();
-    let chunks = stream_chunks(voice.as_ref(), text);
+    let whole = voice.synthesize(text, &quiet()).unwrap();
+    let chunks = stream_chunks(&voice, text);
     // The two early pieces, the rest, and the last 40 ms held for the unit's closing fade.
     assert_eq!(chunks.len(), 4);
     assert!(
@@ -175,10 +182,11 @@ fn the_early_first_piece_and_the_rest_are_the_whole_unit() {
     assert!(err <= 1e-5, "stream vs whole: {err}");
 
     // A short unit stays whole.
-    let short = voice.prepare("Hi.").unwrap();
+    let short = voice.prepare("Hi.", &quiet()).unwrap();
     let mut count = 0;
     voice
-        .synthesize_unit_early(&short[0], &QUIET, &mut |_| {
+        .model()
+        .stream_unit(&short[0], &quiet(), &mut |_| {
             count += 1;
             Ok(())
         })

@@ -9,9 +9,12 @@ use ferrovox_voices::VoiceError;
 /// A request that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not JSON, or the input says nothing.
+    /// The body is not JSON.
     #[error("{0}")]
     BadRequest(String),
+    /// The input holds nothing to speak.
+    #[error("input: {0}")]
+    EmptyInput(String),
     /// A field with a wrong or out-of-range value.
     #[error("invalid `{field}`: {reason}")]
     InvalidField {
@@ -57,7 +60,7 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::EmptyInput(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownVoice { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
@@ -71,6 +74,7 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::EmptyInput(_) => "empty_input",
             Self::InvalidField { .. } => "invalid_field",
             Self::TooLarge { .. } => "too_large",
             Self::UnknownVoice { .. } => "unknown_voice",
@@ -87,7 +91,7 @@ impl ApiError {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             Self::UnknownVoice { .. } => Some("voice"),
             Self::UnknownModel { .. } => Some("model"),
-            Self::BadRequest(_) => Some("input").filter(|_| self.to_string().contains("input")),
+            Self::EmptyInput(_) => Some("input"),
             _ => None,
         };
         let kind = if self.status().is_server_error() {
@@ -109,7 +113,7 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::EmptyInput(m) => Self::BadRequest(format!("input: {m}")),
+            EngineError::EmptyInput(m) => Self::EmptyInput(m),
             EngineError::InvalidOption { field, reason } => Self::InvalidField {
                 field: field.to_string(),
                 reason,

@@ -9,10 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::speech::OPENAI_VOICES;
-use crate::{ApiError, AppState, MODELS};
-
-/// Text of the health check's synthesis.
-const HEALTH_TEXT: &str = "Ok.";
+use crate::{ApiError, AppState};
 
 /// The last health check.
 #[derive(Debug, Clone)]
@@ -25,7 +22,15 @@ pub(crate) struct HealthCheck {
 /// `GET /v1/models`.
 pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
     state.metrics().request("models", 200);
-    let data: Vec<_> = MODELS
+    // OpenAI's names (any voice), then the family of each served voice.
+    let mut ids: Vec<String> = vec!["tts-1".into(), "tts-1-hd".into()];
+    for v in state.served_voices() {
+        let family = v.model().family().name().to_string();
+        if !ids.contains(&family) {
+            ids.push(family);
+        }
+    }
+    let data: Vec<_> = ids
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "ferrovox" }))
         .collect();
@@ -54,7 +59,7 @@ pub async fn voices(State(state): State<AppState>) -> Response {
             json!({
                 "id": m.id(),
                 "object": "voice",
-                "model": "vits",
+                "model": m.family().name(),
                 "sample_rate": m.sample_rate(),
                 "speakers": m.speakers(),
                 "languages": m.languages(),
@@ -102,11 +107,11 @@ async fn check(state: &AppState) -> (StatusCode, serde_json::Value) {
             )
         }
     };
-    let options = state.config().defaults;
     let outcome = tokio::task::spawn_blocking(move || {
         let start = Instant::now();
-        // Straight to the model: a health check does not queue behind requests.
-        let audio = voice.model().synthesize(HEALTH_TEXT, &options);
+        // The model's own warm-up request, past the batch queue: a health check does not wait
+        // behind requests.
+        let audio = voice.check();
         (voice.model().id().to_string(), audio, start.elapsed())
     })
     .await;

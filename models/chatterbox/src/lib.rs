@@ -1,28 +1,31 @@
-//! Chatterbox's S3Gen: 25 Hz speech tokens plus a speaker's reference (prompt tokens, prompt
-//! mel, x-vector) to 24 kHz audio. Modules mirror upstream's `chatterbox.models.s3gen` and load
-//! the released `s3gen.safetensors` under its own keys (`flow.*`, `mel2wav.*`).
+//! Chatterbox (Resemble AI) on Candle. Modules mirror upstream's `chatterbox.models` packages
+//! and load the released checkpoints under their own keys:
+//!
+//! | module | upstream package | checkpoint |
+//! |---|---|---|
+//! | [`t3`] | `chatterbox.models.t3` | `t3_cfg.safetensors` |
+//! | [`s3gen`] | `chatterbox.models.s3gen` | `s3gen.safetensors` (`flow.*`, `mel2wav.*`) |
+//! | [`tokenizer`] | `chatterbox.models.tokenizers`, `tts.punc_norm` | `tokenizer.json` |
+//!
+//! [`ChatterboxTts`] mirrors `tts.py` (the model's files together, text to audio, whole or
+//! streamed) and [`Conditionals`] its voice (`conds.pt`). The voice encoder (`voice_encoder/`),
+//! the S3 tokenizer (`s3tokenizer/`) and CAMPPlus (`campplus/`, upstream's `xvector.py`) take
+//! their places beside them as they are ported.
 
-pub mod basic_transformer;
-pub mod cfm;
-pub mod encoder;
+mod checkpoint;
+mod conditionals;
 mod error;
-pub mod estimator;
-pub mod flow;
-mod flow_config;
-pub mod hift;
-pub mod rel_attention;
-mod s3gen;
-mod streaming;
+pub mod s3gen;
+pub mod t3;
+pub mod tokenizer;
+mod tts;
 
+pub use conditionals::Conditionals;
 pub use error::{Error, Result};
-pub use flow::{Flow, FlowEncoding};
-pub use flow_config::{CfmConfig, EncoderConfig, EstimatorConfig, FlowConfig};
-pub use hift::{
-    HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, SeededSourceNoise, SinePhase,
-    SourceNoise,
-};
 pub use s3gen::{
-    trim_fade, FrameSourceNoise, S3Gen, S3GenConfig, S3GenNoise, SpeakerReference, UtteranceNoise,
-    SAMPLE_RATE,
+    trim_fade, CfmConfig, EncoderConfig, EstimatorConfig, Flow, FlowConfig, FlowEncoding,
+    FrameSourceNoise, HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, S3Gen,
+    S3GenConfig, S3GenNoise, S3GenStream, SeededSourceNoise, SinePhase, SourceNoise,
+    SpeakerReference, UtteranceNoise, VocoderContext, VocoderStream, SAMPLE_RATE,
 };
-pub use streaming::{S3GenStream, VocoderContext, VocoderStream};
+pub use tts::{speech_tokens, ChatterboxTts, GenerateOptions, Outcome, MODEL_FILES, STREAM_CHUNKS};

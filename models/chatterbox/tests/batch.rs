@@ -17,7 +17,7 @@ const VOCAB: u32 = 256;
 ///
 /// (Batching the encoder too, through `Flow::encode`, moved the padded items' mels by up to
 /// 0.15 (rel 2.5e-2), and their audio decorrelated: upstream's pre-lookahead conv reads the
-/// padded rows, S3GEN-PORT.md §3.1 step 3.)
+/// padded rows after a short item's last tokens.)
 #[test]
 fn a_batch_matches_each_item_alone() {
     let (model, reference, _) = small_s3gen();

@@ -1,6 +1,6 @@
 //! Parity of the flow half of S3Gen (speech tokens -> mel) with upstream chatterbox-tts 0.1.7,
 //! component by component, at f32 against the fixtures of `xtask/fixtures/chatterbox`
-//! (`encoder`, `cfm`, `s3gen_e2e`; small random-weight model, see S3GEN-PORT.md §8).
+//! (`encoder`, `cfm`, `s3gen_e2e`; a small random-weight model, described in `gen_s3gen.py`).
 
 mod common;
 
@@ -215,7 +215,7 @@ fn estimator_call_matches_upstream() {
 fn cfm_solve_matches_upstream() {
     let s = setup();
     let c = &s.cfm;
-    let t_span = ferrovox_chatterbox::cfm::CausalConditionalCfm::t_span(10);
+    let t_span = ferrovox_chatterbox::s3gen::cfm::CausalConditionalCfm::t_span(10);
     let want = c.get("const.t_span");
     check(
         "const.t_span",

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 use common::{max_abs_diff, Fixture};
-use ferrovox_chatterbox::hift::{fold_weight_norm, HiftConfig, HiftGenerator, RecordedSourceNoise};
+use ferrovox_chatterbox::s3gen::hift::{
+    fold_weight_norm, HiftConfig, HiftGenerator, RecordedSourceNoise,
+};
 use ferrovox_chatterbox::{Error, SeededSourceNoise};
 
 fn config(fx: &Fixture) -> HiftConfig {
@@ -41,7 +43,7 @@ fn check(tag: &str, got: &Tensor, want: &Tensor, bound: f32) {
 /// differs from torch's vectorised one by an ulp here and there), but its classifier multiplies
 /// that error by the L1 norm of its weights (1.7e3 in the fixture, whose F0 spans 8-111 Hz):
 /// F0 agrees to ~3e-4 Hz, bound 1e-3 Hz. Upstream's own recompute with 1-ulp different
-/// weights moved F0 by 2e-4 Hz (S3GEN-PORT.md §1).
+/// weights moved F0 by 2e-4 Hz.
 ///
 /// The source integrates F0: a phase error of `Δf0 · (h+1) · n / 24000` cycles after `n`
 /// samples, ~1e-4 rad at the end of the 2880 samples for the 9th harmonic, scaled by 0.1 and

@@ -43,7 +43,7 @@ fn the_fade_matches_upstream() {
 
 /// Bound 1e-3 on audio: the flow's mel agrees to ~1e-6, but HiFT's F0 path amplifies that
 /// (classifier weights of L1 norm ~1.7e3) and the sine source integrates F0 over time, so audio
-/// agrees to a few 1e-4 (S3GEN-PORT.md §5).
+/// agrees to a few 1e-4.
 #[test]
 fn tokens_to_audio_match_upstream() {
     let s = setup();

@@ -1,6 +1,6 @@
 //! Chunked synthesis (`S3GenStream`, `VocoderStream`) against the one-shot path on the small
 //! fixture model. One-shot vs chunked compares ferrovox with itself: upstream has no working
-//! streaming to compare with (S3GEN-PORT.md §6). Sequences longer than the fixture's 5 tokens
+//! streaming to compare with (`flow.inference(finalize=False)` raises in 0.1.7). Sequences longer than the fixture's 5 tokens
 //! are pseudo-random ids with the same weights.
 
 mod common;
@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use common::{compare, random_tokens, small_s3gen};
-use ferrovox_audio::MelSpectrogram;
 use ferrovox_chatterbox::{
     trim_fade, Error, S3Gen, S3GenStream, SpeakerReference, UtteranceNoise, VocoderContext,
     VocoderStream,
@@ -180,19 +179,6 @@ fn one_push_with_upstream_draws_matches_upstream() {
     assert!(max <= 1e-3, "{max}");
 }
 
-/// Mean |difference| of the log-mels (ln units, S3Gen's own 24 kHz front end) of two clips.
-fn log_mel_distance(a: &[f32], b: &[f32]) -> f64 {
-    let mel = MelSpectrogram::s3gen().unwrap();
-    let (a, b) = (mel.compute(a).unwrap(), mel.compute(b).unwrap());
-    let sum: f64 = a
-        .values
-        .iter()
-        .zip(&b.values)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .sum();
-    sum / a.values.len() as f64
-}
-
 /// (b), (c) Chunks vs one shot, same draws.
 ///
 /// Every frame decided before the later tokens existed differs from the one-shot frame: the
@@ -213,7 +199,7 @@ fn chunks_join_close_to_the_one_shot_synthesis() {
     let long = random_tokens(40, VOCAB, 9);
     let want = model.synthesize(&long, &reference, 7).unwrap();
     let other_seed = model.synthesize(&long, &reference, 8).unwrap();
-    let spread = log_mel_distance(&other_seed, &want);
+    let spread = common::log_mel_distance(&other_seed, &want);
     eprintln!("one shot, seed 8 vs 7: log-mel distance {spread:.3}");
     for (tokens, chunks) in [
         (&short, vec![2, 2, 1]),
@@ -234,7 +220,7 @@ fn chunks_join_close_to_the_one_shot_synthesis() {
         );
         let n = tokens.len();
         let (max, rel, _) = report(&format!("{chunks:?} of {n} -> {sizes:?}"), &got, &want);
-        let distance = log_mel_distance(&got, &want);
+        let distance = common::log_mel_distance(&got, &want);
         eprintln!("{:44} log-mel distance {distance:.3}", "");
         assert!(max <= 1.99 && rel <= 1.3, "{max} {rel}");
         assert!(distance < spread, "{distance} >= {spread}");

@@ -6,9 +6,9 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{flip_channels, split_channels, ChannelLayerNorm, Conv1d, ConvSpec};
 use crate::spline::{self, SplineParams};
 use crate::Config;
+use ferrovox_layers::{flip_channels, split_channels, ChannelLayerNorm, Conv1d, ConvSpec};
 
 /// Dilated depth-wise separable convolutions with layer norm and GELU (`conv_dds`).
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ impl ConvFlow {
         let h = self.conv_dds.forward(&h, mask, Some(cond))?;
         let h = self.conv_proj.forward(&h)?.broadcast_mul(mask)?;
         let scale = (self.filter_channels as f32).sqrt();
-        if let Some(op) = ferrovox_device::kernels::CudaSplineInverse::new(
+        if let Some(op) = ferrovox_kernels::CudaSplineInverse::new(
             &h,
             self.num_bins,
             scale,

@@ -4,8 +4,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{flip_channels, gated_tanh, split_channels, Conv1d, ConvSpec};
 use crate::Config;
+use ferrovox_layers::{flip_channels, gated_tanh, split_channels, Conv1d, ConvSpec};
 
 /// Gated dilated convolutions with residual and skip outputs.
 #[derive(Debug, Clone)]

@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use ferrovox_device::kernels::{PackedConv1d, ResidualStage, Step};
+use ferrovox_kernels::{PackedConv1d, ResidualStage, Step};
 
 use crate::config::ResBlockKind;
-use crate::layers::{Conv1d, ConvSpec, ConvTranspose1d};
 use crate::Config;
+use ferrovox_layers::{Conv1d, ConvSpec, ConvTranspose1d};
 
 /// A residual block of either kind.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ impl ResBlock {
                 ))
             })
             .collect();
-        let steps = if ferrovox_device::kernels::channels_last_enabled() {
+        let steps = if ferrovox_kernels::channels_last_enabled() {
             convs
                 .iter()
                 .map(|(dilated, plain)| {
@@ -180,8 +180,11 @@ impl HifiGan {
                 (channels, out),
                 kernel,
                 rate,
-                cfg.leaky_relu_slope,
-                input_scale,
+                ConvSpec {
+                    input_leaky_relu: Some(cfg.leaky_relu_slope),
+                    input_scale,
+                    ..ConvSpec::default()
+                },
             )?);
             channels = out;
             for (j, (&k, dilations)) in cfg
@@ -266,6 +269,6 @@ impl HifiGan {
             // Not divided by the number of blocks: the next layer's weight holds the 1/n.
             x = sum;
         }
-        crate::layers::tanh(&self.conv_post.forward(&x)?)
+        ferrovox_layers::tanh(&self.conv_post.forward(&x)?)
     }
 }

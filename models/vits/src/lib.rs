@@ -8,7 +8,6 @@ mod error;
 pub mod flow;
 mod graphs;
 pub mod hifigan;
-pub mod layers;
 mod model;
 pub mod noise;
 pub mod onnx;
@@ -24,4 +23,4 @@ pub use graphs::StageGraphs;
 pub use model::{
     Alignment, Latents, Prior, StageTimings, SynthesisParams, TokenBatch, VitsModel, VitsOutput,
 };
-pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
+pub use noise::{NoiseSource, PerItemNoise, RecordedNoise, SeededNoise};

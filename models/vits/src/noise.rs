@@ -60,6 +60,59 @@ impl NoiseSource for SeededNoise {
     }
 }
 
+/// Deterministic noise with a seed per batch item: item `i`'s values come from its own seed,
+/// each row (all axes but the first and last) from its own generator, chunked along the last
+/// axis (time). An item's noise is then the same whatever it is batched with and however far
+/// the batch is padded past its length, so a unit's audio depends on its own seed alone.
+#[derive(Debug, Clone)]
+pub struct PerItemNoise {
+    seeds: Vec<u64>,
+    draws: u64,
+}
+
+impl PerItemNoise {
+    /// Noise for a batch whose item `i` has seed `seeds[i]`.
+    pub fn new(seeds: Vec<u64>) -> Self {
+        Self { seeds, draws: 0 }
+    }
+}
+
+impl NoiseSource for PerItemNoise {
+    fn standard_normal(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let (Some(&b), Some(&len)) = (shape.first(), shape.last()) else {
+            candle_core::bail!("per-item noise needs a batch axis and a time axis, got {shape:?}");
+        };
+        if b != self.seeds.len() || shape.len() < 2 {
+            candle_core::bail!(
+                "per-item noise for {} items asked for shape {shape:?}",
+                self.seeds.len()
+            );
+        }
+        let rows_per_item: usize = shape[1..shape.len() - 1].iter().product();
+        let draw = mix(self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        self.draws += 1;
+        let mut values = vec![0f32; b * rows_per_item * len];
+        if len > 0 {
+            let seeds = &self.seeds;
+            values
+                .par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(row, out)| {
+                    let (item, r) = (row / rows_per_item, row % rows_per_item);
+                    let key = mix(mix(seeds[item] ^ draw) ^ r as u64);
+                    for (c, chunk) in out.chunks_mut(CHUNK).enumerate() {
+                        let mut rng = rand::rngs::SmallRng::seed_from_u64(mix(key ^ c as u64));
+                        for v in chunk {
+                            *v = StandardNormal.sample(&mut rng);
+                        }
+                    }
+                });
+        }
+        Tensor::from_vec(values, shape, device)
+    }
+}
+
 /// Replays recorded draws; a draw of another shape is an error, never a silent reshape.
 #[derive(Debug, Clone, Default)]
 pub struct RecordedNoise {
@@ -100,6 +153,29 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap()
+    }
+
+    #[test]
+    fn an_items_noise_does_not_depend_on_its_batch_or_padding() {
+        let alone = PerItemNoise::new(vec![11])
+            .standard_normal(&[1, 2, 5], &Device::Cpu)
+            .unwrap();
+        let batched = PerItemNoise::new(vec![3, 11])
+            .standard_normal(&[2, 2, 9], &Device::Cpu)
+            .unwrap();
+        let ours = batched.narrow(0, 1, 1).unwrap().narrow(2, 0, 5).unwrap();
+        assert_eq!(
+            alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            ours.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let other = batched.narrow(0, 0, 1).unwrap().narrow(2, 0, 5).unwrap();
+        assert_ne!(
+            other.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            ours.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert!(PerItemNoise::new(vec![1])
+            .standard_normal(&[2, 3], &Device::Cpu)
+            .is_err());
     }
 
     #[test]

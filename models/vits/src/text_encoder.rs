@@ -5,8 +5,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-use crate::layers::{scaled, Conv1d, ConvSpec};
 use crate::Config;
+use ferrovox_layers::{scaled, Conv1d, ConvSpec};
 
 /// Self-attention with relative position embeddings shared by all heads.
 #[derive(Debug, Clone)]

@@ -453,7 +453,7 @@ fn decoder_in_bf16_misses_the_f32_bound_by_two_orders() {
             .to_dtype(DType::F32)
             .unwrap();
         let want = case.io("decoder.output").to_device(&Device::Cpu).unwrap();
-        let err = ferrovox_device::compare::max_abs_diff(&out, &want).unwrap();
+        let err = ferrovox_kernels::compare::max_abs_diff(&out, &want).unwrap();
         eprintln!("{name} decoder in bf16: max abs error {err:.3e} (f32 bound 1e-4)");
         assert!(
             (1e-2..5e-2).contains(&err),

@@ -78,7 +78,19 @@ impl TtsModel for Tone {
     fn languages(&self) -> Vec<String> {
         vec!["en".into()]
     }
-    fn prepare(&self, text: &str) -> Result<Vec<Unit>, EngineError> {
+    fn family(&self) -> ferrovox_voices::Family {
+        ferrovox_voices::Family::Piper
+    }
+    fn validate(&self, _: &SynthesisOptions) -> Result<(), EngineError> {
+        Ok(())
+    }
+    fn batch_key(&self, _: &SynthesisOptions) -> ferrovox_engine::BatchKey {
+        Vec::new()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn prepare(&self, text: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
         let units: Vec<Unit> = text
             .split('.')
             .filter(|s| !s.trim().is_empty())
@@ -128,8 +140,11 @@ pub struct TestServer {
 
 pub fn quiet() -> SynthesisOptions {
     SynthesisOptions {
-        noise_scale: Some(0.0),
-        noise_w: Some(0.0),
+        vits: ferrovox_engine::VitsOptions {
+            noise_scale: Some(0.0),
+            noise_w: Some(0.0),
+            ..Default::default()
+        },
         unit_silence: 0.05,
         ..Default::default()
     }

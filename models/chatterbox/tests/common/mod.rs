@@ -73,7 +73,7 @@ impl Fixture {
 
 /// Largest absolute difference, as f32 (shapes must agree).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    ferrovox_device::compare::max_abs_diff(a, b).expect("comparable tensors")
+    ferrovox_kernels::compare::max_abs_diff(a, b).expect("comparable tensors")
 }
 
 /// The small S3Gen of the fixtures (weights from `encoder`, `cfm` and `hift`) and the e2e
@@ -149,4 +149,17 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f32, f64, f64) {
     }
     let rel = (err / power.max(1e-30)).sqrt();
     (max, rel, -20.0 * rel.max(1e-30).log10())
+}
+
+/// Mean |difference| of the log-mels (ln units, S3Gen's own 24 kHz front end) of two clips.
+pub fn log_mel_distance(a: &[f32], b: &[f32]) -> f64 {
+    let mel = ferrovox_audio::MelSpectrogram::s3gen().unwrap();
+    let (a, b) = (mel.compute(a).unwrap(), mel.compute(b).unwrap());
+    let sum: f64 = a
+        .values
+        .iter()
+        .zip(&b.values)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum();
+    sum / a.values.len() as f64
 }

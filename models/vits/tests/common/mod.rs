@@ -98,7 +98,7 @@ impl Case {
 
 /// Largest absolute difference; panics when the shapes differ.
 pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f32 {
-    ferrovox_device::compare::max_abs_diff(ours, reference).expect("comparable tensors")
+    ferrovox_kernels::compare::max_abs_diff(ours, reference).expect("comparable tensors")
 }
 
 /// Asserts `ours` matches `reference` within `tol`, printing the measured figure.

@@ -1,0 +1,39 @@
+//! Activations with a vectorised CPU path.
+
+use candle_core::{Result, Tensor};
+
+use crate::{split_channels, use_cpu_kernels};
+
+/// WaveNet's gate `tanh(x[:, ..h]) · sigmoid(x[:, h..])` of `states` `[b, 2h, t]`.
+pub fn gated_tanh(states: &Tensor, h: usize) -> Result<Tensor> {
+    if use_cpu_kernels(states) {
+        return states.contiguous()?.apply_op1(ferrovox_kernels::GatedTanh);
+    }
+    let (t, s) = split_channels(states, h)?;
+    t.tanh()? * candle_nn::ops::sigmoid(&s)?
+}
+
+/// `tanh`, vectorised on the CPU.
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    if use_cpu_kernels(x) {
+        return x.contiguous()?.apply_op1(ferrovox_kernels::Tanh);
+    }
+    x.tanh()
+}
+
+/// `torch.nn.functional.leaky_relu`.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if (0.0..=1.0).contains(&slope) {
+        // max(x, slope·x): two passes, where Candle's op takes four on the GPU.
+        return x.maximum(&(x * slope)?);
+    }
+    candle_nn::ops::leaky_relu(x, slope)
+}
+
+/// `x` through [`leaky_relu`] where a slope is given (a layer's optional pre-activation).
+pub(crate) fn leaky_relu_where(x: &Tensor, slope: Option<f64>) -> Result<Tensor> {
+    match slope {
+        Some(slope) => leaky_relu(x, slope),
+        None => Ok(x.clone()),
+    }
+}

@@ -1,0 +1,38 @@
+//! The torch layers ferrovox's model ports are built from, loaded from a `VarBuilder` under
+//! torch's own parameter names, each running on ferrovox's kernels where one applies and on
+//! Candle's ops elsewhere: one dispatch layer every model uses, as candle-transformers'
+//! `with_tracing` serves its models.
+//!
+//! | layer | CPU (f32) | CUDA | elsewhere |
+//! |---|---|---|---|
+//! | [`Conv1d`] (stride 1, ungrouped) | `PackedConv1d` (Winograd / direct / per-tap GEMM) | `CudaConv1d`, else `GemmConv1d` for batches | Candle's `conv1d`; pointwise as a matmul |
+//! | [`Conv1d`] (depthwise) | `DepthwiseConv1d` | one multiply-add per tap | one multiply-add per tap |
+//! | [`Conv1d`] (strided or grouped) | Candle's `conv1d` | Candle's `conv1d` | Candle's `conv1d` |
+//! | [`ConvTranspose1d`] | `PackedConvTranspose1d` | `CudaConv1d` (polyphase), else `GemmConvTranspose1d` | Candle's unpadded transposed conv, cropped |
+//! | [`ChannelLayerNorm`] | `ChannelNorm` (+GELU fused) | Candle's layer norm over a transpose | same |
+//! | [`tanh`], [`gated_tanh`] | `Tanh`, `GatedTanh` | Candle's ops | Candle's ops |
+//!
+//! Weight norm ([`weight_normed`]) is folded at load, in one of two ways ([`WeightNormFold`]).
+
+mod activation;
+mod channels;
+mod conv;
+mod conv_transpose;
+mod norm;
+mod weight_norm;
+
+pub use activation::{gated_tanh, leaky_relu, tanh};
+pub use channels::{flip_channels, split_channels};
+pub use conv::{Conv1d, ConvSpec};
+pub use conv_transpose::ConvTranspose1d;
+pub use norm::ChannelLayerNorm;
+pub use weight_norm::{fold_weight_norm_f64, scaled, weight_normed, WeightNormFold};
+
+use candle_core::{DType, Device, Tensor};
+
+/// Whether a layer with `weight` should use ferrovox's CPU kernels.
+fn use_cpu_kernels(weight: &Tensor) -> bool {
+    matches!(weight.device(), Device::Cpu)
+        && weight.dtype() == DType::F32
+        && ferrovox_kernels::enabled()
+}

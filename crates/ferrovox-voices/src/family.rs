@@ -1,0 +1,163 @@
+//! The one place that knows the model families: how each declares itself on disk and on the
+//! Hugging Face Hub, and the files it needs. Nothing else guesses a family from file names.
+
+use std::path::{Path, PathBuf};
+
+use crate::{io_err, VoiceError, VoiceFiles};
+
+/// A model family ferrovox serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Piper voices (`<name>.onnx` + `<name>.onnx.json`).
+    Piper,
+    /// transformers' `VitsModel` checkpoints (MMS-TTS): `config.json` says `"model_type":
+    /// "vits"`.
+    MmsVits,
+    /// Chatterbox (Resemble AI), English: the `ResembleAI/chatterbox` repository's files.
+    Chatterbox,
+}
+
+/// The marker a directory may hold to declare its family: `{"family": "chatterbox"}`.
+pub const MARKER: &str = "ferrovox-voice.json";
+
+/// Files of the `ResembleAI/chatterbox` layout that synthesis needs (`ve.safetensors`, the
+/// voice encoder, is fetched too: cloning reads it).
+pub const CHATTERBOX_FILES: &[&str] = &[
+    "t3_cfg.safetensors",
+    "s3gen.safetensors",
+    "tokenizer.json",
+    "conds.pt",
+];
+const CHATTERBOX_OPTIONAL: &[&str] = &["ve.safetensors"];
+
+/// Hub repositories of a known family, and the short ids that name them.
+pub const KNOWN_REPOS: &[(&str, &str, Family)] =
+    &[("chatterbox", "ResembleAI/chatterbox", Family::Chatterbox)];
+
+impl Family {
+    /// The name the server reports as a voice's `model` and a marker file declares.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Piper => "piper",
+            Self::MmsVits => "mms-vits",
+            Self::Chatterbox => "chatterbox",
+        }
+    }
+
+    /// Every family.
+    pub const ALL: [Family; 3] = [Self::Piper, Self::MmsVits, Self::Chatterbox];
+
+    /// The family a name (a marker's `family`) stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Files a hub repository of this family must have, and ones fetched when present.
+    pub fn hub_files(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Self::Piper => (&[], &[]),
+            Self::MmsVits => (
+                &["config.json", "model.safetensors", "vocab.json"],
+                &["tokenizer_config.json"],
+            ),
+            Self::Chatterbox => (CHATTERBOX_FILES, CHATTERBOX_OPTIONAL),
+        }
+    }
+
+    /// A known repository's family and id for `id` (a short name or the repository itself).
+    pub fn known_repo(id: &str) -> Option<(&'static str, Family)> {
+        KNOWN_REPOS
+            .iter()
+            .find(|(short, repo, _)| *short == id || repo.eq_ignore_ascii_case(id))
+            .map(|&(_, repo, family)| (repo, family))
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The family `dir` declares: its marker file; a Piper config beside its model; a
+/// transformers `config.json` whose `model_type` is `vits`; the Chatterbox repository's
+/// layout. Anything else is refused with what was looked for.
+pub fn declared_family(dir: &Path) -> Result<(Family, VoiceFiles), VoiceError> {
+    let not_a_voice = || VoiceError::NotAVoice {
+        path: dir.display().to_string(),
+    };
+    let marker = dir.join(MARKER);
+    if marker.is_file() {
+        let text = std::fs::read_to_string(&marker).map_err(io_err(&marker))?;
+        let name = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["family"].as_str().map(String::from))
+            .ok_or_else(|| VoiceError::BadMarker {
+                path: marker.display().to_string(),
+                reason: "expected {\"family\": \"piper\" | \"mms-vits\" | \"chatterbox\"}".into(),
+            })?;
+        let family = Family::from_name(&name).ok_or_else(|| VoiceError::BadMarker {
+            path: marker.display().to_string(),
+            reason: format!("unknown family `{name}` (known: piper, mms-vits, chatterbox)"),
+        })?;
+        return files_of(family, dir)
+            .ok_or_else(not_a_voice)
+            .map(|f| (family, f));
+    }
+    if let Some(files) = files_of(Family::Piper, dir) {
+        return Ok((Family::Piper, files));
+    }
+    let config = dir.join("config.json");
+    if config.is_file() {
+        let text = std::fs::read_to_string(&config).map_err(io_err(&config))?;
+        let model_type = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["model_type"].as_str().map(String::from));
+        if model_type.as_deref() == Some("vits") {
+            return files_of(Family::MmsVits, dir)
+                .ok_or_else(not_a_voice)
+                .map(|f| (Family::MmsVits, f));
+        }
+    }
+    if let Some(files) = files_of(Family::Chatterbox, dir) {
+        return Ok((Family::Chatterbox, files));
+    }
+    Err(not_a_voice())
+}
+
+/// `family`'s files in `dir`, when they are all there.
+fn files_of(family: Family, dir: &Path) -> Option<VoiceFiles> {
+    match family {
+        Family::Piper => {
+            let mut onnx: Vec<PathBuf> = std::fs::read_dir(dir)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+                .collect();
+            onnx.sort();
+            onnx.into_iter().find_map(|model| {
+                let config = PathBuf::from(format!("{}.json", model.display()));
+                config.is_file().then_some(VoiceFiles::Piper {
+                    onnx: model,
+                    config,
+                })
+            })
+        }
+        Family::MmsVits => {
+            let (weights, config) = (dir.join("model.safetensors"), dir.join("config.json"));
+            let vocab = dir.join("vocab.json");
+            (weights.is_file() && config.is_file()).then(|| VoiceFiles::Transformers {
+                weights,
+                config,
+                vocab: vocab.is_file().then_some(vocab),
+            })
+        }
+        Family::Chatterbox => CHATTERBOX_FILES
+            .iter()
+            .all(|f| dir.join(f).is_file())
+            .then(|| VoiceFiles::Chatterbox {
+                dir: dir.to_path_buf(),
+            }),
+    }
+}

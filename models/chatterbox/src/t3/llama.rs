@@ -1,0 +1,382 @@
+//! Mirrors transformers' `LlamaModel` (`models/llama/modeling_llama.py`) as T3 drives it: input
+//! embeddings in (T3 builds its own), final-normed hidden states out, llama3-scaled RoPE, and a
+//! key/value cache preallocated for the longest generation rather than grown by concatenation.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, RmsNorm, VarBuilder};
+
+use super::config::LlamaConfig;
+
+/// `cos` and `sin` tables `[positions, head_dim / 2]` of the rotary embedding.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    /// The inverse frequencies of `cfg`, llama3-scaled where configured
+    /// (transformers' `_compute_llama3_parameters`), in f32 as transformers computes them.
+    pub fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
+        let dim = cfg.head_dim;
+        let base: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / dim as f32))
+            .collect();
+        let Some(s) = cfg
+            .rope_scaling
+            .as_ref()
+            .filter(|s| s.rope_type == "llama3")
+        else {
+            return base;
+        };
+        let old = s.original_max_position_embeddings as f32;
+        let (factor, low, high) = (
+            s.factor as f32,
+            s.low_freq_factor as f32,
+            s.high_freq_factor as f32,
+        );
+        let low_wavelen = old / low;
+        let high_wavelen = old / high;
+        base.into_iter()
+            .map(|f| {
+                let wavelen = 2.0 * std::f32::consts::PI / f;
+                if wavelen > low_wavelen {
+                    f / factor
+                } else if wavelen < high_wavelen {
+                    f
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 - smooth) * f / factor + smooth * f
+                }
+            })
+            .collect()
+    }
+
+    /// Tables for positions `0..positions`.
+    pub fn new(cfg: &LlamaConfig, positions: usize, device: &Device) -> Result<Self> {
+        let inv = Self::inv_freq(cfg);
+        let half = inv.len();
+        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let pos = Tensor::arange(0u32, positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+
+    /// Rotates `x` `[b, heads, t, head_dim]` at positions `start..start + t`.
+    fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, start, t)?.to_dtype(x.dtype())?;
+        let sin = self.sin.narrow(0, start, t)?.to_dtype(x.dtype())?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+
+    /// How many positions the tables cover.
+    pub fn positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+}
+
+/// One layer's keys and values, `[b, kv_heads, capacity, head_dim]`, filled up to `len`.
+#[derive(Debug, Clone)]
+struct LayerCache {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// The key/value cache of every layer, allocated once for `capacity` positions.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a batch of `batch` rows and up to `capacity` positions.
+    pub fn new(
+        cfg: &LlamaConfig,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    k: Tensor::zeros(shape, dtype, device)?,
+                    v: Tensor::zeros(shape, dtype, device)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most positions it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets every position (the buffers stay allocated).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let linear = |i, o, name| candle_nn::linear_no_bias(i, o, vb.pp(name));
+        Ok(Self {
+            q: linear(h, cfg.num_attention_heads * d, "q_proj")?,
+            k: linear(h, cfg.num_key_value_heads * d, "k_proj")?,
+            v: linear(h, cfg.num_key_value_heads * d, "v_proj")?,
+            o: linear(cfg.num_attention_heads * d, h, "o_proj")?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    /// `x` `[b, t, hidden]` at positions `cache.len..cache.len + t`, its keys and values written
+    /// into `cache` (the caller advances the length once every layer has run).
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: &mut LayerCache,
+        start: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split =
+            |y: Tensor, heads: usize| y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
+        let q = rope.apply(&split(self.q.forward(x)?, self.heads)?, start)?;
+        let k = rope.apply(&split(self.k.forward(x)?, self.kv_heads)?, start)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
+        cache.k.slice_set(&k, 2, start)?;
+        cache.v.slice_set(&v, 2, start)?;
+        let seen = start + t;
+        let k = cache.k.narrow(2, 0, seen)?;
+        let v = cache.v.narrow(2, 0, seen)?;
+        let (k, v) = if self.kv_heads == self.heads {
+            (k, v)
+        } else {
+            let rep = self.heads / self.kv_heads;
+            let expand = |x: Tensor| -> Result<Tensor> {
+                let (b, h, s, d) = x.dims4()?;
+                x.unsqueeze(2)?
+                    .broadcast_as((b, h, rep, s, d))?
+                    .reshape((b, h * rep, s, d))
+            };
+            (expand(k)?, expand(v)?)
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if t > 1 {
+            scores = scores.broadcast_add(&causal_mask(t, seen, scores.dtype(), x.device())?)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v.contiguous()?)?;
+        self.o.forward(
+            &y.transpose(1, 2)?
+                .reshape((b, t, self.heads * self.head_dim))?,
+        )
+    }
+}
+
+/// `[t, seen]` additive mask: query `i` (at position `seen - t + i`) sees keys up to its own.
+fn causal_mask(t: usize, seen: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let offset = seen - t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..seen).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, seen), device)?.to_dtype(dtype)
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(gate * self.up.forward(x)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    attn: Attention,
+    mlp: Mlp,
+    input_norm: RmsNorm,
+    post_attention_norm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let mlp = vb.pp("mlp");
+        Ok(Self {
+            attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            mlp: Mlp {
+                gate: candle_nn::linear_no_bias(h, i, mlp.pp("gate_proj"))?,
+                up: candle_nn::linear_no_bias(h, i, mlp.pp("up_proj"))?,
+                down: candle_nn::linear_no_bias(i, h, mlp.pp("down_proj"))?,
+            },
+            input_norm: candle_nn::rms_norm(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            post_attention_norm: candle_nn::rms_norm(
+                h,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+        })
+    }
+}
+
+/// The Llama backbone under `tfmr.*` (its unused `embed_tokens` is not loaded).
+#[derive(Debug, Clone)]
+pub struct Llama {
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    rope: Rope,
+    cfg: LlamaConfig,
+}
+
+impl Llama {
+    /// Loads `layers.*` and `norm` from `vb` (at `tfmr`), with RoPE tables for `positions`.
+    pub fn new(cfg: &LlamaConfig, positions: usize, vb: VarBuilder) -> Result<Self> {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            norm: candle_nn::rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            rope: Rope::new(cfg, positions, vb.device())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Final-normed hidden states `[b, t, hidden]` of `embeds` `[b, t, hidden]`, which follow
+    /// the `cache.len()` positions already cached; their keys and values join the cache.
+    pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, _) = embeds.dims3()?;
+        let start = cache.len;
+        if start + t > cache.capacity || start + t > self.rope.positions() {
+            candle_core::bail!(
+                "T3 context of {} positions exceeds the cache's {} (or RoPE's {})",
+                start + t,
+                cache.capacity,
+                self.rope.positions()
+            );
+        }
+        if cache
+            .layers
+            .first()
+            .is_some_and(|l| l.k.dim(0).ok() != Some(b))
+        {
+            candle_core::bail!("batch of {b} rows against a cache built for another batch");
+        }
+        let mut x = embeds.clone();
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer
+                .attn
+                .forward(&layer.input_norm.forward(&x)?, &self.rope, lc, start)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_attention_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        cache.len = start + t;
+        self.norm.forward(&x)
+    }
+
+    /// A cache that fits `capacity` positions of a batch of `batch`.
+    pub fn cache(
+        &self,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<KvCache> {
+        KvCache::new(&self.cfg, batch, capacity, dtype, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_scaling_keeps_high_frequencies_and_divides_low_ones() {
+        let cfg = LlamaConfig::default();
+        let plain = Rope::inv_freq(&LlamaConfig {
+            rope_scaling: None,
+            ..cfg.clone()
+        });
+        let scaled = Rope::inv_freq(&cfg);
+        assert_eq!(plain.len(), 32);
+        // Highest frequency: wavelength 2π < 2048, untouched.
+        assert_eq!(scaled[0], plain[0]);
+        // Lowest: wavelength far above 8192, divided by the factor.
+        let last = plain.len() - 1;
+        assert!((scaled[last] - plain[last] / 8.0).abs() < 1e-12);
+        // Everything in between lies between the two.
+        for (s, p) in scaled.iter().zip(&plain) {
+            assert!(*s <= *p && *s >= p / 8.0 - 1e-12);
+        }
+    }
+
+    #[test]
+    fn the_causal_mask_lets_each_query_see_up_to_itself() {
+        let m = causal_mask(2, 4, DType::F32, &Device::Cpu).unwrap();
+        let m = m.to_vec2::<f32>().unwrap();
+        assert_eq!(m[0][2], 0.0);
+        assert_eq!(m[0][3], f32::NEG_INFINITY);
+        assert_eq!(m[1][3], 0.0);
+    }
+}

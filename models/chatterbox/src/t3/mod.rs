@@ -1,0 +1,24 @@
+//! T3 (upstream `chatterbox.models.t3`): text tokens and a voice's conditioning to 25 Hz speech
+//! tokens, loading the released `t3_cfg.safetensors` under its own keys.
+//!
+//! | module | upstream |
+//! |---|---|
+//! | [`model`] | `t3/t3.py` (`T3`, `T3.inference`) |
+//! | [`config`] | `t3/modules/t3_config.py`, `t3/llama_configs.py` |
+//! | [`cond_enc`] | `t3/modules/cond_enc.py` |
+//! | [`perceiver`] | `t3/modules/perceiver.py` |
+//! | [`llama`] | transformers' `LlamaModel` |
+//! | [`sampling`] | transformers' logits processors as `T3.inference` applies them |
+
+pub mod cond_enc;
+pub mod config;
+pub mod llama;
+pub mod model;
+pub mod perceiver;
+pub mod sampling;
+
+pub use cond_enc::T3Cond;
+pub use config::{LlamaConfig, PerceiverConfig, RopeScaling, T3Config, SPEECH_CODES};
+pub use llama::KvCache;
+pub use model::{Flow, Generated, T3};
+pub use sampling::{ReplayedNoise, Sampler, SamplingNoise, SamplingOptions, SeededNoise};

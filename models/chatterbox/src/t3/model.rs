@@ -1,0 +1,368 @@
+//! Mirrors `T3` (`t3/t3.py`): the conditioning prefix, text and speech embeddings with their
+//! learned positions, the Llama backbone and the speech head, and `T3.inference`'s generation
+//! loop (classifier-free guidance as a batch of two, the doubled start token, the processors
+//! of [`super::sampling`]).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use super::cond_enc::{T3Cond, T3CondEnc};
+use super::config::T3Config;
+use super::llama::{KvCache, Llama};
+use super::sampling::{Sampler, SamplingNoise, SamplingOptions};
+use crate::{Error, Result};
+
+/// Tensors of a released `t3_cfg.safetensors` that inference does not read.
+const UNUSED_KEYS: [&str; 2] = ["text_head.weight", "tfmr.embed_tokens.weight"];
+
+/// The text-to-speech-token model.
+#[derive(Debug, Clone)]
+pub struct T3 {
+    cfg: T3Config,
+    cond_enc: T3CondEnc,
+    text_emb: Embedding,
+    speech_emb: Embedding,
+    text_pos_emb: Embedding,
+    speech_pos_emb: Embedding,
+    speech_head: Linear,
+    tfmr: Llama,
+}
+
+/// What a generation produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// Every sampled token before the stop token (the stop token itself is not included).
+    pub tokens: Vec<u32>,
+    /// Whether the stop token came before `max_new_tokens`.
+    pub stopped: bool,
+}
+
+/// What a generation's token callback tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The consumer is gone: stop without a stop token.
+    Cancel,
+}
+
+impl T3 {
+    /// Builds from `vb` at the checkpoint root (upstream's flat `T3().state_dict()` keys).
+    pub fn new(cfg: &T3Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let dim = cfg.n_channels();
+        let positions = cfg.text_positions() + cfg.speech_positions() + 64;
+        Ok(Self {
+            cond_enc: T3CondEnc::new(cfg, vb.pp("cond_enc"))?,
+            text_emb: candle_nn::embedding(cfg.text_tokens_dict_size, dim, vb.pp("text_emb"))?,
+            speech_emb: candle_nn::embedding(
+                cfg.speech_tokens_dict_size,
+                dim,
+                vb.pp("speech_emb"),
+            )?,
+            text_pos_emb: candle_nn::embedding(
+                cfg.text_positions(),
+                dim,
+                vb.pp("text_pos_emb.emb"),
+            )?,
+            speech_pos_emb: candle_nn::embedding(
+                cfg.speech_positions(),
+                dim,
+                vb.pp("speech_pos_emb.emb"),
+            )?,
+            speech_head: candle_nn::linear_no_bias(
+                dim,
+                cfg.speech_tokens_dict_size,
+                vb.pp("speech_head"),
+            )?,
+            tfmr: Llama::new(&cfg.llama, positions, vb.pp("tfmr"))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Loads a `t3_cfg.safetensors` onto `device` in `dtype`. A missing, misshapen or
+    /// unexpected tensor (another model's file) is an error naming the file and the key.
+    pub fn load(path: &Path, cfg: &T3Config, dtype: DType, device: &Device) -> Result<Self> {
+        let checkpoint = |reason: String| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(checkpoint("file not found".into()));
+        }
+        let names = crate::checkpoint::tensor_names(path).map_err(checkpoint)?;
+        let expected = Self::expected_keys(cfg);
+        let unexpected: Vec<&String> = names
+            .iter()
+            .filter(|n| !expected.contains(n) && !UNUSED_KEYS.contains(&n.as_str()))
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(checkpoint(format!(
+                "{} tensors a T3 checkpoint does not have (is this another model's file?), e.g. {}",
+                unexpected.len(),
+                unexpected
+                    .iter()
+                    .take(3)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(missing) = expected.iter().find(|k| !names.contains(k)) {
+            return Err(checkpoint(format!("missing tensor `{missing}`")));
+        }
+        // SAFETY: the file is mapped read-only and not modified while the model lives.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+            .map_err(|e| checkpoint(e.to_string()))?;
+        Self::new(cfg, vb).map_err(|e| match e {
+            Error::Candle(c) => checkpoint(c.to_string()),
+            other => other,
+        })
+    }
+
+    /// Every tensor name [`T3::new`] reads for `cfg`.
+    pub fn expected_keys(cfg: &T3Config) -> Vec<String> {
+        let mut keys: Vec<String> = [
+            "cond_enc.spkr_enc.weight",
+            "cond_enc.spkr_enc.bias",
+            "text_emb.weight",
+            "speech_emb.weight",
+            "text_pos_emb.emb.weight",
+            "speech_pos_emb.emb.weight",
+            "speech_head.weight",
+            "tfmr.norm.weight",
+        ]
+        .map(String::from)
+        .to_vec();
+        if cfg.emotion_adv {
+            keys.push("cond_enc.emotion_adv_fc.weight".into());
+        }
+        if cfg.use_perceiver_resampler {
+            keys.push("cond_enc.perceiver.pre_attention_query".into());
+            for l in ["norm", "to_q", "to_k", "to_v", "proj_out"] {
+                for p in ["weight", "bias"] {
+                    keys.push(format!("cond_enc.perceiver.attn.{l}.{p}"));
+                }
+            }
+        }
+        for i in 0..cfg.llama.num_hidden_layers {
+            for m in [
+                "self_attn.q_proj",
+                "self_attn.k_proj",
+                "self_attn.v_proj",
+                "self_attn.o_proj",
+            ]
+            .into_iter()
+            .chain(["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])
+            .chain(["input_layernorm", "post_attention_layernorm"])
+            {
+                keys.push(format!("tfmr.layers.{i}.{m}.weight"));
+            }
+        }
+        keys
+    }
+
+    pub fn config(&self) -> &T3Config {
+        &self.cfg
+    }
+
+    /// Learned positions `0..n` of `table`, `[1, n, dim]`.
+    fn positions(table: &Embedding, start: usize, n: usize, device: &Device) -> Result<Tensor> {
+        let ids = Tensor::arange(start as u32, (start + n) as u32, device)?;
+        Ok(table.forward(&ids)?.unsqueeze(0)?)
+    }
+
+    /// The conditioning prefix `[1, len_cond, dim]` (`prepare_conditioning`).
+    pub fn prepare_conditioning(&self, cond: &T3Cond) -> Result<Tensor> {
+        let prompt = match &cond.cond_prompt_speech_tokens {
+            Some(tokens) => {
+                let n = tokens.dim(1)?;
+                if n > self.cfg.speech_positions() {
+                    return Err(Error::Input(format!(
+                        "{n} prompt speech tokens exceed T3's {} speech positions",
+                        self.cfg.speech_positions()
+                    )));
+                }
+                let tokens = tokens.to_dtype(DType::U32)?;
+                let emb = self.speech_emb.forward(&tokens)?;
+                Some(emb.broadcast_add(&Self::positions(
+                    &self.speech_pos_emb,
+                    0,
+                    n,
+                    emb.device(),
+                )?)?)
+            }
+            None => None,
+        };
+        Ok(self
+            .cond_enc
+            .forward(&cond.speaker_emb, prompt.as_ref(), cond.emotion_adv)?)
+    }
+
+    /// `speech_emb(token) + speech_pos_emb(position)` for `token` `[1]`, as `[rows, 1, dim]`.
+    pub fn speech_step_embed(
+        &self,
+        token: &Tensor,
+        position: usize,
+        rows: usize,
+    ) -> Result<Tensor> {
+        let emb = self.speech_emb.forward(&token.reshape((1, 1))?)?;
+        let pos = Self::positions(&self.speech_pos_emb, position, 1, emb.device())?;
+        let e = (emb + pos)?;
+        Ok(if rows == 1 {
+            e
+        } else {
+            Tensor::cat(&vec![&e; rows], 0)?
+        })
+    }
+
+    /// The prefill embeddings `[rows, len_cond + text + 2, dim]` (`prepare_input_embeds`, then
+    /// the start token once more as `inference` appends it): with `cfg`, a second row whose
+    /// text embeddings are zeroed before their positions are added.
+    pub fn prefill_embeds(
+        &self,
+        cond_emb: &Tensor,
+        text_tokens: &[u32],
+        cfg: bool,
+    ) -> Result<Tensor> {
+        self.check_text(text_tokens)?;
+        let device = cond_emb.device();
+        let ids = Tensor::new(text_tokens, device)?.unsqueeze(0)?;
+        let text = self.text_emb.forward(&ids)?;
+        let text_pos = Self::positions(&self.text_pos_emb, 0, text_tokens.len(), device)?;
+        let start = Tensor::new(&[self.cfg.start_speech_token], device)?;
+        let bos = self.speech_step_embed(&start, 0, 1)?;
+        let row = |text: &Tensor| -> Result<Tensor> {
+            Ok(Tensor::cat(
+                &[cond_emb, &(text + &text_pos)?, &bos, &bos],
+                1,
+            )?)
+        };
+        let cond_row = row(&text)?;
+        if !cfg {
+            return Ok(cond_row);
+        }
+        let uncond_row = row(&text.zeros_like()?)?;
+        Ok(Tensor::cat(&[cond_row, uncond_row], 0)?)
+    }
+
+    fn check_text(&self, text_tokens: &[u32]) -> Result<()> {
+        let limit = self.cfg.text_positions();
+        if text_tokens.is_empty() || text_tokens.len() > limit {
+            return Err(Error::Input(format!(
+                "{} text tokens; T3 takes 1 to {limit} (start and stop included)",
+                text_tokens.len()
+            )));
+        }
+        if let Some(&t) = text_tokens
+            .iter()
+            .find(|&&t| t as usize >= self.cfg.text_tokens_dict_size)
+        {
+            return Err(Error::Input(format!(
+                "text token {t} is outside T3's vocabulary of {}",
+                self.cfg.text_tokens_dict_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Speech-head logits `[b, t, speech vocab]` of `embeds` `[b, t, dim]` after what `cache`
+    /// holds; the new positions join the cache.
+    pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.tfmr.forward(embeds, cache)?;
+        Ok(self.speech_head.forward(&hidden)?)
+    }
+
+    /// Final-normed hidden states, for parity checks of the backbone alone.
+    pub fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        Ok(self.tfmr.forward(embeds, cache)?)
+    }
+
+    /// An empty cache for `rows` rows of `capacity` positions.
+    pub fn cache(
+        &self,
+        rows: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<KvCache> {
+        Ok(self.tfmr.cache(rows, capacity, dtype, device)?)
+    }
+
+    /// Generates speech tokens for `text_tokens` (start and stop text tokens included), as
+    /// `T3.inference` does. `on_tokens` receives the new tokens every `report_every` of them
+    /// (and the rest at the end), before the stop token is confirmed past them; it may cancel.
+    pub fn generate(
+        &self,
+        cond: &T3Cond,
+        text_tokens: &[u32],
+        options: &SamplingOptions,
+        noise: &mut dyn SamplingNoise,
+        report_every: usize,
+        on_tokens: &mut dyn FnMut(&[u32]) -> Result<Flow>,
+    ) -> Result<Generated> {
+        options
+            .validate()
+            .map_err(|(field, reason)| Error::Input(format!("{field}: {reason}")))?;
+        let max_new = options.max_new_tokens;
+        if max_new + 1 >= self.cfg.speech_positions() {
+            return Err(Error::Input(format!(
+                "max_new_tokens {max_new} exceeds T3's {} speech positions",
+                self.cfg.speech_positions() - 2
+            )));
+        }
+        let cond_emb = self.prepare_conditioning(cond)?;
+        let cfg = options.cfg_weight > 0.0;
+        let rows = if cfg { 2 } else { 1 };
+        let embeds = self.prefill_embeds(&cond_emb, text_tokens, cfg)?;
+        let device = embeds.device().clone();
+        let mut cache = self.cache(rows, embeds.dim(1)? + max_new, embeds.dtype(), &device)?;
+        let mut sampler = Sampler::new(
+            *options,
+            self.cfg.speech_tokens_dict_size,
+            self.cfg.start_speech_token,
+            &device,
+        )?;
+        let mut logits = self.forward(&embeds, &mut cache)?;
+        let stop = self.cfg.stop_speech_token;
+        let report_every = report_every.max(1);
+        let mut pending: Vec<Tensor> = Vec::with_capacity(report_every);
+        let mut tokens: Vec<u32> = Vec::new();
+        for step in 0..max_new {
+            let last = logits.i((.., logits.dim(1)? - 1, ..))?;
+            let token = sampler.sample(&sampler.guide(&last)?, step, noise)?;
+            pending.push(token.clone());
+            // The host sees tokens in groups: one transfer per `report_every` tokens.
+            if pending.len() == report_every || step + 1 == max_new {
+                let fresh = Tensor::cat(&pending, 0)?.to_vec1::<u32>()?;
+                pending.clear();
+                if let Some(at) = fresh.iter().position(|&t| t == stop) {
+                    tokens.extend_from_slice(&fresh[..at]);
+                    if at > 0 {
+                        on_tokens(&fresh[..at])?;
+                    }
+                    return Ok(Generated {
+                        tokens,
+                        stopped: true,
+                    });
+                }
+                tokens.extend_from_slice(&fresh);
+                if on_tokens(&fresh)? == Flow::Cancel {
+                    return Ok(Generated {
+                        tokens,
+                        stopped: false,
+                    });
+                }
+            }
+            if step + 1 < max_new {
+                let next = self.speech_step_embed(&token, step + 1, rows)?;
+                logits = self.forward(&next, &mut cache)?;
+            }
+        }
+        Ok(Generated {
+            tokens,
+            stopped: false,
+        })
+    }
+}

@@ -1,0 +1,373 @@
+//! T3's logits processing and sampling, as `T3.inference` (`t3/t3.py`) applies transformers'
+//! processors (`generation/logits_process.py`), in its order: classifier-free guidance,
+//! repetition penalty, temperature, min-p, top-p, then one multinomial draw. Everything stays
+//! on the device: the only value a caller needs on the host is the token, for the stop check.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use crate::s3gen::SeededSourceNoise;
+
+/// The sampling controls of one generation (upstream's `generate` arguments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingOptions {
+    /// Classifier-free guidance: `cond + w · (cond − uncond)`; 0 turns the unconditional row off.
+    pub cfg_weight: f32,
+    /// Divides the logits; 0 means greedy decoding (the most likely token, no draw).
+    pub temperature: f32,
+    /// Keeps the smallest set of most likely tokens whose probability reaches it (1 keeps all).
+    pub top_p: f32,
+    /// Drops tokens less likely than `min_p` times the most likely one.
+    pub min_p: f32,
+    /// Divides positive (multiplies negative) logits of every token generated so far.
+    pub repetition_penalty: f32,
+    /// The most speech tokens generated before giving up on a stop token.
+    pub max_new_tokens: usize,
+}
+
+impl Default for SamplingOptions {
+    /// `ChatterboxTTS.generate`'s defaults, with upstream's 1000 new tokens.
+    fn default() -> Self {
+        Self {
+            cfg_weight: 0.5,
+            temperature: 0.8,
+            top_p: 1.0,
+            min_p: 0.05,
+            repetition_penalty: 1.2,
+            max_new_tokens: 1000,
+        }
+    }
+}
+
+impl SamplingOptions {
+    /// Checks every control, naming the first one out of range.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let range = |name, v: f32, lo: f32, hi: f32| {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((name, format!("{v} is outside {lo}..={hi}")))
+            }
+        };
+        range("cfg_weight", self.cfg_weight, 0.0, 10.0)?;
+        range("temperature", self.temperature, 0.0, 10.0)?;
+        range("top_p", self.top_p, f32::MIN_POSITIVE, 1.0)?;
+        range("min_p", self.min_p, 0.0, 1.0)?;
+        range(
+            "repetition_penalty",
+            self.repetition_penalty,
+            f32::MIN_POSITIVE,
+            10.0,
+        )?;
+        if self.max_new_tokens == 0 {
+            return Err(("max_new_tokens", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where the sampler's random draws come from: for each sampled token, one `Exp(1)` draw per
+/// vocabulary entry, and the token is `argmax(probs / q)`. That is a multinomial draw (the
+/// exponential race), and the one torch runs for `torch.multinomial(probs, 1)`, so a fixture's
+/// recorded `q` replays upstream's tokens exactly.
+pub trait SamplingNoise: Send {
+    /// `[1, vocab]` draws for the token sampled at `step`.
+    fn exponentials(&mut self, step: usize, vocab: usize, device: &Device) -> Result<Tensor>;
+}
+
+/// Draws keyed by (seed, step): the same seed gives the same tokens whether a request runs
+/// alone or beside others.
+#[derive(Debug, Clone)]
+pub struct SeededNoise {
+    seed: u64,
+}
+
+impl SeededNoise {
+    pub fn new(seed: u64) -> Self {
+        Self { seed }
+    }
+}
+
+/// The key of T3's draws among a request's random streams (S3Gen's use others).
+const T3_STREAM: u64 = 0x7433;
+
+impl SamplingNoise for SeededNoise {
+    fn exponentials(&mut self, step: usize, vocab: usize, device: &Device) -> Result<Tensor> {
+        let mut rng = SeededSourceNoise::keyed(self.seed, T3_STREAM, step as u64);
+        // 1 − u lies in (0, 1]: −ln of it is finite.
+        let q: Vec<f32> = rng
+            .uniforms(vocab)
+            .into_iter()
+            .map(|u| -(1.0 - u).ln())
+            .collect();
+        Tensor::from_vec(q, (1, vocab), device)
+    }
+}
+
+/// Replays recorded draws in order (a fixture's `q` tensors). Past the recording it gives
+/// ones: a generation that checks for its stop token every few steps samples a few tokens past
+/// it, and those are discarded, while upstream drew nothing for them.
+#[derive(Debug, Clone)]
+pub struct ReplayedNoise {
+    draws: Vec<Tensor>,
+}
+
+impl ReplayedNoise {
+    pub fn new(draws: Vec<Tensor>) -> Self {
+        Self { draws }
+    }
+}
+
+impl SamplingNoise for ReplayedNoise {
+    fn exponentials(&mut self, step: usize, vocab: usize, device: &Device) -> Result<Tensor> {
+        match self.draws.get(step) {
+            Some(q) => q
+                .reshape((1, vocab))?
+                .to_device(device)?
+                .to_dtype(DType::F32),
+            None => Tensor::ones((1, vocab), DType::F32, device),
+        }
+    }
+}
+
+/// The per-generation state of the processors: which tokens the repetition penalty covers.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    options: SamplingOptions,
+    /// `[1, vocab]` u8: 1 for every id generated so far (the start token included).
+    seen: Tensor,
+    vocab: usize,
+}
+
+impl Sampler {
+    /// A sampler whose history holds `start_token`, as upstream's `generated_ids` does.
+    pub fn new(
+        options: SamplingOptions,
+        vocab: usize,
+        start_token: u32,
+        device: &Device,
+    ) -> Result<Self> {
+        let seen = Tensor::zeros((1, vocab), DType::U8, device)?;
+        let mut s = Self {
+            options,
+            seen,
+            vocab,
+        };
+        s.record(&Tensor::new(&[start_token], device)?)?;
+        Ok(s)
+    }
+
+    pub fn options(&self) -> &SamplingOptions {
+        &self.options
+    }
+
+    /// Adds `token` (`[1]` u32) to the history.
+    pub fn record(&mut self, token: &Tensor) -> Result<()> {
+        let ids = Tensor::arange(0u32, self.vocab as u32, token.device())?.unsqueeze(0)?;
+        let hit = ids.broadcast_eq(&token.reshape((1, 1))?)?;
+        self.seen = self.seen.maximum(&hit)?;
+        Ok(())
+    }
+
+    /// The guided logits `[1, vocab]` of the last position's rows (`[2, vocab]` with CFG:
+    /// conditional first, or `[1, vocab]` without).
+    pub fn guide(&self, rows: &Tensor) -> Result<Tensor> {
+        let rows = rows.to_dtype(DType::F32)?;
+        if rows.dim(0)? == 1 {
+            return Ok(rows);
+        }
+        let cond = rows.narrow(0, 0, 1)?;
+        let uncond = rows.narrow(0, 1, 1)?;
+        cond.clone() + ((cond - uncond)? * self.options.cfg_weight as f64)?
+    }
+
+    /// Guided logits after the repetition penalty: greedy decoding's argmax is taken here.
+    pub fn penalized(&self, logits: &Tensor) -> Result<Tensor> {
+        let p = self.options.repetition_penalty as f64;
+        if p == 1.0 {
+            return Ok(logits.clone());
+        }
+        let penalized = logits
+            .lt(0f32)?
+            .where_cond(&(logits * p)?, &(logits / p)?)?;
+        self.seen.where_cond(&penalized, logits)
+    }
+
+    /// The distribution the token is drawn from, `[1, vocab]`, after temperature, min-p and
+    /// top-p (filtered tokens have probability 0).
+    pub fn probabilities(&self, penalized: &Tensor) -> Result<Tensor> {
+        let o = &self.options;
+        let mut logits = if o.temperature != 1.0 && o.temperature > 0.0 {
+            (penalized / o.temperature as f64)?
+        } else {
+            penalized.clone()
+        };
+        let neg_inf = Tensor::full(f32::NEG_INFINITY, logits.shape(), logits.device())?;
+        if o.min_p > 0.0 {
+            let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+            let floor = (probs.max_keepdim(D::Minus1)? * o.min_p as f64)?;
+            logits = probs.broadcast_lt(&floor)?.where_cond(&neg_inf, &logits)?;
+        }
+        // At 1.0 top-p only drops tokens already at probability 0: skipped.
+        if o.top_p < 1.0 {
+            logits = top_p_filter(&logits, o.top_p, &neg_inf)?;
+        }
+        candle_nn::ops::softmax_last_dim(&logits)
+    }
+
+    /// One token `[1]` (u32) from the guided logits, with its draw from `noise`, recorded in
+    /// the history. Greedy when the temperature is 0.
+    pub fn sample(
+        &mut self,
+        guided: &Tensor,
+        step: usize,
+        noise: &mut dyn SamplingNoise,
+    ) -> Result<Tensor> {
+        let penalized = self.penalized(guided)?;
+        let token = if self.options.temperature == 0.0 {
+            penalized.argmax(D::Minus1)?
+        } else {
+            let probs = self.probabilities(&penalized)?;
+            let q = noise.exponentials(step, self.vocab, guided.device())?;
+            (probs / q)?.argmax(D::Minus1)?
+        };
+        let token = token.reshape(1)?.to_dtype(DType::U32)?;
+        self.record(&token)?;
+        Ok(token)
+    }
+}
+
+/// transformers' `TopPLogitsWarper`: sort ascending, drop the tokens whose cumulative
+/// probability is at most `1 − top_p`, always keeping the most likely.
+fn top_p_filter(logits: &Tensor, top_p: f32, neg_inf: &Tensor) -> Result<Tensor> {
+    let vocab = logits.dim(D::Minus1)?;
+    let order = logits.arg_sort_last_dim(true)?;
+    let sorted = logits.gather(&order, D::Minus1)?;
+    let probs = candle_nn::ops::softmax_last_dim(&sorted)?;
+    let cumulative = inclusive_scan(&probs)?;
+    let mut drop = cumulative.le((1.0 - top_p) as f64)?;
+    // The most likely token always stays.
+    let keep_last = Tensor::arange(0u32, vocab as u32, logits.device())?
+        .lt((vocab - 1) as f64)?
+        .unsqueeze(0)?;
+    drop = (drop * keep_last)?;
+    let drop_sorted = drop;
+    // The inverse permutation takes the mask back to vocabulary order.
+    let inverse = order.arg_sort_last_dim(true)?;
+    let drop = drop_sorted.gather(&inverse, D::Minus1)?;
+    drop.where_cond(neg_inf, logits)
+}
+
+/// Inclusive prefix sums along the last axis of `[1, n]` in `log2 n` shifted adds (Hillis and
+/// Steele), all on the device: Candle's `cumsum` multiplies by an `n × n` triangle.
+fn inclusive_scan(x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(D::Minus1)?;
+    let mut sum = x.clone();
+    let mut shift = 1;
+    while shift < n {
+        let shifted = sum
+            .narrow(D::Minus1, 0, n - shift)?
+            .pad_with_zeros(D::Minus1, shift, 0)?;
+        sum = (sum + shifted)?;
+        shift *= 2;
+    }
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_is_a_prefix_sum() {
+        let x: Vec<f32> = (1..=11).map(|i| i as f32).collect();
+        let t = Tensor::from_vec(x.clone(), (1, 11), &Device::Cpu).unwrap();
+        let got = inclusive_scan(&t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut acc = 0.0;
+        let want: Vec<f32> = x
+            .iter()
+            .map(|v| {
+                acc += v;
+                acc
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_likely_set() {
+        // probs 0.5, 0.3, 0.15, 0.05: top-p 0.75 keeps the first two (ascending cumulative
+        // 0.05, 0.2 <= 0.25 dropped; 0.5 > 0.25 kept).
+        let p = [0.5f32, 0.3, 0.15, 0.05];
+        let logits = Tensor::from_vec(
+            p.iter().map(|x| x.ln()).collect::<Vec<_>>(),
+            (1, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let neg_inf = Tensor::full(f32::NEG_INFINITY, (1, 4), &Device::Cpu).unwrap();
+        let out = top_p_filter(&logits, 0.75, &neg_inf)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(out[0].is_finite() && out[1].is_finite());
+        assert!(out[2] == f32::NEG_INFINITY && out[3] == f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn greedy_takes_the_penalized_argmax_and_remembers_it() {
+        let opts = SamplingOptions {
+            temperature: 0.0,
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(opts, 4, 3, &Device::Cpu).unwrap();
+        // Token 3 (the start token) is penalized: 3.0 / 2 < 2.0.
+        let rows = Tensor::new(&[[0f32, 1.0, 2.0, 3.0]], &Device::Cpu).unwrap();
+        let mut noise = SeededNoise::new(0);
+        let t = s
+            .sample(&rows, 0, &mut noise)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        assert_eq!(t, [2]);
+        // Now 2 is penalized too (1.0), below the start token's 1.5.
+        let t = s
+            .sample(&rows, 1, &mut noise)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        assert_eq!(t, [3]);
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_tokens_and_another_seed_others() {
+        let opts = SamplingOptions {
+            temperature: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            ..Default::default()
+        };
+        let rows = Tensor::zeros((1, 64), DType::F32, &Device::Cpu).unwrap();
+        let run = |seed| {
+            let mut s = Sampler::new(opts, 64, 0, &Device::Cpu).unwrap();
+            let mut noise = SeededNoise::new(seed);
+            (0..16)
+                .map(|i| {
+                    s.sample(&rows, i, &mut noise)
+                        .unwrap()
+                        .to_vec1::<u32>()
+                        .unwrap()[0]
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+}

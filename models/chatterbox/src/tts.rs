@@ -1,0 +1,290 @@
+//! Mirrors `ChatterboxTTS` (`chatterbox/tts.py`): the English model's files loaded together,
+//! text to speech tokens (T3) to audio (S3Gen), whole or streamed while T3 is still sampling.
+//! The Perth watermark upstream adds at the very end is not applied.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+
+use crate::s3gen::{S3Gen, S3GenConfig};
+use crate::t3::{Flow, SamplingNoise, SamplingOptions, T3Config, T3};
+use crate::tokenizer::{punc_norm, EnTokenizer};
+use crate::{Conditionals, Error, Result};
+
+/// The files of the released model (`ResembleAI/chatterbox`), as the hub repository lays them
+/// out. `ve.safetensors` (the voice encoder) is only read to clone voices.
+pub const MODEL_FILES: [&str; 5] = [
+    "ve.safetensors",
+    "t3_cfg.safetensors",
+    "s3gen.safetensors",
+    "tokenizer.json",
+    "conds.pt",
+];
+
+/// The controls of one synthesis, upstream's `generate` arguments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerateOptions {
+    /// Exaggeration (upstream's `emotion_adv`), 0.5 by default.
+    pub exaggeration: f32,
+    pub sampling: SamplingOptions,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            exaggeration: 0.5,
+            sampling: SamplingOptions::default(),
+        }
+    }
+}
+
+/// Tokens per streamed S3Gen chunk: the first after 25 tokens (1 s of speech), then longer
+/// ones, since each push re-runs the flow over every token so far.
+pub const STREAM_CHUNKS: [usize; 4] = [25, 50, 100, 200];
+
+/// What a synthesis ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Speech tokens decoded into audio.
+    pub tokens: usize,
+    /// False when T3 reached `max_new_tokens` without its stop token (the audio is what it
+    /// generated, possibly cut mid-word).
+    pub stopped: bool,
+}
+
+/// The English Chatterbox model.
+#[derive(Debug)]
+pub struct ChatterboxTts {
+    t3: T3,
+    s3gen: S3Gen,
+    tokenizer: EnTokenizer,
+    builtin: Conditionals,
+    device: Device,
+}
+
+impl ChatterboxTts {
+    /// Loads a directory laid out as the hub repository ([`MODEL_FILES`]); each missing or bad
+    /// file is named.
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        for name in &MODEL_FILES[1..] {
+            if !dir.join(name).is_file() {
+                return Err(Error::Checkpoint {
+                    path: dir.join(name).display().to_string(),
+                    reason: "file not found (a Chatterbox directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt)".into(),
+                });
+            }
+        }
+        let t3 = T3::load(
+            &dir.join("t3_cfg.safetensors"),
+            &T3Config::default(),
+            DType::F32,
+            device,
+        )?;
+        let s3gen = S3Gen::load(
+            &dir.join("s3gen.safetensors"),
+            &S3GenConfig::default(),
+            device,
+        )?;
+        let tokenizer = EnTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let builtin = Conditionals::load_pt(&dir.join("conds.pt"), device)?;
+        Self::new(t3, s3gen, tokenizer, builtin, device)
+    }
+
+    /// From parts built elsewhere (the parity tests' small models).
+    pub fn new(
+        t3: T3,
+        s3gen: S3Gen,
+        tokenizer: EnTokenizer,
+        builtin: Conditionals,
+        device: &Device,
+    ) -> Result<Self> {
+        let max_id = tokenizer.vocab_size();
+        if max_id > t3.config().text_tokens_dict_size {
+            return Err(Error::Config(format!(
+                "the tokenizer has {max_id} ids, T3's text vocabulary {}",
+                t3.config().text_tokens_dict_size
+            )));
+        }
+        Ok(Self {
+            t3,
+            s3gen,
+            tokenizer,
+            builtin,
+            device: device.clone(),
+        })
+    }
+
+    pub fn t3(&self) -> &T3 {
+        &self.t3
+    }
+
+    pub fn s3gen(&self) -> &S3Gen {
+        &self.s3gen
+    }
+
+    /// The voice `conds.pt` holds.
+    pub fn builtin_voice(&self) -> &Conditionals {
+        &self.builtin
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// T3's text tokens for `text`: `punc_norm`, the tokenizer, then `[START]` … `[STOP]`.
+    pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        if text.trim().is_empty() {
+            return Err(Error::Input("the text is empty".into()));
+        }
+        let cfg = self.t3.config();
+        let mut ids = vec![cfg.start_text_token];
+        ids.extend(self.tokenizer.encode(&punc_norm(text))?);
+        ids.push(cfg.stop_text_token);
+        Ok(ids)
+    }
+
+    /// Audio for T3's `text_tokens` in `voice`, handed to `emit` in pieces while T3 samples:
+    /// S3Gen decodes the tokens so far at each of [`STREAM_CHUNKS`] (then every 200) and emits
+    /// the audio that has become final. `emit` may cancel. The pieces joined equal
+    /// [`ChatterboxTts::synthesize`]'s audio under the same draws within S3Gen's streaming
+    /// bound.
+    pub fn stream(
+        &self,
+        text_tokens: &[u32],
+        voice: &Conditionals,
+        options: &GenerateOptions,
+        seed: u64,
+        noise: &mut dyn SamplingNoise,
+        emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
+    ) -> Result<Outcome> {
+        let cond = self.t3_cond(voice, options)?;
+        let codes = self.speech_codes();
+        let mut stream = self.s3gen.stream(&voice.gen, seed)?;
+        let mut pending: Vec<u32> = Vec::new();
+        let mut decoded = 0usize;
+        let mut chunk = 0usize;
+        let mut cancelled = false;
+        let generated = self.t3.generate(
+            &cond,
+            text_tokens,
+            &options.sampling,
+            noise,
+            5,
+            &mut |fresh| {
+                pending.extend(speech_tokens(fresh, codes));
+                let due = STREAM_CHUNKS[chunk.min(STREAM_CHUNKS.len() - 1)];
+                if pending.len() < due {
+                    return Ok(Flow::Continue);
+                }
+                chunk += 1;
+                decoded += pending.len();
+                let audio = stream.push(&std::mem::take(&mut pending))?;
+                if !audio.is_empty() && emit(audio)? == Flow::Cancel {
+                    cancelled = true;
+                    return Ok(Flow::Cancel);
+                }
+                Ok(Flow::Continue)
+            },
+        )?;
+        if cancelled {
+            return Ok(Outcome {
+                tokens: decoded,
+                stopped: false,
+            });
+        }
+        decoded += pending.len();
+        if decoded == 0 {
+            return Err(Error::Input(
+                "T3 generated no speech tokens for this text".into(),
+            ));
+        }
+        let mut tail = if pending.is_empty() {
+            Vec::new()
+        } else {
+            stream.push(&pending)?
+        };
+        tail.extend(stream.finish()?);
+        if !tail.is_empty() {
+            emit(tail)?;
+        }
+        Ok(Outcome {
+            tokens: decoded,
+            stopped: generated.stopped,
+        })
+    }
+
+    /// The whole audio of T3's `text_tokens` in `voice`, decoded in one S3Gen call.
+    pub fn synthesize(
+        &self,
+        text_tokens: &[u32],
+        voice: &Conditionals,
+        options: &GenerateOptions,
+        seed: u64,
+        noise: &mut dyn SamplingNoise,
+    ) -> Result<(Vec<f32>, Outcome)> {
+        let cond = self.t3_cond(voice, options)?;
+        let generated = self.t3.generate(
+            &cond,
+            text_tokens,
+            &options.sampling,
+            noise,
+            16,
+            &mut |_| Ok(Flow::Continue),
+        )?;
+        let tokens = speech_tokens(&generated.tokens, self.speech_codes());
+        if tokens.is_empty() {
+            return Err(Error::Input(
+                "T3 generated no speech tokens for this text".into(),
+            ));
+        }
+        let audio = self.s3gen.synthesize(&tokens, &voice.gen, seed)?;
+        Ok((
+            audio,
+            Outcome {
+                tokens: tokens.len(),
+                stopped: generated.stopped,
+            },
+        ))
+    }
+
+    /// Tokens S3Gen decodes: those below T3's start token (6561 released), as upstream keeps
+    /// `speech_tokens < 6561`; T3 can sample the ids above, which carry no sound.
+    fn speech_codes(&self) -> u32 {
+        self.t3.config().start_speech_token
+    }
+
+    /// `voice`'s T3 conditioning with the requested exaggeration.
+    fn t3_cond(
+        &self,
+        voice: &Conditionals,
+        options: &GenerateOptions,
+    ) -> Result<crate::t3::T3Cond> {
+        if !(0.0..=2.0).contains(&options.exaggeration) || !options.exaggeration.is_finite() {
+            return Err(Error::Input(format!(
+                "exaggeration: {} is outside 0..=2",
+                options.exaggeration
+            )));
+        }
+        let mut cond = voice.t3.clone();
+        cond.emotion_adv = options.exaggeration;
+        if let Some(tokens) = &cond.cond_prompt_speech_tokens {
+            let limit = self.t3.config().speech_cond_prompt_len;
+            if tokens.dim(1)? > limit {
+                cond.cond_prompt_speech_tokens = Some(tokens.narrow(1, 0, limit)?);
+            }
+        }
+        Ok(cond)
+    }
+}
+
+/// The tokens S3Gen decodes from T3's output: those below the start token, as `tts.py` keeps
+/// `speech_tokens < 6561`. (Upstream's `drop_invalid_tokens` also drops everything before a
+/// start token T3 samples mid-run; a stream has played that audio by then, so both paths here
+/// drop only the token, and streamed and one-shot audio stay the same.)
+pub fn speech_tokens(generated: &[u32], start_token: u32) -> Vec<u32> {
+    generated
+        .iter()
+        .copied()
+        .filter(|&t| t < start_token)
+        .collect()
+}

@@ -1,0 +1,142 @@
+"""Times upstream Chatterbox T3 + S3Gen (chatterbox-tts, PyTorch eager) at full size with random
+weights: T3's tokens per second with CFG at batch 1, and the time until the first audio of a
+sentence (upstream does not stream: T3 generates the whole sentence, then S3Gen decodes it).
+
+Usage: t3_torch_bench.py SPEC_JSON  (spec: dir, threads, device: cpu|cuda, tf32, reps,
+new_tokens, sentence_tokens, prompt_tokens)
+On first use writes `dir/t3_cfg.safetensors` (`T3().state_dict()` as released, seed 0),
+`dir/s3gen.safetensors` (flow + HiFT, seed 0) and `dir/t3_inputs.safetensors` (speaker
+embedding, prompt speech tokens, prompt mel, x-vector, text tokens), so ferrovox runs the same
+model on the same inputs. Prints one JSON line.
+"""
+import importlib.util
+import json
+import os
+import resource
+import sys
+import time
+import types
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# Import the model subpackages without `chatterbox/__init__`, which loads the watermarker.
+_spec = importlib.util.find_spec("chatterbox")
+_pkg = types.ModuleType("chatterbox")
+_pkg.__path__ = list(_spec.submodule_search_locations)
+sys.modules["chatterbox"] = _pkg
+from chatterbox.models.s3gen import S3Gen  # noqa: E402
+from chatterbox.models.t3 import T3  # noqa: E402
+from chatterbox.models.t3.modules.cond_enc import T3Cond  # noqa: E402
+
+
+def main() -> None:
+    spec = json.load(open(sys.argv[1]))
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec.get("device", "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(spec.get("tf32"))
+        torch.backends.cudnn.allow_tf32 = bool(spec.get("tf32"))
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    out = spec["dir"]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    t3 = T3().eval()
+    path = os.path.join(out, "t3_cfg.safetensors")
+    if not os.path.exists(path):
+        # Before any `inference` call, which attaches a patched copy as a submodule.
+        save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, path)
+    t3.load_state_dict(load_file(path))
+    s3gen = S3Gen().eval()
+    s3_path = os.path.join(out, "s3gen.safetensors")
+    if not os.path.exists(s3_path):
+        state = {k: v.contiguous() for k, v in s3gen.state_dict().items() if k.startswith(("flow.", "mel2wav."))}
+        save_file(state, s3_path)
+    s3gen.load_state_dict(load_file(s3_path), strict=False)
+    inputs_path = os.path.join(out, "t3_inputs.safetensors")
+    if not os.path.exists(inputs_path):
+        g = torch.Generator().manual_seed(1)
+        n_prompt = spec["prompt_tokens"]
+        spk = torch.randn(1, 256, generator=g)
+        text = torch.randint(1, 255, (1, spec["text_tokens"]), generator=g)
+        text[0, 0], text[0, -1] = 255, 0
+        save_file({
+            "speaker_emb": spk / spk.norm(),
+            "cond_prompt_speech_tokens": torch.randint(0, 6561, (1, n_prompt), generator=g),
+            "prompt_token": torch.randint(0, 6561, (1, n_prompt), generator=g),
+            "prompt_feat": torch.randn(1, 2 * n_prompt, 80, generator=g),
+            "embedding": torch.randn(1, 192, generator=g),
+            "text_tokens": text,
+        }, inputs_path)
+    inputs = load_file(inputs_path)
+    t3.to(device)
+    s3gen.to(device)
+    cond = lambda: T3Cond(  # noqa: E731 - upstream caches embeddings inside the T3Cond
+        speaker_emb=inputs["speaker_emb"].to(device),
+        cond_prompt_speech_tokens=inputs["cond_prompt_speech_tokens"].to(device),
+        emotion_adv=0.5 * torch.ones(1, 1, 1, device=device),
+    )
+    text = inputs["text_tokens"].to(device)
+    text2 = torch.cat([text, text], dim=0)
+    ref = dict(
+        prompt_token=inputs["prompt_token"].to(device),
+        prompt_token_len=torch.tensor([inputs["prompt_token"].shape[1]], device=device),
+        prompt_feat=inputs["prompt_feat"].to(device),
+        prompt_feat_len=None,
+        embedding=inputs["embedding"].to(device),
+    )
+
+    def generate(n):
+        return t3.inference(
+            t3_cond=cond(), text_tokens=text2, max_new_tokens=n, temperature=0.8, cfg_weight=0.5,
+            min_p=0.05, top_p=1.0, repetition_penalty=1.2,
+        )
+
+    # Warm-up (module loads, cuBLAS handles), then timed runs.
+    generate(8)
+    sync()
+    rates, walls, counts = [], [], []
+    for rep in range(spec["reps"]):
+        torch.manual_seed(100 + rep)
+        sync()
+        t0 = time.perf_counter()
+        tokens = generate(spec["new_tokens"])
+        sync()
+        wall = time.perf_counter() - t0
+        walls.append(wall)
+        counts.append(int(tokens.shape[1]))
+        rates.append(tokens.shape[1] / wall)
+    firsts = []
+    for rep in range(spec["reps"]):
+        torch.manual_seed(200 + rep)
+        sync()
+        t0 = time.perf_counter()
+        tokens = generate(spec["sentence_tokens"])[0]
+        tokens = tokens[tokens < 6561]
+        with torch.inference_mode():
+            wav, _ = s3gen.inference(speech_tokens=tokens, ref_dict=ref)
+        sync()
+        firsts.append(time.perf_counter() - t0)
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    result = {
+        "tokens_per_s": median(rates),
+        "tokens_per_s_all": rates,
+        "tokens": counts,
+        "walls": walls,
+        "first_audio_s": median(firsts),
+        "first_audio_all": firsts,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        result["gpu_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        result["gpu_max_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+//! `cargo xtask bench chatterbox [--device cuda]`: Chatterbox at full size with random weights
+//! (the same `t3_cfg.safetensors`, `s3gen.safetensors` and inputs on both sides), ferrovox
+//! against upstream PyTorch eager on the same device: T3's speech tokens per second with CFG at
+//! batch 1, and the time until the first audio of a sentence (upstream generates the sentence
+//! whole, then decodes it; ferrovox streams it), with peak memory.
+//!
+//! The PyTorch side runs under `FERROVOX_BENCH_PYTHON` when set (a Python that already has
+//! chatterbox-tts, as on the GPU machine), else the fixtures venv.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::DType;
+use ferrovox_chatterbox::s3gen::{S3Gen, S3GenConfig, SpeakerReference};
+use ferrovox_chatterbox::t3::{Flow, SamplingOptions, SeededNoise, T3Cond, T3Config, T3};
+use ferrovox_chatterbox::tokenizer::EnTokenizer;
+use ferrovox_chatterbox::{ChatterboxTts, Conditionals, GenerateOptions};
+use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use serde_json::json;
+
+use crate::memory_sampler::MemorySampler;
+use crate::util::repo_root;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
+    let device = runtime.device().clone();
+    let on_gpu = !device.is_cpu();
+    let threads = runtime.tuning.threads.threads;
+    let dir = std::env::temp_dir().join("ferrovox-bench-chatterbox");
+    // A 3 s sentence is 75 speech tokens; the tokens/s figure runs longer generations.
+    let (reps, new_tokens) = match (quick, on_gpu) {
+        (true, _) => (1, 30),
+        (false, true) => (5, 300),
+        (false, false) => (2, 60),
+    };
+    let spec = json!({
+        "dir": dir, "threads": threads, "device": if on_gpu { "cuda" } else { "cpu" },
+        "tf32": runtime.tuning.tf32, "reps": reps, "new_tokens": new_tokens,
+        "sentence_tokens": 75, "prompt_tokens": 150, "text_tokens": 40,
+    });
+    let spec_path = dir.with_extension("json");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(&spec_path, spec.to_string())?;
+    let python = crate::bench_s3gen::bench_python()?;
+    let torch = crate::bench_vits::json_output(
+        Command::new(python)
+            .arg(repo_root().join("xtask/bench/t3_torch_bench.py"))
+            .arg(&spec_path),
+    )
+    .context("PyTorch T3 bench")?;
+
+    let sampler = MemorySampler::start(&device);
+    let load = Instant::now();
+    let t3 = T3::load(
+        &dir.join("t3_cfg.safetensors"),
+        &T3Config::default(),
+        DType::F32,
+        &device,
+    )?;
+    let s3gen = S3Gen::load(
+        &dir.join("s3gen.safetensors"),
+        &S3GenConfig::default(),
+        &device,
+    )?;
+    let load_s = load.elapsed().as_secs_f64();
+    let inputs = candle_core::safetensors::load(dir.join("t3_inputs.safetensors"), &device)?;
+    let get = |k: &str| {
+        inputs
+            .get(k)
+            .cloned()
+            .with_context(|| format!("inputs lack {k}"))
+    };
+    let text: Vec<u32> = get("text_tokens")?
+        .flatten_all()?
+        .to_dtype(DType::U32)?
+        .to_vec1()?;
+    let voice = Conditionals {
+        t3: T3Cond {
+            speaker_emb: get("speaker_emb")?,
+            cond_prompt_speech_tokens: Some(get("cond_prompt_speech_tokens")?),
+            emotion_adv: 0.5,
+        },
+        gen: SpeakerReference {
+            prompt_tokens: get("prompt_token")?
+                .flatten_all()?
+                .to_dtype(DType::U32)?
+                .to_vec1()?,
+            prompt_feat: get("prompt_feat")?,
+            xvector: get("embedding")?,
+        },
+    };
+    // The released tokenizer.json is not here; the fixtures' stands in (the text's ids are
+    // given, the tokenizer only completes the model).
+    let tokenizer = EnTokenizer::from_file(
+        &repo_root().join("models/chatterbox/tests/fixtures/t3_tokenizer_vocab.json"),
+    )?;
+    let tts = ChatterboxTts::new(t3, s3gen, tokenizer, voice.clone(), &device)?;
+    let options = |n| GenerateOptions {
+        exaggeration: 0.5,
+        sampling: SamplingOptions {
+            max_new_tokens: n,
+            ..SamplingOptions::default()
+        },
+    };
+    // Warm-up: kernel modules, cuBLAS handles, the caches' first allocation.
+    tts.t3().generate(
+        &voice.t3,
+        &text,
+        &options(8).sampling,
+        &mut SeededNoise::new(0),
+        8,
+        &mut |_| Ok(Flow::Continue),
+    )?;
+    let mut rates = Vec::new();
+    let mut counts = Vec::new();
+    for rep in 0..reps {
+        let start = Instant::now();
+        let out = tts.t3().generate(
+            &voice.t3,
+            &text,
+            &options(new_tokens).sampling,
+            &mut SeededNoise::new(100 + rep as u64),
+            8,
+            &mut |_| Ok(Flow::Continue),
+        )?;
+        let wall = start.elapsed().as_secs_f64();
+        counts.push(out.tokens.len());
+        rates.push(out.tokens.len() as f64 / wall);
+    }
+    let mut firsts = Vec::new();
+    let mut wholes = Vec::new();
+    for rep in 0..reps {
+        let start = Instant::now();
+        let mut first = None;
+        tts.stream(
+            &text,
+            &voice,
+            &options(75),
+            rep as u64,
+            &mut SeededNoise::new(200 + rep as u64),
+            &mut |piece| {
+                if !piece.is_empty() {
+                    first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                }
+                Ok(Flow::Continue)
+            },
+        )?;
+        firsts.push(first.unwrap_or(f64::NAN));
+        wholes.push(start.elapsed().as_secs_f64());
+    }
+    let ours = median(rates.clone());
+    let theirs = torch["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+    let first = median(firsts.clone());
+    let their_first = torch["first_audio_s"].as_f64().unwrap_or(f64::NAN);
+    let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
+    println!(
+        "| | ferrovox | PyTorch {} | ferrovox / PyTorch |\n|---|---|---|---|",
+        torch["torch"].as_str().unwrap_or("?")
+    );
+    println!(
+        "| T3 tokens/s, CFG, batch 1 ({} tokens) | {ours:.1} ({:.2} ms/token) | {theirs:.1} | {:.2}× |",
+        counts.first().copied().unwrap_or(0),
+        1e3 / ours,
+        ours / theirs
+    );
+    println!(
+        "| first audio of a 3 s sentence (75 tokens) | {:.0} ms (streamed; whole {:.2} s) | {:.0} ms (whole sentence, then S3Gen) | {:.1}× sooner |",
+        first * 1e3,
+        median(wholes.clone()),
+        their_first * 1e3,
+        their_first / first
+    );
+    println!(
+        "(device {}; threads {threads}; TF32 {}; model load {load_s:.1} s; ferrovox peak RSS {:.0} MiB, PyTorch {:.0} MiB{})",
+        if on_gpu { "cuda" } else { "cpu" },
+        runtime.tuning.tf32,
+        ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
+        torch["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        match gpu_peak {
+            Some(p) => format!(
+                "; GPU: ferrovox {p:.0} MiB above its CUDA context, PyTorch max allocated {:.0} MiB / reserved {:.0} MiB",
+                torch["gpu_max_allocated_mib"].as_f64().unwrap_or(f64::NAN),
+                torch["gpu_max_reserved_mib"].as_f64().unwrap_or(f64::NAN)
+            ),
+            None => String::new(),
+        }
+    );
+    Ok(json!({
+        "device": if on_gpu { "cuda" } else { "cpu" }, "tf32": runtime.tuning.tf32, "threads": threads,
+        "ferrovox": {"tokens_per_s": ours, "tokens_per_s_all": rates, "tokens": counts,
+            "first_audio_s": first, "first_audio_all": firsts, "stream_wall_s": wholes,
+            "gpu_peak_mib": gpu_peak, "load_s": load_s,
+            "peak_rss_mib": ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64},
+        "torch": torch,
+        "ratio_tokens_per_s": ours / theirs,
+        "ratio_first_audio": their_first / first,
+    }))
+}
