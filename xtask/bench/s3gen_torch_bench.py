@@ -13,32 +13,20 @@ import resource
 import sys
 import time
 
-import importlib.util
-import types
 
 import torch
 from safetensors.torch import load_file, save_file
 
-# Import the S3Gen subpackage without `chatterbox/__init__`, which loads the whole TTS stack
-# (token model, watermarker) that S3Gen does not use.
-_spec = importlib.util.find_spec("chatterbox")
-_pkg = types.ModuleType("chatterbox")
-_pkg.__path__ = list(_spec.submodule_search_locations)
-sys.modules["chatterbox"] = _pkg
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upstream import bare_chatterbox_package, device_from  # noqa: E402
+
+bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
 
 
 def main() -> None:
     spec = json.load(open(sys.argv[1]))
-    torch.set_num_threads(spec["threads"])
-    device = torch.device(spec.get("device", "cpu"))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = bool(spec.get("tf32"))
-        torch.backends.cudnn.allow_tf32 = bool(spec.get("tf32"))
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    device, sync = device_from(spec)
     out = spec["dir"]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)

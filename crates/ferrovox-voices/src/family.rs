@@ -30,6 +30,8 @@ pub const CHATTERBOX_FILES: &[&str] = &[
     "conds.pt",
 ];
 const CHATTERBOX_OPTIONAL: &[&str] = &["ve.safetensors"];
+/// The built-in voice may also be saved as safetensors (`Conditionals::save`).
+const CHATTERBOX_VOICE_ALTERNATIVE: &str = "conds.safetensors";
 
 /// Hub repositories of a known family, and the short ids that name them.
 pub const KNOWN_REPOS: &[(&str, &str, Family)] =
@@ -155,7 +157,10 @@ fn files_of(family: Family, dir: &Path) -> Option<VoiceFiles> {
         }
         Family::Chatterbox => CHATTERBOX_FILES
             .iter()
-            .all(|f| dir.join(f).is_file())
+            .all(|&f| {
+                dir.join(f).is_file()
+                    || (f == "conds.pt" && dir.join(CHATTERBOX_VOICE_ALTERNATIVE).is_file())
+            })
             .then(|| VoiceFiles::Chatterbox {
                 dir: dir.to_path_buf(),
             }),

@@ -64,30 +64,54 @@ pub struct ChatterboxTts {
 
 impl ChatterboxTts {
     /// Loads a directory laid out as the hub repository ([`MODEL_FILES`]); each missing or bad
-    /// file is named.
+    /// file is named. The voice may be `conds.pt` (upstream's) or `conds.safetensors`
+    /// ([`Conditionals::save`]'s). A `ferrovox-voice.json` beside them may give other sizes
+    /// than the released model's, as `{"family": "chatterbox", "t3": {...}, "s3gen": {...}}`
+    /// (upstream's own configs, field for field).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
-        for name in &MODEL_FILES[1..] {
-            if !dir.join(name).is_file() {
-                return Err(Error::Checkpoint {
-                    path: dir.join(name).display().to_string(),
-                    reason: "file not found (a Chatterbox directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt)".into(),
-                });
+        let file = |name: &str| dir.join(name);
+        let missing = |name: &str| {
+            Error::Checkpoint {
+            path: file(name).display().to_string(),
+            reason: "file not found (a Chatterbox directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt)".into(),
+        }
+        };
+        for name in ["t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json"] {
+            if !file(name).is_file() {
+                return Err(missing(name));
             }
         }
-        let t3 = T3::load(
-            &dir.join("t3_cfg.safetensors"),
-            &T3Config::default(),
-            DType::F32,
-            device,
-        )?;
-        let s3gen = S3Gen::load(
-            &dir.join("s3gen.safetensors"),
-            &S3GenConfig::default(),
-            device,
-        )?;
-        let tokenizer = EnTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let builtin = Conditionals::load_pt(&dir.join("conds.pt"), device)?;
+        let (t3_cfg, s3gen_cfg) = Self::sizes(dir)?;
+        let t3 = T3::load(&file("t3_cfg.safetensors"), &t3_cfg, DType::F32, device)?;
+        let s3gen = S3Gen::load(&file("s3gen.safetensors"), &s3gen_cfg, device)?;
+        let tokenizer = EnTokenizer::from_file(&file("tokenizer.json"))?;
+        let builtin = if file("conds.pt").is_file() {
+            Conditionals::load_pt(&file("conds.pt"), device)?
+        } else if file("conds.safetensors").is_file() {
+            Conditionals::load(&file("conds.safetensors"), device)?
+        } else {
+            return Err(missing("conds.pt"));
+        };
         Self::new(t3, s3gen, tokenizer, builtin, device)
+    }
+
+    /// The sizes a directory declares in its `ferrovox-voice.json`, else the released ones.
+    fn sizes(dir: &Path) -> Result<(T3Config, S3GenConfig)> {
+        let marker = dir.join("ferrovox-voice.json");
+        if !marker.is_file() {
+            return Ok((T3Config::default(), S3GenConfig::default()));
+        }
+        let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
+        let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
+        #[derive(serde::Deserialize)]
+        struct Declared {
+            #[serde(default)]
+            t3: T3Config,
+            #[serde(default)]
+            s3gen: S3GenConfig,
+        }
+        let d: Declared = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        Ok((d.t3, d.s3gen))
     }
 
     /// From parts built elsewhere (the parity tests' small models).

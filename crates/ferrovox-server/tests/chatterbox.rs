@@ -1,0 +1,179 @@
+//! Chatterbox over HTTP: the small random-weight model of the parity fixtures, laid out as a
+//! model directory and loaded as a released one is (its sizes from `ferrovox-voice.json`),
+//! streamed through `/v1/audio/speech` with its own controls, and through the official
+//! `openai` Python client.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use common::*;
+use serde_json::json;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/chatterbox/tests/fixtures")
+}
+
+/// The tensors of fixture `name` whose key starts with one of `prefixes`.
+fn tensors(name: &str, prefixes: &[&str]) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join(format!("{name}.safetensors")), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+        .collect()
+}
+
+/// A Chatterbox directory of the fixtures' small model, laid out as the hub repository.
+fn small_chatterbox_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrovox-cb-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t3_modules = [
+        "tfmr.",
+        "cond_enc.",
+        "text_emb.",
+        "speech_emb.",
+        "text_pos_emb.",
+        "speech_pos_emb.",
+        "speech_head.",
+        "text_head.",
+    ];
+    candle_core::safetensors::save(&tensors("t3", &t3_modules), dir.join("t3_cfg.safetensors"))
+        .unwrap();
+    let mut s3gen = HashMap::new();
+    for part in ["encoder", "cfm", "hift"] {
+        s3gen.extend(tensors(part, &["flow.", "mel2wav."]));
+    }
+    candle_core::safetensors::save(&s3gen, dir.join("s3gen.safetensors")).unwrap();
+    let voice: HashMap<String, Tensor> = tensors("tts_e2e", &["voice."])
+        .into_iter()
+        .map(|(k, v)| (k["voice.".len()..].to_string(), v))
+        .collect();
+    candle_core::safetensors::save(&voice, dir.join("conds.safetensors")).unwrap();
+    for (from, to) in [
+        ("t3_tokenizer_vocab.json", "tokenizer.json"),
+        ("small_model.json", "ferrovox-voice.json"),
+    ] {
+        std::fs::copy(fixtures().join(from), dir.join(to)).unwrap();
+    }
+    dir
+}
+
+fn serve(dir: &Path) -> TestServer {
+    let id = dir.to_str().unwrap().to_string();
+    let model = ferrovox_engine::open_voice(&id, &Device::Cpu).unwrap();
+    assert_eq!(model.family(), ferrovox_voices::Family::Chatterbox);
+    let config = ferrovox_server::ServerConfig {
+        voices: vec![id],
+        ..Default::default()
+    };
+    TestServer::start(vec![model], config, None, true)
+}
+
+fn speech(dir: &Path, extra: serde_json::Value) -> String {
+    let mut body = json!({
+        "model": "chatterbox", "voice": dir.to_str().unwrap(), "input": "Hello there, a small test.",
+        "response_format": "pcm", "max_new_tokens": 60,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body.to_string()
+}
+
+/// Streamed 24 kHz PCM with the request's controls and seed (the same seed, the same audio);
+/// another family's control, an unknown field or an out-of-range control is a 422 naming it.
+#[test]
+fn chatterbox_streams_with_its_own_controls() {
+    let dir = small_chatterbox_dir("http");
+    let server = serve(&dir);
+    let voices: serde_json::Value = server.get("/v1/voices").unwrap().into_json().unwrap();
+    assert_eq!(voices["data"][0]["model"], "chatterbox");
+    assert_eq!(voices["data"][0]["sample_rate"], 24_000);
+    let controls = json!({"exaggeration": 0.7, "cfg_weight": 0.3, "temperature": 0.9, "seed": 5});
+    let a = body_bytes(server.post(&speech(&dir, controls.clone())).unwrap());
+    assert!(a.len() > 2 * 24_000 / 5, "{} bytes", a.len());
+    let b = body_bytes(server.post(&speech(&dir, controls)).unwrap());
+    assert_eq!(a, b, "a seed gives the same audio");
+    let other = body_bytes(server.post(&speech(&dir, json!({"seed": 6}))).unwrap());
+    assert_ne!(a, other);
+    for (extra, field) in [
+        (json!({"noise_scale": 0.5}), "noise_scale"),
+        (json!({"temperature": 50}), "temperature"),
+        (json!({"max_new_tokens": 0}), "max_new_tokens"),
+        (json!({"bogus": 1}), "bogus"),
+        (json!({"speed": 1.5}), "speed"),
+    ] {
+        let err = server.post(&speech(&dir, extra.clone())).unwrap_err();
+        let ureq::Error::Status(status, response) = err else {
+            panic!("{extra}: {err}")
+        };
+        let body: serde_json::Value = response.into_json().unwrap();
+        assert_eq!(status, 422, "{extra}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{extra}: {body}"
+        );
+    }
+    // Only punctuation: the client's error, named, not a 500.
+    let err = server
+        .post(&speech(&dir, json!({"input": "?!"})))
+        .unwrap_err();
+    let ureq::Error::Status(status, _) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status, 400);
+    // A VITS model name for a Chatterbox voice.
+    let err = server
+        .post(&speech(&dir, json!({"model": "piper"})))
+        .unwrap_err();
+    assert!(matches!(err, ureq::Error::Status(404, _)), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The official `openai` Python client streams Chatterbox audio (its `extra_body` carries the
+/// controls) and gets a 422 as its own error type. Needs `FERROVOX_OPENAI_PYTHON`, a Python
+/// with `openai` (`.ci/run` makes one); skipped without it unless `FERROVOX_REQUIRE_OPENAI=1`.
+#[test]
+fn the_openai_client_streams_chatterbox_audio() {
+    let Some(python) = std::env::var_os("FERROVOX_OPENAI_PYTHON") else {
+        assert_ne!(
+            std::env::var("FERROVOX_REQUIRE_OPENAI").as_deref(),
+            Ok("1"),
+            "FERROVOX_REQUIRE_OPENAI=1 but FERROVOX_OPENAI_PYTHON is not set"
+        );
+        eprintln!("SKIPPED: FERROVOX_OPENAI_PYTHON is not set");
+        return;
+    };
+    let dir = small_chatterbox_dir("openai");
+    let server = serve(&dir);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&server.url)
+        .arg(dir.to_str().unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("openai client: {report}");
+    assert_eq!(report["status"], 200);
+    assert!(
+        report["bytes"].as_u64().unwrap() > 2 * 24_000 / 5,
+        "{report}"
+    );
+    assert!(report["chunks"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["bad"][0], "UnprocessableEntityError", "{report}");
+    assert!(
+        report["bad"][2].as_str().unwrap().contains("temperature"),
+        "{report}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
