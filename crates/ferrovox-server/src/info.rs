@@ -155,9 +155,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .iter()
         .filter_map(|v| Some((v.model().id().to_string(), v.batcher_stats()?)))
         .collect();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(&batchers),
-    )
-        .into_response()
+    let mut body = state.metrics().render(&batchers);
+    // Each model's own counters (Chatterbox: generations that ran out of tokens).
+    let mut declared = std::collections::BTreeSet::new();
+    for v in state.served_voices() {
+        for (name, value) in v.model().counters() {
+            if declared.insert(name) {
+                body.push_str(&format!("# TYPE ferrovox_{name} counter\n"));
+            }
+            body.push_str(&format!(
+                "ferrovox_{name}{{voice=\"{}\"}} {value}\n",
+                v.model().id().replace(['\\', '"'], "_")
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

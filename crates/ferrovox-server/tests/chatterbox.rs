@@ -125,6 +125,14 @@ fn chatterbox_streams_with_its_own_controls() {
         panic!("{err}")
     };
     assert_eq!(status, 400);
+    // Random weights never sample the stop token: each generation above ran out of tokens,
+    // and says so.
+    let metrics = server.get("/metrics").unwrap().into_string().unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("ferrovox_chatterbox_unstopped_generations_total"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(!line.ends_with(" 0"), "{line}");
     // A VITS model name for a Chatterbox voice.
     let err = server
         .post(&speech(&dir, json!({"model": "piper"})))

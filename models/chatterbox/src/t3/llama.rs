@@ -202,12 +202,14 @@ impl Attention {
             (expand(k)?, expand(v)?)
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+        // The cache's views go to the GEMM as they are (a batch stride over the whole capacity,
+        // `k` transposed by its strides): no copy of the keys and values seen so far per step.
+        let mut scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
         if t > 1 {
             scores = scores.broadcast_add(&causal_mask(t, seen, scores.dtype(), x.device())?)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v.contiguous()?)?;
+        let y = probs.matmul(&v)?;
         self.o.forward(
             &y.transpose(1, 2)?
                 .reshape((b, t, self.heads * self.head_dim))?,
