@@ -18,6 +18,10 @@ use crate::{BatchKey, EngineError, Pieces, SynthesisOptions, TtsModel, Unit};
 /// hallucinate beyond about 300 characters.
 pub const MAX_PIECE_CHARS: usize = 300;
 
+/// Speech tokens a warm-up or health check generates at most: past the first streamed chunk,
+/// so S3Gen runs too.
+const WARM_UP_TOKENS: usize = 40;
+
 /// A loaded Chatterbox model speaking in its built-in voice.
 #[derive(Debug)]
 pub struct ChatterboxVoice {
@@ -237,6 +241,19 @@ impl TtsModel for ChatterboxVoice {
 
     fn pieces(&self) -> Pieces {
         Pieces::EveryUnit
+    }
+
+    /// A short generation in the built-in voice: every kernel T3 and S3Gen run is loaded,
+    /// without waiting for a stop token that random or unlucky weights may never sample.
+    fn warm_up_request(&self) -> (String, SynthesisOptions) {
+        let options = SynthesisOptions {
+            chatterbox: crate::ChatterboxOptions {
+                max_new_tokens: Some(WARM_UP_TOKENS),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        (crate::WARM_UP_TEXT.to_string(), options)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -64,7 +64,7 @@ impl Conv1d {
                 || ferrovox_kernels::direct_conv_available())
         {
             let mut op = PackedConv1d::new(&weight, bias.as_ref(), spec.padding, spec.dilation)?;
-            if !spec.winograd {
+            if !spec.fast {
                 op = op.without_winograd();
             }
             Some(match spec.input_leaky_relu {
@@ -104,7 +104,7 @@ impl Conv1d {
         } else {
             None
         };
-        let cuda = if !weight.device().is_cpu() && unit_stride && spec.groups == 1 {
+        let cuda = if !weight.device().is_cpu() && spec.fast && unit_stride && spec.groups == 1 {
             CudaConv1d::new(&weight, bias.as_ref(), spec.padding, spec.dilation)?.map(|op| {
                 Box::new(match spec.input_leaky_relu {
                     Some(slope) => op.with_input_leaky_relu(slope as f32),
@@ -239,9 +239,11 @@ pub struct ConvSpec {
     pub input_scale: f64,
     /// How a weight-normed weight is folded at load.
     pub fold: WeightNormFold,
-    /// Whether the CPU may run it on the Winograd kernel (the fastest, but its rounding
-    /// depends on where a call's window starts: see `PackedConv1d::without_winograd`).
-    pub winograd: bool,
+    /// Off, the conv keeps to paths whose rounding is closest to torch's f32 conv and does not
+    /// depend on where a call's window starts: the direct or per-tap kernel on the CPU (not
+    /// Winograd: see `PackedConv1d::without_winograd`), Candle's own f32 conv on other devices
+    /// (not the TF32-split tensor-core kernel). For layers whose output amplifies rounding.
+    pub fast: bool,
 }
 
 impl Default for ConvSpec {
@@ -255,7 +257,7 @@ impl Default for ConvSpec {
             input_leaky_relu: None,
             input_scale: 1.0,
             fold: WeightNormFold::Device,
-            winograd: true,
+            fast: true,
         }
     }
 }

@@ -3,6 +3,9 @@
 //! streamed through `/v1/audio/speech` with its own controls, and through the official
 //! `openai` Python client.
 
+// ureq's error type is what the shared client returns.
+#![allow(clippy::result_large_err)]
+
 mod common;
 
 use std::collections::HashMap;

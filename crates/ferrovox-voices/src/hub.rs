@@ -41,6 +41,17 @@ pub fn resolve_repo(
             cache: cache.path().display().to_string(),
         });
     }
+    fetch_repo(id, required, optional, cache)
+}
+
+/// Downloads `required` (and whichever of `optional` exist) through `hf-hub`.
+#[cfg(feature = "download")]
+fn fetch_repo(
+    id: &str,
+    required: &[&str],
+    optional: &[&str],
+    cache: &Cache,
+) -> Result<VoiceFiles, VoiceError> {
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
         .with_progress(true)
         .build()
@@ -58,6 +69,14 @@ pub fn resolve_repo(
     voice_in_dir(&dir.expect("every family needs files"))
 }
 
+#[cfg(not(feature = "download"))]
+fn fetch_repo(id: &str, _: &[&str], _: &[&str], cache: &Cache) -> Result<VoiceFiles, VoiceError> {
+    Err(VoiceError::NoDownloads {
+        id: id.to_string(),
+        cache: cache.path().display().to_string(),
+    })
+}
+
 fn cached_snapshot(repo: &hf_hub::CacheRepo, required: &[&str]) -> Option<PathBuf> {
     let paths: Vec<PathBuf> = required
         .iter()
@@ -66,6 +85,7 @@ fn cached_snapshot(repo: &hf_hub::CacheRepo, required: &[&str]) -> Option<PathBu
     paths.first()?.parent().map(PathBuf::from)
 }
 
+#[cfg(feature = "download")]
 fn download_error(id: &str, e: hf_hub::api::sync::ApiError) -> VoiceError {
     VoiceError::Download {
         url: format!("https://huggingface.co/{id}"),

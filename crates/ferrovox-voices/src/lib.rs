@@ -7,6 +7,7 @@
 
 mod cache;
 mod catalog;
+#[cfg(feature = "download")]
 mod download;
 mod family;
 mod hub;
@@ -33,6 +34,9 @@ pub enum VoiceError {
     /// Offline mode with a voice that is not cached.
     #[error("voice `{id}` is not in the cache ({cache}) and offline mode is on (FERROVOX_OFFLINE / HF_HUB_OFFLINE)")]
     Offline { id: String, cache: String },
+    /// A voice that is not cached, in a build without downloads.
+    #[error("voice `{id}` is not in the cache ({cache}) and this build downloads nothing (ferrovox-voices' `download` feature is off)")]
+    NoDownloads { id: String, cache: String },
     /// A download failed.
     #[error("downloading {url}: {reason}")]
     Download { url: String, reason: String },
@@ -130,8 +134,21 @@ pub fn resolve(id: &str) -> Result<VoiceFiles, VoiceError> {
             cache: dir.display().to_string(),
         });
     }
-    download::fetch_into(entry, &dir)?;
+    fetch(entry, &dir)?;
     voice_in_dir(&dir)
+}
+
+#[cfg(feature = "download")]
+fn fetch(entry: &VoiceEntry, dir: &Path) -> Result<(), VoiceError> {
+    download::fetch_into(entry, dir)
+}
+
+#[cfg(not(feature = "download"))]
+fn fetch(entry: &VoiceEntry, dir: &Path) -> Result<(), VoiceError> {
+    Err(VoiceError::NoDownloads {
+        id: entry.id.to_string(),
+        cache: dir.display().to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -495,7 +495,7 @@ fn a_wrong_or_damaged_checkpoint_is_named() {
 #[test]
 fn conds_pt_loads_and_round_trips() {
     use ferrovox_chatterbox::Conditionals;
-    let dev = Device::Cpu;
+    let dev = common::device();
     let conds = Conditionals::load_pt(&common::fixtures().join("conds_small.pt"), &dev).unwrap();
     let want = Fixture::load("conds_small");
     let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();

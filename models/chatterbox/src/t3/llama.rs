@@ -2,7 +2,7 @@
 //! embeddings in (T3 builds its own), final-normed hidden states out, llama3-scaled RoPE, and a
 //! key/value cache preallocated for the longest generation rather than grown by concatenation.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 
 use super::config::LlamaConfig;
@@ -143,11 +143,11 @@ impl KvCache {
     }
 }
 
+/// Self-attention with `q_proj`, `k_proj` and `v_proj` fused into one projection at load (one
+/// GEMM a step instead of three) and the `1/√d` score scale folded into the query rows.
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Linear,
     o: Linear,
     heads: usize,
     kv_heads: usize,
@@ -157,20 +157,21 @@ struct Attention {
 impl Attention {
     fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
-        let linear = |i, o, name| candle_nn::linear_no_bias(i, o, vb.pp(name));
+        let (q_rows, kv_rows) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+        let q = (vb.pp("q_proj").get((q_rows, h), "weight")? / (d as f64).sqrt())?;
+        let k = vb.pp("k_proj").get((kv_rows, h), "weight")?;
+        let v = vb.pp("v_proj").get((kv_rows, h), "weight")?;
         Ok(Self {
-            q: linear(h, cfg.num_attention_heads * d, "q_proj")?,
-            k: linear(h, cfg.num_key_value_heads * d, "k_proj")?,
-            v: linear(h, cfg.num_key_value_heads * d, "v_proj")?,
-            o: linear(cfg.num_attention_heads * d, h, "o_proj")?,
+            qkv: Linear::new(Tensor::cat(&[q, k, v], 0)?, None),
+            o: candle_nn::linear_no_bias(q_rows, h, vb.pp("o_proj"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
         })
     }
 
-    /// `x` `[b, t, hidden]` at positions `cache.len..cache.len + t`, its keys and values written
-    /// into `cache` (the caller advances the length once every layer has run).
+    /// `x` `[b, t, hidden]` at positions `start..start + t`, its keys and values written into
+    /// `cache` (the caller advances the length once every layer has run).
     fn forward(
         &self,
         x: &Tensor,
@@ -179,41 +180,42 @@ impl Attention {
         start: usize,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split =
-            |y: Tensor, heads: usize| y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
-        let q = rope.apply(&split(self.q.forward(x)?, self.heads)?, start)?;
-        let k = rope.apply(&split(self.k.forward(x)?, self.kv_heads)?, start)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
+        let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        // `[b, heads + 2·kv_heads, t, d]`: at one position (a decode step) a view, no copy.
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, t, h + 2 * kv, d))?
+            .transpose(1, 2)?;
+        let q = rope.apply(&qkv.narrow(1, 0, h)?, start)?;
+        let k = rope.apply(&qkv.narrow(1, h, kv)?, start)?;
+        let v = qkv.narrow(1, h + kv, kv)?.contiguous()?;
         cache.k.slice_set(&k, 2, start)?;
         cache.v.slice_set(&v, 2, start)?;
         let seen = start + t;
         let k = cache.k.narrow(2, 0, seen)?;
         let v = cache.v.narrow(2, 0, seen)?;
-        let (k, v) = if self.kv_heads == self.heads {
+        let (k, v) = if kv == h {
             (k, v)
         } else {
-            let rep = self.heads / self.kv_heads;
+            let rep = h / kv;
             let expand = |x: Tensor| -> Result<Tensor> {
-                let (b, h, s, d) = x.dims4()?;
+                let (b, n, s, d) = x.dims4()?;
                 x.unsqueeze(2)?
-                    .broadcast_as((b, h, rep, s, d))?
-                    .reshape((b, h * rep, s, d))
+                    .broadcast_as((b, n, rep, s, d))?
+                    .reshape((b, n * rep, s, d))
             };
             (expand(k)?, expand(v)?)
         };
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         // The cache's views go to the GEMM as they are (a batch stride over the whole capacity,
         // `k` transposed by its strides): no copy of the keys and values seen so far per step.
-        let mut scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
+        let mut scores = q.matmul(&k.t()?)?;
         if t > 1 {
             scores = scores.broadcast_add(&causal_mask(t, seen, scores.dtype(), x.device())?)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
-        self.o.forward(
-            &y.transpose(1, 2)?
-                .reshape((b, t, self.heads * self.head_dim))?,
-        )
+        self.o.forward(&y.transpose(1, 2)?.reshape((b, t, h * d))?)
     }
 }
 
@@ -234,17 +236,33 @@ fn causal_mask(t: usize, seen: usize, dtype: DType, device: &Device) -> Result<T
     Tensor::from_vec(mask, (t, seen), device)?.to_dtype(dtype)
 }
 
+/// The SwiGLU feed-forward, `gate_proj` and `up_proj` fused into one projection at load.
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: Linear,
     down: Linear,
+    intermediate: usize,
+}
+
+impl Mlp {
+    fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let gate = vb.pp("gate_proj").get((i, h), "weight")?;
+        let up = vb.pp("up_proj").get((i, h), "weight")?;
+        Ok(Self {
+            gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None),
+            down: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+            intermediate: i,
+        })
+    }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(gate * self.up.forward(x)?)?)
+        let gate_up = self.gate_up.forward(x)?;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, self.intermediate)?)?;
+        let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
+        self.down.forward(&(gate * up)?)
     }
 }
 
@@ -258,15 +276,10 @@ struct DecoderLayer {
 
 impl DecoderLayer {
     fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let mlp = vb.pp("mlp");
+        let h = cfg.hidden_size;
         Ok(Self {
             attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            mlp: Mlp {
-                gate: candle_nn::linear_no_bias(h, i, mlp.pp("gate_proj"))?,
-                up: candle_nn::linear_no_bias(h, i, mlp.pp("up_proj"))?,
-                down: candle_nn::linear_no_bias(i, h, mlp.pp("down_proj"))?,
-            },
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
             input_norm: candle_nn::rms_norm(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             post_attention_norm: candle_nn::rms_norm(
                 h,

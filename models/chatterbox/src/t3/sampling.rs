@@ -75,15 +75,31 @@ pub trait SamplingNoise: Send {
 }
 
 /// Draws keyed by (seed, step): the same seed gives the same tokens whether a request runs
-/// alone or beside others.
+/// alone or beside others. They are made on the host a block of steps at a time, so the
+/// device receives one upload per block rather than one per token.
 #[derive(Debug, Clone)]
 pub struct SeededNoise {
     seed: u64,
+    /// The first step of the block held, and its draws `[BLOCK, vocab]`.
+    block: Option<(usize, Tensor)>,
 }
+
+/// Steps whose draws are uploaded together.
+const BLOCK: usize = 16;
 
 impl SeededNoise {
     pub fn new(seed: u64) -> Self {
-        Self { seed }
+        Self { seed, block: None }
+    }
+
+    /// The draws of `step` as `SeededSourceNoise` keys them.
+    fn draws(&self, step: usize, vocab: usize) -> Vec<f32> {
+        let mut rng = SeededSourceNoise::keyed(self.seed, T3_STREAM, step as u64);
+        // 1 − u lies in (0, 1]: −ln of it is finite.
+        rng.uniforms(vocab)
+            .into_iter()
+            .map(|u| -(1.0 - u).ln())
+            .collect()
     }
 }
 
@@ -92,14 +108,16 @@ const T3_STREAM: u64 = 0x7433;
 
 impl SamplingNoise for SeededNoise {
     fn exponentials(&mut self, step: usize, vocab: usize, device: &Device) -> Result<Tensor> {
-        let mut rng = SeededSourceNoise::keyed(self.seed, T3_STREAM, step as u64);
-        // 1 − u lies in (0, 1]: −ln of it is finite.
-        let q: Vec<f32> = rng
-            .uniforms(vocab)
-            .into_iter()
-            .map(|u| -(1.0 - u).ln())
-            .collect();
-        Tensor::from_vec(q, (1, vocab), device)
+        let first = step - step % BLOCK;
+        let held = matches!(&self.block, Some((f, t)) if *f == first && t.dim(1)? == vocab && t.device().same_device(device));
+        if !held {
+            let q: Vec<f32> = (first..first + BLOCK)
+                .flat_map(|s| self.draws(s, vocab))
+                .collect();
+            self.block = Some((first, Tensor::from_vec(q, (BLOCK, vocab), device)?));
+        }
+        let (_, block) = self.block.as_ref().expect("just filled");
+        block.narrow(0, step - first, 1)
     }
 }
 
@@ -136,6 +154,10 @@ pub struct Sampler {
     /// `[1, vocab]` u8: 1 for every id generated so far (the start token included).
     seen: Tensor,
     vocab: usize,
+    /// `[1, vocab]` ids, to mark a token in `seen`.
+    ids: Tensor,
+    /// `[1, vocab]` of −∞, what filtered logits become.
+    neg_inf: Tensor,
 }
 
 impl Sampler {
@@ -151,6 +173,8 @@ impl Sampler {
             options,
             seen,
             vocab,
+            ids: Tensor::arange(0u32, vocab as u32, device)?.unsqueeze(0)?,
+            neg_inf: Tensor::full(f32::NEG_INFINITY, (1, vocab), device)?,
         };
         s.record(&Tensor::new(&[start_token], device)?)?;
         Ok(s)
@@ -162,8 +186,7 @@ impl Sampler {
 
     /// Adds `token` (`[1]` u32) to the history.
     pub fn record(&mut self, token: &Tensor) -> Result<()> {
-        let ids = Tensor::arange(0u32, self.vocab as u32, token.device())?.unsqueeze(0)?;
-        let hit = ids.broadcast_eq(&token.reshape((1, 1))?)?;
+        let hit = self.ids.broadcast_eq(&token.reshape((1, 1))?)?;
         self.seen = self.seen.maximum(&hit)?;
         Ok(())
     }
@@ -201,15 +224,15 @@ impl Sampler {
         } else {
             penalized.clone()
         };
-        let neg_inf = Tensor::full(f32::NEG_INFINITY, logits.shape(), logits.device())?;
+        let neg_inf = &self.neg_inf;
         if o.min_p > 0.0 {
             let probs = candle_nn::ops::softmax_last_dim(&logits)?;
             let floor = (probs.max_keepdim(D::Minus1)? * o.min_p as f64)?;
-            logits = probs.broadcast_lt(&floor)?.where_cond(&neg_inf, &logits)?;
+            logits = probs.broadcast_lt(&floor)?.where_cond(neg_inf, &logits)?;
         }
         // At 1.0 top-p only drops tokens already at probability 0: skipped.
         if o.top_p < 1.0 {
-            logits = top_p_filter(&logits, o.top_p, &neg_inf)?;
+            logits = top_p_filter(&logits, o.top_p, neg_inf)?;
         }
         candle_nn::ops::softmax_last_dim(&logits)
     }

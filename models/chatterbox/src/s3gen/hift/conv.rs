@@ -63,12 +63,13 @@ pub fn after_leaky_relu(slope: f64, base: ConvSpec) -> ConvSpec {
     }
 }
 
-/// A conv whose rounding does not depend on where a call's window starts (no Winograd): the
-/// F0 predictor's, whose classifier multiplies rounding by the L1 norm of its weights, so that
-/// a vocoder fed in pieces reproduces the one-call F0.
+/// A conv on the paths whose rounding is closest to torch's and does not depend on where a
+/// call's window starts (`ConvSpec::fast` off): the F0 predictor's, whose classifier multiplies
+/// rounding by the L1 norm of its weights, so that F0 matches upstream's on every device and a
+/// vocoder fed in pieces reproduces the one-call F0.
 pub fn exact(base: ConvSpec) -> ConvSpec {
     ConvSpec {
-        winograd: false,
+        fast: false,
         ..base
     }
 }
