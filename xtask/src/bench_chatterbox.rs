@@ -182,7 +182,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         runtime.tuning.tf32,
         ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
         torch["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
-        match gpu_peak {
+        match gpu_peak.filter(|_| on_gpu) {
             Some(p) => format!(
                 "; GPU: ferrovox {p:.0} MiB above its CUDA context, PyTorch max allocated {:.0} MiB / reserved {:.0} MiB",
                 torch["gpu_max_allocated_mib"].as_f64().unwrap_or(f64::NAN),

@@ -7,6 +7,15 @@ use candle_nn::{Linear, RmsNorm, VarBuilder};
 
 use super::config::LlamaConfig;
 
+/// `linear` over the last axis of `x` `[b, t, in]` as one 2-D GEMM `[b·t, in] × [in, out]`:
+/// Candle's `Linear` runs a 3-D input as a batch of `b` products against a broadcast weight,
+/// which reads the weight `b` times (twice a step with CFG's two rows).
+pub(crate) fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    let (b, t, n) = x.dims3()?;
+    let y = layer.forward(&x.reshape((b * t, n))?)?;
+    y.reshape((b, t, ()))
+}
+
 /// `cos` and `sin` tables `[positions, head_dim / 2]` of the rotary embedding.
 #[derive(Debug, Clone)]
 pub struct Rope {
@@ -182,9 +191,7 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
         // `[b, heads + 2·kv_heads, t, d]`: at one position (a decode step) a view, no copy.
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = linear(&self.qkv, x)?
             .reshape((b, t, h + 2 * kv, d))?
             .transpose(1, 2)?;
         let q = rope.apply(&qkv.narrow(1, 0, h)?, start)?;
@@ -215,7 +222,7 @@ impl Attention {
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
-        self.o.forward(&y.transpose(1, 2)?.reshape((b, t, h * d))?)
+        linear(&self.o, &y.transpose(1, 2)?.reshape((b, t, h * d))?)
     }
 }
 
@@ -259,10 +266,10 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate_up = self.gate_up.forward(x)?;
+        let gate_up = linear(&self.gate_up, x)?;
         let gate = candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, self.intermediate)?)?;
         let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-        self.down.forward(&(gate * up)?)
+        linear(&self.down, &(gate * up)?)
     }
 }
 

@@ -271,7 +271,7 @@ impl T3 {
     /// holds; the new positions join the cache.
     pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.tfmr.forward(embeds, cache)?;
-        Ok(self.speech_head.forward(&hidden)?)
+        Ok(super::llama::linear(&self.speech_head, &hidden)?)
     }
 
     /// Final-normed hidden states, for parity checks of the backbone alone.
