@@ -10,8 +10,7 @@ use ferrovox_chatterbox::{ChatterboxTts, Conditionals, GenerateOptions};
 use ferrovox_text::chunk_text;
 use ferrovox_voices::Family;
 
-use crate::model::check_range;
-use crate::vits_voice::check_language;
+use crate::model::{check_language, check_range};
 use crate::{BatchKey, EngineError, Pieces, SynthesisOptions, TtsModel, Unit};
 
 /// The longest piece of text one T3 generation is given: users of upstream see T3 ramble or
@@ -86,15 +85,11 @@ impl ChatterboxVoice {
         units
             .iter()
             .map(|unit| {
-                let mut cond = self.voice(options).t3.clone();
-                cond.emotion_adv = g.exaggeration;
-                let out = self.tts.t3().generate(
-                    &cond,
+                let out = self.tts.generate_tokens(
                     &unit.ids,
-                    &g.sampling,
+                    self.voice(options),
+                    &g,
                     &mut SeededNoise::new(unit.seed),
-                    16,
-                    &mut |_| Ok(Flow::Continue),
                 )?;
                 Ok(out.tokens)
             })

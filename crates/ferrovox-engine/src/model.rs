@@ -144,6 +144,36 @@ pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     }
 }
 
+/// Refuses a request for a language `model` does not speak (a voice that names none takes
+/// any).
+pub(crate) fn check_language(
+    model: &dyn TtsModel,
+    options: &SynthesisOptions,
+) -> Result<(), EngineError> {
+    let Some(asked) = options.language.as_deref() else {
+        return Ok(());
+    };
+    let spoken = model.languages();
+    let base = |tag: &str| {
+        tag.split(['-', '_'])
+            .next()
+            .unwrap_or(tag)
+            .to_ascii_lowercase()
+    };
+    if spoken.is_empty() || spoken.iter().any(|l| base(l) == base(asked)) {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidOption {
+            field: "language",
+            reason: format!(
+                "voice `{}` speaks {}, not `{asked}`",
+                model.id(),
+                spoken.join(", ")
+            ),
+        })
+    }
+}
+
 impl SynthesisOptions {
     /// Checks the fields every family shares.
     pub fn validate_common(&self) -> Result<(), EngineError> {

@@ -9,7 +9,7 @@ use ferrovox_vits::tokenizer::MmsTokenizer;
 use ferrovox_vits::{PerItemNoise, SynthesisParams, TokenBatch, VitsModel};
 use ferrovox_voices::Family;
 
-use crate::model::check_range;
+use crate::model::{check_language, check_range};
 use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
 
 /// Longest piece of text phonemized or tokenized at once; longer sentences are cut at clauses
@@ -152,36 +152,6 @@ impl<F: VitsFrontend> TtsModel for VitsVoice<F> {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-/// Refuses a request for a language `model` does not speak (a voice that names none takes
-/// any).
-pub(crate) fn check_language(
-    model: &dyn TtsModel,
-    options: &SynthesisOptions,
-) -> Result<(), EngineError> {
-    let Some(asked) = options.language.as_deref() else {
-        return Ok(());
-    };
-    let spoken = model.languages();
-    let base = |tag: &str| {
-        tag.split(['-', '_'])
-            .next()
-            .unwrap_or(tag)
-            .to_ascii_lowercase()
-    };
-    if spoken.is_empty() || spoken.iter().any(|l| base(l) == base(asked)) {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidOption {
-            field: "language",
-            reason: format!(
-                "voice `{}` speaks {}, not `{asked}`",
-                model.id(),
-                spoken.join(", ")
-            ),
-        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use crate::s3gen::{S3Gen, S3GenConfig};
-use crate::t3::{Flow, SamplingNoise, SamplingOptions, T3Config, T3};
+use crate::t3::{Flow, Generated, SamplingNoise, SamplingOptions, T3Config, T3};
 use crate::tokenizer::{punc_norm, EnTokenizer};
 use crate::{Conditionals, Error, Result};
 
@@ -237,6 +237,26 @@ impl ChatterboxTts {
         })
     }
 
+    /// T3's whole generation for `text_tokens` in `voice` (what `synthesize` decodes; the
+    /// raw tokens, stop token cut, for comparing a run with upstream's).
+    pub fn generate_tokens(
+        &self,
+        text_tokens: &[u32],
+        voice: &Conditionals,
+        options: &GenerateOptions,
+        noise: &mut dyn SamplingNoise,
+    ) -> Result<Generated> {
+        let cond = self.t3_cond(voice, options)?;
+        self.t3.generate(
+            &cond,
+            text_tokens,
+            &options.sampling,
+            noise,
+            16,
+            &mut |_| Ok(Flow::Continue),
+        )
+    }
+
     /// The whole audio of T3's `text_tokens` in `voice`, decoded in one S3Gen call.
     pub fn synthesize(
         &self,
@@ -246,15 +266,7 @@ impl ChatterboxTts {
         seed: u64,
         noise: &mut dyn SamplingNoise,
     ) -> Result<(Vec<f32>, Outcome)> {
-        let cond = self.t3_cond(voice, options)?;
-        let generated = self.t3.generate(
-            &cond,
-            text_tokens,
-            &options.sampling,
-            noise,
-            16,
-            &mut |_| Ok(Flow::Continue),
-        )?;
+        let generated = self.generate_tokens(text_tokens, voice, options, noise)?;
         let tokens = speech_tokens(&generated.tokens, self.speech_codes());
         if tokens.is_empty() {
             return Err(Error::Input(

@@ -66,6 +66,17 @@ impl T3Config {
         self.llama.hidden_size
     }
 
+    /// The longest conditioning prefix: the speaker token, the prompt (the Perceiver's queries,
+    /// or the prompt tokens themselves without it) and the exaggeration token.
+    pub fn cond_len_max(&self) -> usize {
+        let prompt = if self.use_perceiver_resampler {
+            self.perceiver.query_tokens
+        } else {
+            self.speech_cond_prompt_len
+        };
+        1 + prompt + usize::from(self.emotion_adv)
+    }
+
     /// Rows of the learned text position table (`max_text_tokens + 2`).
     pub fn text_positions(&self) -> usize {
         self.max_text_tokens + 2

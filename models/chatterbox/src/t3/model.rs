@@ -52,7 +52,7 @@ impl T3 {
     pub fn new(cfg: &T3Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let dim = cfg.n_channels();
-        let positions = cfg.text_positions() + cfg.speech_positions() + 64;
+        let positions = cfg.cond_len_max() + cfg.text_positions() + cfg.speech_positions();
         Ok(Self {
             cond_enc: T3CondEnc::new(cfg, vb.pp("cond_enc"))?,
             text_emb: candle_nn::embedding(cfg.text_tokens_dict_size, dim, vb.pp("text_emb"))?,
