@@ -13,7 +13,9 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::DType;
 use ferrovox_chatterbox::s3gen::{S3Gen, S3GenConfig, SpeakerReference};
-use ferrovox_chatterbox::t3::{Flow, SamplingOptions, SeededNoise, T3Cond, T3Config, T3};
+use ferrovox_chatterbox::t3::{
+    DecodePath, Flow, SamplingOptions, SeededNoise, T3Cond, T3Config, T3,
+};
 use ferrovox_chatterbox::tokenizer::EnTokenizer;
 use ferrovox_chatterbox::{ChatterboxTts, Conditionals, GenerateOptions};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
@@ -108,31 +110,16 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             ..SamplingOptions::default()
         },
     };
-    // Warm-up: kernel modules, cuBLAS handles, the caches' first allocation.
-    tts.t3().generate(
-        &voice.t3,
-        &text,
-        &options(8).sampling,
-        &mut SeededNoise::new(0),
-        8,
-        &mut |_| Ok(Flow::Continue),
-    )?;
-    let mut rates = Vec::new();
-    let mut counts = Vec::new();
-    for rep in 0..reps {
-        let start = Instant::now();
-        let out = tts.t3().generate(
-            &voice.t3,
-            &text,
-            &options(new_tokens).sampling,
-            &mut SeededNoise::new(100 + rep as u64),
-            8,
-            &mut |_| Ok(Flow::Continue),
-        )?;
-        let wall = start.elapsed().as_secs_f64();
-        counts.push(out.tokens.len());
-        rates.push(out.tokens.len() as f64 / wall);
-    }
+    // Tokens/s on each decode path: the default (fixed shapes, CUDA graphs on CUDA) and the
+    // dynamic one it replaces there.
+    let fixed = token_rates(tts.t3(), &voice.t3, &text, &options(new_tokens).sampling, reps)?;
+    let dynamic = if on_gpu {
+        let t3 = tts.t3().clone().with_decode_path(DecodePath::Dynamic);
+        Some(token_rates(&t3, &voice.t3, &text, &options(new_tokens).sampling, reps)?)
+    } else {
+        None
+    };
+    let (rates, counts) = (fixed.rates.clone(), fixed.counts.clone());
     let mut firsts = Vec::new();
     let mut wholes = Vec::new();
     for rep in 0..reps {
@@ -169,6 +156,14 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         1e3 / ours,
         ours / theirs
     );
+    if let Some(d) = &dynamic {
+        println!(
+            "| T3 tokens/s, dynamic shapes (no graphs) | {:.1} ({:.2} ms/token) | | fixed path {:.2}× dynamic |",
+            d.median(),
+            1e3 / d.median(),
+            ours / d.median()
+        );
+    }
     println!(
         "| first audio of a 3 s sentence (75 tokens) | {:.0} ms (streamed; whole {:.2} s) | {:.0} ms (whole sentence, then S3Gen) | {:.1}× sooner |",
         first * 1e3,
@@ -196,9 +191,56 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "ferrovox": {"tokens_per_s": ours, "tokens_per_s_all": rates, "tokens": counts,
             "first_audio_s": first, "first_audio_all": firsts, "stream_wall_s": wholes,
             "gpu_peak_mib": gpu_peak, "load_s": load_s,
+            "decode_graphs": tts.t3().decode_graphs().graphs(),
+            "decode_graph_fallbacks": tts.t3().decode_graphs().fallbacks(),
+            "dynamic_tokens_per_s": dynamic.as_ref().map(TokenRates::median),
+            "dynamic_tokens_per_s_all": dynamic.as_ref().map(|d| d.rates.clone()),
             "peak_rss_mib": ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64},
         "torch": torch,
         "ratio_tokens_per_s": ours / theirs,
         "ratio_first_audio": their_first / first,
     }))
+}
+
+/// Tokens per second of `reps` generations.
+struct TokenRates {
+    rates: Vec<f64>,
+    counts: Vec<usize>,
+}
+
+impl TokenRates {
+    fn median(&self) -> f64 {
+        median(self.rates.clone())
+    }
+}
+
+/// Times `reps` generations of `options.max_new_tokens` after one untimed generation of the
+/// same length (kernel modules, cuBLAS handles, the cache's allocation, every window's graph).
+fn token_rates(
+    t3: &T3,
+    cond: &T3Cond,
+    text: &[u32],
+    options: &SamplingOptions,
+    reps: usize,
+) -> anyhow::Result<TokenRates> {
+    t3.generate(cond, text, options, &mut SeededNoise::new(0), 8, &mut |_| {
+        Ok(Flow::Continue)
+    })?;
+    let mut rates = Vec::new();
+    let mut counts = Vec::new();
+    for rep in 0..reps {
+        let start = Instant::now();
+        let out = t3.generate(
+            cond,
+            text,
+            options,
+            &mut SeededNoise::new(100 + rep as u64),
+            8,
+            &mut |_| Ok(Flow::Continue),
+        )?;
+        let wall = start.elapsed().as_secs_f64();
+        counts.push(out.tokens.len());
+        rates.push(out.tokens.len() as f64 / wall);
+    }
+    Ok(TokenRates { rates, counts })
 }

@@ -106,6 +106,25 @@ impl GraphCache {
         }
     }
 
+    /// An empty cache holding at most `limit` graphs, for a part with more shapes than the
+    /// default bound allows (`FERROVOX_CUDA_GRAPHS_MAX` still wins when set).
+    pub fn with_limit(name: &'static str, limit: usize) -> Self {
+        let mut cache = Self::new(name);
+        if std::env::var_os("FERROVOX_CUDA_GRAPHS_MAX").is_none() {
+            cache.limit = limit;
+        }
+        cache
+    }
+
+    /// Drops every graph and what was seen: for when buffers the graphs baked in (a cache
+    /// they write) are reallocated.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Turns capture and replay on or off (off: every call runs eagerly; graphs already
     /// captured are kept for when it is turned back on).
     pub fn set_enabled(&self, on: bool) {

@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, IndexOp, Shape, Tensor};
 use candle_nn::VarBuilder;
 use common::{ids, max_abs_diff, Fixture};
+use ferrovox_chatterbox::t3::llama::StepAt;
 use ferrovox_chatterbox::t3::{
-    LlamaConfig, PerceiverConfig, ReplayedNoise, Sampler, SamplingOptions, T3Cond, T3Config, T3,
+    DecodePath, LlamaConfig, PerceiverConfig, ReplayedNoise, Sampler, SamplingOptions, T3Cond,
+    T3Config, T3,
 };
 
 fn from<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> T {
@@ -206,23 +208,91 @@ fn generation_matches_upstream_token_for_token() {
         }
         eprintln!("{run}: {n} steps, guided logits max|diff| {worst_logits:.2e} (bound 1e-4), probs {worst_probs:.2e} (bound 1e-5)");
         assert!(worst_logits <= 1e-4 && worst_probs <= 1e-5, "{run}");
-        // The whole generation under the recorded draws.
-        let mut noise = draws(&fx, draw, n);
-        let got = t3
-            .generate(&c, &text, &opts, &mut noise, 1, &mut |_| {
-                Ok(ferrovox_chatterbox::t3::Flow::Continue)
-            })
-            .unwrap();
-        let ends_on_stop = want.last() == Some(&stop);
-        let want_tokens: Vec<u32> = want.iter().copied().filter(|&t| t != stop).collect();
-        assert_eq!(got.tokens, want_tokens, "{run}: tokens");
-        assert_eq!(got.stopped, ends_on_stop, "{run}: stop");
-        eprintln!(
-            "{run}: {} tokens identical, stopped {}",
-            got.tokens.len(),
-            got.stopped
+        // The whole generation under the recorded draws, on each decode path (windows of 8
+        // cross several boundaries; 256 holds the whole generation).
+        for path in [
+            DecodePath::Dynamic,
+            DecodePath::Fixed(8),
+            DecodePath::Fixed(256),
+        ] {
+            let t3 = t3.clone().with_decode_path(path);
+            let mut noise = draws(&fx, draw, n);
+            let got = t3
+                .generate(&c, &text, &opts, &mut noise, 1, &mut |_| {
+                    Ok(ferrovox_chatterbox::t3::Flow::Continue)
+                })
+                .unwrap();
+            let ends_on_stop = want.last() == Some(&stop);
+            let want_tokens: Vec<u32> = want.iter().copied().filter(|&t| t != stop).collect();
+            assert_eq!(got.tokens, want_tokens, "{run} {path:?}: tokens");
+            assert_eq!(got.stopped, ends_on_stop, "{run} {path:?}: stop");
+            eprintln!(
+                "{run} {path:?}: {} tokens identical, stopped {}",
+                got.tokens.len(),
+                got.stopped
+            );
+        }
+    }
+}
+
+/// The fixed-shape step (position read from the device, a masked window of the cache)
+/// against upstream's steps, windows of 4 so that steps cross boundaries; bound 1e-4 as the
+/// dynamic steps. A second generation reuses the kept cache and gives the same tokens.
+#[test]
+fn fixed_shape_steps_match_upstream_and_reuse_their_cache() {
+    let (t3, fx) = small();
+    let t3 = t3.with_decode_path(DecodePath::Fixed(4));
+    let cond_emb = t3.prepare_conditioning(&cond(&fx)).unwrap();
+    let embeds = t3
+        .prefill_embeds(&cond_emb, &text_tokens(&fx), true)
+        .unwrap();
+    let dev = common::device();
+    let mut cache = t3.cache(2, 128, DType::F32, &dev).unwrap();
+    let _ = t3.forward(&embeds, &mut cache).unwrap();
+    let steps = ids(&fx.get("in.step_tokens"));
+    let ramp = Tensor::arange(0u32, 128, &dev)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let neg_inf = Tensor::full(f32::NEG_INFINITY, (1, 128), &dev).unwrap();
+    let zeros = Tensor::zeros((1, 128), DType::F32, &dev).unwrap();
+    for (i, &tok) in steps.iter().enumerate() {
+        let position = cache.len();
+        let at = Tensor::new(&[position as u32], &dev).unwrap();
+        let step = StepAt {
+            position: &at,
+            window: (position + 1).div_ceil(4) * 4,
+            ramp: &ramp,
+            neg_inf: &neg_inf,
+            zeros: &zeros,
+        };
+        let token = Tensor::new(&[tok], &dev).unwrap();
+        let e = t3.speech_step_embed(&token, i + 1, 2).unwrap();
+        let hidden = t3.backbone_step_at(&e, &cache, &step).unwrap();
+        cache.advance(1).unwrap();
+        check(
+            &format!("fixed step {i} logits"),
+            &hidden.squeeze(1).unwrap(),
+            &fx.get(&format!("out.step{i}.logits")),
+            1e-4,
         );
     }
+    let opts = options(&fx, "gen");
+    let n = fx.config["sampling"]["n_steps"]["gen"].as_u64().unwrap() as usize;
+    let run = || {
+        t3.generate(
+            &cond(&fx),
+            &text_tokens(&fx),
+            &opts,
+            &mut draws(&fx, "draw", n),
+            3,
+            &mut |_| Ok(ferrovox_chatterbox::t3::Flow::Continue),
+        )
+        .unwrap()
+    };
+    assert_eq!(run(), run());
 }
 
 /// Greedy decoding (temperature 0): upstream cannot run it (its softmax of logits / 0 is NaN),

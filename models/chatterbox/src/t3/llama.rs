@@ -150,6 +150,23 @@ impl KvCache {
     pub fn reset(&mut self) {
         self.len = 0;
     }
+
+    /// Counts `n` more positions as filled (written by [`Llama::step_at`]).
+    pub fn advance(&mut self, n: usize) -> Result<()> {
+        if self.len + n > self.capacity {
+            candle_core::bail!("{} positions exceed the cache's {}", self.len + n, self.capacity);
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Rows of the batch it was built for.
+    pub fn rows(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.k.dim(0).ok())
+            .unwrap_or(0)
+    }
 }
 
 /// Self-attention with `q_proj`, `k_proj` and `v_proj` fused into one projection at load (one
@@ -205,14 +222,7 @@ impl Attention {
         let (k, v) = if kv == h {
             (k, v)
         } else {
-            let rep = h / kv;
-            let expand = |x: Tensor| -> Result<Tensor> {
-                let (b, n, s, d) = x.dims4()?;
-                x.unsqueeze(2)?
-                    .broadcast_as((b, n, rep, s, d))?
-                    .reshape((b, n * rep, s, d))
-            };
-            (expand(k)?, expand(v)?)
+            (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?)
         };
         // The cache's views go to the GEMM as they are (a batch stride over the whole capacity,
         // `k` transposed by its strides): no copy of the keys and values seen so far per step.
@@ -223,6 +233,82 @@ impl Attention {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
         linear(&self.o, &y.transpose(1, 2)?.reshape((b, t, h * d))?)
+    }
+
+    /// One position `x` `[b, 1, hidden]` at `at.position`, attending the cache's first
+    /// `at.window` positions under a mask: every shape is fixed for the window, and nothing
+    /// is read back to the host.
+    fn step_at(&self, x: &Tensor, rope: &Rope, cache: &LayerCache, at: &StepAt) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        if t != 1 {
+            candle_core::bail!("a fixed-shape step takes one position, not {t}");
+        }
+        let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let qkv = linear(&self.qkv, x)?
+            .reshape((b, 1, h + 2 * kv, d))?
+            .transpose(1, 2)?;
+        let cos = rope.cos.index_select(at.position, 0)?.to_dtype(x.dtype())?;
+        let sin = rope.sin.index_select(at.position, 0)?.to_dtype(x.dtype())?;
+        let turn = |x: &Tensor| candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin);
+        let q = turn(&qkv.narrow(1, 0, h)?)?;
+        let k = turn(&qkv.narrow(1, h, kv)?)?;
+        let v = qkv.narrow(1, h + kv, kv)?.contiguous()?;
+        let slot = at
+            .position
+            .reshape((1, 1, 1, 1))?
+            .broadcast_as((b, kv, 1, d))?
+            .contiguous()?;
+        cache.k.scatter_set(&slot, &k, 2)?;
+        cache.v.scatter_set(&slot, &v, 2)?;
+        let k = cache.k.narrow(2, 0, at.window)?;
+        let v = cache.v.narrow(2, 0, at.window)?;
+        let (k, v) = if kv == h {
+            (k, v)
+        } else {
+            (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?)
+        };
+        let scores = q.matmul(&k.t()?)?.broadcast_add(&at.mask()?.to_dtype(q.dtype())?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v)?;
+        linear(&self.o, &y.transpose(1, 2)?.reshape((b, 1, h * d))?)
+    }
+}
+
+/// Each of `x`'s `[b, kv_heads, s, d]` heads repeated `rep` times, for grouped-query attention.
+fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
+    let (b, n, s, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, n, rep, s, d))?
+        .reshape((b, n * rep, s, d))
+}
+
+/// Where a fixed-shape decode step writes and what it attends: the position read from the
+/// device, so one captured CUDA graph serves every step of a window.
+#[derive(Debug, Clone)]
+pub struct StepAt<'a> {
+    /// `[1]` u32: the cache position the step's key and value go to.
+    pub position: &'a Tensor,
+    /// Cache positions `0..window` are attended (those past `position` masked out).
+    pub window: usize,
+    /// `[1, ≥ window]` f32 `0, 1, 2, …`: compared with `position` for the mask.
+    pub ramp: &'a Tensor,
+    /// `[1, ≥ window]` of −∞ and of 0 in the attention's dtype.
+    pub neg_inf: &'a Tensor,
+    pub zeros: &'a Tensor,
+}
+
+impl StepAt<'_> {
+    /// `[1, window]` additive mask hiding the positions after `position`.
+    fn mask(&self) -> Result<Tensor> {
+        let at = self.position.to_dtype(DType::F32)?.reshape((1, 1))?;
+        let after = self
+            .ramp
+            .narrow(1, 0, self.window)?
+            .broadcast_gt(&at)?;
+        after.where_cond(
+            &self.neg_inf.narrow(1, 0, self.window)?,
+            &self.zeros.narrow(1, 0, self.window)?,
+        )
     }
 }
 
@@ -354,6 +440,31 @@ impl Llama {
             x = (x + h)?;
         }
         cache.len = start + t;
+        self.norm.forward(&x)
+    }
+
+    /// Final-normed hidden states `[b, 1, hidden]` of one position `embed` `[b, 1, hidden]`
+    /// written at `at.position` of `cache`, attending its first `at.window` positions: the
+    /// decode step with every shape fixed per window (what a CUDA graph captures). The
+    /// caller keeps the cache's length.
+    pub fn step_at(&self, embed: &Tensor, cache: &KvCache, at: &StepAt) -> Result<Tensor> {
+        if at.window > cache.capacity || at.window > self.rope.positions() {
+            candle_core::bail!(
+                "a window of {} positions exceeds the cache's {} (or RoPE's {})",
+                at.window,
+                cache.capacity,
+                self.rope.positions()
+            );
+        }
+        let mut x = embed.clone();
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter()) {
+            let h = layer
+                .attn
+                .step_at(&layer.input_norm.forward(&x)?, &self.rope, lc, at)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_attention_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
         self.norm.forward(&x)
     }
 

@@ -8,10 +8,12 @@
 //! | [`cond_enc`] | `t3/modules/cond_enc.py` |
 //! | [`perceiver`] | `t3/modules/perceiver.py` |
 //! | [`llama`] | transformers' `LlamaModel` |
+//! | [`decode`] | how the decode steps run (fixed shapes and CUDA graphs, or dynamic) |
 //! | [`sampling`] | transformers' logits processors as `T3.inference` applies them |
 
 pub mod cond_enc;
 pub mod config;
+pub mod decode;
 pub mod llama;
 pub mod model;
 pub mod perceiver;
@@ -19,6 +21,7 @@ pub mod sampling;
 
 pub use cond_enc::T3Cond;
 pub use config::{LlamaConfig, PerceiverConfig, RopeScaling, T3Config, SPEECH_CODES};
+pub use decode::DecodePath;
 pub use llama::KvCache;
 pub use model::{Flow, Generated, T3};
 pub use sampling::{ReplayedNoise, Sampler, SamplingNoise, SamplingOptions, SeededNoise};

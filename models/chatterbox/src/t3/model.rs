@@ -4,12 +4,14 @@
 //! of [`super::sampling`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::cond_enc::{T3Cond, T3CondEnc};
 use super::config::T3Config;
+use super::decode::{DecodePath, FixedDecoder, SlotGuard};
 use super::llama::{KvCache, Llama};
 use super::sampling::{Sampler, SamplingNoise, SamplingOptions};
 use crate::{Error, Result};
@@ -28,6 +30,8 @@ pub struct T3 {
     speech_pos_emb: Embedding,
     speech_head: Linear,
     tfmr: Llama,
+    decode: DecodePath,
+    fixed: Arc<FixedDecoder>,
 }
 
 /// What a generation produced.
@@ -78,7 +82,34 @@ impl T3 {
             )?,
             tfmr: Llama::new(&cfg.llama, positions, vb.pp("tfmr"))?,
             cfg: cfg.clone(),
+            decode: DecodePath::Auto,
+            fixed: FixedDecoder::new(),
         })
+    }
+
+    /// The same model decoding on `path` (the default, [`DecodePath::Auto`], is fixed shapes
+    /// through CUDA graphs on CUDA and dynamic elsewhere).
+    pub fn with_decode_path(mut self, path: DecodePath) -> Self {
+        self.decode = path;
+        self
+    }
+
+    /// The fixed path's graphs, for benches and logs.
+    pub fn decode_graphs(&self) -> &ferrovox_device::GraphCache {
+        self.fixed.graphs()
+    }
+
+    /// The longest context (conditioning, text and speech positions) T3 attends.
+    pub fn max_positions(&self) -> usize {
+        self.cfg.cond_len_max() + self.cfg.text_positions() + self.cfg.speech_positions()
+    }
+
+    pub(crate) fn backbone(&self) -> &Llama {
+        &self.tfmr
+    }
+
+    pub(crate) fn speech_head(&self) -> &Linear {
+        &self.speech_head
     }
 
     /// Loads a `t3_cfg.safetensors` onto `device` in `dtype`. A missing, misshapen or
@@ -200,6 +231,24 @@ impl T3 {
             .forward(&cond.speaker_emb, prompt.as_ref(), cond.emotion_adv)?)
     }
 
+    /// `speech_emb(token) + speech_pos_emb(position)` for `token` and `position` (`[1]` u32
+    /// on the device), as `[rows, 1, dim]`.
+    pub(crate) fn step_embed(
+        &self,
+        token: &Tensor,
+        position: &Tensor,
+        rows: usize,
+    ) -> candle_core::Result<Tensor> {
+        let emb = self.speech_emb.forward(&token.reshape((1, 1))?)?;
+        let pos = self.speech_pos_emb.forward(&position.reshape((1, 1))?)?;
+        let e = (emb + pos)?;
+        if rows == 1 {
+            Ok(e)
+        } else {
+            Tensor::cat(&vec![&e; rows], 0)
+        }
+    }
+
     /// `speech_emb(token) + speech_pos_emb(position)` for `token` `[1]`, as `[rows, 1, dim]`.
     pub fn speech_step_embed(
         &self,
@@ -274,6 +323,18 @@ impl T3 {
         Ok(super::llama::linear(&self.speech_head, &hidden)?)
     }
 
+    /// Speech-head logits `[b, 1, vocab]` of one fixed-shape step (see [`Llama::step_at`]),
+    /// for parity checks of the fixed path; the caller advances the cache.
+    pub fn backbone_step_at(
+        &self,
+        embed: &Tensor,
+        cache: &KvCache,
+        at: &super::llama::StepAt,
+    ) -> Result<Tensor> {
+        let hidden = self.tfmr.step_at(embed, cache, at)?;
+        Ok(super::llama::linear(&self.speech_head, &hidden)?)
+    }
+
     /// Final-normed hidden states, for parity checks of the backbone alone.
     pub fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         Ok(self.tfmr.forward(embeds, cache)?)
@@ -317,14 +378,28 @@ impl T3 {
         let rows = if cfg { 2 } else { 1 };
         let embeds = self.prefill_embeds(&cond_emb, text_tokens, cfg)?;
         let device = embeds.device().clone();
-        let mut cache = self.cache(rows, embeds.dim(1)? + max_new, embeds.dtype(), &device)?;
+        let positions = embeds.dim(1)? + max_new;
+        let mut steps = if let Some(window) = self.decode.window_on(&device) {
+            match self
+                .fixed
+                .acquire(self, rows, positions, window, embeds.dtype(), &device)?
+            {
+                Some(slot) => Steps::Fixed(slot),
+                None => {
+                    tracing::debug!("T3's decode cache is busy: this generation runs dynamic");
+                    Steps::Dynamic(self.cache(rows, positions, embeds.dtype(), &device)?)
+                }
+            }
+        } else {
+            Steps::Dynamic(self.cache(rows, positions, embeds.dtype(), &device)?)
+        };
         let mut sampler = Sampler::new(
             *options,
             self.cfg.speech_tokens_dict_size,
             self.cfg.start_speech_token,
             &device,
         )?;
-        let mut logits = self.forward(&embeds, &mut cache)?;
+        let mut logits = self.forward(&embeds, steps.cache()?)?;
         let stop = self.cfg.stop_speech_token;
         let report_every = report_every.max(1);
         let mut pending: Vec<Tensor> = Vec::with_capacity(report_every);
@@ -356,13 +431,33 @@ impl T3 {
                 }
             }
             if step + 1 < max_new {
-                let next = self.speech_step_embed(&token, step + 1, rows)?;
-                logits = self.forward(&next, &mut cache)?;
+                logits = match &mut steps {
+                    Steps::Fixed(slot) => slot.step(self, &token, step + 1)?,
+                    Steps::Dynamic(cache) => {
+                        let next = self.speech_step_embed(&token, step + 1, rows)?;
+                        self.forward(&next, cache)?
+                    }
+                };
             }
         }
         Ok(Generated {
             tokens,
             stopped: false,
         })
+    }
+}
+
+/// The cache a generation decodes into, by path.
+enum Steps<'a> {
+    Fixed(SlotGuard<'a>),
+    Dynamic(KvCache),
+}
+
+impl Steps<'_> {
+    fn cache(&mut self) -> Result<&mut KvCache> {
+        match self {
+            Self::Fixed(slot) => slot.cache(),
+            Self::Dynamic(cache) => Ok(cache),
+        }
     }
 }
