@@ -112,10 +112,22 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     };
     // Tokens/s on each decode path: the default (fixed shapes, CUDA graphs on CUDA) and the
     // dynamic one it replaces there.
-    let fixed = token_rates(tts.t3(), &voice.t3, &text, &options(new_tokens).sampling, reps)?;
+    let fixed = token_rates(
+        tts.t3(),
+        &voice.t3,
+        &text,
+        &options(new_tokens).sampling,
+        reps,
+    )?;
     let dynamic = if on_gpu {
         let t3 = tts.t3().clone().with_decode_path(DecodePath::Dynamic);
-        Some(token_rates(&t3, &voice.t3, &text, &options(new_tokens).sampling, reps)?)
+        Some(token_rates(
+            &t3,
+            &voice.t3,
+            &text,
+            &options(new_tokens).sampling,
+            reps,
+        )?)
     } else {
         None
     };
@@ -223,9 +235,14 @@ fn token_rates(
     options: &SamplingOptions,
     reps: usize,
 ) -> anyhow::Result<TokenRates> {
-    t3.generate(cond, text, options, &mut SeededNoise::new(0), 8, &mut |_| {
-        Ok(Flow::Continue)
-    })?;
+    t3.generate(
+        cond,
+        text,
+        options,
+        &mut SeededNoise::new(0),
+        8,
+        &mut |_| Ok(Flow::Continue),
+    )?;
     let mut rates = Vec::new();
     let mut counts = Vec::new();
     for rep in 0..reps {

@@ -305,12 +305,19 @@ fn greedy_decoding_matches_the_argmax_run_and_is_deterministic() {
         temperature: 0.0,
         ..options(&fx, "greedy")
     };
+    for path in [DecodePath::Dynamic, DecodePath::Fixed(4)] {
+        let t3 = t3.clone().with_decode_path(path);
+        greedy_run_matches(&t3, &fx, &want, &opts);
+    }
+}
+
+fn greedy_run_matches(t3: &T3, fx: &Fixture, want: &[u32], opts: &SamplingOptions) {
     let run = || {
         let mut noise = ferrovox_chatterbox::t3::SeededNoise::new(0);
         t3.generate(
-            &cond(&fx),
-            &text_tokens(&fx),
-            &opts,
+            &cond(fx),
+            &text_tokens(fx),
+            opts,
             &mut noise,
             4,
             &mut |_| Ok(ferrovox_chatterbox::t3::Flow::Continue),

@@ -12,6 +12,7 @@ use ferrovox_device::GraphCache;
 
 use super::llama::{linear, KvCache, StepAt};
 use super::model::T3;
+use super::sampling::{Draw, ProcessorTables, Sampler, SamplingNoise};
 use crate::Result;
 
 /// Positions a fixed-shape window grows by: a graph per 256 positions keeps the masked part
@@ -60,6 +61,8 @@ pub(crate) struct Slot {
     ramp: Tensor,
     neg_inf: Tensor,
     zeros: Tensor,
+    /// The sampler's constant tensors, which the graphs read.
+    tables: ProcessorTables,
 }
 
 impl FixedDecoder {
@@ -95,7 +98,6 @@ impl FixedDecoder {
             s.cache.rows() == rows
                 && s.window == window
                 && s.cache.capacity() >= positions
-                && s.ramp.dtype() == DType::F32
                 && s.neg_inf.dtype() == dtype
                 && s.zeros.device().same_device(device)
         });
@@ -111,9 +113,9 @@ impl FixedDecoder {
                 ramp: Tensor::arange(0u32, capacity as u32, device)?
                     .to_dtype(DType::F32)?
                     .unsqueeze(0)?,
-                neg_inf: Tensor::full(f32::NEG_INFINITY, (1, capacity), device)?
-                    .to_dtype(dtype)?,
+                neg_inf: Tensor::full(f32::NEG_INFINITY, (1, capacity), device)?.to_dtype(dtype)?,
                 zeros: Tensor::zeros((1, capacity), dtype, device)?,
+                tables: ProcessorTables::new(t3.config().speech_tokens_dict_size, device)?,
             });
         }
         if let Some(slot) = guard.as_mut() {
@@ -133,29 +135,71 @@ impl SlotGuard<'_> {
     pub fn cache(&mut self) -> Result<&mut KvCache> {
         match self.guard.as_mut() {
             Some(slot) => Ok(&mut slot.cache),
-            None => Err(crate::Error::Input("the decode cache was not allocated".into())),
+            None => Err(crate::Error::Input(
+                "the decode cache was not allocated".into(),
+            )),
         }
     }
 
-    /// Speech-head logits `[rows, 1, vocab]` of `token` (`[1]` u32) at speech position
-    /// `speech_position`, written at the cache's next position; the cache's length advances.
-    pub fn step(&mut self, t3: &T3, token: &Tensor, speech_position: usize) -> Result<Tensor> {
+    /// The tables a sampler of this generation must use (the graphs read them).
+    pub fn tables(&self) -> Result<&ProcessorTables> {
+        match self.guard.as_ref() {
+            Some(slot) => Ok(&slot.tables),
+            None => Err(crate::Error::Input(
+                "the decode cache was not allocated".into(),
+            )),
+        }
+    }
+
+    /// The token after `token` (`[1]` u32, at speech position `speech_position`): the step
+    /// written at the cache's next position, then `sampler`'s processors and draw number
+    /// `speech_position`, all in one graph. The cache's length advances and the sampler's
+    /// history takes the new token.
+    pub fn step_sampled(
+        &mut self,
+        t3: &T3,
+        token: &Tensor,
+        speech_position: usize,
+        sampler: &mut Sampler,
+        noise: &mut dyn SamplingNoise,
+    ) -> Result<Tensor> {
         let Some(slot) = self.guard.as_mut() else {
-            return Err(crate::Error::Input("the decode cache was not allocated".into()));
+            return Err(crate::Error::Input(
+                "the decode cache was not allocated".into(),
+            ));
         };
         let position = slot.cache.len();
         let window =
             ((position + 1).div_ceil(slot.window) * slot.window).min(slot.cache.capacity());
         let rows = slot.cache.rows();
+        let which = sampler.processors();
         let at = Tensor::new(&[position as u32, speech_position as u32], token.device())?;
+        // Greedy decoding reads no draws (its graphs are keyed apart): a small stand-in.
+        let q = if which.greedy {
+            sampler.controls().clone()
+        } else {
+            noise.exponentials(speech_position, slot.tables.vocab(), token.device())?
+        };
         let slot_ref: &Slot = slot;
+        let variant = ((window * 4 + rows) << 5) | which.bits();
         let (mut ys, _) = self.owner.graphs.run_many(
-            window * 4 + rows,
-            &[token, &at],
-            |inputs| fixed_step(t3, slot_ref, window, &inputs[0], &inputs[1]),
+            variant,
+            &[token, &at, sampler.seen(), &q, sampler.controls()],
+            |i| {
+                let logits = fixed_step(t3, slot_ref, window, &i[0], &i[1])?;
+                let draw = Draw {
+                    controls: &i[4],
+                    which,
+                    tables: &slot_ref.tables,
+                };
+                let (token, seen) = draw.token(&logits.squeeze(1)?, &i[2], &i[3])?;
+                Ok(vec![token, seen])
+            },
         )?;
         slot.cache.advance(1)?;
-        Ok(ys.remove(0))
+        let seen = ys.pop().expect("two outputs");
+        sampler.set_seen(seen);
+        Ok(ys.pop().expect("two outputs"))
     }
 }
 
@@ -167,7 +211,7 @@ fn fixed_step(
     window: usize,
     token: &Tensor,
     at: &Tensor,
-) -> candle_core::Result<Vec<Tensor>> {
+) -> candle_core::Result<Tensor> {
     let position = at.narrow(0, 0, 1)?;
     let speech_position = at.narrow(0, 1, 1)?;
     let embed = t3.step_embed(token, &speech_position, slot.cache.rows())?;
@@ -179,5 +223,5 @@ fn fixed_step(
         zeros: &slot.zeros,
     };
     let hidden = t3.backbone().step_at(&embed, &slot.cache, &step)?;
-    Ok(vec![linear(t3.speech_head(), &hidden)?])
+    linear(t3.speech_head(), &hidden)
 }

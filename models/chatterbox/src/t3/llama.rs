@@ -154,7 +154,11 @@ impl KvCache {
     /// Counts `n` more positions as filled (written by [`Llama::step_at`]).
     pub fn advance(&mut self, n: usize) -> Result<()> {
         if self.len + n > self.capacity {
-            candle_core::bail!("{} positions exceed the cache's {}", self.len + n, self.capacity);
+            candle_core::bail!(
+                "{} positions exceed the cache's {}",
+                self.len + n,
+                self.capacity
+            );
         }
         self.len += n;
         Ok(())
@@ -267,7 +271,9 @@ impl Attention {
         } else {
             (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?)
         };
-        let scores = q.matmul(&k.t()?)?.broadcast_add(&at.mask()?.to_dtype(q.dtype())?)?;
+        let scores = q
+            .matmul(&k.t()?)?
+            .broadcast_add(&at.mask()?.to_dtype(q.dtype())?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
         linear(&self.o, &y.transpose(1, 2)?.reshape((b, 1, h * d))?)
@@ -301,10 +307,7 @@ impl StepAt<'_> {
     /// `[1, window]` additive mask hiding the positions after `position`.
     fn mask(&self) -> Result<Tensor> {
         let at = self.position.to_dtype(DType::F32)?.reshape((1, 1))?;
-        let after = self
-            .ramp
-            .narrow(1, 0, self.window)?
-            .broadcast_gt(&at)?;
+        let after = self.ramp.narrow(1, 0, self.window)?.broadcast_gt(&at)?;
         after.where_cond(
             &self.neg_inf.narrow(1, 0, self.window)?,
             &self.zeros.narrow(1, 0, self.window)?,

@@ -13,7 +13,7 @@ use super::cond_enc::{T3Cond, T3CondEnc};
 use super::config::T3Config;
 use super::decode::{DecodePath, FixedDecoder, SlotGuard};
 use super::llama::{KvCache, Llama};
-use super::sampling::{Sampler, SamplingNoise, SamplingOptions};
+use super::sampling::{ProcessorTables, Sampler, SamplingNoise, SamplingOptions};
 use crate::{Error, Result};
 
 /// Tensors of a released `t3_cfg.safetensors` that inference does not read.
@@ -393,20 +393,18 @@ impl T3 {
         } else {
             Steps::Dynamic(self.cache(rows, positions, embeds.dtype(), &device)?)
         };
-        let mut sampler = Sampler::new(
-            *options,
-            self.cfg.speech_tokens_dict_size,
-            self.cfg.start_speech_token,
-            &device,
-        )?;
-        let mut logits = self.forward(&embeds, steps.cache()?)?;
+        let tables = match &steps {
+            Steps::Fixed(slot) => slot.tables()?.clone(),
+            Steps::Dynamic(_) => ProcessorTables::new(self.cfg.speech_tokens_dict_size, &device)?,
+        };
+        let mut sampler = Sampler::with_tables(*options, tables, self.cfg.start_speech_token)?;
+        let logits = self.forward(&embeds, steps.cache()?)?;
+        let mut token = sampler.sample(&logits.i((.., logits.dim(1)? - 1, ..))?, 0, noise)?;
         let stop = self.cfg.stop_speech_token;
         let report_every = report_every.max(1);
         let mut pending: Vec<Tensor> = Vec::with_capacity(report_every);
         let mut tokens: Vec<u32> = Vec::new();
         for step in 0..max_new {
-            let last = logits.i((.., logits.dim(1)? - 1, ..))?;
-            let token = sampler.sample(&sampler.guide(&last)?, step, noise)?;
             pending.push(token.clone());
             // The host sees tokens in groups: one transfer per `report_every` tokens.
             if pending.len() == report_every || step + 1 == max_new {
@@ -430,12 +428,17 @@ impl T3 {
                     });
                 }
             }
+            // The next token: the step's forward and its draw (at speech position and draw
+            // index `step + 1`), one graph replay on the fixed path.
             if step + 1 < max_new {
-                logits = match &mut steps {
-                    Steps::Fixed(slot) => slot.step(self, &token, step + 1)?,
+                token = match &mut steps {
+                    Steps::Fixed(slot) => {
+                        slot.step_sampled(self, &token, step + 1, &mut sampler, noise)?
+                    }
                     Steps::Dynamic(cache) => {
                         let next = self.speech_step_embed(&token, step + 1, rows)?;
-                        self.forward(&next, cache)?
+                        let logits = self.forward(&next, cache)?;
+                        sampler.sample(&logits.squeeze(1)?, step + 1, noise)?
                     }
                 };
             }

@@ -147,48 +147,97 @@ impl SamplingNoise for ReplayedNoise {
     }
 }
 
-/// The per-generation state of the processors: which tokens the repetition penalty covers.
+/// Which processors run for a set of controls: the choices that change the ops recorded, so
+/// a CUDA graph is captured per set while the values themselves stay inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Processors {
+    /// Two rows (conditional, unconditional) to guide.
+    pub cfg: bool,
+    /// The most likely token, no draw.
+    pub greedy: bool,
+    pub penalty: bool,
+    pub min_p: bool,
+    /// Top-p below 1 (at 1 it only drops tokens already at probability 0: skipped).
+    pub top_p: bool,
+}
+
+impl Processors {
+    pub fn of(o: &SamplingOptions) -> Self {
+        Self {
+            cfg: o.cfg_weight > 0.0,
+            greedy: o.temperature == 0.0,
+            penalty: o.repetition_penalty != 1.0,
+            min_p: o.min_p > 0.0,
+            top_p: o.top_p < 1.0,
+        }
+    }
+
+    /// A distinct number per set, for graph keys.
+    pub fn bits(self) -> usize {
+        [self.cfg, self.greedy, self.penalty, self.min_p, self.top_p]
+            .iter()
+            .enumerate()
+            .map(|(i, &on)| usize::from(on) << i)
+            .sum()
+    }
+}
+
+/// Constant tensors the processors read, made once per vocabulary and device: a captured
+/// graph keeps their addresses, so they must outlive it.
 #[derive(Debug, Clone)]
-pub struct Sampler {
-    options: SamplingOptions,
-    /// `[1, vocab]` u8: 1 for every id generated so far (the start token included).
-    seen: Tensor,
-    vocab: usize,
-    /// `[1, vocab]` ids, to mark a token in `seen`.
+pub struct ProcessorTables {
+    /// `[1, vocab]` ids, to mark a token in the history.
     ids: Tensor,
     /// `[1, vocab]` of −∞, what filtered logits become.
     neg_inf: Tensor,
+    /// `[1, vocab]` u8: 1 except at the last sorted place (top-p keeps the most likely).
+    below_last: Tensor,
 }
 
-impl Sampler {
-    /// A sampler whose history holds `start_token`, as upstream's `generated_ids` does.
-    pub fn new(
-        options: SamplingOptions,
-        vocab: usize,
-        start_token: u32,
-        device: &Device,
-    ) -> Result<Self> {
-        let seen = Tensor::zeros((1, vocab), DType::U8, device)?;
-        let mut s = Self {
-            options,
-            seen,
-            vocab,
-            ids: Tensor::arange(0u32, vocab as u32, device)?.unsqueeze(0)?,
+impl ProcessorTables {
+    pub fn new(vocab: usize, device: &Device) -> Result<Self> {
+        let ids = Tensor::arange(0u32, vocab as u32, device)?.unsqueeze(0)?;
+        Ok(Self {
+            below_last: ids.lt((vocab - 1) as f64)?,
+            ids,
             neg_inf: Tensor::full(f32::NEG_INFINITY, (1, vocab), device)?,
-        };
-        s.record(&Tensor::new(&[start_token], device)?)?;
-        Ok(s)
+        })
     }
 
-    pub fn options(&self) -> &SamplingOptions {
-        &self.options
+    pub fn vocab(&self) -> usize {
+        self.ids.dim(1).unwrap_or(0)
     }
+}
 
-    /// Adds `token` (`[1]` u32) to the history.
-    pub fn record(&mut self, token: &Tensor) -> Result<()> {
-        let hit = self.ids.broadcast_eq(&token.reshape((1, 1))?)?;
-        self.seen = self.seen.maximum(&hit)?;
-        Ok(())
+/// The controls' values as a `[5]` f32 tensor on `device` (cfg weight, repetition penalty,
+/// temperature, min-p, 1 − top-p), so one graph serves every value.
+pub fn control_values(o: &SamplingOptions, device: &Device) -> Result<Tensor> {
+    let drop_below = (1.0 - o.top_p as f64) as f32;
+    Tensor::new(
+        &[
+            o.cfg_weight,
+            o.repetition_penalty,
+            o.temperature,
+            o.min_p,
+            drop_below,
+        ],
+        device,
+    )
+}
+
+/// The processors over one step's logits, every value read from tensors: what a decode
+/// graph records, and what the eager [`Sampler`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw<'a> {
+    /// [`control_values`].
+    pub controls: &'a Tensor,
+    pub which: Processors,
+    pub tables: &'a ProcessorTables,
+}
+
+impl Draw<'_> {
+    fn control(&self, i: usize) -> Result<Tensor> {
+        self.controls.narrow(0, i, 1)?.reshape((1, 1))
     }
 
     /// The guided logits `[1, vocab]` of the last position's rows (`[2, vocab]` with CFG:
@@ -200,84 +249,184 @@ impl Sampler {
         }
         let cond = rows.narrow(0, 0, 1)?;
         let uncond = rows.narrow(0, 1, 1)?;
-        cond.clone() + ((cond - uncond)? * self.options.cfg_weight as f64)?
+        cond.clone() + (cond - uncond)?.broadcast_mul(&self.control(0)?)?
     }
 
-    /// Guided logits after the repetition penalty: greedy decoding's argmax is taken here.
-    pub fn penalized(&self, logits: &Tensor) -> Result<Tensor> {
-        let p = self.options.repetition_penalty as f64;
-        if p == 1.0 {
+    /// Guided logits after the repetition penalty over `seen` (`[1, vocab]` u8): greedy
+    /// decoding's argmax is taken here.
+    pub fn penalized(&self, logits: &Tensor, seen: &Tensor) -> Result<Tensor> {
+        if !self.which.penalty {
             return Ok(logits.clone());
         }
+        let p = self.control(1)?;
         let penalized = logits
             .lt(0f32)?
-            .where_cond(&(logits * p)?, &(logits / p)?)?;
-        self.seen.where_cond(&penalized, logits)
+            .where_cond(&logits.broadcast_mul(&p)?, &logits.broadcast_div(&p)?)?;
+        seen.where_cond(&penalized, logits)
     }
 
     /// The distribution the token is drawn from, `[1, vocab]`, after temperature, min-p and
     /// top-p (filtered tokens have probability 0).
     pub fn probabilities(&self, penalized: &Tensor) -> Result<Tensor> {
-        let o = &self.options;
-        let mut logits = if o.temperature != 1.0 && o.temperature > 0.0 {
-            (penalized / o.temperature as f64)?
-        } else {
-            penalized.clone()
-        };
-        let neg_inf = &self.neg_inf;
-        if o.min_p > 0.0 {
+        let mut logits = penalized.broadcast_div(&self.control(2)?)?;
+        let neg_inf = &self.tables.neg_inf;
+        if self.which.min_p {
             let probs = candle_nn::ops::softmax_last_dim(&logits)?;
-            let floor = (probs.max_keepdim(D::Minus1)? * o.min_p as f64)?;
+            let floor = probs
+                .max_keepdim(D::Minus1)?
+                .broadcast_mul(&self.control(3)?)?;
             logits = probs.broadcast_lt(&floor)?.where_cond(neg_inf, &logits)?;
         }
-        // At 1.0 top-p only drops tokens already at probability 0: skipped.
-        if o.top_p < 1.0 {
-            logits = top_p_filter(&logits, o.top_p, neg_inf)?;
+        if self.which.top_p {
+            logits = top_p_filter(&logits, &self.control(4)?, self.tables)?;
         }
         candle_nn::ops::softmax_last_dim(&logits)
     }
 
-    /// One token `[1]` (u32) from the guided logits, with its draw from `noise`, recorded in
-    /// the history. Greedy when the temperature is 0.
+    /// One token `[1]` (u32) from the rows' logits, with draws `q` `[1, vocab]` (unread when
+    /// greedy), and the history `seen` with it added.
+    pub fn token(&self, rows: &Tensor, seen: &Tensor, q: &Tensor) -> Result<(Tensor, Tensor)> {
+        let penalized = self.penalized(&self.guide(rows)?, seen)?;
+        let token = if self.which.greedy {
+            penalized.argmax(D::Minus1)?
+        } else {
+            (self.probabilities(&penalized)? / q)?.argmax(D::Minus1)?
+        };
+        let token = token.reshape(1)?.to_dtype(DType::U32)?;
+        let seen = self.record(seen, &token)?;
+        Ok((token, seen))
+    }
+
+    /// `seen` with `token` (`[1]` u32) added.
+    fn record(&self, seen: &Tensor, token: &Tensor) -> Result<Tensor> {
+        let hit = self.tables.ids.broadcast_eq(&token.reshape((1, 1))?)?;
+        seen.maximum(&hit)
+    }
+}
+
+/// The per-generation state of the processors: which tokens the repetition penalty covers.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    options: SamplingOptions,
+    which: Processors,
+    controls: Tensor,
+    tables: ProcessorTables,
+    /// `[1, vocab]` u8: 1 for every id generated so far (the start token included).
+    seen: Tensor,
+}
+
+impl Sampler {
+    /// A sampler whose history holds `start_token`, as upstream's `generated_ids` does.
+    pub fn new(
+        options: SamplingOptions,
+        vocab: usize,
+        start_token: u32,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_tables(options, ProcessorTables::new(vocab, device)?, start_token)
+    }
+
+    /// A sampler over tables made beforehand (a decode graph's).
+    pub fn with_tables(
+        options: SamplingOptions,
+        tables: ProcessorTables,
+        start_token: u32,
+    ) -> Result<Self> {
+        let device = tables.ids.device().clone();
+        let mut s = Self {
+            which: Processors::of(&options),
+            controls: control_values(&options, &device)?,
+            seen: Tensor::zeros((1, tables.vocab()), DType::U8, &device)?,
+            tables,
+            options,
+        };
+        s.record(&Tensor::new(&[start_token], &device)?)?;
+        Ok(s)
+    }
+
+    pub fn options(&self) -> &SamplingOptions {
+        &self.options
+    }
+
+    pub fn processors(&self) -> Processors {
+        self.which
+    }
+
+    /// [`control_values`] of this sampler's options.
+    pub fn controls(&self) -> &Tensor {
+        &self.controls
+    }
+
+    /// The history `[1, vocab]` u8.
+    pub fn seen(&self) -> &Tensor {
+        &self.seen
+    }
+
+    /// Replaces the history with one a decode graph computed.
+    pub fn set_seen(&mut self, seen: Tensor) {
+        self.seen = seen;
+    }
+
+    fn draw(&self) -> Draw<'_> {
+        Draw {
+            controls: &self.controls,
+            which: self.which,
+            tables: &self.tables,
+        }
+    }
+
+    /// Adds `token` (`[1]` u32) to the history.
+    pub fn record(&mut self, token: &Tensor) -> Result<()> {
+        self.seen = self.draw().record(&self.seen, token)?;
+        Ok(())
+    }
+
+    /// See [`Draw::guide`].
+    pub fn guide(&self, rows: &Tensor) -> Result<Tensor> {
+        self.draw().guide(rows)
+    }
+
+    /// See [`Draw::penalized`], over this sampler's history.
+    pub fn penalized(&self, logits: &Tensor) -> Result<Tensor> {
+        self.draw().penalized(logits, &self.seen)
+    }
+
+    /// See [`Draw::probabilities`].
+    pub fn probabilities(&self, penalized: &Tensor) -> Result<Tensor> {
+        self.draw().probabilities(penalized)
+    }
+
+    /// One token `[1]` (u32) from the last position's rows `[rows, vocab]`, with its draw
+    /// from `noise`, recorded in the history. Greedy when the temperature is 0.
     pub fn sample(
         &mut self,
-        guided: &Tensor,
+        rows: &Tensor,
         step: usize,
         noise: &mut dyn SamplingNoise,
     ) -> Result<Tensor> {
-        let penalized = self.penalized(guided)?;
-        let token = if self.options.temperature == 0.0 {
-            penalized.argmax(D::Minus1)?
+        let q = if self.which.greedy {
+            self.tables.neg_inf.clone()
         } else {
-            let probs = self.probabilities(&penalized)?;
-            let q = noise.exponentials(step, self.vocab, guided.device())?;
-            (probs / q)?.argmax(D::Minus1)?
+            noise.exponentials(step, self.tables.vocab(), rows.device())?
         };
-        let token = token.reshape(1)?.to_dtype(DType::U32)?;
-        self.record(&token)?;
+        let (token, seen) = self.draw().token(rows, &self.seen, &q)?;
+        self.seen = seen;
         Ok(token)
     }
 }
 
 /// transformers' `TopPLogitsWarper`: sort ascending, drop the tokens whose cumulative
-/// probability is at most `1 − top_p`, always keeping the most likely.
-fn top_p_filter(logits: &Tensor, top_p: f32, neg_inf: &Tensor) -> Result<Tensor> {
-    let vocab = logits.dim(D::Minus1)?;
+/// probability is at most `1 − top_p` (`drop_below`, `[1, 1]`), always keeping the most likely.
+fn top_p_filter(logits: &Tensor, drop_below: &Tensor, tables: &ProcessorTables) -> Result<Tensor> {
     let order = logits.arg_sort_last_dim(true)?;
     let sorted = logits.gather(&order, D::Minus1)?;
     let probs = candle_nn::ops::softmax_last_dim(&sorted)?;
     let cumulative = inclusive_scan(&probs)?;
-    let mut drop = cumulative.le((1.0 - top_p) as f64)?;
-    // The most likely token always stays.
-    let keep_last = Tensor::arange(0u32, vocab as u32, logits.device())?
-        .lt((vocab - 1) as f64)?
-        .unsqueeze(0)?;
-    drop = (drop * keep_last)?;
-    let drop_sorted = drop;
+    let drop_sorted = (cumulative.broadcast_le(drop_below)? * &tables.below_last)?;
     // The inverse permutation takes the mask back to vocabulary order.
     let inverse = order.arg_sort_last_dim(true)?;
     let drop = drop_sorted.gather(&inverse, D::Minus1)?;
-    drop.where_cond(neg_inf, logits)
+    drop.where_cond(&tables.neg_inf, logits)
 }
 
 /// Inclusive prefix sums along the last axis of `[1, n]` in `log2 n` shifted adds (Hillis and
@@ -332,8 +481,9 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let neg_inf = Tensor::full(f32::NEG_INFINITY, (1, 4), &Device::Cpu).unwrap();
-        let out = top_p_filter(&logits, 0.75, &neg_inf)
+        let tables = ProcessorTables::new(4, &Device::Cpu).unwrap();
+        let drop_below = Tensor::new(&[[0.25f32]], &Device::Cpu).unwrap();
+        let out = top_p_filter(&logits, &drop_below, &tables)
             .unwrap()
             .flatten_all()
             .unwrap()
