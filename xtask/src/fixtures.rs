@@ -73,8 +73,10 @@ pub fn ensure_chatterbox_venv() -> anyhow::Result<PathBuf> {
 }
 
 /// S3Gen's fixtures, then T3's (with the tokenizer and `conds.pt`), then the end-to-end one
-/// that reads both. `--full-size DIR` also writes a released-size T3 checkpoint into `DIR`
-/// (2.1 GB, kept outside the repository) and the key manifest the tests read.
+/// that reads both, then the voice encoder's, the S3 tokenizer's and CAMPPlus's (whose script
+/// also writes `ferrovox-audio`'s Kaldi fbank fixture). `--full-size DIR` also writes a
+/// released-size T3 checkpoint into `DIR` (2.1 GB, kept outside the repository) and the key
+/// manifest the tests read.
 fn chatterbox(args: &[String]) -> anyhow::Result<()> {
     let root = repo_root();
     let scripts = root.join("xtask/fixtures/chatterbox");
@@ -85,7 +87,14 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         .position(|a| a == "--full-size")
         .map(|i| args.get(i + 1).context("--full-size takes a directory"))
         .transpose()?;
-    for script in ["gen_s3gen.py", "gen_t3.py", "gen_tts_e2e.py"] {
+    for script in [
+        "gen_s3gen.py",
+        "gen_t3.py",
+        "gen_tts_e2e.py",
+        "gen_ve.py",
+        "gen_s3tokenizer.py",
+        "gen_campplus.py",
+    ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);
         cmd.arg(scripts.join(script)).arg(&out);

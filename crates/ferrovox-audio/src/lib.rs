@@ -1,16 +1,21 @@
-//! Audio for ferrovox: WAV, raw PCM and FLAC encoding, a streaming resampler, and the joiner
-//! that stitches separately synthesized pieces without clicks.
+//! Audio for ferrovox: WAV, raw PCM and FLAC encoding, a streaming resampler, the joiner
+//! that stitches separately synthesized pieces without clicks, and the reference-clip front end
+//! for voice cloning (decode any common format, mix, trim, measure, check, resample).
 
+mod fbank;
 mod flac;
 mod join;
 mod mel;
+mod reference;
 mod resample;
 mod stft;
 mod wav;
 
+pub use fbank::{kaldi_mel_banks, povey_window, Fbank, FbankConfig, KaldiFbank};
 pub use flac::{encode_flac, FlacError};
 pub use join::{Join, Joiner};
 pub use mel::{mel_filterbank, LogMel, MelConfig, MelSpectrogram};
+pub use reference::{ClipHash, ReferenceClip, ReferenceError, ReferenceLimits, UsedSpan};
 pub use resample::{resample, ResampleError, StreamResampler};
 pub use stft::{
     hann_window_scipy, hann_window_torch, istft, reflect_pad, stft, Spectrogram, Stft, StftError,

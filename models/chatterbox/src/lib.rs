@@ -6,19 +6,23 @@
 //! | [`t3`] | `chatterbox.models.t3` | `t3_cfg.safetensors` |
 //! | [`s3gen`] | `chatterbox.models.s3gen` | `s3gen.safetensors` (`flow.*`, `mel2wav.*`) |
 //! | [`tokenizer`] | `chatterbox.models.tokenizers`, `tts.punc_norm` | `tokenizer.json` |
+//! | [`voice_encoder`] | `chatterbox.models.voice_encoder` | `ve.safetensors` |
+//! | [`campplus`] | `chatterbox.models.s3gen.xvector` (CAMPPlus) | `s3gen.safetensors` (`speaker_encoder.*`) |
+//! | [`s3tokenizer`] | `chatterbox.models.s3tokenizer` (over s3tokenizer's `S3TokenizerV2`) | `s3gen.safetensors` (`tokenizer.*`) |
 //!
 //! [`ChatterboxTts`] mirrors `tts.py` (the model's files together, text to audio, whole or
-//! streamed) and [`Conditionals`] its voice (`conds.pt`). The voice encoder (`voice_encoder/`),
-//! the S3 tokenizer (`s3tokenizer/`) and CAMPPlus (`campplus/`, upstream's `xvector.py`) take
-//! their places beside them as they are ported.
+//! streamed) and [`Conditionals`] its voice (`conds.pt`).
 
+pub mod campplus;
 mod checkpoint;
 mod conditionals;
 mod error;
 pub mod s3gen;
+pub mod s3tokenizer;
 pub mod t3;
 pub mod tokenizer;
 mod tts;
+pub mod voice_encoder;
 
 pub use conditionals::Conditionals;
 pub use error::{Error, Result};
