@@ -64,7 +64,7 @@ chatterbox_bench() {
     local site=/tmp/ferrovox-pysite
     python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
     echo "== Chatterbox tests on CUDA (f32, TF32 off; the CPU bounds)"
-    for t in t3_parity tts_e2e tokenizer_parity; do
+    for t in t3_parity tts_e2e tokenizer_parity ve_parity s3tokenizer_parity campplus_parity; do
         FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/$t" --test-threads 1 --nocapture 2>&1 \
             | grep -E "max.diff|bound|identical|distance|test result|panicked|FAILED" | sed "s/^/[$t] /"
     done

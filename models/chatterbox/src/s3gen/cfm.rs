@@ -2,8 +2,11 @@
 //! estimator's vector field on a cosine time schedule, with classifier-free guidance from an
 //! unconditional half of the batch.
 
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use ferrovox_device::GraphCache;
 
 use crate::s3gen::estimator::ConditionalDecoder;
 use crate::s3gen::flow_config::{CfmConfig, EstimatorConfig};
@@ -14,7 +17,13 @@ pub struct CausalConditionalCfm {
     estimator: ConditionalDecoder,
     n_timesteps: usize,
     cfg_rate: f64,
+    /// The estimator's graphs on CUDA, per input shape: its ten calls per decode share one
+    /// shape, and a voice's stream chunks repeat their shapes from one request to the next.
+    graphs: Arc<GraphCache>,
 }
+
+/// Estimator shapes held as graphs: a voice's chunk schedule and a few one-shot lengths.
+const ESTIMATOR_GRAPHS: usize = 16;
 
 impl CausalConditionalCfm {
     /// `vb` at `flow.decoder`.
@@ -23,7 +32,16 @@ impl CausalConditionalCfm {
             estimator: ConditionalDecoder::new(estimator, vb.pp("estimator"))?,
             n_timesteps: cfg.n_timesteps,
             cfg_rate: cfg.inference_cfg_rate,
+            graphs: Arc::new(GraphCache::with_limit(
+                "chatterbox.cfm.estimator",
+                ESTIMATOR_GRAPHS,
+            )),
         })
+    }
+
+    /// The estimator's graphs, for benches and logs.
+    pub fn graphs(&self) -> &GraphCache {
+        &self.graphs
     }
 
     pub fn estimator(&self) -> &ConditionalDecoder {
@@ -93,9 +111,12 @@ impl CausalConditionalCfm {
             record(&format!("x_steps.{k}"), &x);
             let x_in = doubled(&x, false)?;
             let t_in = Tensor::full(t, 2 * b, x.device())?.to_dtype(x.dtype())?;
-            let v = self
-                .estimator
-                .forward(&x_in, &mask_in, &mu_in, &t_in, &spks_in, &cond_in)?;
+            let (v, _) =
+                self.graphs
+                    .run(&[&x_in, &mask_in, &mu_in, &t_in, &spks_in, &cond_in], |i| {
+                        self.estimator
+                            .forward(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5])
+                    })?;
             let (v_cond, v_uncond) = (v.narrow(0, 0, b)?, v.narrow(0, b, b)?);
             let guided = (v_cond.affine(1.0 + w, 0.0)? - v_uncond.affine(w, 0.0)?)?;
             x = (x + guided.affine((r - t) as f64, 0.0)?)?;
