@@ -74,9 +74,10 @@ pub fn ensure_chatterbox_venv() -> anyhow::Result<PathBuf> {
 
 /// S3Gen's fixtures, then T3's (with the tokenizer and `conds.pt`), then the end-to-end one
 /// that reads both, then the voice encoder's, the S3 tokenizer's and CAMPPlus's (whose script
-/// also writes `ferrovox-audio`'s Kaldi fbank fixture). `--full-size DIR` also writes a
-/// released-size T3 checkpoint into `DIR` (2.1 GB, kept outside the repository) and the key
-/// manifest the tests read.
+/// also writes `ferrovox-audio`'s Kaldi fbank fixture), then the released-size key manifests
+/// of `s3gen.safetensors` and `ve.safetensors`. `--full-size DIR` also writes released-size
+/// checkpoints into `DIR` (T3 2.1 GB, S3Gen and the voice encoder about 1 GB, kept outside the
+/// repository).
 fn chatterbox(args: &[String]) -> anyhow::Result<()> {
     let root = repo_root();
     let scripts = root.join("xtask/fixtures/chatterbox");
@@ -94,11 +95,12 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_ve.py",
         "gen_s3tokenizer.py",
         "gen_campplus.py",
+        "gen_full_keys.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);
         cmd.arg(scripts.join(script)).arg(&out);
-        if let (Some(dir), "gen_t3.py") = (full, script) {
+        if let (Some(dir), "gen_t3.py" | "gen_full_keys.py") = (full, script) {
             cmd.arg("--full-size").arg(dir);
         }
         run_cmd(&mut cmd)?;

@@ -1,5 +1,5 @@
 //! Parity of CAMPPlus (S3Gen's speaker encoder, upstream `s3gen/xvector.py`) against upstream
-//! torch, from `fixtures/campplus.safetensors` and `fixtures/campplus_full_keys.json` (written
+//! torch, from `fixtures/campplus.safetensors` and `fixtures/s3gen_full_keys.json` (written
 //! by `xtask/fixtures/chatterbox/gen_campplus.py`).
 //!
 //! Each stage runs on the fixture's own input to it, so a failure names the stage; then the
@@ -167,14 +167,9 @@ fn running_statistics_are_used() {
 /// a full-size model from `VarBuilder::zeros` embeds to `[1, 192]`.
 #[test]
 fn full_size_keys_and_shapes() {
-    let path = common::fixtures().join("campplus_full_keys.json");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let shapes: HashMap<String, Vec<usize>> = manifest["tensors"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::from_value(v.clone()).unwrap()))
+    let shapes: HashMap<String, Vec<usize>> = common::full_size_shapes("s3gen_full_keys.json")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("speaker_encoder."))
         .collect();
     assert_eq!(shapes.len(), 937);
     let mut expected = CampPlus::expected_keys();

@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, IndexOp, Shape, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{ids, max_abs_diff, Fixture};
 use ferrovox_chatterbox::t3::llama::StepAt;
 use ferrovox_chatterbox::t3::{
@@ -414,65 +411,13 @@ fn bad_input_is_an_error_not_a_panic() {
     .contains("max_new_tokens"));
 }
 
-/// A VarBuilder backend over the released checkpoint's key manifest: each tensor exists at the
-/// shape upstream's own `T3()` wrote, and every key read is recorded.
-struct Manifest {
-    shapes: HashMap<String, Vec<usize>>,
-    read: std::sync::Mutex<Vec<String>>,
-}
-
-impl candle_nn::var_builder::SimpleBackend for Manifest {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let Some(shape) = self.shapes.get(name) else {
-            candle_core::bail!("the released checkpoint has no `{name}`");
-        };
-        if shape.as_slice() != s.dims() {
-            candle_core::bail!(
-                "`{name}` is {shape:?} in the released checkpoint, read as {:?}",
-                s.dims()
-            );
-        }
-        self.read.lock().unwrap().push(name.to_string());
-        Tensor::zeros(s, dtype, dev)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let shape = self
-            .shapes
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("no `{name}`")))?;
-        Tensor::zeros(shape.as_slice(), dtype, dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.shapes.contains_key(name)
-    }
-}
-
 /// Every tensor of a full-size `t3_cfg.safetensors` written by upstream's `T3()` is read at its
 /// shape by the default config, except the two inference never uses, and nothing else is read.
 #[test]
 fn the_released_full_size_key_set_loads_unchanged() {
-    let path = common::fixtures().join("t3_full_keys.json");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let shapes: HashMap<String, Vec<usize>> = manifest["tensors"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), from::<Vec<usize>>(&v["shape"])))
-        .collect();
+    let shapes = common::full_size_shapes("t3_full_keys.json");
     assert_eq!(shapes.len(), 292);
-    let backend = Manifest {
-        shapes: shapes.clone(),
-        read: Default::default(),
-    };
-    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+    let (vb, _) = common::manifest_vb(&shapes);
     let cfg = T3Config::default();
     let expected = T3::expected_keys(&cfg);
     for key in &expected {

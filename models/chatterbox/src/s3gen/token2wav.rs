@@ -16,6 +16,10 @@ use crate::{Error, Result};
 /// Output sample rate.
 pub const SAMPLE_RATE: u32 = 24_000;
 
+/// What `S3Gen().state_dict()` holds: synthesis (`flow`, `mel2wav`) and, for cloning, the
+/// S3 tokenizer (`tokenizer`) and CAMPPlus (`speaker_encoder`).
+pub const CHECKPOINT_PARTS: [&str; 4] = ["flow.", "mel2wav.", "tokenizer.", "speaker_encoder."];
+
 /// Both halves' configs; the defaults are the released model (upstream hard-codes them).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
@@ -318,6 +322,24 @@ impl S3Gen {
         };
         if !path.is_file() {
             return Err(checkpoint("file not found".into()));
+        }
+        let names = crate::checkpoint::tensor_names(path).map_err(checkpoint)?;
+        let foreign: Vec<&String> = names
+            .iter()
+            .filter(|n| !CHECKPOINT_PARTS.iter().any(|p| n.starts_with(p)))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(checkpoint(format!(
+                "{} tensors outside an S3Gen checkpoint's {} (is this another model's file?), e.g. {}",
+                foreign.len(),
+                CHECKPOINT_PARTS.join(", "),
+                foreign
+                    .iter()
+                    .take(3)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         // SAFETY: the file is mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }

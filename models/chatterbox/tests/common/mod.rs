@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 
 /// The fixture directory: `FERROVOX_CHATTERBOX_FIXTURES`, else this crate's `tests/fixtures`.
@@ -162,4 +162,82 @@ pub fn log_mel_distance(a: &[f32], b: &[f32]) -> f64 {
         .map(|(x, y)| (x - y).abs() as f64)
         .sum();
     sum / a.values.len() as f64
+}
+
+/// Every tensor's shape in a released-size key manifest (`t3_full_keys.json`,
+/// `s3gen_full_keys.json`, `ve_full_keys.json`: written by upstream's own classes).
+pub fn full_size_shapes(name: &str) -> HashMap<String, Vec<usize>> {
+    let path = fixtures().join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    manifest["tensors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_value(v["shape"].clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A VarBuilder over a manifest: each read must name a tensor of it at its shape (else the
+/// build fails naming it) and gets zeros (calloc'd pages, never touched); the names read are
+/// recorded.
+pub fn manifest_vb(
+    shapes: &HashMap<String, Vec<usize>>,
+) -> (
+    VarBuilder<'static>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backend = Manifest {
+        shapes: shapes.clone(),
+        read: read.clone(),
+    };
+    (
+        VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu),
+        read,
+    )
+}
+
+struct Manifest {
+    shapes: HashMap<String, Vec<usize>>,
+    read: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for Manifest {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let Some(shape) = self.shapes.get(name) else {
+            candle_core::bail!("the released checkpoint has no `{name}`");
+        };
+        if shape.as_slice() != s.dims() {
+            candle_core::bail!(
+                "`{name}` is {shape:?} in the released checkpoint, read as {:?}",
+                s.dims()
+            );
+        }
+        self.read.lock().unwrap().push(name.to_string());
+        Tensor::zeros(s, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let shape = self
+            .shapes
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no `{name}`")))?;
+        self.read.lock().unwrap().push(name.to_string());
+        Tensor::zeros(shape.as_slice(), dtype, dev)
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.shapes.contains_key(name)
+    }
 }
