@@ -75,9 +75,10 @@ pub fn ensure_chatterbox_venv() -> anyhow::Result<PathBuf> {
 /// S3Gen's fixtures, then T3's (with the tokenizer and `conds.pt`), then the end-to-end one
 /// that reads both, then the voice encoder's, the S3 tokenizer's and CAMPPlus's (whose script
 /// also writes `ferrovox-audio`'s Kaldi fbank fixture), then the released-size key manifests
-/// of `s3gen.safetensors` and `ve.safetensors`. `--full-size DIR` also writes released-size
-/// checkpoints into `DIR` (T3 2.1 GB, S3Gen and the voice encoder about 1 GB, kept outside the
-/// repository).
+/// of `s3gen.safetensors` and `ve.safetensors`, then voice cloning's (`prepare_conditionals`
+/// over the three encoders, whose weights it reads from their fixtures). `--full-size DIR`
+/// also writes released-size checkpoints into `DIR` (T3 2.1 GB, S3Gen and the voice encoder
+/// about 1 GB, kept outside the repository).
 fn chatterbox(args: &[String]) -> anyhow::Result<()> {
     let root = repo_root();
     let scripts = root.join("xtask/fixtures/chatterbox");
@@ -96,6 +97,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_s3tokenizer.py",
         "gen_campplus.py",
         "gen_full_keys.py",
+        "gen_cloning.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

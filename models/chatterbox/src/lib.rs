@@ -9,12 +9,15 @@
 //! | [`voice_encoder`] | `chatterbox.models.voice_encoder` | `ve.safetensors` |
 //! | [`campplus`] | `chatterbox.models.s3gen.xvector` (CAMPPlus) | `s3gen.safetensors` (`speaker_encoder.*`) |
 //! | [`s3tokenizer`] | `chatterbox.models.s3tokenizer` (over s3tokenizer's `S3TokenizerV2`) | `s3gen.safetensors` (`tokenizer.*`) |
+//! | [`cloning`] | `tts.py` (`prepare_conditionals`), `s3gen/s3gen.py` (`embed_ref`) | `ve.safetensors`, `s3gen.safetensors` (`tokenizer.*`, `speaker_encoder.*`) |
 //!
 //! [`ChatterboxTts`] mirrors `tts.py` (the model's files together, text to audio, whole or
-//! streamed) and [`Conditionals`] its voice (`conds.pt`).
+//! streamed), [`Conditionals`] its voice (`conds.pt`) and [`VoiceCloner`] its
+//! `prepare_conditionals` (a reference clip to a voice, with `s3gen.py`'s `embed_ref`).
 
 pub mod campplus;
 mod checkpoint;
+pub mod cloning;
 mod conditionals;
 mod error;
 pub mod s3gen;
@@ -24,6 +27,7 @@ pub mod tokenizer;
 mod tts;
 pub mod voice_encoder;
 
+pub use cloning::{ReferenceAudio, VoiceCloner};
 pub use conditionals::Conditionals;
 pub use error::{Error, Result};
 pub use s3gen::{

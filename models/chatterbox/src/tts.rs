@@ -2,17 +2,21 @@
 //! text to speech tokens (T3) to audio (S3Gen), whole or streamed while T3 is still sampling.
 //! The Perth watermark upstream adds at the very end is not applied.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
+use crate::campplus::CampPlusConfig;
 use crate::s3gen::{S3Gen, S3GenConfig};
+use crate::s3tokenizer::S3TokenizerConfig;
 use crate::t3::{Flow, Generated, SamplingNoise, SamplingOptions, T3Config, T3};
 use crate::tokenizer::{punc_norm, EnTokenizer};
-use crate::{Conditionals, Error, Result};
+use crate::voice_encoder::VoiceEncConfig;
+use crate::{Conditionals, Error, Result, VoiceCloner};
 
 /// The files of the released model (`ResembleAI/chatterbox`), as the hub repository lays them
-/// out. `ve.safetensors` (the voice encoder) is only read to clone voices.
+/// out. `ve.safetensors` (the voice encoder) is only read to clone voices
+/// ([`ChatterboxTts::cloner`]).
 pub const MODEL_FILES: [&str; 5] = [
     "ve.safetensors",
     "t3_cfg.safetensors",
@@ -60,6 +64,32 @@ pub struct ChatterboxTts {
     tokenizer: EnTokenizer,
     builtin: Conditionals,
     device: Device,
+    /// The directory [`ChatterboxTts::from_dir`] read, where the cloning encoders are.
+    dir: Option<PathBuf>,
+}
+
+/// The model's sizes as a directory's `ferrovox-voice.json` declares them (upstream's configs,
+/// field for field, each section optional), else the released ones.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Sizes {
+    pub t3: T3Config,
+    pub s3gen: S3GenConfig,
+    pub voice_encoder: VoiceEncConfig,
+    pub s3tokenizer: S3TokenizerConfig,
+    pub campplus: CampPlusConfig,
+}
+
+impl Sizes {
+    pub(crate) fn of_dir(dir: &Path) -> Result<Self> {
+        let marker = dir.join("ferrovox-voice.json");
+        if !marker.is_file() {
+            return Ok(Self::default());
+        }
+        let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
+        let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+    }
 }
 
 impl ChatterboxTts {
@@ -67,7 +97,8 @@ impl ChatterboxTts {
     /// file is named. The voice may be `conds.pt` (upstream's) or `conds.safetensors`
     /// ([`Conditionals::save`]'s). A `ferrovox-voice.json` beside them may give other sizes
     /// than the released model's, as `{"family": "chatterbox", "t3": {...}, "s3gen": {...}}`
-    /// (upstream's own configs, field for field).
+    /// (upstream's own configs, field for field; [`VoiceCloner::from_dir`] also reads
+    /// `voice_encoder`, `s3tokenizer` and `campplus`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
         let file = |name: &str| dir.join(name);
         let missing = |name: &str| {
@@ -81,9 +112,9 @@ impl ChatterboxTts {
                 return Err(missing(name));
             }
         }
-        let (t3_cfg, s3gen_cfg) = Self::sizes(dir)?;
-        let t3 = T3::load(&file("t3_cfg.safetensors"), &t3_cfg, DType::F32, device)?;
-        let s3gen = S3Gen::load(&file("s3gen.safetensors"), &s3gen_cfg, device)?;
+        let sizes = Sizes::of_dir(dir)?;
+        let t3 = T3::load(&file("t3_cfg.safetensors"), &sizes.t3, DType::F32, device)?;
+        let s3gen = S3Gen::load(&file("s3gen.safetensors"), &sizes.s3gen, device)?;
         let tokenizer = EnTokenizer::from_file(&file("tokenizer.json"))?;
         let builtin = if file("conds.pt").is_file() {
             Conditionals::load_pt(&file("conds.pt"), device)?
@@ -92,26 +123,49 @@ impl ChatterboxTts {
         } else {
             return Err(missing("conds.pt"));
         };
-        Self::new(t3, s3gen, tokenizer, builtin, device)
+        let mut tts = Self::new(t3, s3gen, tokenizer, builtin, device)?;
+        tts.dir = Some(dir.to_path_buf());
+        Ok(tts)
     }
 
-    /// The sizes a directory declares in its `ferrovox-voice.json`, else the released ones.
-    fn sizes(dir: &Path) -> Result<(T3Config, S3GenConfig)> {
-        let marker = dir.join("ferrovox-voice.json");
-        if !marker.is_file() {
-            return Ok((T3Config::default(), S3GenConfig::default()));
+    /// The encoders that make a voice from a reference clip, loaded from the directory this
+    /// model came from ([`VoiceCloner::from_dir`]: `ve.safetensors`, and the S3 tokenizer and
+    /// CAMPPlus of `s3gen.safetensors`), with T3's prompt length. They are not kept in memory
+    /// with the model (the full-size tokenizer alone is about 0.5 GB), so each call loads
+    /// them; keep the cloner while cloning several voices. A model built from parts
+    /// ([`ChatterboxTts::new`]) has no directory: build a [`VoiceCloner`] from parts too.
+    pub fn cloner(&self) -> Result<VoiceCloner> {
+        let dir = self.dir.as_deref().ok_or_else(|| {
+            Error::Input(
+                "this model was built from parts, not read from a directory: build the \
+                 VoiceCloner with VoiceCloner::new"
+                    .into(),
+            )
+        })?;
+        if !dir.join("ve.safetensors").is_file() {
+            return Err(Error::Checkpoint {
+                path: dir.join("ve.safetensors").display().to_string(),
+                reason: "file not found (cloning a voice needs the voice encoder of the hub \
+                         repository)"
+                    .into(),
+            });
         }
-        let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
-        let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
-        #[derive(serde::Deserialize)]
-        struct Declared {
-            #[serde(default)]
-            t3: T3Config,
-            #[serde(default)]
-            s3gen: S3GenConfig,
+        let cloner = VoiceCloner::from_dir(dir, &self.device)?;
+        let t3 = self.t3.config();
+        let embed = cloner.voice_encoder().config().speaker_embed_size;
+        if cloner.speech_cond_prompt_len() != t3.speech_cond_prompt_len
+            || embed != t3.speaker_embed_size
+        {
+            return Err(Error::Config(format!(
+                "{}: the cloner's sizes (prompt {}, speaker embedding {embed}) are not the loaded \
+                 T3's (prompt {}, speaker embedding {})",
+                dir.display(),
+                cloner.speech_cond_prompt_len(),
+                t3.speech_cond_prompt_len,
+                t3.speaker_embed_size
+            )));
         }
-        let d: Declared = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        Ok((d.t3, d.s3gen))
+        Ok(cloner)
     }
 
     /// From parts built elsewhere (the parity tests' small models).
@@ -135,6 +189,7 @@ impl ChatterboxTts {
             tokenizer,
             builtin,
             device: device.clone(),
+            dir: None,
         })
     }
 

@@ -1,0 +1,474 @@
+//! Mirrors `tts.py`'s `prepare_conditionals` and `s3gen.py`'s `embed_ref` (chatterbox-tts 0.1.7):
+//! a reference clip to a voice, [`Conditionals`] (`ChatterboxTTS.prepare_conditionals`, with
+//! `S3Token2Mel.embed_ref` making S3Gen's half).
+//!
+//! Upstream reads the clip at 24 kHz and makes a 16 kHz copy (librosa's soxr resampler); from
+//! those:
+//!
+//! | part | from |
+//! |---|---|
+//! | S3Gen's prompt mel | the 24 kHz clip's first 10 s |
+//! | S3Gen's prompt tokens and x-vector | `embed_ref`'s own 16 kHz copy (torchaudio's resampler) of those 10 s |
+//! | T3's prompt tokens | the first 6 s of the 16 kHz clip, at most `speech_cond_prompt_len` tokens |
+//! | T3's speaker embedding | the whole 16 kHz clip (the voice encoder trims it itself) |
+//!
+//! [`VoiceCloner::conditionals_with`] takes all three signals, so a caller holding upstream's
+//! own gets upstream's voice; [`VoiceCloner::conditionals`] makes `embed_ref`'s copy with
+//! [`ferrovox_audio::resample`], and [`VoiceCloner::from_clip`] both 16 kHz copies.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use ferrovox_audio::{MelSpectrogram, ReferenceClip};
+
+use crate::campplus::{self, CampPlus, CampPlusConfig};
+use crate::s3gen::token2wav::MIN_REFERENCE_SECONDS;
+use crate::s3gen::SpeakerReference;
+use crate::s3tokenizer::{self, S3Tokenizer, S3TokenizerConfig};
+use crate::t3::T3Cond;
+use crate::voice_encoder::VoiceEncoder;
+use crate::{Conditionals, Error, Result};
+
+/// S3Gen's rate: the clip's rate for the prompt mel.
+pub const S3GEN_RATE: u32 = crate::s3gen::SAMPLE_RATE;
+/// The rate of the tokenizer, CAMPPlus and the voice encoder.
+pub const ENCODER_RATE: u32 = 16_000;
+/// Samples of the 24 kHz clip S3Gen is conditioned on (`DEC_COND_LEN`, 10 s).
+pub const DEC_COND_LEN: usize = 10 * S3GEN_RATE as usize;
+/// The same 10 s at 16 kHz (`embed_ref`'s copy).
+const DEC_COND_LEN_16K: usize = 10 * ENCODER_RATE as usize;
+/// Samples of the 16 kHz clip T3's prompt tokens come from (`ENC_COND_LEN`, 6 s).
+pub const ENC_COND_LEN: usize = 6 * ENCODER_RATE as usize;
+
+/// A clip whose RMS is below this carries no voice: the encoders' outputs would be the
+/// normalisation of (near) zero.
+const SILENCE_RMS: f32 = 1e-4;
+/// How far the durations of the same clip at two rates may differ: resamplers round the
+/// length, and the difference stays under a millisecond; 20 ms means a different clip.
+const DURATION_SLACK_S: f64 = 0.02;
+
+/// One reference clip at the rates upstream uses it at, for [`VoiceCloner::conditionals_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReferenceAudio<'a> {
+    /// The whole clip at 24 kHz (`librosa.load(path, sr=24000)`); its first 10 s condition
+    /// S3Gen.
+    pub clip_24k: &'a [f32],
+    /// The whole clip at 16 kHz (`librosa.resample` of `clip_24k`): the voice encoder takes all
+    /// of it, T3's prompt tokens its first 6 s.
+    pub clip_16k: &'a [f32],
+    /// `embed_ref`'s own 16 kHz copy of `clip_24k`'s first 10 s (torchaudio's `Resample`), for
+    /// S3Gen's tokens and x-vector; cut to 10 s here too. `None` resamples those 10 s with
+    /// [`ferrovox_audio::resample`].
+    pub s3gen_16k: Option<&'a [f32]>,
+}
+
+/// The encoders a reference clip goes through, and T3's prompt length.
+#[derive(Debug, Clone)]
+pub struct VoiceCloner {
+    voice_encoder: VoiceEncoder,
+    tokenizer: S3Tokenizer,
+    speaker_encoder: CampPlus,
+    mel: MelSpectrogram,
+    prompt_len: usize,
+    device: Device,
+}
+
+impl VoiceCloner {
+    /// From encoders built elsewhere; `speech_cond_prompt_len` is T3's (`T3Config`), the most
+    /// prompt tokens T3 takes. Outputs are placed on the voice encoder's device.
+    pub fn new(
+        voice_encoder: VoiceEncoder,
+        tokenizer: S3Tokenizer,
+        speaker_encoder: CampPlus,
+        speech_cond_prompt_len: usize,
+    ) -> Result<Self> {
+        let rate = voice_encoder.config().sample_rate;
+        if rate != ENCODER_RATE {
+            return Err(Error::Config(format!(
+                "voice cloning: the voice encoder takes {rate} Hz audio; prepare_conditionals \
+                 hands it {ENCODER_RATE} Hz"
+            )));
+        }
+        // Upstream only builds T3's prompt when the length is set (and fails without it).
+        if speech_cond_prompt_len == 0 {
+            return Err(Error::Config(
+                "voice cloning: speech_cond_prompt_len is 0, T3 would get no prompt tokens".into(),
+            ));
+        }
+        let mel = MelSpectrogram::s3gen()
+            .map_err(|e| Error::Config(format!("S3Gen's mel front end: {e}")))?;
+        Ok(Self {
+            device: voice_encoder.device().clone(),
+            voice_encoder,
+            tokenizer,
+            speaker_encoder,
+            mel,
+            prompt_len: speech_cond_prompt_len,
+        })
+    }
+
+    /// Loads the encoders of a model directory laid out as the hub repository: the voice
+    /// encoder from `ve.safetensors`, the S3 tokenizer (`tokenizer.*`) and CAMPPlus
+    /// (`speaker_encoder.*`) from `s3gen.safetensors`, T3's prompt length from the sizes
+    /// (`ferrovox-voice.json`'s `t3`, `voice_encoder`, `s3tokenizer`, `campplus` and `s3gen`
+    /// sections where present, else the released ones).
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let sizes = crate::tts::Sizes::of_dir(dir)?;
+        let ve = &sizes.voice_encoder;
+        if ve.speaker_embed_size != sizes.t3.speaker_embed_size {
+            return Err(Error::Config(format!(
+                "{}: the voice encoder's embedding has {} values, T3 takes {}",
+                dir.display(),
+                ve.speaker_embed_size,
+                sizes.t3.speaker_embed_size
+            )));
+        }
+        if sizes.campplus.embedding_size != sizes.s3gen.flow.spk_embed_dim {
+            return Err(Error::Config(format!(
+                "{}: CAMPPlus's x-vector has {} values, S3Gen's flow takes {}",
+                dir.display(),
+                sizes.campplus.embedding_size,
+                sizes.s3gen.flow.spk_embed_dim
+            )));
+        }
+        let voice_encoder = VoiceEncoder::load(&dir.join("ve.safetensors"), ve, device)?;
+        let (tokenizer, speaker_encoder) = load_s3gen_encoders(
+            &dir.join("s3gen.safetensors"),
+            &sizes.s3tokenizer,
+            &sizes.campplus,
+            device,
+        )?;
+        Self::new(
+            voice_encoder,
+            tokenizer,
+            speaker_encoder,
+            sizes.t3.speech_cond_prompt_len,
+        )
+    }
+
+    pub fn voice_encoder(&self) -> &VoiceEncoder {
+        &self.voice_encoder
+    }
+
+    pub fn tokenizer(&self) -> &S3Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn speaker_encoder(&self) -> &CampPlus {
+        &self.speaker_encoder
+    }
+
+    /// The most prompt tokens T3 gets (`speech_cond_prompt_len`).
+    pub fn speech_cond_prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `prepare_conditionals` on a clip decoded and checked by ferrovox-audio: the clip at
+    /// 24 kHz and 16 kHz, each resampled from the clip's source rate with
+    /// [`ferrovox_audio::resample`], then [`Self::conditionals`]. The clip's silent margins are
+    /// already trimmed (upstream keeps them; its voice encoder trims its own copy).
+    pub fn from_clip(&self, clip: &ReferenceClip, exaggeration: f32) -> Result<Conditionals> {
+        let at = |rate: u32| -> Result<Vec<f32>> {
+            if clip.sample_rate == rate {
+                return Ok(clip.samples.clone());
+            }
+            clip.at_rate(rate)
+                .map(|c| c.samples)
+                .map_err(|e| Error::Input(format!("the reference clip at {rate} Hz: {e}")))
+        };
+        let (clip_24k, clip_16k) = (at(S3GEN_RATE)?, at(ENCODER_RATE)?);
+        self.conditionals(&clip_24k, &clip_16k, exaggeration)
+    }
+
+    /// `prepare_conditionals` given the clip at 24 kHz and at 16 kHz (upstream's `librosa.load`
+    /// and `librosa.resample` outputs); `embed_ref`'s own 16 kHz copy of the first 10 s is made
+    /// with [`ferrovox_audio::resample`].
+    pub fn conditionals(
+        &self,
+        clip_24k: &[f32],
+        clip_16k: &[f32],
+        exaggeration: f32,
+    ) -> Result<Conditionals> {
+        self.conditionals_with(
+            &ReferenceAudio {
+                clip_24k,
+                clip_16k,
+                s3gen_16k: None,
+            },
+            exaggeration,
+        )
+    }
+
+    /// `prepare_conditionals` with each signal given: S3Gen's part from the 24 kHz clip's first
+    /// 10 s ([`Self::speaker_reference`]), T3's from the 16 kHz clip ([`Self::t3_cond`]).
+    /// Audio too short, silent or non-finite, or two signals of different durations, is an
+    /// [`Error::Input`].
+    pub fn conditionals_with(
+        &self,
+        audio: &ReferenceAudio<'_>,
+        exaggeration: f32,
+    ) -> Result<Conditionals> {
+        check_exaggeration(exaggeration)?;
+        check_clip("the 24 kHz reference clip", audio.clip_24k, S3GEN_RATE)?;
+        check_clip("the 16 kHz reference clip", audio.clip_16k, ENCODER_RATE)?;
+        check_same_clip(
+            ("24 kHz clip", audio.clip_24k, S3GEN_RATE),
+            ("16 kHz clip", audio.clip_16k, ENCODER_RATE),
+        )?;
+        let s3gen_24k = head(audio.clip_24k, DEC_COND_LEN);
+        let s3gen_16k = audio.s3gen_16k.map(|w| head(w, DEC_COND_LEN_16K));
+        if let Some(w) = s3gen_16k {
+            check_same_clip(
+                ("first 10 s at 24 kHz", s3gen_24k, S3GEN_RATE),
+                ("embed_ref's 16 kHz copy", w, ENCODER_RATE),
+            )?;
+        }
+        let gen = self.speaker_reference(s3gen_24k, s3gen_16k)?;
+        let t3 = self.t3_cond(audio.clip_16k, exaggeration)?;
+        Ok(Conditionals { t3, gen })
+    }
+
+    /// `S3Token2Mel.embed_ref(ref_24k, 24000)`: the prompt mel of the 24 kHz clip as it is
+    /// (`prepare_conditionals` cuts it to 10 s first), the x-vector and the tokens of its
+    /// 16 kHz copy (`ref_16k`, else resampled here), the tokens then cut to half the mel's
+    /// frames when there are more.
+    pub fn speaker_reference(
+        &self,
+        ref_24k: &[f32],
+        ref_16k: Option<&[f32]>,
+    ) -> Result<SpeakerReference> {
+        check_clip("the 24 kHz reference clip", ref_24k, S3GEN_RATE)?;
+        let resampled;
+        let ref_16k = match ref_16k {
+            Some(w) => w,
+            None => {
+                resampled = ferrovox_audio::resample(ref_24k, S3GEN_RATE, ENCODER_RATE)
+                    .map_err(|e| Error::Input(format!("resampling the reference: {e}")))?;
+                &resampled
+            }
+        };
+        check_clip("the 16 kHz reference clip", ref_16k, ENCODER_RATE)?;
+        let mel = self
+            .mel
+            .compute(ref_24k)
+            .map_err(|e| Error::Input(format!("the reference's mel: {e}")))?;
+        // mel-major [80, frames] to the flow's time-major [1, frames, 80].
+        let prompt_feat = Tensor::from_vec(mel.values, (mel.n_mels, mel.frames), &self.device)?
+            .t()?
+            .contiguous()?
+            .unsqueeze(0)?;
+        let xvector = self
+            .speaker_encoder
+            .embed(ref_16k)?
+            .to_device(&self.device)?;
+        let (mut tokens, _) = self.tokenizer.tokenize(&[ref_16k], None)?;
+        let mut prompt_tokens = tokens.swap_remove(0);
+        // Upstream slices `[:frames // 2]` only when the lengths disagree; a slice past the end
+        // keeps everything.
+        prompt_tokens.truncate(mel.frames / 2);
+        Ok(SpeakerReference {
+            prompt_tokens,
+            prompt_feat,
+            xvector,
+        })
+    }
+
+    /// T3's half of `prepare_conditionals` from the whole 16 kHz clip: the tokens of its first
+    /// 6 s (at most `speech_cond_prompt_len`), the voice encoder's speaker embedding of all of
+    /// it, and `exaggeration` as `emotion_adv`.
+    pub fn t3_cond(&self, clip_16k: &[f32], exaggeration: f32) -> Result<T3Cond> {
+        check_exaggeration(exaggeration)?;
+        check_clip("the 16 kHz reference clip", clip_16k, ENCODER_RATE)?;
+        let (mut tokens, _) = self
+            .tokenizer
+            .tokenize(&[head(clip_16k, ENC_COND_LEN)], Some(self.prompt_len))?;
+        let tokens = tokens.swap_remove(0);
+        let n = tokens.len();
+        let cond_prompt_speech_tokens = Tensor::from_vec(tokens, (1, n), &self.device)?;
+        let speaker_emb = self
+            .voice_encoder
+            .speaker_emb(clip_16k)?
+            .to_dtype(DType::F32)?
+            .to_device(&self.device)?;
+        Ok(T3Cond {
+            speaker_emb,
+            cond_prompt_speech_tokens: Some(cond_prompt_speech_tokens),
+            emotion_adv: exaggeration,
+        })
+    }
+}
+
+/// Loads the S3 tokenizer (`tokenizer.*`) and CAMPPlus (`speaker_encoder.*`) from an
+/// `s3gen.safetensors`. Under each prefix a missing tensor, or one neither model has (another
+/// model's file), is an [`Error::Checkpoint`] naming it; the tokenizer's computed buffers and
+/// the BatchNorms' `num_batches_tracked` counters may be absent. Other prefixes (`flow.*`,
+/// `mel2wav.*`) are S3Gen's and not read.
+pub fn load_s3gen_encoders(
+    path: &Path,
+    tokenizer: &S3TokenizerConfig,
+    campplus: &CampPlusConfig,
+    device: &Device,
+) -> Result<(S3Tokenizer, CampPlus)> {
+    let checkpoint = |reason: String| Error::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(checkpoint("file not found".into()));
+    }
+    let names = crate::checkpoint::tensor_names(path).map_err(checkpoint)?;
+    let tokenizer_keys = S3Tokenizer::expected_keys(tokenizer);
+    check_part(
+        &names,
+        s3tokenizer::CHECKPOINT_PREFIX,
+        &tokenizer_keys,
+        |k| s3tokenizer::BUFFER_KEYS.contains(&k),
+    )
+    .map_err(checkpoint)?;
+    check_part(&names, campplus::PREFIX, &CampPlus::expected_keys(), |k| {
+        k.ends_with(".num_batches_tracked")
+    })
+    .map_err(checkpoint)?;
+    // SAFETY: the file is mapped read-only and not modified while the models are built.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+        .map_err(|e| checkpoint(e.to_string()))?;
+    let named = |e: Error| match e {
+        Error::Candle(c) => checkpoint(c.to_string()),
+        other => other,
+    };
+    let tok = S3Tokenizer::new(tokenizer, vb.pp(s3tokenizer::CHECKPOINT_PREFIX)).map_err(named)?;
+    let cam = CampPlus::new(campplus, vb.pp(campplus::PREFIX)).map_err(named)?;
+    Ok((tok, cam))
+}
+
+/// The tensors of `names` under `prefix.` against `expected` (full names): every expected one
+/// present unless `optional`, none there that is neither expected nor `optional`.
+fn check_part(
+    names: &[String],
+    prefix: &str,
+    expected: &[String],
+    optional: impl Fn(&str) -> bool,
+) -> std::result::Result<(), String> {
+    let list = |keys: &[&String]| {
+        let shown: Vec<&str> = keys.iter().take(4).map(|s| s.as_str()).collect();
+        let more = keys.len().saturating_sub(shown.len());
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
+    };
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|k| !optional(k) && !names.contains(k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} tensor(s) under `{prefix}.` missing: {}",
+            missing.len(),
+            list(&missing)
+        ));
+    }
+    let dotted = format!("{prefix}.");
+    let unexpected: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with(&dotted) && !expected.contains(n) && !optional(n))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(format!(
+            "{} tensor(s) under `{prefix}.` that the model does not have (other sizes, or \
+             another model's file?): {}",
+            unexpected.len(),
+            list(&unexpected)
+        ));
+    }
+    Ok(())
+}
+
+/// The first `n` samples (all of them when shorter), as upstream's `wav[:n]`.
+fn head(samples: &[f32], n: usize) -> &[f32] {
+    &samples[..n.min(samples.len())]
+}
+
+fn check_exaggeration(exaggeration: f32) -> Result<()> {
+    if !(exaggeration.is_finite() && (0.0..=2.0).contains(&exaggeration)) {
+        return Err(Error::Input(format!(
+            "exaggeration: {exaggeration} is outside 0..=2"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses audio with no voice to clone: empty, non-finite, shorter than S3Gen's
+/// [`MIN_REFERENCE_SECONDS`], or silent.
+fn check_clip(what: &str, samples: &[f32], rate: u32) -> Result<()> {
+    if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Input(format!(
+            "{what} has a non-finite sample ({}) at {i}",
+            samples[i]
+        )));
+    }
+    let seconds = samples.len() as f64 / rate as f64;
+    if seconds < MIN_REFERENCE_SECONDS {
+        return Err(Error::Input(format!(
+            "{what} is {seconds:.3} s long; at least {MIN_REFERENCE_SECONDS} s is needed \
+             (several seconds of speech clone a voice)"
+        )));
+    }
+    let rms = (samples
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        / samples.len() as f64)
+        .sqrt() as f32;
+    if rms < SILENCE_RMS {
+        return Err(Error::Input(format!("{what} is silent (rms {rms:.1e})")));
+    }
+    Ok(())
+}
+
+/// Refuses two signals that cannot be the same clip at two rates (their durations differ).
+fn check_same_clip(a: (&str, &[f32], u32), b: (&str, &[f32], u32)) -> Result<()> {
+    let (da, db) = (a.1.len() as f64 / a.2 as f64, b.1.len() as f64 / b.2 as f64);
+    if (da - db).abs() > DURATION_SLACK_S {
+        return Err(Error::Input(format!(
+            "the {} lasts {da:.3} s but the {} {db:.3} s: they must be the same audio at \
+             {} Hz and {} Hz",
+            a.0, b.0, a.2, b.2
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_checks_name_missing_and_unexpected_tensors() {
+        let names: Vec<String> = ["p.a", "p.b", "p.buf", "q.x"].map(String::from).to_vec();
+        let expected: Vec<String> = ["p.a", "p.b"].map(String::from).to_vec();
+        let optional = |k: &str| k == "p.buf" || k == "p.c";
+        assert_eq!(check_part(&names, "p", &expected, optional), Ok(()));
+        let with_c: Vec<String> = ["p.a", "p.b", "p.c"].map(String::from).to_vec();
+        assert_eq!(check_part(&names, "p", &with_c, optional), Ok(()));
+        let want_d: Vec<String> = ["p.a", "p.d"].map(String::from).to_vec();
+        let err = check_part(&names, "p", &want_d, optional).unwrap_err();
+        assert!(err.contains("missing: p.d"), "{err}");
+        let only_a: Vec<String> = vec!["p.a".into()];
+        let err = check_part(&names, "p", &only_a, optional).unwrap_err();
+        assert!(err.contains("p.b") && !err.contains("q.x"), "{err}");
+    }
+
+    #[test]
+    fn heads_are_python_slices() {
+        let x = [1.0f32, 2.0, 3.0];
+        assert_eq!(head(&x, 2), &[1.0, 2.0]);
+        assert_eq!(head(&x, 10), &x);
+    }
+}
