@@ -1,5 +1,6 @@
 //! The `ferrovox` command.
 
+mod cloned;
 mod device_cmd;
 mod options;
 mod say_cmd;
@@ -37,7 +38,7 @@ enum Command {
     Say(say_cmd::SayArgs),
     /// Serve speech over HTTP (OpenAI-compatible /v1/audio/speech).
     Serve(serve_cmd::ServeArgs),
-    /// List, fetch and inspect voices.
+    /// List, fetch and inspect voices; add, list and remove cloned ones.
     Voices {
         #[command(subcommand)]
         command: voices_cmd::VoicesCommand,
@@ -76,7 +77,7 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Say(args) => say_cmd::say(args, &cli.device, &tuning),
         Command::Serve(args) => serve_cmd::serve(args, &cli.device, &tuning),
-        Command::Voices { command } => voices_cmd::voices(command),
+        Command::Voices { command } => voices_cmd::voices(command, &cli.device, &tuning),
         Command::Device { json } => device_cmd::device(&cli.device, &tuning, json),
         Command::Doctor { json } => {
             let ok = device_cmd::doctor(&cli.device, &tuning, json)?;

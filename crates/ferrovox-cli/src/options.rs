@@ -93,6 +93,7 @@ impl VoiceOptions {
                 repetition_penalty: self.chatterbox.repetition_penalty,
                 max_new_tokens: self.chatterbox.max_new_tokens,
             },
+            cloned: None,
         };
         options.validate_common().map_err(flag_error)?;
         Ok(options)

@@ -34,10 +34,17 @@ pub struct SayArgs {
     /// Output format.
     #[arg(long, value_enum, env = "FERROVOX_FORMAT", default_value = "wav")]
     format: Format,
-    /// Voice id: a catalog id, `chatterbox` (or a hub repository), or a directory of a
-    /// voice's files.
+    /// Voice id: a catalog id, `chatterbox` (or a hub repository), a directory of a voice's
+    /// files, or a cloned voice's name or id.
     #[arg(long, env = "FERROVOX_VOICE", default_value = ferrovox_voices::DEFAULT_VOICE)]
     voice: String,
+    /// Speak in a voice cloned from this clip (not stored; `ferrovox voices add` stores one).
+    #[arg(long, env = "FERROVOX_REFERENCE")]
+    reference: Option<PathBuf>,
+    /// Voice store where `--voice NAME` finds cloned voices: a directory or
+    /// `s3://bucket/prefix` (default `~/.cache/ferrovox/voices/cloned`).
+    #[arg(long, env = "FERROVOX_VOICE_STORE")]
+    voice_store: Option<String>,
     /// Speaker id of a multi-speaker voice.
     #[arg(long, env = "FERROVOX_SPEAKER")]
     speaker: Option<u32>,
@@ -52,8 +59,8 @@ pub struct SayArgs {
 pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyhow::Result<()> {
     let mut options = args.voice_options.options()?;
     options.vits.speaker = args.speaker;
-    let text = match args.text {
-        Some(t) => t,
+    let text = match &args.text {
+        Some(t) => t.clone(),
         None => {
             let mut t = String::new();
             std::io::stdin()
@@ -67,7 +74,20 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     }
     let runtime = Runtime::init(device, tuning)?;
     let load = Instant::now();
-    let model = open_voice(&args.voice, runtime.device())?;
+    let model_id = match &args.reference {
+        Some(clip) => {
+            options.cloned = Some(crate::cloned::one_off(&args.voice, clip, runtime.device())?);
+            args.voice.clone()
+        }
+        None => match stored_voice(&args, runtime.device())? {
+            Some((cloned, model)) => {
+                options.cloned = Some(cloned);
+                model
+            }
+            None => args.voice.clone(),
+        },
+    };
+    let model = open_voice(&model_id, runtime.device())?;
     // One engine voice, unbatched: the same path the server's requests take.
     let voice = Voice::new(model, None);
     voice.model().validate(&options).map_err(flag_error)?;
@@ -146,4 +166,24 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
         );
     }
     Ok(())
+}
+
+/// The cloned voice `--voice` names in the store, with the model it was made for; `None` when
+/// the store has no such voice (the id is then a built-in voice's).
+fn stored_voice(
+    args: &SayArgs,
+    device: &candle_core::Device,
+) -> anyhow::Result<Option<(ferrovox_engine::ClonedVoice, String)>> {
+    use ferrovox_voice_store::Error as StoreError;
+    if std::path::Path::new(&args.voice).exists() {
+        return Ok(None);
+    }
+    let store = crate::cloned::open_store(args.voice_store.as_deref())?;
+    match store.resolve(&args.voice) {
+        Ok(_) => Ok(Some(crate::cloned::stored(&store, &args.voice, device)?)),
+        Err(StoreError::NotFound(_) | StoreError::NameNotFound(_) | StoreError::InvalidId(_)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,4 +1,4 @@
-//! `ferrovox voices list | fetch ID | info ID`.
+//! `ferrovox voices list | fetch ID | info ID | add CLIP --name NAME | rm ID`.
 
 use ferrovox_vits::piper::PiperVoiceConfig;
 use ferrovox_voices::{VoiceFiles, CATALOG};
@@ -17,10 +17,83 @@ pub enum VoicesCommand {
         /// Voice id or a directory.
         id: String,
     },
+    /// Clone a voice from a reference clip (WAV, FLAC, MP3, Ogg Vorbis, AAC in MP4) and store
+    /// it: afterwards `ferrovox say --voice NAME` speaks in it.
+    Add {
+        /// The reference clip: one speaker, 2 s at least (about 10 s of clean speech is best).
+        clip: std::path::PathBuf,
+        /// A name to call it by.
+        #[arg(long)]
+        name: String,
+        /// The model whose encoders make it (a Chatterbox id, hub repository or directory).
+        #[arg(long, env = "FERROVOX_CLONE_MODEL", default_value = "chatterbox")]
+        model: String,
+        /// Voice store: a directory or `s3://bucket/prefix` (default
+        /// `~/.cache/ferrovox/voices/cloned`).
+        #[arg(long, env = "FERROVOX_VOICE_STORE")]
+        voice_store: Option<String>,
+    },
+    /// Remove a cloned voice (by id or name).
+    Rm {
+        id: String,
+        #[arg(long, env = "FERROVOX_VOICE_STORE")]
+        voice_store: Option<String>,
+    },
+    /// The cloned voices in the store.
+    Cloned {
+        #[arg(long, env = "FERROVOX_VOICE_STORE")]
+        voice_store: Option<String>,
+    },
 }
 
-pub fn voices(command: VoicesCommand) -> anyhow::Result<()> {
+pub fn voices(
+    command: VoicesCommand,
+    device: &ferrovox_device::DeviceRequest,
+    tuning: &ferrovox_device::TuningConfig,
+) -> anyhow::Result<()> {
     match command {
+        VoicesCommand::Add {
+            clip,
+            name,
+            model,
+            voice_store,
+        } => {
+            let store = crate::cloned::open_store(voice_store.as_deref())?;
+            let runtime = ferrovox_device::Runtime::init(device, tuning)?;
+            let meta = crate::cloned::add(&store, &clip, &name, &model, runtime.device())?;
+            println!("{}", meta.id);
+            eprintln!(
+                "stored `{}` ({} s, {:.1} LUFS) for {}: ferrovox say --voice {} \"...\"",
+                meta.name, meta.duration_s, meta.loudness_lufs, meta.model_id, meta.name
+            );
+            Ok(())
+        }
+        VoicesCommand::Rm { id, voice_store } => {
+            let store = crate::cloned::open_store(voice_store.as_deref())?;
+            let meta = store.resolve(&id)?;
+            store.delete(&meta.id)?;
+            eprintln!("removed `{}` ({})", meta.name, meta.id);
+            Ok(())
+        }
+        VoicesCommand::Cloned { voice_store } => {
+            let store = crate::cloned::open_store(voice_store.as_deref())?;
+            println!(
+                "{:<32} {:<20} {:<10} {:>6} {:>7}  created",
+                "id", "name", "family", "secs", "LUFS"
+            );
+            for v in store.list()? {
+                println!(
+                    "{:<32} {:<20} {:<10} {:>6.1} {:>7.1}  {}",
+                    v.id,
+                    v.name,
+                    v.family,
+                    v.duration_s,
+                    v.loudness_lufs,
+                    v.created.format("%Y-%m-%d %H:%M")
+                );
+            }
+            Ok(())
+        }
         VoicesCommand::List => {
             println!(
                 "{:<22} {:<8} {:<7} {:<7} package",

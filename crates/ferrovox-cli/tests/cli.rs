@@ -240,3 +240,53 @@ fn serve_exits_with_the_reason_when_a_voice_cannot_load() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown voice `xx_XX-nobody`"), "{stderr}");
 }
+
+/// The cloned-voice commands against an empty store: listing works, and a missing clip or an
+/// unknown voice is refused naming it.
+#[test]
+fn cloned_voice_commands_name_what_is_wrong() {
+    let store = std::env::temp_dir().join(format!("ferrovox-cli-store-{}", std::process::id()));
+    std::fs::create_dir_all(&store).unwrap();
+    let store_arg = store.to_str().unwrap();
+    let out = ferrovox()
+        .args(["voices", "cloned", "--voice-store", store_arg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("id"));
+    let missing = store.join("no-such-clip.wav");
+    let missing = missing.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "voices",
+                "add",
+                missing,
+                "--name",
+                "x",
+                "--voice-store",
+                store_arg,
+            ],
+            "no-such-clip.wav",
+        ),
+        (
+            &["voices", "rm", "nobody", "--voice-store", store_arg],
+            "nobody",
+        ),
+        (
+            &["say", "--voice", "chatterbox", "--reference", missing, "hi"],
+            "no-such-clip.wav",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = ferrovox().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&store).unwrap();
+}

@@ -69,9 +69,14 @@ impl ChatterboxVoice {
         }
     }
 
-    /// The voice a request speaks in.
-    fn voice(&self, _: &SynthesisOptions) -> &Conditionals {
-        self.tts.builtin_voice()
+    /// The voice a request speaks in: its cloned voice (checked by `validate`), else the
+    /// built-in one.
+    fn voice<'a>(&'a self, options: &'a SynthesisOptions) -> &'a Conditionals {
+        options
+            .cloned
+            .as_ref()
+            .and_then(|c| c.prompt::<Conditionals>())
+            .unwrap_or_else(|| self.tts.builtin_voice())
     }
 
     /// Speech tokens T3 generates for each unit of `text` (what `ferrovox say --dump-tokens`
@@ -151,6 +156,19 @@ impl TtsModel for ChatterboxVoice {
         check_range("repetition_penalty", o.repetition_penalty, 1e-6, 10.0)?;
         let limit = self.tts.t3().config().max_speech_tokens;
         check_range("max_new_tokens", o.max_new_tokens, 1, limit)?;
+        if let Some(c) = &options.cloned {
+            if c.family != Family::Chatterbox || c.prompt::<Conditionals>().is_none() {
+                return Err(EngineError::InvalidOption {
+                    field: "voice",
+                    reason: format!(
+                        "cloned voice `{}` was made for {}, not for `{}` (chatterbox)",
+                        c.id,
+                        c.family.name(),
+                        self.id
+                    ),
+                });
+            }
+        }
         check_language(self, options)
     }
 
@@ -165,6 +183,12 @@ impl TtsModel for ChatterboxVoice {
             s.min_p.to_bits() as u64,
             s.repetition_penalty.to_bits() as u64,
             s.max_new_tokens as u64,
+            options.cloned.as_ref().map_or(0, |c| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                c.id.hash(&mut h);
+                h.finish() | 1
+            }),
         ]
     }
 

@@ -39,8 +39,8 @@ pub use chatterbox_voice::ChatterboxVoice;
 pub use engine::{Engine, EngineConfig, Voice, WARM_UP_TEXT};
 pub use error::EngineError;
 pub use model::{
-    check_range, Audio, BatchKey, ChatterboxOptions, Pieces, SynthesisOptions, TtsModel, Unit,
-    VitsOptions,
+    check_range, Audio, BatchKey, ChatterboxOptions, ClonedVoice, Pieces, SynthesisOptions,
+    TtsModel, Unit, VitsOptions,
 };
 #[cfg(feature = "espeak")]
 pub use piper_voice::{PiperFrontend, PiperVoice};

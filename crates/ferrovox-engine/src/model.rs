@@ -14,6 +14,7 @@
 //! A unit carries its own seed, so a request's audio is the same alone or batched.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use ferrovox_voices::Family;
 
@@ -126,6 +127,44 @@ pub struct SynthesisOptions {
     pub vits: VitsOptions,
     /// Chatterbox's controls.
     pub chatterbox: ChatterboxOptions,
+    /// A cloned voice to speak in instead of the model's own (its family must be the
+    /// model's).
+    pub cloned: Option<ClonedVoice>,
+}
+
+/// A voice made from a reference clip by a family's encoder: that family's conditioning
+/// (Chatterbox: `Conditionals`), opaque to the engine, under the id the voice store gave it
+/// (or a one-off clip's hash). Requests share a batch only with the same voice.
+#[derive(Clone)]
+pub struct ClonedVoice {
+    /// The voice store's id, or a one-off clip's hash.
+    pub id: String,
+    /// The family whose encoder made it.
+    pub family: Family,
+    /// The family's conditioning (Chatterbox: `ferrovox_chatterbox::Conditionals`).
+    pub prompt: Arc<dyn Any + Send + Sync>,
+}
+
+impl ClonedVoice {
+    /// The conditioning as the family's own type, or `None` for another family's.
+    pub fn prompt<T: 'static>(&self) -> Option<&T> {
+        self.prompt.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for ClonedVoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClonedVoice")
+            .field("id", &self.id)
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ClonedVoice {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.family == other.family
+    }
 }
 
 /// Checks that `v`, when set, lies in `lo..=hi`.

@@ -103,6 +103,17 @@ impl<F: VitsFrontend> TtsModel for VitsVoice<F> {
     }
 
     fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
+        if let Some(c) = &options.cloned {
+            return Err(EngineError::InvalidOption {
+                field: "voice",
+                reason: format!(
+                    "`{}` is a VITS voice, which speaks no cloned voice (`{}` is for {})",
+                    self.id(),
+                    c.id,
+                    c.family.name()
+                ),
+            });
+        }
         if let Some(field) = options.chatterbox.first_set() {
             return Err(EngineError::InvalidOption {
                 field,

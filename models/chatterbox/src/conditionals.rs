@@ -49,11 +49,26 @@ impl Conditionals {
 
     /// Reads [`Conditionals::save`]'s safetensors file (`t3.*` and `gen.*` tensors).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let bad = |reason: String| Error::Checkpoint {
+        let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
+            reason: format!("reading the voice: {e}"),
+        })?;
+        Self::from_safetensors(&bytes, device).map_err(|e| match e {
+            Error::Checkpoint { reason, .. } => Error::Checkpoint {
+                path: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// [`Conditionals::load`] from the bytes of such a file (a voice store's object).
+    pub fn from_safetensors(bytes: &[u8], device: &Device) -> Result<Self> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: "(voice bytes)".into(),
             reason,
         };
-        let all = candle_core::safetensors::load(path, device)
+        let all = candle_core::safetensors::load_buffer(bytes, device)
             .map_err(|e| bad(format!("not a readable voice file: {e}")))?;
         let mut t3 = HashMap::new();
         let mut gen = HashMap::new();
@@ -73,6 +88,15 @@ impl Conditionals {
     /// Writes the voice as safetensors under upstream's field names (`t3.speaker_emb`,
     /// `gen.prompt_feat`, ...), in the dtypes upstream keeps them.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_safetensors()?;
+        std::fs::write(path, bytes).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason: format!("writing the voice: {e}"),
+        })
+    }
+
+    /// The bytes [`Conditionals::save`] writes.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let mut out: HashMap<String, Tensor> = HashMap::new();
         out.insert(
             "t3.speaker_emb".into(),
@@ -110,9 +134,9 @@ impl Conditionals {
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_device(&Device::Cpu)?)))
             .collect::<Result<_>>()?;
-        candle_core::safetensors::save(&out, path).map_err(|e| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason: format!("writing the voice: {e}"),
+        safetensors::serialize(&out, None).map_err(|e| Error::Checkpoint {
+            path: "(voice bytes)".into(),
+            reason: format!("serializing the voice: {e}"),
         })
     }
 
