@@ -98,6 +98,12 @@ def main() -> None:
         walls.append(wall)
         counts.append(int(tokens.shape[1]))
         rates.append(tokens.shape[1] / wall)
+    # One untimed sentence through T3 and S3Gen (ferrovox warms its stream up the same way).
+    torch.manual_seed(199)
+    warm = generate(spec["sentence_tokens"])[0]
+    with torch.inference_mode():
+        s3gen.inference(speech_tokens=warm[warm < 6561], ref_dict=ref)
+    sync()
     firsts = []
     for rep in range(spec["reps"]):
         torch.manual_seed(200 + rep)

@@ -132,6 +132,17 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         None
     };
     let (rates, counts) = (fixed.rates.clone(), fixed.counts.clone());
+    // One untimed stream first, as a server's warm-up request runs one: the first chunk's
+    // shapes (this voice's prompt and 25 tokens) are then captured, as they are when serving.
+    // The PyTorch side decodes one sentence untimed too.
+    tts.stream(
+        &text,
+        &voice,
+        &options(75),
+        99,
+        &mut SeededNoise::new(199),
+        &mut |_| Ok(Flow::Continue),
+    )?;
     let mut firsts = Vec::new();
     let mut wholes = Vec::new();
     for rep in 0..reps {
