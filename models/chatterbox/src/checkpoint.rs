@@ -10,3 +10,86 @@ pub fn tensor_names(path: &Path) -> Result<Vec<String>, String> {
         .map_err(|e| format!("not a readable safetensors file ({e})"))?;
     Ok(st.tensors().into_iter().map(|(name, _)| name).collect())
 }
+
+/// The tensor names of the safetensors file at `path`; an absent or unreadable file is
+/// described.
+pub fn names_in(path: &Path) -> Result<Vec<String>, String> {
+    if !path.is_file() {
+        return Err("file not found".into());
+    }
+    tensor_names(path)
+}
+
+/// Checks a file's tensor `names` under `scope` (a prefix, `""` for the whole file) against
+/// the `expected` ones a model reads: a tensor the model does not have (another model's
+/// file, or other sizes) is named first, then a missing one. `ignored` tensors may be present
+/// or not (computed buffers, step counters, training-only tensors).
+pub fn check_key_set(
+    names: &[String],
+    scope: &str,
+    expected: &[String],
+    ignored: impl Fn(&str) -> bool,
+    model: &str,
+) -> Result<(), String> {
+    let list = |keys: &[&String]| {
+        let shown: Vec<&str> = keys.iter().take(3).map(|s| s.as_str()).collect();
+        match keys.len() - shown.len() {
+            0 => shown.join(", "),
+            more => format!("{} and {more} more", shown.join(", ")),
+        }
+    };
+    let wanted: std::collections::HashSet<&String> = expected.iter().collect();
+    let present: std::collections::HashSet<&String> = names.iter().collect();
+    let unexpected: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with(scope) && !wanted.contains(n) && !ignored(n))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(format!(
+            "{} tensors {model} does not have (another model's file, or other sizes?): {}",
+            unexpected.len(),
+            list(&unexpected)
+        ));
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|k| !ignored(k) && !present.contains(k))
+        .collect();
+    match missing.first() {
+        None => Ok(()),
+        Some(first) if missing.len() == 1 => Err(format!("missing tensor `{first}`")),
+        Some(first) => Err(format!(
+            "missing tensor `{first}` and {} more",
+            missing.len() - 1
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn key_sets_name_unexpected_then_missing_tensors_within_their_scope() {
+        let names = strings(&["p.a", "p.b", "p.buf", "q.x"]);
+        let ignored = |k: &str| k == "p.buf" || k == "p.c";
+        let check =
+            |expected: &[&str]| check_key_set(&names, "p.", &strings(expected), ignored, "P");
+        assert_eq!(check(&["p.a", "p.b"]), Ok(()));
+        // An ignored tensor may be absent; another scope's tensors are not looked at.
+        assert_eq!(check(&["p.a", "p.b", "p.c"]), Ok(()));
+        let err = check(&["p.a", "p.b", "p.d"]).unwrap_err();
+        assert_eq!(err, "missing tensor `p.d`");
+        let err = check(&["p.a"]).unwrap_err();
+        assert!(
+            err.contains("P does not have") && err.contains("p.b") && !err.contains("q.x"),
+            "{err}"
+        );
+        let err = check_key_set(&names, "", &strings(&["p.a", "p.b"]), ignored, "P").unwrap_err();
+        assert!(err.contains("q.x"), "{err}");
+    }
+}

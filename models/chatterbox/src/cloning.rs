@@ -318,21 +318,23 @@ pub fn load_s3gen_encoders(
         path: path.display().to_string(),
         reason,
     };
-    if !path.is_file() {
-        return Err(checkpoint("file not found".into()));
-    }
-    let names = crate::checkpoint::tensor_names(path).map_err(checkpoint)?;
+    let names = crate::checkpoint::names_in(path).map_err(checkpoint)?;
     let tokenizer_keys = S3Tokenizer::expected_keys(tokenizer);
-    check_part(
+    crate::checkpoint::check_key_set(
         &names,
-        s3tokenizer::CHECKPOINT_PREFIX,
+        &format!("{}.", s3tokenizer::CHECKPOINT_PREFIX),
         &tokenizer_keys,
         |k| s3tokenizer::BUFFER_KEYS.contains(&k),
+        "the S3 tokenizer",
     )
     .map_err(checkpoint)?;
-    check_part(&names, campplus::PREFIX, &CampPlus::expected_keys(), |k| {
-        k.ends_with(".num_batches_tracked")
-    })
+    crate::checkpoint::check_key_set(
+        &names,
+        &format!("{}.", campplus::PREFIX),
+        &CampPlus::expected_keys(),
+        |k| k.ends_with(".num_batches_tracked"),
+        "CAMPPlus",
+    )
     .map_err(checkpoint)?;
     // SAFETY: the file is mapped read-only and not modified while the models are built.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
@@ -344,50 +346,6 @@ pub fn load_s3gen_encoders(
     let tok = S3Tokenizer::new(tokenizer, vb.pp(s3tokenizer::CHECKPOINT_PREFIX)).map_err(named)?;
     let cam = CampPlus::new(campplus, vb.pp(campplus::PREFIX)).map_err(named)?;
     Ok((tok, cam))
-}
-
-/// The tensors of `names` under `prefix.` against `expected` (full names): every expected one
-/// present unless `optional`, none there that is neither expected nor `optional`.
-fn check_part(
-    names: &[String],
-    prefix: &str,
-    expected: &[String],
-    optional: impl Fn(&str) -> bool,
-) -> std::result::Result<(), String> {
-    let list = |keys: &[&String]| {
-        let shown: Vec<&str> = keys.iter().take(4).map(|s| s.as_str()).collect();
-        let more = keys.len().saturating_sub(shown.len());
-        if more > 0 {
-            format!("{} and {more} more", shown.join(", "))
-        } else {
-            shown.join(", ")
-        }
-    };
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|k| !optional(k) && !names.contains(k))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "{} tensor(s) under `{prefix}.` missing: {}",
-            missing.len(),
-            list(&missing)
-        ));
-    }
-    let dotted = format!("{prefix}.");
-    let unexpected: Vec<&String> = names
-        .iter()
-        .filter(|n| n.starts_with(&dotted) && !expected.contains(n) && !optional(n))
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(format!(
-            "{} tensor(s) under `{prefix}.` that the model does not have (other sizes, or \
-             another model's file?): {}",
-            unexpected.len(),
-            list(&unexpected)
-        ));
-    }
-    Ok(())
 }
 
 /// The first `n` samples (all of them when shorter), as upstream's `wav[:n]`.
@@ -448,22 +406,6 @@ fn check_same_clip(a: (&str, &[f32], u32), b: (&str, &[f32], u32)) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn part_checks_name_missing_and_unexpected_tensors() {
-        let names: Vec<String> = ["p.a", "p.b", "p.buf", "q.x"].map(String::from).to_vec();
-        let expected: Vec<String> = ["p.a", "p.b"].map(String::from).to_vec();
-        let optional = |k: &str| k == "p.buf" || k == "p.c";
-        assert_eq!(check_part(&names, "p", &expected, optional), Ok(()));
-        let with_c: Vec<String> = ["p.a", "p.b", "p.c"].map(String::from).to_vec();
-        assert_eq!(check_part(&names, "p", &with_c, optional), Ok(()));
-        let want_d: Vec<String> = ["p.a", "p.d"].map(String::from).to_vec();
-        let err = check_part(&names, "p", &want_d, optional).unwrap_err();
-        assert!(err.contains("missing: p.d"), "{err}");
-        let only_a: Vec<String> = vec!["p.a".into()];
-        let err = check_part(&names, "p", &only_a, optional).unwrap_err();
-        assert!(err.contains("p.b") && !err.contains("q.x"), "{err}");
-    }
 
     #[test]
     fn heads_are_python_slices() {

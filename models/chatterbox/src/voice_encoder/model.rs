@@ -172,31 +172,15 @@ impl VoiceEncoder {
             path: path.display().to_string(),
             reason,
         };
-        if !path.is_file() {
-            return Err(checkpoint("file not found".into()));
-        }
-        let names = crate::checkpoint::tensor_names(path).map_err(checkpoint)?;
-        let expected = Self::expected_keys();
-        let unexpected: Vec<&String> = names
-            .iter()
-            .filter(|n| !expected.contains(n) && !UNUSED_KEYS.contains(&n.as_str()))
-            .collect();
-        if !unexpected.is_empty() {
-            return Err(checkpoint(format!(
-                "{} tensors a voice encoder checkpoint does not have (is this another model's \
-                 file?), e.g. {}",
-                unexpected.len(),
-                unexpected
-                    .iter()
-                    .take(3)
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        if let Some(missing) = expected.iter().find(|k| !names.contains(k)) {
-            return Err(checkpoint(format!("missing tensor `{missing}`")));
-        }
+        let names = crate::checkpoint::names_in(path).map_err(checkpoint)?;
+        crate::checkpoint::check_key_set(
+            &names,
+            "",
+            &Self::expected_keys(),
+            |k| UNUSED_KEYS.contains(&k),
+            "a voice encoder checkpoint",
+        )
+        .map_err(checkpoint)?;
         // SAFETY: the file is mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
             .map_err(|e| checkpoint(e.to_string()))?;
