@@ -178,6 +178,12 @@ fn stored_voice(
     if std::path::Path::new(&args.voice).exists() {
         return Ok(None);
     }
+    // No store named and none made yet: no cloned voice to find (and none is created).
+    let named = args.voice_store.is_some()
+        || std::env::var_os(ferrovox_voice_store::LOCATION_ENV).is_some();
+    if !named && !ferrovox_voice_store::default_dir().is_ok_and(|d| d.is_dir()) {
+        return Ok(None);
+    }
     let store = crate::cloned::open_store(args.voice_store.as_deref())?;
     match store.resolve(&args.voice) {
         Ok(_) => Ok(Some(crate::cloned::stored(&store, &args.voice, device)?)),
