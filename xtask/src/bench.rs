@@ -96,6 +96,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     crate::bench_chatterbox::run(quick, &device)?,
                 );
             }
+            "clone" => {
+                results.insert("clone".into(), crate::bench_clone::run(quick, &device)?);
+            }
             "vits-gpu" => {
                 results.insert(
                     "vits_gpu".into(),
@@ -127,6 +130,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     merged.extend(results);
     let doc = serde_json::json!({
         "machine": machine_name(),
+        "cpu": cpu_name(),
+        "cpu_features": ferrovox_kernels::cpu_features().detected,
         "date": today(),
         "load_average": load_average(),
         "results": merged,
@@ -134,6 +139,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// The CPU's model name as the kernel reports it (results name the CPU they ran on).
+fn cpu_name() -> Option<String> {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
 }
 
 fn load_average() -> Option<String> {

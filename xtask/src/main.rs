@@ -7,6 +7,7 @@ static GLOBAL: ferrovox_device::allocator::MiMalloc = ferrovox_device::allocator
 mod bench;
 mod bench_batching;
 mod bench_chatterbox;
+mod bench_clone;
 mod bench_kernels;
 mod bench_s3gen;
 mod bench_server;
@@ -24,7 +25,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   doctor [ARGS..]        build the ferrovox binary and run `ferrovox doctor`
-  bench [matmul|kernels|vits|vits-gpu|vits-gpu-planner|batching|server|s3gen|s3gen-stream] [--quick] [--device cpu|cuda] [--threads 1,2]
+  bench [matmul|kernels|vits|vits-gpu|vits-gpu-planner|batching|server|s3gen|s3gen-stream|chatterbox|clone] [--quick] [--device cpu|cuda] [--threads 1,2]
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)
