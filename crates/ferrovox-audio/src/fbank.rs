@@ -11,8 +11,7 @@
 //! Each step rounds to f32 where torchaudio does (the window, the mel banks, the DC offset and
 //! pre-emphasis); the FFT and the mel pooling run in f64 and round once, as in [`crate::Stft`].
 
-use std::ops::Range;
-
+use crate::filterbank::SparseFilterbank;
 use crate::stft::{Stft, StftError};
 
 /// `numeric_limits<float>::epsilon()`, the floor of every log torchaudio's Kaldi takes.
@@ -82,10 +81,8 @@ pub struct KaldiFbank {
     /// An FFT of `padded_size` points advancing one whole frame: the frames are laid end to
     /// end after their own preprocessing, which a sliding transform cannot do.
     stft: Stft,
-    /// `num_mel_bins x (padded_size / 2 + 1)`, row-major; the Nyquist column is zero.
-    banks: Vec<f32>,
-    /// Per mel bin, the FFT bins with non-zero weight.
-    support: Vec<Range<usize>>,
+    /// `num_mel_bins x (padded_size / 2 + 1)`; the Nyquist column is zero.
+    banks: SparseFilterbank,
 }
 
 /// Kaldi's povey window as torchaudio builds it in f32:
@@ -199,16 +196,10 @@ impl KaldiFbank {
         let window = frame_window.clone();
         frame_window.resize(padded_size, 0.0);
         let stft = Stft::new(padded_size, padded_size, frame_window)?;
-        let banks = kaldi_mel_banks(config.num_mel_bins, padded_size, sr, low, high);
-        let bins = padded_size / 2 + 1;
-        let support = banks
-            .chunks(bins)
-            .map(|row| {
-                let start = row.iter().position(|&w| w != 0.0).unwrap_or(0);
-                let end = row.iter().rposition(|&w| w != 0.0).map_or(start, |e| e + 1);
-                start..end
-            })
-            .collect();
+        let banks = SparseFilterbank::new(
+            kaldi_mel_banks(config.num_mel_bins, padded_size, sr, low, high),
+            padded_size / 2 + 1,
+        );
         Ok(Self {
             config,
             window_size,
@@ -217,7 +208,6 @@ impl KaldiFbank {
             window,
             stft,
             banks,
-            support,
         })
     }
 
@@ -247,7 +237,7 @@ impl KaldiFbank {
 
     /// The mel banks, `num_mel_bins x (padded_size / 2 + 1)` row-major.
     pub fn mel_banks(&self) -> &[f32] {
-        &self.banks
+        self.banks.weights()
     }
 
     /// Frames for `len` samples: only whole windows (`snip_edges`); 0 when shorter than one.
@@ -302,16 +292,8 @@ impl KaldiFbank {
         let mut values = vec![0f32; frames * n_mels];
         for (t, row) in values.chunks_exact_mut(n_mels).enumerate() {
             let column = &power[t * bins..(t + 1) * bins];
-            for ((value, support), weights) in row
-                .iter_mut()
-                .zip(&self.support)
-                .zip(self.banks.chunks(bins))
-            {
-                // f64 accumulation: nearer torch's f32 matmul than any one f32 order.
-                let energy: f64 = support
-                    .clone()
-                    .map(|k| weights[k] as f64 * column[k] as f64)
-                    .sum();
+            for (m, value) in row.iter_mut().enumerate() {
+                let energy = self.banks.apply(m, column);
                 *value = ((energy as f32).max(EPSILON) as f64).ln() as f32;
             }
         }

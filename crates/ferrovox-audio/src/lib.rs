@@ -3,6 +3,7 @@
 //! for voice cloning (decode any common format, mix, trim, measure, check, resample).
 
 mod fbank;
+mod filterbank;
 mod flac;
 mod join;
 mod mel;
@@ -12,6 +13,7 @@ mod stft;
 mod wav;
 
 pub use fbank::{kaldi_mel_banks, povey_window, Fbank, FbankConfig, KaldiFbank};
+pub use filterbank::SparseFilterbank;
 pub use flac::{encode_flac, FlacError};
 pub use join::{Join, Joiner};
 pub use mel::{mel_filterbank, LogMel, MelConfig, MelSpectrogram};

@@ -2,6 +2,7 @@
 //! 24 kHz front end of Chatterbox's S3Gen (`chatterbox.models.s3gen.utils.mel.mel_spectrogram`),
 //! which turns a reference recording into the prompt mel.
 
+use crate::filterbank::SparseFilterbank;
 use crate::stft::{hann_window_torch, reflect_pad, Stft, StftError};
 
 /// Slaney's mel scale (librosa `hz_to_mel(htk=False)`): linear below 1 kHz, logarithmic above.
@@ -113,10 +114,7 @@ pub struct LogMel {
 pub struct MelSpectrogram {
     config: MelConfig,
     stft: Stft,
-    /// `n_mels x bins`, row-major.
-    filterbank: Vec<f32>,
-    /// Per mel, the range of bins with non-zero weight (most of each row is zero).
-    support: Vec<std::ops::Range<usize>>,
+    filterbank: SparseFilterbank,
 }
 
 impl MelSpectrogram {
@@ -134,27 +132,20 @@ impl MelSpectrogram {
             )));
         }
         let stft = Stft::new(config.n_fft, config.hop, hann_window_torch(config.n_fft))?;
-        let filterbank = mel_filterbank(
-            config.sample_rate,
-            config.n_fft,
-            config.n_mels,
-            config.fmin,
-            config.fmax,
+        let filterbank = SparseFilterbank::new(
+            mel_filterbank(
+                config.sample_rate,
+                config.n_fft,
+                config.n_mels,
+                config.fmin,
+                config.fmax,
+            ),
+            stft.bins(),
         );
-        let bins = stft.bins();
-        let support = filterbank
-            .chunks(bins)
-            .map(|row| {
-                let start = row.iter().position(|&w| w != 0.0).unwrap_or(0);
-                let end = row.iter().rposition(|&w| w != 0.0).map_or(start, |e| e + 1);
-                start..end
-            })
-            .collect();
         Ok(Self {
             config,
             stft,
             filterbank,
-            support,
         })
     }
 
@@ -169,7 +160,7 @@ impl MelSpectrogram {
 
     /// The filterbank, `n_mels x (n_fft / 2 + 1)` row-major.
     pub fn filterbank(&self) -> &[f32] {
-        &self.filterbank
+        self.filterbank.weights()
     }
 
     /// Reflect padding on each side before framing.
@@ -210,15 +201,11 @@ impl MelSpectrogram {
             .collect();
         let n_mels = self.config.n_mels;
         let mut values = vec![0f32; n_mels * frames];
-        for (m, support) in self.support.iter().enumerate() {
-            let weights = &self.filterbank[m * bins..(m + 1) * bins];
+        for m in 0..n_mels {
             for t in 0..frames {
-                let column = &magnitude[t * bins..(t + 1) * bins];
-                // f64 accumulation: nearer torch's f32 matmul than any one f32 order.
-                let mel: f64 = support
-                    .clone()
-                    .map(|k| weights[k] as f64 * column[k] as f64)
-                    .sum();
+                let mel = self
+                    .filterbank
+                    .apply(m, &magnitude[t * bins..(t + 1) * bins]);
                 values[m * frames + t] = (mel as f32).max(1e-5).ln();
             }
         }

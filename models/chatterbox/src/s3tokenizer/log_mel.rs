@@ -3,10 +3,8 @@
 //! `torch.hann_window(400)`): centred `torch.stft(n_fft 400, hop 160)` without its last frame,
 //! power, mel, `log10(max(·, 1e-10))`, floored 8 below the clip's maximum, then `(x + 4) / 4`.
 
-use std::ops::Range;
-
 use candle_core::{Device, Tensor};
-use ferrovox_audio::{hann_window_torch, mel_filterbank, Stft};
+use ferrovox_audio::{hann_window_torch, mel_filterbank, SparseFilterbank, Stft};
 
 use crate::{Error, Result};
 
@@ -25,10 +23,8 @@ pub const MIN_SAMPLES: usize = N_FFT / 2 + 1;
 pub struct LogMelSpectrogram {
     stft: Stft,
     n_mels: usize,
-    /// `n_mels x (N_FFT / 2 + 1)`, row-major.
-    filterbank: Vec<f32>,
-    /// Per mel, the bins with non-zero weight: each triangle spans a few of the 201 bins.
-    support: Vec<Range<usize>>,
+    /// `n_mels x (N_FFT / 2 + 1)`.
+    filterbank: SparseFilterbank,
 }
 
 impl LogMelSpectrogram {
@@ -41,26 +37,20 @@ impl LogMelSpectrogram {
         }
         let stft = Stft::new(N_FFT, HOP, hann_window_torch(N_FFT))
             .map_err(|e| Error::Config(format!("S3 tokenizer STFT: {e}")))?;
-        let filterbank = mel_filterbank(
-            SAMPLE_RATE,
-            N_FFT,
-            n_mels,
-            0.0,
-            f64::from(SAMPLE_RATE) / 2.0,
+        let filterbank = SparseFilterbank::new(
+            mel_filterbank(
+                SAMPLE_RATE,
+                N_FFT,
+                n_mels,
+                0.0,
+                f64::from(SAMPLE_RATE) / 2.0,
+            ),
+            stft.bins(),
         );
-        let support = filterbank
-            .chunks(stft.bins())
-            .map(|row| {
-                let start = row.iter().position(|&w| w != 0.0).unwrap_or(0);
-                let end = row.iter().rposition(|&w| w != 0.0).map_or(start, |e| e + 1);
-                start..end
-            })
-            .collect();
         Ok(Self {
             stft,
             n_mels,
             filterbank,
-            support,
         })
     }
 
@@ -112,15 +102,9 @@ impl LogMelSpectrogram {
             .map(|(&re, &im)| f64::from(re).powi(2) + f64::from(im).powi(2))
             .collect();
         let mut values = vec![0f32; self.n_mels * frames];
-        for (m, support) in self.support.iter().enumerate() {
-            let weights = &self.filterbank[m * bins..(m + 1) * bins];
+        for m in 0..self.n_mels {
             for t in 0..frames {
-                let column = &power[t * bins..(t + 1) * bins];
-                // f64 accumulation: nearer torch's f32 matmul than any one f32 order.
-                let mel: f64 = support
-                    .clone()
-                    .map(|k| f64::from(weights[k]) * column[k])
-                    .sum();
+                let mel = self.filterbank.apply(m, &power[t * bins..(t + 1) * bins]);
                 values[m * frames + t] = (mel as f32).max(1e-10).log10();
             }
         }

@@ -3,9 +3,7 @@
 //! `mel_power`, librosa's Slaney filterbank, then optionally dB and [0, 1] scaling. The released
 //! config stops after the filterbank: an unlogged 40-bin power mel.
 
-use std::ops::Range;
-
-use ferrovox_audio::{hann_window_scipy, mel_filterbank, Stft};
+use ferrovox_audio::{hann_window_scipy, mel_filterbank, SparseFilterbank, Stft};
 
 use super::config::{MelType, VoiceEncConfig};
 use crate::{Error, Result};
@@ -18,10 +16,8 @@ const HEADROOM_DB: f64 = 15.0;
 pub struct MelSpec {
     cfg: VoiceEncConfig,
     stft: Stft,
-    /// `num_mels x (n_fft / 2 + 1)`, row-major, as `librosa.filters.mel` returns it (float32).
-    filterbank: Vec<f32>,
-    /// Per mel, the bins with non-zero weight.
-    support: Vec<Range<usize>>,
+    /// `num_mels x (n_fft / 2 + 1)`, as `librosa.filters.mel` returns it (float32).
+    filterbank: SparseFilterbank,
 }
 
 impl MelSpec {
@@ -33,27 +29,20 @@ impl MelSpec {
         window[left..left + cfg.win_size].copy_from_slice(&hann_window_scipy(cfg.win_size));
         let stft = Stft::new(cfg.n_fft, cfg.hop_size, window)
             .map_err(|e| Error::Config(format!("voice encoder: {e}")))?;
-        let filterbank =
-            mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.num_mels, cfg.fmin, cfg.fmax);
-        let support = filterbank
-            .chunks(stft.bins())
-            .map(|row| {
-                let start = row.iter().position(|&w| w != 0.0).unwrap_or(0);
-                let end = row.iter().rposition(|&w| w != 0.0).map_or(start, |e| e + 1);
-                start..end
-            })
-            .collect();
+        let filterbank = SparseFilterbank::new(
+            mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.num_mels, cfg.fmin, cfg.fmax),
+            stft.bins(),
+        );
         Ok(Self {
             cfg: cfg.clone(),
             stft,
             filterbank,
-            support,
         })
     }
 
     /// The filterbank, `num_mels x (n_fft / 2 + 1)` row-major.
     pub fn filterbank(&self) -> &[f32] {
-        &self.filterbank
+        self.filterbank.weights()
     }
 
     /// The shortest clip the centred STFT can pad: librosa's reflect padding of `n_fft / 2`
@@ -110,15 +99,11 @@ impl MelSpec {
         let n_mels = self.cfg.num_mels;
         let min_level_db = 20.0 * self.cfg.stft_magnitude_min.log10();
         let mut out = vec![0f32; frames * n_mels];
-        for (m, support) in self.support.iter().enumerate() {
-            let weights = &self.filterbank[m * bins..(m + 1) * bins];
+        for m in 0..n_mels {
             for t in 0..frames {
-                let column = &magnitude[t * bins..(t + 1) * bins];
-                // f64 accumulation: nearer numpy's f32 matrix product than any one f32 order.
-                let mel: f64 = support
-                    .clone()
-                    .map(|k| weights[k] as f64 * column[k] as f64)
-                    .sum();
+                let mel = self
+                    .filterbank
+                    .apply(m, &magnitude[t * bins..(t + 1) * bins]);
                 let mut v = mel as f32;
                 if self.cfg.mel_type == MelType::Db {
                     v = (20.0 * (v as f64).max(self.cfg.stft_magnitude_min).log10()) as f32;
