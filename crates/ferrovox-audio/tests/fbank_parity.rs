@@ -2,37 +2,11 @@
 //! num_mel_bins=80)` (torchaudio 2.6), the call CAMPPlus's `extract_feature` makes, from
 //! `tests/fixtures/fbank.safetensors` (written by `xtask/fixtures/chatterbox/gen_campplus.py`).
 
-use std::path::PathBuf;
-
 use ferrovox_audio::{FbankConfig, KaldiFbank};
 
-struct Fixture {
-    bytes: Vec<u8>,
-}
+mod common;
 
-impl Fixture {
-    fn load() -> Self {
-        let path =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fbank.safetensors");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Self { bytes }
-    }
-
-    /// A tensor as (shape, f32 values).
-    fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let tensors = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = tensors
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("fixture has no `{name}`: {e}"));
-        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (view.shape().to_vec(), values)
-    }
-}
+use common::Fixture;
 
 /// The largest absolute difference and where it is.
 fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
@@ -59,7 +33,7 @@ fn campplus_fbank() -> KaldiFbank {
 
 #[test]
 fn povey_window_and_mel_banks_match_torchaudio() {
-    let fx = Fixture::load();
+    let fx = Fixture::own("fbank");
     let fb = campplus_fbank();
     let (_, window) = fx.get("const.povey_window");
     // torch's vectorised cos and pow are within an ulp of the correctly rounded ones.
@@ -86,7 +60,7 @@ fn povey_window_and_mel_banks_match_torchaudio() {
 /// (measured by swapping torch's log for a correctly rounded one).
 #[test]
 fn fbank_matches_torchaudio() {
-    let fx = Fixture::load();
+    let fx = Fixture::own("fbank");
     let fb = campplus_fbank();
     for clip in ["a", "b", "c"] {
         let (_, wav) = fx.get(&format!("in.{clip}"));
@@ -106,7 +80,7 @@ fn fbank_matches_torchaudio() {
 /// floor in every bin, exactly.
 #[test]
 fn silence_takes_the_epsilon_floor() {
-    let fx = Fixture::load();
+    let fx = Fixture::own("fbank");
     let (_, wav) = fx.get("in.c");
     let (_, want) = fx.get("fbank.c");
     let got = campplus_fbank().compute(&wav).unwrap();

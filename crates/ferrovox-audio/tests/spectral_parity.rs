@@ -2,48 +2,13 @@
 //! Chatterbox's tests share (`models/chatterbox/tests/fixtures/mel.safetensors`, made by
 //! `xtask/fixtures/chatterbox/gen_s3gen.py` with torch 2.6 / librosa 0.11).
 
-use std::path::PathBuf;
-
 use ferrovox_audio::{
     hann_window_scipy, hann_window_torch, reflect_pad, MelSpectrogram, Spectrogram, Stft,
 };
 
-/// The fixture's tensors as (shape, f32 values).
-struct Fixture {
-    bytes: Vec<u8>,
-}
+mod common;
 
-impl Fixture {
-    fn load() -> Self {
-        Self::load_named("mel")
-    }
-
-    fn load_named(name: &str) -> Self {
-        let dir = std::env::var_os("FERROVOX_CHATTERBOX_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../models/chatterbox/tests/fixtures")
-            });
-        let path = dir.join(format!("{name}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Self { bytes }
-    }
-
-    fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let tensors = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = tensors
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("fixture has no `{name}`: {e}"));
-        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (view.shape().to_vec(), values)
-    }
-}
+use common::Fixture;
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
@@ -68,7 +33,7 @@ fn frame_major(values: &[f32], bins: usize, frames: usize) -> Vec<f32> {
 
 #[test]
 fn windows_match_torch_and_scipy() {
-    let fx = Fixture::load();
+    let fx = Fixture::chatterbox("mel");
     let (_, mel_window) = fx.get("const.mel_window");
     let (_, hift_window) = fx.get("const.hift_window");
     // torch's window goes through its vectorised f32 cos (SLEEF, within 1 ulp but not correctly
@@ -90,7 +55,7 @@ fn windows_match_torch_and_scipy() {
 
 #[test]
 fn filterbank_matches_librosa() {
-    let fx = Fixture::load();
+    let fx = Fixture::chatterbox("mel");
     let (shape, want) = fx.get("const.mel_filterbank");
     assert_eq!(shape, [80, 961]);
     let mel = MelSpectrogram::s3gen().unwrap();
@@ -100,7 +65,7 @@ fn filterbank_matches_librosa() {
 
 #[test]
 fn mel_stft_and_log_mel_match_torch() {
-    let fx = Fixture::load();
+    let fx = Fixture::chatterbox("mel");
     let (_, wav) = fx.get("in.wav");
     let (_, want_re) = fx.get("stft.re");
     let (_, want_im) = fx.get("stft.im");
@@ -135,7 +100,7 @@ fn mel_stft_and_log_mel_match_torch() {
 
 #[test]
 fn hift_stft_and_istft_match_torch() {
-    let fx = Fixture::load();
+    let fx = Fixture::chatterbox("mel");
     let (_, wav) = fx.get("in.wav");
     let (_, want_re) = fx.get("hift_stft.re");
     let (_, want_im) = fx.get("hift_stft.im");
@@ -194,7 +159,7 @@ fn hift_stft_and_istft_match_torch() {
 fn prompt_mel_of_the_e2e_reference_matches() {
     // The e2e fixture's prompt mel (`in.prompt_feat`, time-major [1, 10, 80]) is this front end
     // applied to its 4800-sample reference.
-    let fx = Fixture::load_named("s3gen_e2e");
+    let fx = Fixture::chatterbox("s3gen_e2e");
     let (_, wav) = fx.get("in.ref_wav");
     let (shape, want) = fx.get("in.prompt_feat");
     assert_eq!(shape, [1, 10, 80]);
