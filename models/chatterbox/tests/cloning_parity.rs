@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use common::{ids, max_abs_diff, Fixture};
+use common::{ids, max_abs_diff, Fixture, FormulaClip};
 use ferrovox_audio::{ReferenceClip, ReferenceLimits};
 use ferrovox_chatterbox::campplus::{self, CampPlus, CampPlusConfig};
 use ferrovox_chatterbox::s3tokenizer::{self, S3Tokenizer, S3TokenizerConfig};
@@ -129,29 +129,19 @@ fn long_clip(fx: &Fixture, rate: u32) -> Vec<f32> {
     }
     let harmonics = p["harmonics"].as_u64().unwrap();
     assert_eq!(harmonics, 5);
-    let n = 11 * rate as usize;
-    let mut state = p["seed"].as_u64().unwrap();
-    let two_pi = 2.0 * std::f64::consts::PI;
-    let sr = f64::from(rate);
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / sr;
-            let phase =
-                two_pi * (f0 * t - f0_depth / (two_pi * f0_rate) * (two_pi * f0_rate * t).cos());
-            let mut voiced = 0.0;
-            for k in 1..=harmonics {
-                voiced += (k as f64 * phase).sin() / k as f64;
-            }
-            let env = env_base + env_depth * (two_pi * am_rate * t).sin();
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let u = (state >> 11) as f64 / 9_007_199_254_740_992.0;
-            let x = amp * env * voiced + noise * (u - 0.5);
-            let pcm = (x * 32767.0 + 0.5).floor().clamp(-32768.0, 32767.0);
-            pcm as f32 / 32768.0
-        })
-        .collect()
+    FormulaClip {
+        f0,
+        f0_depth,
+        f0_rate,
+        am_rate,
+        env_base,
+        env_depth,
+        amp,
+        noise,
+        harmonics,
+        seed: p["seed"].as_u64().unwrap(),
+    }
+    .samples(11 * rate as usize, rate)
 }
 
 /// How far a voice is from upstream's: the float parts' max|diff| and the share of identical

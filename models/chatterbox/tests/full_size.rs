@@ -32,7 +32,7 @@ fn by_prefix(keys: &HashSet<String>) -> BTreeMap<String, usize> {
 fn every_s3gen_tensor_is_read_by_synthesis_or_cloning() {
     let shapes = common::full_size_shapes("s3gen_full_keys.json");
     assert_eq!(shapes.len(), 2490);
-    let (vb, read) = common::manifest_vb(&shapes);
+    let (vb, read) = common::manifest_vb(&shapes, &candle_core::Device::Cpu);
     S3Gen::new(&S3GenConfig::default(), vb.clone()).expect("synthesis reads released shapes");
     S3Tokenizer::new(&S3TokenizerConfig::default(), vb.pp(CHECKPOINT_PREFIX))
         .expect("the tokenizer reads released shapes");
@@ -62,7 +62,7 @@ fn every_s3gen_tensor_is_read_by_synthesis_or_cloning() {
 #[test]
 fn every_voice_encoder_tensor_is_read_but_the_training_only_ones() {
     let shapes = common::full_size_shapes("ve_full_keys.json");
-    let (vb, read) = common::manifest_vb(&shapes);
+    let (vb, read) = common::manifest_vb(&shapes, &candle_core::Device::Cpu);
     VoiceEncoder::new(&VoiceEncConfig::default(), vb).expect("released shapes");
     let read: HashSet<String> = read.lock().unwrap().iter().cloned().collect();
     let mut unread: Vec<&String> = shapes.keys().filter(|k| !read.contains(*k)).collect();

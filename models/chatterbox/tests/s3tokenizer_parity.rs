@@ -7,12 +7,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::{ids, max_abs_diff, Fixture};
+use common::{ids, max_abs_diff, Fixture, FormulaClip};
 use ferrovox_chatterbox::s3tokenizer::{
     log_mel::MIN_SAMPLES, pad_mels, FsqCodebook, S3Tokenizer, S3TokenizerConfig, BUFFER_KEYS,
     CHECKPOINT_PREFIX,
@@ -244,28 +242,19 @@ fn long_clip(fx: &Fixture) -> Vec<f32> {
     }
     let harmonics = p["harmonics"].as_u64().unwrap();
     assert_eq!(harmonics, 4);
-    let n = p["samples"].as_u64().unwrap() as usize;
-    let mut state = p["seed"].as_u64().unwrap();
-    let two_pi = 2.0 * std::f64::consts::PI;
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / 16_000.0;
-            let phase =
-                two_pi * (f0 * t - f0_depth / (two_pi * f0_rate) * (two_pi * f0_rate * t).cos());
-            let mut voiced = 0.0;
-            for k in 1..=harmonics {
-                voiced += (k as f64 * phase).sin() / k as f64;
-            }
-            let env = 0.55 + 0.45 * (two_pi * am_rate * t).sin();
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let u = (state >> 11) as f64 / 9_007_199_254_740_992.0;
-            let x = amp * env * voiced + noise * (u - 0.5);
-            let pcm = (x * 32767.0 + 0.5).floor().clamp(-32768.0, 32767.0);
-            pcm as f32 / 32768.0
-        })
-        .collect()
+    FormulaClip {
+        f0,
+        f0_depth,
+        f0_rate,
+        am_rate,
+        env_base: 0.55,
+        env_depth: 0.45,
+        amp,
+        noise,
+        harmonics,
+        seed: p["seed"].as_u64().unwrap(),
+    }
+    .samples(p["samples"].as_u64().unwrap() as usize, 16_000)
 }
 
 /// Past 3000 mel frames upstream tokenizes 30 s windows every 26 s and merges them; alone and
@@ -299,44 +288,6 @@ fn long_clip_windows_match_upstream() {
     assert_eq!(mixed[1], want[0], "mixed: long");
 }
 
-/// Zero tensors under the names and shapes of a full-size tokenizer's state dict (the
-/// fixture's `full_size_keys`, from upstream's `S3Tokenizer()`), recording what is read. A name
-/// not in it, or a shape other than upstream's, is an error.
-#[derive(Clone)]
-struct FullSizeZeros {
-    shapes: Arc<HashMap<String, Vec<usize>>>,
-    read: Arc<Mutex<Vec<String>>>,
-}
-
-impl SimpleBackend for FullSizeZeros {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let want = self
-            .shapes
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("no tensor `{name}` upstream")))?;
-        if s.dims() != want.as_slice() {
-            candle_core::bail!("`{name}`: asked for {s:?}, upstream has {want:?}");
-        }
-        self.read.lock().unwrap().push(name.to_string());
-        Tensor::zeros(s, dtype, dev)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("`{name}` asked for without a shape")
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.shapes.contains_key(name)
-    }
-}
-
 /// The released size: the tensors `new` reads are exactly `expected_keys`, with upstream's
 /// shapes, and with the buffers they are upstream's whole state dict. With every weight zero
 /// each FSQ value is 0, digit 1 each: token Σ 3^i = 3280, 25 a second.
@@ -364,14 +315,9 @@ fn full_size_reads_the_released_keys_and_runs() {
         "expected_keys + buffers = upstream's state dict"
     );
 
-    let backend = FullSizeZeros {
-        shapes: Arc::new(shapes),
-        read: Arc::default(),
-    };
-    let device = common::device();
-    let vb = VarBuilder::from_backend(Box::new(backend.clone()), DType::F32, device);
+    let (vb, read) = common::manifest_vb(&shapes, &common::device());
     let tok = S3Tokenizer::new(&cfg, vb.pp(CHECKPOINT_PREFIX)).unwrap();
-    let mut read = backend.read.lock().unwrap().clone();
+    let mut read = read.lock().unwrap().clone();
     read.sort();
     expected.sort();
     assert_eq!(read, expected, "tensors read = expected_keys");

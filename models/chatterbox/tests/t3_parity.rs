@@ -417,7 +417,7 @@ fn bad_input_is_an_error_not_a_panic() {
 fn the_released_full_size_key_set_loads_unchanged() {
     let shapes = common::full_size_shapes("t3_full_keys.json");
     assert_eq!(shapes.len(), 292);
-    let (vb, _) = common::manifest_vb(&shapes);
+    let (vb, _) = common::manifest_vb(&shapes, &Device::Cpu);
     let cfg = T3Config::default();
     let expected = T3::expected_keys(&cfg);
     for key in &expected {

@@ -183,11 +183,12 @@ pub fn full_size_shapes(name: &str) -> HashMap<String, Vec<usize>> {
         .collect()
 }
 
-/// A VarBuilder over a manifest: each read must name a tensor of it at its shape (else the
-/// build fails naming it) and gets zeros (calloc'd pages, never touched); the names read are
-/// recorded.
+/// A VarBuilder on `device` over a manifest: each read must name a tensor of it at its shape
+/// (else the build fails naming it) and gets zeros (calloc'd pages on the CPU, never touched);
+/// the names read are recorded.
 pub fn manifest_vb(
     shapes: &HashMap<String, Vec<usize>>,
+    device: &Device,
 ) -> (
     VarBuilder<'static>,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -198,7 +199,7 @@ pub fn manifest_vb(
         read: read.clone(),
     };
     (
-        VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu),
+        VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone()),
         read,
     )
 }
@@ -239,5 +240,52 @@ impl candle_nn::var_builder::SimpleBackend for Manifest {
     }
     fn contains_tensor(&self, name: &str) -> bool {
         self.shapes.contains_key(name)
+    }
+}
+
+/// The closed-form clip the cloning and tokenizer generators write as a formula rather than as
+/// samples: a voiced tone whose pitch glides sinusoidally, with syllable-rate amplitude and
+/// LCG noise, rounded to 16 bits. [`FormulaClip::samples`] evaluates it in the generators' f64
+/// operations and order, so the clip is rebuilt bit for bit.
+pub struct FormulaClip {
+    pub f0: f64,
+    pub f0_depth: f64,
+    pub f0_rate: f64,
+    pub am_rate: f64,
+    pub env_base: f64,
+    pub env_depth: f64,
+    pub amp: f64,
+    pub noise: f64,
+    pub harmonics: u64,
+    pub seed: u64,
+}
+
+impl FormulaClip {
+    /// `n` samples at `rate`.
+    pub fn samples(&self, n: usize, rate: u32) -> Vec<f32> {
+        let two_pi = 2.0 * std::f64::consts::PI;
+        let sr = f64::from(rate);
+        let mut state = self.seed;
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / sr;
+                let phase = two_pi
+                    * (self.f0 * t
+                        - self.f0_depth / (two_pi * self.f0_rate)
+                            * (two_pi * self.f0_rate * t).cos());
+                let mut voiced = 0.0;
+                for k in 1..=self.harmonics {
+                    voiced += (k as f64 * phase).sin() / k as f64;
+                }
+                let env = self.env_base + self.env_depth * (two_pi * self.am_rate * t).sin();
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let u = (state >> 11) as f64 / 9_007_199_254_740_992.0;
+                let x = self.amp * env * voiced + self.noise * (u - 0.5);
+                let pcm = (x * 32767.0 + 0.5).floor().clamp(-32768.0, 32767.0);
+                pcm as f32 / 32768.0
+            })
+            .collect()
     }
 }
