@@ -3,8 +3,56 @@
 
 use std::path::Path;
 
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::{Error, Result};
+
+/// An [`Error::Checkpoint`] about the file at `path`.
+pub fn error(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// `build` over the safetensors file at `path`, mapped read-only; what goes wrong reading it
+/// (a tensor missing or misshapen) is an [`Error::Checkpoint`] naming the file.
+pub fn build_mapped<T>(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let checkpoint = error(path);
+    // SAFETY: the file is mapped read-only and not modified while the model lives.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+        .map_err(|e| checkpoint(e.to_string()))?;
+    build(vb).map_err(|e| match e {
+        Error::Candle(c) => checkpoint(c.to_string()),
+        Error::Checkpoint { reason, .. } => checkpoint(reason),
+        other => other,
+    })
+}
+
+/// [`build_mapped`] once the file's whole key set checks out against `expected` (see
+/// [`check_key_set`]).
+pub fn load_checked<T>(
+    path: &Path,
+    expected: &[String],
+    ignored: impl Fn(&str) -> bool,
+    model: &str,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let names = names_in(path).map_err(error(path))?;
+    check_key_set(&names, "", expected, ignored, model).map_err(error(path))?;
+    build_mapped(path, dtype, device, build)
+}
+
 /// The tensor names of a safetensors file; an unreadable header is described.
-pub fn tensor_names(path: &Path) -> Result<Vec<String>, String> {
+pub fn tensor_names(path: &Path) -> std::result::Result<Vec<String>, String> {
     // SAFETY: the file is mapped read-only for the length of this call.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
         .map_err(|e| format!("not a readable safetensors file ({e})"))?;
@@ -13,7 +61,7 @@ pub fn tensor_names(path: &Path) -> Result<Vec<String>, String> {
 
 /// The tensor names of the safetensors file at `path`; an absent or unreadable file is
 /// described.
-pub fn names_in(path: &Path) -> Result<Vec<String>, String> {
+pub fn names_in(path: &Path) -> std::result::Result<Vec<String>, String> {
     if !path.is_file() {
         return Err("file not found".into());
     }
@@ -30,7 +78,7 @@ pub fn check_key_set(
     expected: &[String],
     ignored: impl Fn(&str) -> bool,
     model: &str,
-) -> Result<(), String> {
+) -> std::result::Result<(), String> {
     let list = |keys: &[&String]| {
         let shown: Vec<&str> = keys.iter().take(3).map(|s| s.as_str()).collect();
         match keys.len() - shown.len() {

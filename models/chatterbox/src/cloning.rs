@@ -19,7 +19,6 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use ferrovox_audio::{MelSpectrogram, ReferenceClip};
 
 use crate::campplus::{self, CampPlus, CampPlusConfig};
@@ -314,11 +313,8 @@ pub fn load_s3gen_encoders(
     campplus: &CampPlusConfig,
     device: &Device,
 ) -> Result<(S3Tokenizer, CampPlus)> {
-    let checkpoint = |reason: String| Error::Checkpoint {
-        path: path.display().to_string(),
-        reason,
-    };
-    let names = crate::checkpoint::names_in(path).map_err(checkpoint)?;
+    let checkpoint = crate::checkpoint::error(path);
+    let names = crate::checkpoint::names_in(path).map_err(&checkpoint)?;
     let tokenizer_keys = S3Tokenizer::expected_keys(tokenizer);
     crate::checkpoint::check_key_set(
         &names,
@@ -327,7 +323,7 @@ pub fn load_s3gen_encoders(
         |k| s3tokenizer::BUFFER_KEYS.contains(&k),
         "the S3 tokenizer",
     )
-    .map_err(checkpoint)?;
+    .map_err(&checkpoint)?;
     crate::checkpoint::check_key_set(
         &names,
         &format!("{}.", campplus::PREFIX),
@@ -335,17 +331,13 @@ pub fn load_s3gen_encoders(
         |k| k.ends_with(".num_batches_tracked"),
         "CAMPPlus",
     )
-    .map_err(checkpoint)?;
-    // SAFETY: the file is mapped read-only and not modified while the models are built.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-        .map_err(|e| checkpoint(e.to_string()))?;
-    let named = |e: Error| match e {
-        Error::Candle(c) => checkpoint(c.to_string()),
-        other => other,
-    };
-    let tok = S3Tokenizer::new(tokenizer, vb.pp(s3tokenizer::CHECKPOINT_PREFIX)).map_err(named)?;
-    let cam = CampPlus::new(campplus, vb.pp(campplus::PREFIX)).map_err(named)?;
-    Ok((tok, cam))
+    .map_err(&checkpoint)?;
+    crate::checkpoint::build_mapped(path, DType::F32, device, |vb| {
+        Ok((
+            S3Tokenizer::new(tokenizer, vb.pp(s3tokenizer::CHECKPOINT_PREFIX))?,
+            CampPlus::new(campplus, vb.pp(campplus::PREFIX))?,
+        ))
+    })
 }
 
 /// The first `n` samples (all of them when shorter), as upstream's `wav[:n]`.

@@ -316,14 +316,8 @@ impl S3Gen {
     /// Loads the released `s3gen.safetensors` (full size) onto `device`; a missing or
     /// misshapen tensor names the file and the key.
     pub fn load(path: &Path, cfg: &S3GenConfig, device: &Device) -> Result<Self> {
-        let checkpoint = |reason: String| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason,
-        };
-        if !path.is_file() {
-            return Err(checkpoint("file not found".into()));
-        }
-        let names = crate::checkpoint::tensor_names(path).map_err(checkpoint)?;
+        let checkpoint = crate::checkpoint::error(path);
+        let names = crate::checkpoint::names_in(path).map_err(&checkpoint)?;
         let foreign: Vec<&String> = names
             .iter()
             .filter(|n| !CHECKPOINT_PARTS.iter().any(|p| n.starts_with(p)))
@@ -341,14 +335,7 @@ impl S3Gen {
                     .join(", ")
             )));
         }
-        // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-            .map_err(|e| checkpoint(e.to_string()))?;
-        Self::new(cfg, vb).map_err(|e| match e {
-            Error::Candle(c) => checkpoint(c.to_string()),
-            Error::Checkpoint { reason, .. } => checkpoint(reason),
-            other => other,
-        })
+        crate::checkpoint::build_mapped(path, DType::F32, device, |vb| Self::new(cfg, vb))
     }
 
     /// The flow.

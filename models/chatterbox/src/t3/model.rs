@@ -115,26 +115,15 @@ impl T3 {
     /// Loads a `t3_cfg.safetensors` onto `device` in `dtype`. A missing, misshapen or
     /// unexpected tensor (another model's file) is an error naming the file and the key.
     pub fn load(path: &Path, cfg: &T3Config, dtype: DType, device: &Device) -> Result<Self> {
-        let checkpoint = |reason: String| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason,
-        };
-        let names = crate::checkpoint::names_in(path).map_err(checkpoint)?;
-        crate::checkpoint::check_key_set(
-            &names,
-            "",
+        crate::checkpoint::load_checked(
+            path,
             &Self::expected_keys(cfg),
             |k| UNUSED_KEYS.contains(&k),
             "a T3 checkpoint",
+            dtype,
+            device,
+            |vb| Self::new(cfg, vb),
         )
-        .map_err(checkpoint)?;
-        // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-            .map_err(|e| checkpoint(e.to_string()))?;
-        Self::new(cfg, vb).map_err(|e| match e {
-            Error::Candle(c) => checkpoint(c.to_string()),
-            other => other,
-        })
     }
 
     /// Every tensor name [`T3::new`] reads for `cfg`.
@@ -241,14 +230,8 @@ impl T3 {
         position: usize,
         rows: usize,
     ) -> Result<Tensor> {
-        let emb = self.speech_emb.forward(&token.reshape((1, 1))?)?;
-        let pos = Self::positions(&self.speech_pos_emb, position, 1, emb.device())?;
-        let e = (emb + pos)?;
-        Ok(if rows == 1 {
-            e
-        } else {
-            Tensor::cat(&vec![&e; rows], 0)?
-        })
+        let position = Tensor::new(&[position as u32], token.device())?;
+        Ok(self.step_embed(token, &position, rows)?)
     }
 
     /// The prefill embeddings `[rows, len_cond + text + 2, dim]` (`prepare_input_embeds`, then

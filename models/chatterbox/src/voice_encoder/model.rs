@@ -168,26 +168,15 @@ impl VoiceEncoder {
     /// hundreds of sequential steps). A missing, misshapen or unexpected tensor (another
     /// model's file) is an error naming the file and the key.
     pub fn load(path: &Path, cfg: &VoiceEncConfig, device: &Device) -> Result<Self> {
-        let checkpoint = |reason: String| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason,
-        };
-        let names = crate::checkpoint::names_in(path).map_err(checkpoint)?;
-        crate::checkpoint::check_key_set(
-            &names,
-            "",
+        crate::checkpoint::load_checked(
+            path,
             &Self::expected_keys(),
             |k| UNUSED_KEYS.contains(&k),
             "a voice encoder checkpoint",
+            DType::F32,
+            device,
+            |vb| Self::new(cfg, vb),
         )
-        .map_err(checkpoint)?;
-        // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-            .map_err(|e| checkpoint(e.to_string()))?;
-        Self::new(cfg, vb).map_err(|e| match e {
-            Error::Candle(c) => checkpoint(c.to_string()),
-            other => other,
-        })
     }
 
     /// Every tensor name [`VoiceEncoder::new`] reads.
