@@ -22,12 +22,7 @@ use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
 use crate::memory_sampler::MemorySampler;
-use crate::util::repo_root;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-}
+use crate::util::{median, repo_root};
 
 pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;

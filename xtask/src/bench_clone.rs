@@ -14,14 +14,9 @@ use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use ferrovox_voice_store::{BlockingVoiceStore, NewVoice};
 use serde_json::json;
 
-use crate::util::repo_root;
+use crate::util::{median, repo_root};
 
 const RATE: u32 = 24_000;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 /// A 10 s voice-like clip: a gliding harmonic tone, syllable-rate amplitude and a little
 /// noise (a fixed LCG), so every encoder sees non-trivial input.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::util::{repo_root, run_cmd};
+use crate::util::{median, repo_root, run_cmd};
 
 const FIVE_SENTENCES: &str = "The train leaves at nine. Bring your ticket and a warm coat. \
     The journey takes about three hours. Lunch is served in the second carriage. \
@@ -76,11 +76,6 @@ fn timed_request(url: &str, input: &str, format: &str) -> anyhow::Result<(f64, f
         start.elapsed().as_secs_f64(),
         total,
     ))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn throughput(url: &str, clients: usize, per_client: usize) -> anyhow::Result<f64> {

@@ -61,6 +61,12 @@ pub fn machine_name() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The median of timings (the upper one of an even count; NaN when there are none).
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

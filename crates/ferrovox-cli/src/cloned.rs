@@ -73,14 +73,13 @@ pub fn read_clip(clip: &Path) -> anyhow::Result<ReferenceClip> {
     Ok(clip)
 }
 
-/// `clip`'s conditionals for the Chatterbox model `model`.
-pub fn clone_chatterbox(
-    model: &str,
+/// `clip`'s conditionals for the Chatterbox model in `dir`.
+fn clone_chatterbox(
+    dir: &Path,
     clip: &ReferenceClip,
     device: &Device,
 ) -> anyhow::Result<Conditionals> {
-    let dir = chatterbox_dir(model)?;
-    let cloner = VoiceCloner::from_dir(&dir, device)?;
+    let cloner = VoiceCloner::from_dir(dir, device)?;
     Ok(cloner.from_clip(clip, STORED_EXAGGERATION)?)
 }
 
@@ -95,7 +94,7 @@ pub fn add(
     let clip = read_clip(clip_path)?;
     let dir = chatterbox_dir(model)?;
     let started = std::time::Instant::now();
-    let conditionals = clone_chatterbox(model, &clip, device)?;
+    let conditionals = clone_chatterbox(&dir, &clip, device)?;
     eprintln!(
         "encoded {:.1} s of {} in {:.2} s",
         clip.duration_s,
@@ -127,14 +126,12 @@ pub fn add(
     Ok(meta)
 }
 
-/// A stored voice by id or name, ready for a request, with the model it was cloned for.
+/// The stored voice `meta` describes, ready for a request, with the model it was cloned for.
 pub fn stored(
     store: &BlockingVoiceStore,
-    id_or_name: &str,
+    meta: VoiceMeta,
     device: &Device,
 ) -> anyhow::Result<(ClonedVoice, String)> {
-    let meta = store.resolve(id_or_name)?;
-    let voice = store.get(&meta.id)?;
     if meta.family != Family::Chatterbox.name() {
         bail!(
             "cloned voice `{}` is a {} voice, which this build cannot speak",
@@ -142,6 +139,7 @@ pub fn stored(
             meta.family
         );
     }
+    let voice = store.get(&meta.id)?;
     let conditionals = Conditionals::from_safetensors(&voice.conditionals, device)
         .with_context(|| format!("cloned voice `{}` ({})", meta.name, meta.id))?;
     Ok((
@@ -157,7 +155,7 @@ pub fn stored(
 /// A one-off voice from `clip` for the Chatterbox model `model`, not stored.
 pub fn one_off(model: &str, clip_path: &Path, device: &Device) -> anyhow::Result<ClonedVoice> {
     let clip = read_clip(clip_path)?;
-    let conditionals = clone_chatterbox(model, &clip, device)?;
+    let conditionals = clone_chatterbox(&chatterbox_dir(model)?, &clip, device)?;
     Ok(ClonedVoice {
         id: format!("clip-{}", &clip.hash.to_hex()[..16]),
         family: Family::Chatterbox,

@@ -186,7 +186,7 @@ fn stored_voice(
     }
     let store = crate::cloned::open_store(args.voice_store.as_deref())?;
     match store.resolve(&args.voice) {
-        Ok(_) => Ok(Some(crate::cloned::stored(&store, &args.voice, device)?)),
+        Ok(meta) => Ok(Some(crate::cloned::stored(&store, meta, device)?)),
         Err(StoreError::NotFound(_) | StoreError::NameNotFound(_) | StoreError::InvalidId(_)) => {
             Ok(None)
         }
