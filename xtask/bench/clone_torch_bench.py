@@ -5,7 +5,9 @@ random weights, written here for ferrovox to load the same files.
 Usage: clone_torch_bench.py SPEC.json  (prints one JSON line; SPEC names dir, clip, reps, device)
 """
 
+import importlib.util
 import json
+import os
 import resource
 import sys
 import time
@@ -15,17 +17,28 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from chatterbox.models.s3gen import S3Gen
-from chatterbox.models.t3.modules.t3_config import T3Config
-from chatterbox.models.voice_encoder import VoiceEncoder
-from chatterbox.tts import ChatterboxTTS
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upstream import bare_chatterbox_package, device_from  # noqa: E402
+
+bare_chatterbox_package()
+# `chatterbox.tts` imports the Perth watermarker, which prepare_conditionals never calls.
+if importlib.util.find_spec("perth") is None:
+    sys.modules["perth"] = types.ModuleType("perth")
+from chatterbox.models.s3gen import S3Gen  # noqa: E402
+from chatterbox.models.t3.modules.t3_config import T3Config  # noqa: E402
+from chatterbox.models.voice_encoder import VoiceEncoder  # noqa: E402
+from chatterbox.tts import ChatterboxTTS  # noqa: E402
 
 
 def main():
     spec = json.loads(Path(sys.argv[1]).read_text())
     out = Path(spec["dir"])
     out.mkdir(parents=True, exist_ok=True)
-    device = spec["device"]
+    # ferrovox's TF32 setting and threads, from the spec or else the environment it runs in.
+    spec.setdefault("tf32", os.environ.get("FERROVOX_TF32", "1") != "0")
+    spec.setdefault("threads", torch.get_num_threads())
+    device, sync = device_from(spec)
+    device = device.type
     torch.manual_seed(0)
     ve_path, s3gen_path = out / "ve.safetensors", out / "s3gen.safetensors"
     if not (ve_path.is_file() and s3gen_path.is_file()):
@@ -43,10 +56,6 @@ def main():
     tts.ve, tts.s3gen, tts.device = ve, s3gen, device
     tts.t3 = types.SimpleNamespace(hp=T3Config.english_only())
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     tts.prepare_conditionals(spec["clip"], exaggeration=0.5)  # warm-up
     sync()
     walls = []
@@ -60,6 +69,7 @@ def main():
         "clone_all": walls,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "tf32": bool(spec["tf32"]),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: unpacks the binaries `cargo xtask gpu`
 # built, then checks and times everything in one go. Results land in $OUT.
-# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [chatterbox-bench] [vits-bench] [vits-planner]
+# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [chatterbox-bench] [clone-bench] [vits-bench] [vits-planner]
 #               [vits-profile]   (no argument: all but vits-profile)
 set -u
 carry="$(cd "$(dirname "$0")" && pwd)"
@@ -64,7 +64,7 @@ chatterbox_bench() {
     local site=/tmp/ferrovox-pysite
     python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
     echo "== Chatterbox tests on CUDA (f32, TF32 off; the CPU bounds)"
-    for t in t3_parity tts_e2e tokenizer_parity ve_parity s3tokenizer_parity campplus_parity; do
+    for t in t3_parity tts_e2e tokenizer_parity ve_parity s3tokenizer_parity campplus_parity cloning_parity; do
         FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/$t" --test-threads 1 --nocapture 2>&1 \
             | grep -E "max.diff|bound|identical|distance|test result|panicked|FAILED" | sed "s/^/[$t] /"
     done
@@ -74,6 +74,19 @@ chatterbox_bench() {
         FERROVOX_TF32=$tf32 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
             "$bin/xtask" bench chatterbox --device cuda 2>&1 | grep -v -i "warn\|deprecat\|Sampling"
         find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/chatterbox-tf32-$tf32.json" \;
+    done
+}
+
+clone_bench() {
+    echo "== Cloning a 10 s clip on CUDA against upstream's prepare_conditionals (same weights, same clip)"
+    local site=/tmp/ferrovox-pysite
+    python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
+    for tf32 in 0 1; do
+        echo "-- TF32 $tf32"
+        touch /tmp/ferrovox-bench-mark
+        FERROVOX_TF32=$tf32 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
+            "$bin/xtask" bench clone --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/clone-tf32-$tf32.json" \;
     done
 }
 
@@ -144,7 +157,7 @@ PY
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench chatterbox-bench vits-bench vits-planner)
+[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench chatterbox-bench clone-bench vits-bench vits-planner)
 for s in "${sections[@]}"; do
     case "$s" in
         doctor) doctor ;;
@@ -152,6 +165,7 @@ for s in "${sections[@]}"; do
         chatterbox) chatterbox ;;
         s3gen-bench) s3gen_bench ;;
         chatterbox-bench) chatterbox_bench ;;
+        clone-bench) clone_bench ;;
         vits-bench) vits_bench ;;
         vits-planner) vits_planner ;;
         vits-profile) vits_profile ;;

@@ -159,6 +159,31 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         firsts.push(first.unwrap_or(f64::NAN));
         wholes.push(start.elapsed().as_secs_f64());
     }
+    // Where the first audio's time goes: T3's prefill and first chunk of tokens, then S3Gen's
+    // first push (the same number of tokens, so the same captured shapes).
+    let chunk = ferrovox_chatterbox::STREAM_CHUNKS[0];
+    let (mut t3_firsts, mut s3gen_firsts) = (Vec::new(), Vec::new());
+    let codes: Vec<u32> = (0..chunk as u32).map(|i| (i * 97 + 13) % 6561).collect();
+    for rep in 0..reps {
+        let start = Instant::now();
+        tts.generate_tokens(
+            &text,
+            &voice,
+            &options(chunk),
+            &mut SeededNoise::new(300 + rep as u64),
+        )?;
+        device.synchronize()?;
+        t3_firsts.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let mut stream = tts.s3gen().stream(&voice.gen, rep as u64)?;
+        stream.push(&codes)?;
+        s3gen_firsts.push(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "first audio, by stage (median of {reps}): T3 prefill + {chunk} tokens {:.0} ms, S3Gen's first push of {chunk} tokens {:.0} ms",
+        median(t3_firsts.clone()) * 1e3,
+        median(s3gen_firsts.clone()) * 1e3
+    );
     let ours = median(rates.clone());
     let theirs = torch["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     let first = median(firsts.clone());
@@ -208,6 +233,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "device": if on_gpu { "cuda" } else { "cpu" }, "tf32": runtime.tuning.tf32, "threads": threads,
         "ferrovox": {"tokens_per_s": ours, "tokens_per_s_all": rates, "tokens": counts,
             "first_audio_s": first, "first_audio_all": firsts, "stream_wall_s": wholes,
+            "first_chunk_t3_s": t3_firsts, "first_chunk_s3gen_s": s3gen_firsts,
             "gpu_peak_mib": gpu_peak, "load_s": load_s,
             "decode_graphs": tts.t3().decode_graphs().graphs(),
             "decode_graph_fallbacks": tts.t3().decode_graphs().fallbacks(),

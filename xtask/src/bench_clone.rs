@@ -53,6 +53,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let spec = json!({
         "dir": dir, "clip": clip_path, "reps": reps,
         "device": if on_gpu { "cuda" } else { "cpu" },
+        "tf32": runtime.tuning.tf32, "threads": runtime.tuning.threads.threads,
     });
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
@@ -86,7 +87,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     std::fs::create_dir_all(&store_dir)?;
     let location = store_dir.to_string_lossy().into_owned();
     let bytes = conditionals.to_safetensors()?;
-    let (meta, _) = BlockingVoiceStore::open(Some(&location))?.add(NewVoice {
+    let new_voice = || NewVoice {
         name: "bench".into(),
         family: "chatterbox".into(),
         model_id: "bench".into(),
@@ -96,7 +97,9 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         duration_s: 10.0,
         loudness_lufs: -20.0,
         conditionals: bytes.clone(),
-    })?;
+        consent: None,
+    };
+    let (meta, _) = BlockingVoiceStore::open(Some(&location))?.add(new_voice())?;
     let mut cold = Vec::new();
     let mut cached = Vec::new();
     for _ in 0..reps.max(3) {
@@ -109,6 +112,27 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         cached.push(start.elapsed().as_secs_f64());
     }
     let (cold, cached) = (median(cold), median(cached));
+    // The same voice from an S3 server on this machine (moto), as replicas sharing a bucket
+    // read it: a fresh handle pays the listing-free GET of metadata and payload.
+    let s3 = match crate::moto::Moto::start("bench-voices")? {
+        Some(moto) => {
+            moto.export_env();
+            let location = format!("s3://{}/voices", moto.bucket);
+            BlockingVoiceStore::open(Some(&location))?.add(new_voice())?;
+            let (mut fresh, mut warm) = (Vec::new(), Vec::new());
+            for _ in 0..reps.max(3) {
+                let start = Instant::now();
+                let store = BlockingVoiceStore::open(Some(&location))?;
+                Conditionals::from_safetensors(&store.get(&meta.id)?.conditionals, &device)?;
+                fresh.push(start.elapsed().as_secs_f64());
+                let start = Instant::now();
+                Conditionals::from_safetensors(&store.get(&meta.id)?.conditionals, &device)?;
+                warm.push(start.elapsed().as_secs_f64());
+            }
+            Some((median(fresh), median(warm)))
+        }
+        None => None,
+    };
     println!(
         "| | ferrovox | PyTorch {} | ferrovox / PyTorch |\n|---|---|---|---|",
         torch["torch"].as_str().unwrap_or("?")
@@ -125,6 +149,13 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         cold * 1e3,
         cached * 1e3
     );
+    if let Some((fresh, warm)) = s3 {
+        println!(
+            "| load a stored voice, S3 (moto on 127.0.0.1): fresh handle / cached | {:.2} / {:.2} ms | | |",
+            fresh * 1e3,
+            warm * 1e3
+        );
+    }
     println!(
         "(device {}; threads {}; encoders load {load_s:.1} s; ferrovox peak RSS {:.0} MiB, PyTorch {:.0} MiB)",
         if on_gpu { "cuda" } else { "cpu" },
@@ -137,6 +168,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "threads": runtime.tuning.threads.threads,
         "ferrovox": {"clone_s": ours, "clone_all": walls, "encoders_load_s": load_s,
             "store_load_fresh_s": cold, "store_load_cached_s": cached, "voice_bytes": bytes.len(),
+            "s3_load_fresh_s": s3.map(|s| s.0), "s3_load_cached_s": s3.map(|s| s.1),
             "peak_rss_mib": ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64},
         "torch": torch,
         "ratio_clone": theirs / ours,

@@ -19,6 +19,7 @@ mod doctor;
 mod fixtures;
 mod gpu;
 mod memory_sampler;
+mod moto;
 mod util;
 
 const USAGE: &str = "usage: cargo xtask <command>

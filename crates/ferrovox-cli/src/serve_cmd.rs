@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use ferrovox_engine::{BatcherConfig, Engine, EngineConfig, SynthesisOptions};
-use ferrovox_server::{AppState, ServerConfig};
+use ferrovox_server::{AppState, Cloning, ServerConfig};
 
 use crate::options::VoiceOptions;
 
@@ -50,6 +50,20 @@ pub struct ServeArgs {
     /// Sentences that may wait for a batch before requests are refused.
     #[arg(long, env = "FERROVOX_QUEUE_CAPACITY", default_value_t = 64)]
     queue_capacity: usize,
+    /// Where cloned voices are kept: a directory or `s3://bucket/prefix` (default
+    /// `~/.cache/ferrovox/voices/cloned`). Served Chatterbox models clone uploads
+    /// (`POST /v1/audio/voices`) into it and speak the voices in it.
+    #[arg(long, env = "FERROVOX_VOICE_STORE")]
+    voice_store: Option<String>,
+    /// Serve no cloned voices and no `/v1/audio/voices`.
+    #[arg(long, env = "FERROVOX_NO_CLONING")]
+    no_cloning: bool,
+    /// Voices cloned at once; more get 429.
+    #[arg(long, env = "FERROVOX_MAX_CONCURRENT_CLONES", default_value_t = 2)]
+    max_concurrent_clones: usize,
+    /// Largest voice upload, in bytes; larger ones get 413.
+    #[arg(long, env = "FERROVOX_MAX_UPLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_upload_bytes: usize,
     /// Skip the warm-up synthesis at load.
     #[arg(long, env = "FERROVOX_NO_WARM_UP")]
     no_warm_up: bool,
@@ -74,21 +88,38 @@ pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> 
         }),
         warm_up: !args.no_warm_up,
     }));
-    let state = AppState::new(
-        engine,
-        ServerConfig {
-            voices: args.voices,
-            max_concurrent_requests: args.max_concurrent_requests.max(1),
-            max_input_chars: args.max_input_chars,
-            defaults,
-            ..Default::default()
-        },
-    );
+    let config = ServerConfig {
+        voices: args.voices,
+        max_concurrent_requests: args.max_concurrent_requests.max(1),
+        max_input_chars: args.max_input_chars,
+        max_upload_bytes: args.max_upload_bytes,
+        max_concurrent_clones: args.max_concurrent_clones.max(1),
+        defaults,
+        ..Default::default()
+    };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let state = if args.no_cloning {
+        AppState::new(engine, config)
+    } else {
+        // The store's client belongs to the runtime that will drive it.
+        let _context = tokio.enter();
+        let store = ferrovox_voice_store::VoiceStore::open(args.voice_store.as_deref())
+            .with_context(|| {
+                format!(
+                    "opening the voice store {}",
+                    args.voice_store.as_deref().unwrap_or("(default directory)")
+                )
+            })?;
+        let service = Arc::new(ferrovox_cloning::CloningService::new(
+            runtime.device().clone(),
+        ));
+        let cloning = Cloning::new(service, store, config.max_concurrent_clones);
+        AppState::with_cloning(engine, config, cloning)
+    };
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.bind)
             .await

@@ -168,6 +168,14 @@ impl TtsModel for ChatterboxVoice {
                     ),
                 });
             }
+            if let Some(voice) = c.prompt::<Conditionals>() {
+                self.tts
+                    .check_voice(voice)
+                    .map_err(|e| EngineError::InvalidOption {
+                        field: "voice",
+                        reason: format!("cloned voice `{}`: {e}", c.id),
+                    })?;
+            }
         }
         check_language(self, options)
     }

@@ -45,6 +45,9 @@ pub enum ApiError {
         /// Models served.
         available: String,
     },
+    /// A route this server does not serve as configured (voice cloning without a store).
+    #[error("{0}")]
+    NotFound(String),
     /// Too many requests in flight or queued.
     #[error("overloaded: {0}; retry later")]
     Overloaded(String),
@@ -63,7 +66,9 @@ impl ApiError {
             Self::BadRequest(_) | Self::EmptyInput(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownVoice { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
+            Self::UnknownVoice { .. } | Self::UnknownModel { .. } | Self::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +84,7 @@ impl ApiError {
             Self::TooLarge { .. } => "too_large",
             Self::UnknownVoice { .. } => "unknown_voice",
             Self::UnknownModel { .. } => "unknown_model",
+            Self::NotFound(_) => "not_found",
             Self::Overloaded(_) => "overloaded",
             Self::NotReady(_) => "not_ready",
             Self::Internal(_) => "internal",

@@ -1,6 +1,7 @@
 //! The ferrovox HTTP server: OpenAI-compatible `POST /v1/audio/speech` (whole or streamed as
-//! chunked audio or server-sent events), `GET /v1/models`, `GET /v1/voices`, `GET /health`
-//! and `GET /metrics`, over one shared [`Engine`].
+//! chunked audio or server-sent events), cloned voices (`/v1/audio/voices`, with
+//! [`AppState::with_cloning`]), `GET /v1/models`, `GET /v1/voices`, `GET /health` and
+//! `GET /metrics`, over one shared [`Engine`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -19,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod cloned_voices;
 mod encode;
 mod error;
 mod info;
@@ -35,6 +37,7 @@ use axum::Router;
 use ferrovox_engine::{Engine, EngineError, SynthesisOptions, Voice};
 use tokio::sync::Semaphore;
 
+pub use cloned_voices::Cloning;
 pub use encode::{AudioFormat, Encoder, PCM_RATE};
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -51,6 +54,10 @@ pub struct ServerConfig {
     pub max_input_chars: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest voice upload (`POST /v1/audio/voices`), in bytes; larger ones get 413.
+    pub max_upload_bytes: usize,
+    /// Voices cloned at once; more are refused with 429.
+    pub max_concurrent_clones: usize,
     /// Synthesis settings of requests that do not set them; options of one family apply to
     /// that family's voices only.
     pub defaults: SynthesisOptions,
@@ -65,6 +72,9 @@ impl Default for ServerConfig {
             max_concurrent_requests: 16,
             max_input_chars: 4096,
             max_body_bytes: 2 * 1024 * 1024,
+            // 30 s (the most a clip is read for) of 48 kHz stereo 32-bit float is 11.5 MB.
+            max_upload_bytes: 16 * 1024 * 1024,
+            max_concurrent_clones: 2,
             defaults: SynthesisOptions {
                 unit_silence: 0.2,
                 ..Default::default()
@@ -87,6 +97,7 @@ struct Inner {
     permits: Arc<Semaphore>,
     metrics: Metrics,
     ready: AtomicBool,
+    cloning: Option<Cloning>,
     load_error: Mutex<Option<String>>,
     health: tokio::sync::Mutex<Option<info::HealthCheck>>,
 }
@@ -94,6 +105,17 @@ struct Inner {
 impl AppState {
     /// State over `engine`; not ready until [`AppState::load_voices`] has run.
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
+        Self::build(engine, config, None)
+    }
+
+    /// State that also clones voices (`/v1/audio/voices`) with `cloning`'s encoders into its
+    /// store, and speaks the stored ones. [`AppState::load_voices`] registers each served model
+    /// that can clone.
+    pub fn with_cloning(engine: Arc<Engine>, config: ServerConfig, cloning: Cloning) -> Self {
+        Self::build(engine, config, Some(cloning))
+    }
+
+    fn build(engine: Arc<Engine>, config: ServerConfig, cloning: Option<Cloning>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
@@ -101,6 +123,7 @@ impl AppState {
                 config,
                 metrics: Metrics::default(),
                 ready: AtomicBool::new(false),
+                cloning,
                 load_error: Mutex::new(None),
                 health: tokio::sync::Mutex::new(None),
             }),
@@ -119,6 +142,23 @@ impl AppState {
                     .unwrap_or_else(|p| p.into_inner()) =
                     Some(format!("loading voice `{id}`: {e}"));
                 return Err(e);
+            }
+        }
+        if let Some(cloning) = &self.inner.cloning {
+            for id in &self.inner.config.voices {
+                let clones = self
+                    .inner
+                    .engine
+                    .get(id)
+                    .is_some_and(|v| v.model().family() == ferrovox_voices::Family::Chatterbox);
+                if !clones {
+                    continue;
+                }
+                // A model without its encoder files still speaks; it just cannot clone.
+                match cloning.service.register(id) {
+                    Ok(m) => tracing::info!(model = %m.id, version = %m.version, "clones voices"),
+                    Err(e) => tracing::warn!(voice = %id, error = %e, "cannot clone voices"),
+                }
             }
         }
         self.inner.ready.store(true, Ordering::Release);
@@ -195,6 +235,14 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/audio/speech", post(speech::speech))
+        .route(
+            "/v1/audio/voices",
+            get(cloned_voices::list).post(cloned_voices::create),
+        )
+        .route(
+            "/v1/audio/voices/{id}",
+            get(cloned_voices::get).delete(cloned_voices::delete),
+        )
         .route("/v1/models", get(info::models))
         .route("/v1/voices", get(info::voices))
         .route("/health", get(info::health))

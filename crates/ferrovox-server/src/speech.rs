@@ -36,7 +36,9 @@ pub struct SpeechRequest {
     pub model: String,
     /// Text to speak.
     pub input: String,
-    /// A served voice id, or an OpenAI voice name (the default voice).
+    /// A served voice id, an OpenAI voice name (the default voice), or a cloned voice's id or
+    /// name; a cloned voice may also come as OpenAI's `{"id": "..."}`.
+    #[serde(deserialize_with = "voice_field")]
     pub voice: String,
     /// `wav` (the default here), `pcm` or `flac`.
     #[serde(default)]
@@ -88,6 +90,28 @@ pub struct SpeechRequest {
     pub length_scale: Option<f64>,
 }
 
+/// `voice` as a string, or as an object `{"id": "..."}` (OpenAI's custom voices).
+fn voice_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Id {
+        id: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Voice {
+        Name(String),
+        Id(Id),
+    }
+    match Voice::deserialize(d) {
+        Ok(Voice::Name(name)) => Ok(name),
+        Ok(Voice::Id(Id { id })) => Ok(id),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a voice name or id, or an object {\"id\": \"...\"}",
+        )),
+    }
+}
+
 /// How the body is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamFormat {
@@ -116,7 +140,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
 /// Reads the body up to `limit` bytes. A larger body is still drained (up to 8× the limit) so
 /// that clients which send the whole body before reading, as most HTTP/1.1 clients do, receive
 /// the 413 instead of a broken connection.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut stream = body.into_data_stream();
     let (mut bytes, mut total) = (Vec::new(), 0usize);
     while let Some(chunk) = stream.next().await {
@@ -134,7 +158,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
-fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
+async fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let req: SpeechRequest = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -185,7 +209,16 @@ fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
             "these voices take no style instructions",
         ));
     }
-    let voice = state.voice(&req.voice)?;
+    let (voice, cloned) = match state.voice(&req.voice) {
+        Ok(voice) => (voice, None),
+        Err(unknown @ ApiError::UnknownVoice { .. }) => {
+            match crate::cloned_voices::resolve(state, &req.voice).await? {
+                Some((model, prompt)) => (state.voice(&model)?, Some(prompt)),
+                None => return Err(unknown),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let family = voice.model().family();
     if !model_serves(&req.model, family) {
         return Err(ApiError::UnknownModel {
@@ -193,7 +226,8 @@ fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
             available: format!("tts-1, tts-1-hd, {family}"),
         });
     }
-    let options = request_options(&state.config().defaults, &req, family);
+    let mut options = request_options(&state.config().defaults, &req, family);
+    options.cloned = cloned;
     // Checked here, before admission: an out-of-range or foreign option is the client's 422.
     voice.model().validate(&options)?;
     options.validate_common()?;
@@ -268,7 +302,7 @@ pub async fn speech(State(state): State<AppState>, body: Body) -> Response {
 
 async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(body, state.config().max_body_bytes).await?;
-    let speech = parse(state, &bytes)?;
+    let speech = parse(state, &bytes).await?;
     let permit = state
         .inner
         .permits

@@ -8,61 +8,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
+use common::chatterbox::small_chatterbox_dir;
 use common::*;
 use serde_json::json;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/chatterbox/tests/fixtures")
-}
-
-/// The tensors of fixture `name` whose key starts with one of `prefixes`.
-fn tensors(name: &str, prefixes: &[&str]) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(format!("{name}.safetensors")), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
-        .collect()
-}
-
-/// A Chatterbox directory of the fixtures' small model, laid out as the hub repository.
-fn small_chatterbox_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrovox-cb-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let t3_modules = [
-        "tfmr.",
-        "cond_enc.",
-        "text_emb.",
-        "speech_emb.",
-        "text_pos_emb.",
-        "speech_pos_emb.",
-        "speech_head.",
-        "text_head.",
-    ];
-    candle_core::safetensors::save(&tensors("t3", &t3_modules), dir.join("t3_cfg.safetensors"))
-        .unwrap();
-    let mut s3gen = HashMap::new();
-    for part in ["encoder", "cfm", "hift"] {
-        s3gen.extend(tensors(part, &["flow.", "mel2wav."]));
-    }
-    candle_core::safetensors::save(&s3gen, dir.join("s3gen.safetensors")).unwrap();
-    let voice: HashMap<String, Tensor> = tensors("tts_e2e", &["voice."])
-        .into_iter()
-        .map(|(k, v)| (k["voice.".len()..].to_string(), v))
-        .collect();
-    candle_core::safetensors::save(&voice, dir.join("conds.safetensors")).unwrap();
-    for (from, to) in [
-        ("t3_tokenizer_vocab.json", "tokenizer.json"),
-        ("small_model.json", "ferrovox-voice.json"),
-    ] {
-        std::fs::copy(fixtures().join(from), dir.join(to)).unwrap();
-    }
-    dir
-}
 
 fn serve(dir: &Path) -> TestServer {
     let id = dir.to_str().unwrap().to_string();

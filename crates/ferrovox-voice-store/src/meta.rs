@@ -191,6 +191,9 @@ pub struct NewVoice {
     pub loudness_lufs: f64,
     /// The family's conditionals as a safetensors file; opaque to the store.
     pub conditionals: Vec<u8>,
+    /// A reference to the speaker's consent to being cloned (OpenAI's consent recording id),
+    /// kept with the voice; not part of its key.
+    pub consent: Option<String>,
 }
 
 impl fmt::Debug for NewVoice {
@@ -205,6 +208,7 @@ impl fmt::Debug for NewVoice {
             .field("duration_s", &self.duration_s)
             .field("loudness_lufs", &self.loudness_lufs)
             .field("conditionals_bytes", &self.conditionals.len())
+            .field("consent", &self.consent)
             .finish()
     }
 }
@@ -230,6 +234,9 @@ pub struct VoiceMeta {
     pub payload_sha256: String,
     /// Length of the payload in bytes.
     pub payload_bytes: u64,
+    /// The reference to the speaker's consent given when the voice was added, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
 }
 
 impl VoiceMeta {
@@ -262,6 +269,17 @@ impl VoiceMeta {
                 voice.loudness_lufs
             )));
         }
+        if let Some(consent) = &voice.consent {
+            if consent.trim().is_empty()
+                || consent.len() > 256
+                || consent.chars().any(char::is_control)
+            {
+                return Err(Error::InvalidVoice(format!(
+                    "consent must be 1 to 256 bytes without control characters, got {:?}",
+                    consent.chars().take(264).collect::<String>()
+                )));
+            }
+        }
         if voice.conditionals.is_empty() {
             return Err(Error::InvalidVoice("conditionals are empty".into()));
         }
@@ -287,6 +305,7 @@ impl VoiceMeta {
             created: created.trunc_subsecs(3),
             payload_sha256: sha256_hex(&voice.conditionals),
             payload_bytes: voice.conditionals.len() as u64,
+            consent: voice.consent.clone(),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use crate::campplus::CampPlusConfig;
 use crate::s3gen::{S3Gen, S3GenConfig};
@@ -208,6 +208,68 @@ impl ChatterboxTts {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Checks that `voice` was made for this model's sizes: T3's speaker embedding and speech
+    /// vocabulary, S3Gen's x-vector, mel bins and token vocabulary. A voice cloned by another
+    /// model's encoders is refused with what differs, before it reaches an embedding lookup
+    /// (which on a GPU would read out of bounds instead of failing).
+    pub fn check_voice(&self, voice: &Conditionals) -> Result<()> {
+        let t3 = self.t3.config();
+        let flow = self.s3gen.flow().config();
+        let bad = |what: String| {
+            Err(Error::Input(format!(
+                "the voice does not fit this model: {what}"
+            )))
+        };
+        let dims = |t: &Tensor| t.dims().to_vec();
+        let emb = dims(&voice.t3.speaker_emb);
+        if emb.last() != Some(&t3.speaker_embed_size)
+            || emb.iter().product::<usize>() != t3.speaker_embed_size
+        {
+            return bad(format!(
+                "speaker embedding {emb:?}, T3 takes {}",
+                t3.speaker_embed_size
+            ));
+        }
+        if let Some(tokens) = &voice.t3.cond_prompt_speech_tokens {
+            let ids = tokens
+                .flatten_all()?
+                .to_dtype(DType::U32)?
+                .to_vec1::<u32>()?;
+            if let Some(id) = ids.iter().find(|&&id| id >= t3.start_speech_token) {
+                return bad(format!(
+                    "T3 prompt token {id}, T3's speech codes are 0..{}",
+                    t3.start_speech_token
+                ));
+            }
+        }
+        let x = dims(&voice.gen.xvector);
+        if x.iter().product::<usize>() != flow.spk_embed_dim {
+            return bad(format!(
+                "x-vector {x:?}, S3Gen takes {}",
+                flow.spk_embed_dim
+            ));
+        }
+        let feat = dims(&voice.gen.prompt_feat);
+        if feat.len() != 3 || feat[0] != 1 || feat[2] != flow.output_size {
+            return bad(format!(
+                "prompt mel {feat:?}, S3Gen takes [1, frames, {}]",
+                flow.output_size
+            ));
+        }
+        if let Some(id) = voice
+            .gen
+            .prompt_tokens
+            .iter()
+            .find(|&&id| id as usize >= flow.vocab_size)
+        {
+            return bad(format!(
+                "S3Gen prompt token {id}, S3Gen's vocabulary is 0..{}",
+                flow.vocab_size
+            ));
+        }
+        Ok(())
     }
 
     /// T3's text tokens for `text`: `punc_norm`, the tokenizer, then `[START]` … `[STOP]`.

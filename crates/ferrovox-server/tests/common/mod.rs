@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1 with a test model, and a blocking HTTP client.
 #![allow(dead_code)]
 
+pub mod chatterbox;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use ferrovox_engine::{
     BatcherConfig, Engine, EngineConfig, EngineError, SynthesisOptions, TtsModel, Unit,
 };
-use ferrovox_server::{AppState, ServerConfig};
+use ferrovox_server::{AppState, Cloning, ServerConfig};
 
 /// A model whose audio is a function of its input: each unit is `40 × ids` samples of a tone
 /// whose pitch is the unit's first id. A unit whose text contains `wait` blocks until the
@@ -166,6 +168,17 @@ impl TestServer {
         batching: Option<BatcherConfig>,
         ready: bool,
     ) -> Self {
+        Self::start_with(models, config, batching, ready, None)
+    }
+
+    /// [`TestServer::start`], cloning voices with `cloning` when given.
+    pub fn start_with(
+        models: Vec<Arc<dyn TtsModel>>,
+        config: ServerConfig,
+        batching: Option<BatcherConfig>,
+        ready: bool,
+        cloning: Option<Cloning>,
+    ) -> Self {
         let engine = Arc::new(Engine::new(EngineConfig {
             batching,
             warm_up: false,
@@ -174,7 +187,10 @@ impl TestServer {
         for m in models {
             engine.insert(m).unwrap();
         }
-        let state = AppState::new(engine.clone(), config);
+        let state = match cloning {
+            Some(c) => AppState::with_cloning(engine.clone(), config, c),
+            None => AppState::new(engine.clone(), config),
+        };
         if ready {
             state.load_voices().unwrap();
         }

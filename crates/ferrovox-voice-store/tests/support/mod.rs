@@ -43,6 +43,7 @@ pub fn voice(name: &str, clip: u32, payload_len: usize, seed: u8) -> NewVoice {
         duration_s: 7.25,
         loudness_lufs: -23.0,
         conditionals: payload(payload_len, seed),
+        consent: None,
     }
 }
 

@@ -240,9 +240,15 @@ impl Attention {
     }
 
     /// One position `x` `[b, 1, hidden]` at `at.position`, attending the cache's first
-    /// `at.window` positions under a mask: every shape is fixed for the window, and nothing
-    /// is read back to the host.
-    fn step_at(&self, x: &Tensor, rope: &Rope, cache: &LayerCache, at: &StepAt) -> Result<Tensor> {
+    /// `at.window` positions under `shared.mask`: every shape is fixed for the window, and
+    /// nothing is read back to the host.
+    fn step_at(
+        &self,
+        x: &Tensor,
+        cache: &LayerCache,
+        at: &StepAt,
+        shared: &StepShared,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         if t != 1 {
             candle_core::bail!("a fixed-shape step takes one position, not {t}");
@@ -251,19 +257,13 @@ impl Attention {
         let qkv = linear(&self.qkv, x)?
             .reshape((b, 1, h + 2 * kv, d))?
             .transpose(1, 2)?;
-        let cos = rope.cos.index_select(at.position, 0)?.to_dtype(x.dtype())?;
-        let sin = rope.sin.index_select(at.position, 0)?.to_dtype(x.dtype())?;
-        let turn = |x: &Tensor| candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin);
+        let turn =
+            |x: &Tensor| candle_nn::rotary_emb::rope(&x.contiguous()?, &shared.cos, &shared.sin);
         let q = turn(&qkv.narrow(1, 0, h)?)?;
         let k = turn(&qkv.narrow(1, h, kv)?)?;
         let v = qkv.narrow(1, h + kv, kv)?.contiguous()?;
-        let slot = at
-            .position
-            .reshape((1, 1, 1, 1))?
-            .broadcast_as((b, kv, 1, d))?
-            .contiguous()?;
-        cache.k.scatter_set(&slot, &k, 2)?;
-        cache.v.scatter_set(&slot, &v, 2)?;
+        cache.k.scatter_set(&shared.slot, &k, 2)?;
+        cache.v.scatter_set(&shared.slot, &v, 2)?;
         let k = cache.k.narrow(2, 0, at.window)?;
         let v = cache.v.narrow(2, 0, at.window)?;
         let (k, v) = if kv == h {
@@ -271,9 +271,7 @@ impl Attention {
         } else {
             (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?)
         };
-        let scores = q
-            .matmul(&k.t()?)?
-            .broadcast_add(&at.mask()?.to_dtype(q.dtype())?)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(&shared.mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
         linear(&self.o, &y.transpose(1, 2)?.reshape((b, 1, h * d))?)
@@ -312,6 +310,33 @@ impl StepAt<'_> {
             &self.neg_inf.narrow(1, 0, self.window)?,
             &self.zeros.narrow(1, 0, self.window)?,
         )
+    }
+}
+
+/// What every layer of one fixed-shape step reads alike, made once per step rather than per
+/// layer (each is a kernel or more, and a step's kernels are what its time goes to): the
+/// RoPE rows of the position, the cache slot it writes, the attention mask.
+struct StepShared {
+    cos: Tensor,
+    sin: Tensor,
+    /// `[b, kv_heads, 1, head_dim]` u32, all `position`: where `scatter_set` writes.
+    slot: Tensor,
+    /// `[1, window]` in the attention's dtype.
+    mask: Tensor,
+}
+
+impl StepShared {
+    fn new(at: &StepAt, rope: &Rope, cfg: &LlamaConfig, b: usize, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            cos: rope.cos.index_select(at.position, 0)?.to_dtype(dtype)?,
+            sin: rope.sin.index_select(at.position, 0)?.to_dtype(dtype)?,
+            slot: at
+                .position
+                .reshape((1, 1, 1, 1))?
+                .broadcast_as((b, cfg.num_key_value_heads, 1, cfg.head_dim))?
+                .contiguous()?,
+            mask: at.mask()?.to_dtype(dtype)?,
+        })
     }
 }
 
@@ -459,11 +484,12 @@ impl Llama {
                 self.rope.positions()
             );
         }
+        let shared = StepShared::new(at, &self.rope, &self.cfg, embed.dim(0)?, embed.dtype())?;
         let mut x = embed.clone();
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter()) {
             let h = layer
                 .attn
-                .step_at(&layer.input_norm.forward(&x)?, &self.rope, lc, at)?;
+                .step_at(&layer.input_norm.forward(&x)?, lc, at, &shared)?;
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.post_attention_norm.forward(&x)?)?;
             x = (x + h)?;

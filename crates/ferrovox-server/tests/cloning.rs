@@ -1,0 +1,430 @@
+//! Cloned voices over HTTP: a clip uploaded to `POST /v1/audio/voices` as multipart is encoded
+//! by the served Chatterbox model's own encoders, kept in a voice store, listed, read, spoken
+//! by `/v1/audio/speech` (by id, by name, and as OpenAI's `{"id": ...}`) and deleted; bad
+//! uploads get 413 or 422 naming the reason. The model is the fixtures' small random-weight
+//! Chatterbox with its encoders (`common::chatterbox::cloning_chatterbox_dir`). The official
+//! `openai` client does the same round trip in `the_openai_client_clones_and_speaks`.
+
+// ureq's error type is what the shared client returns.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Device;
+use common::chatterbox::{cloning_chatterbox_dir, reference_wav, temp_dir};
+use common::*;
+use ferrovox_cloning::CloningService;
+use ferrovox_server::{Cloning, ServerConfig};
+use ferrovox_voice_store::VoiceStore;
+use serde_json::{json, Value};
+
+struct Served {
+    server: TestServer,
+    dir: PathBuf,
+    store_dir: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.server.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.store_dir);
+    }
+}
+
+fn serve(tag: &str, config: ServerConfig) -> Served {
+    let dir = cloning_chatterbox_dir(tag);
+    let store_dir = temp_dir(&format!("{tag}-store"));
+    let id = dir.to_str().unwrap().to_string();
+    let model = ferrovox_engine::open_voice(&id, &Device::Cpu).unwrap();
+    let store = VoiceStore::open(Some(store_dir.to_str().unwrap())).unwrap();
+    let cloning = Cloning::new(Arc::new(CloningService::new(Device::Cpu)), store, 2);
+    let config = ServerConfig {
+        voices: vec![id],
+        ..config
+    };
+    let server = TestServer::start_with(vec![model], config, None, true, Some(cloning));
+    Served {
+        server,
+        dir,
+        store_dir,
+    }
+}
+
+/// A multipart/form-data body of text `fields` and one file part.
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "ferrovox-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((name, bytes)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"; filename=\"clip.wav\"\r\ncontent-type: audio/wav\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn upload(
+    served: &Served,
+    fields: &[(&str, &str)],
+    clip: Option<&[u8]>,
+) -> Result<ureq::Response, ureq::Error> {
+    let (content_type, body) = multipart(fields, clip.map(|c| ("audio_sample", c)));
+    ureq::post(&format!("{}/v1/audio/voices", served.server.url))
+        .set("content-type", &content_type)
+        .send_bytes(&body)
+}
+
+fn speak(served: &Served, voice: Value, seed: u64) -> Result<ureq::Response, ureq::Error> {
+    let body = json!({
+        "model": "chatterbox", "voice": voice, "input": "Hello there, a cloned voice.",
+        "response_format": "pcm", "max_new_tokens": 40, "seed": seed,
+    });
+    served.server.post(&body.to_string())
+}
+
+fn json_of(response: ureq::Response) -> Value {
+    response.into_json().unwrap()
+}
+
+#[test]
+fn an_uploaded_voice_is_stored_listed_spoken_and_deleted() {
+    let served = serve("clone-http", ServerConfig::default());
+    let clip = reference_wav();
+    let created = upload(
+        &served,
+        &[
+            ("name", "Ada"),
+            ("model", "chatterbox"),
+            ("consent", "cons_1"),
+        ],
+        Some(clip.as_slice()),
+    )
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let voice = json_of(created);
+    let id = voice["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{voice}");
+    assert_eq!(voice["object"], "audio.voice");
+    assert_eq!(voice["name"], "Ada");
+    assert_eq!(voice["family"], "chatterbox");
+    assert_eq!(voice["consent"], "cons_1");
+    assert_eq!(voice["model"], served.dir.to_str().unwrap());
+    let duration = voice["duration_s"].as_f64().unwrap();
+    assert!((2.0..=3.1).contains(&duration), "{voice}");
+
+    // The same clip again is the same voice, kept as it was.
+    let again = upload(&served, &[("name", "Ada again")], Some(clip.as_slice())).unwrap();
+    assert_eq!(again.status(), 200);
+    let again = json_of(again);
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["name"], "Ada");
+
+    let list = json_of(served.server.get("/v1/audio/voices").unwrap());
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    let one = json_of(
+        served
+            .server
+            .get(&format!("/v1/audio/voices/{id}"))
+            .unwrap(),
+    );
+    assert_eq!(one, voice);
+
+    // By id, as OpenAI's object and by name: the same audio for the same seed, and not the
+    // built-in voice's.
+    let by_id = body_bytes(speak(&served, json!(id), 3).unwrap());
+    assert!(by_id.len() > 24_000 / 5, "{} bytes", by_id.len());
+    let by_object = body_bytes(speak(&served, json!({ "id": id }), 3).unwrap());
+    let by_name = body_bytes(speak(&served, json!("Ada"), 3).unwrap());
+    assert_eq!(by_id, by_object);
+    assert_eq!(by_id, by_name);
+    let builtin = body_bytes(speak(&served, json!(served.dir.to_str().unwrap()), 3).unwrap());
+    assert_ne!(by_id, builtin, "the cloned voice must condition the audio");
+
+    // The stored voice is the library's clone of the same clip.
+    let service = CloningService::new(Device::Cpu);
+    let model = served.dir.to_str().unwrap();
+    let direct = service
+        .encode(model, &service.read_clip(model, &clip).unwrap(), "Ada")
+        .unwrap();
+    let store =
+        ferrovox_voice_store::BlockingVoiceStore::open(Some(served.store_dir.to_str().unwrap()))
+            .unwrap();
+    assert_eq!(
+        store.get(&id).unwrap().conditionals.as_ref(),
+        direct.conditionals.as_slice()
+    );
+
+    let deleted = json_of(
+        ureq::delete(&format!("{}/v1/audio/voices/{id}", served.server.url))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(deleted["deleted"], true);
+    let (status, body) = failure(served.server.get(&format!("/v1/audio/voices/{id}")));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = failure(speak(&served, json!(id), 3));
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_voice");
+    let (status, _) =
+        failure(ureq::delete(&format!("{}/v1/audio/voices/{id}", served.server.url)).call());
+    assert_eq!(status, 404);
+}
+
+/// Each bad upload is refused before anything is stored, with a status and the reason.
+#[test]
+fn bad_uploads_are_refused_with_the_reason() {
+    let served = serve(
+        "clone-bad",
+        ServerConfig {
+            max_upload_bytes: 400_000,
+            ..Default::default()
+        },
+    );
+    let clip = reference_wav();
+    let tone = |seconds: f32, amplitude: f32| {
+        let samples: Vec<f32> = (0..(seconds * 24_000.0) as usize)
+            .map(|i| amplitude * (i as f32 * 0.05).sin())
+            .collect();
+        let mut wav = Vec::new();
+        ferrovox_audio::write_wav(&mut wav, &samples, 24_000).unwrap();
+        wav
+    };
+    let check = |result, status: u16, field: &str, words: &str| {
+        let (got, body) = failure(result);
+        assert_eq!(got, status, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "`{words}` not in: {body}");
+        if !field.is_empty() {
+            assert_eq!(body["error"]["param"], field, "{body}");
+        }
+    };
+    // Over the upload limit: 413 (12 s of 16-bit 24 kHz is 576 kB).
+    check(
+        upload(
+            &served,
+            &[("name", "big")],
+            Some(tone(12.0, 0.3).as_slice()),
+        ),
+        413,
+        "",
+        "400000 bytes",
+    );
+    check(
+        upload(
+            &served,
+            &[("name", "short")],
+            Some(tone(0.5, 0.3).as_slice()),
+        ),
+        422,
+        "audio_sample",
+        "minimum",
+    );
+    check(
+        upload(
+            &served,
+            &[("name", "silent")],
+            Some(tone(3.0, 0.0).as_slice()),
+        ),
+        422,
+        "audio_sample",
+        "silent",
+    );
+    check(
+        upload(
+            &served,
+            &[("name", "text")],
+            Some(b"this is not audio at all".as_slice()),
+        ),
+        422,
+        "audio_sample",
+        "recognised format",
+    );
+    check(
+        upload(&served, &[], Some(clip.as_slice())),
+        422,
+        "name",
+        "missing",
+    );
+    check(
+        upload(&served, &[("name", "x")], None),
+        422,
+        "audio_sample",
+        "missing",
+    );
+    check(
+        upload(
+            &served,
+            &[("name", "x"), ("ref_text", "hi")],
+            Some(clip.as_slice()),
+        ),
+        422,
+        "ref_text",
+        "unknown field",
+    );
+    check(
+        upload(
+            &served,
+            &[("name", "x"), ("type", "prompt")],
+            Some(clip.as_slice()),
+        ),
+        422,
+        "type",
+        "audio_sample",
+    );
+    check(
+        upload(
+            &served,
+            &[("name", "x"), ("model", "piper")],
+            Some(clip.as_slice()),
+        ),
+        404,
+        "model",
+        "unknown model",
+    );
+    let not_multipart = ureq::post(&format!("{}/v1/audio/voices", served.server.url))
+        .set("content-type", "application/json")
+        .send_string("{\"name\": \"x\"}");
+    check(not_multipart, 400, "", "multipart/form-data");
+    // Nothing above was stored.
+    let list = json_of(served.server.get("/v1/audio/voices").unwrap());
+    assert_eq!(list["data"], json!([]), "{list}");
+    // An unknown voice or id is the client's 404, not a 500.
+    check(
+        speak(&served, json!("nobody"), 1),
+        404,
+        "voice",
+        "unknown voice",
+    );
+    check(
+        served
+            .server
+            .get(&format!("/v1/audio/voices/{}", "0".repeat(32))),
+        404,
+        "voice",
+        "unknown voice",
+    );
+    check(
+        speak(&served, json!({"id": 5}), 1),
+        422,
+        "voice",
+        "expected a voice name or id",
+    );
+}
+
+/// A stored voice the served model cannot speak: made by other encoders, or of other sizes
+/// under the same encoders' version. Refused as the client's 422, naming the voice.
+#[test]
+fn a_voice_for_other_encoders_or_sizes_is_refused() {
+    let served = serve("clone-foreign", ServerConfig::default());
+    let store =
+        ferrovox_voice_store::BlockingVoiceStore::open(Some(served.store_dir.to_str().unwrap()))
+            .unwrap();
+    let service = CloningService::new(Device::Cpu);
+    let model = served.dir.to_str().unwrap();
+    let mut voice = service
+        .encode(
+            model,
+            &service.read_clip(model, &reference_wav()).unwrap(),
+            "Foreign",
+        )
+        .unwrap();
+    voice.model_version = "other-weights".into();
+    let (foreign, _) = store.add(voice.clone()).unwrap();
+    let (status, body) = failure(speak(&served, json!(foreign.id), 1));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("other-weights"),
+        "{body}"
+    );
+
+    // Same version, but a 16-d speaker embedding where T3 takes 32.
+    let mut conditionals =
+        ferrovox_chatterbox::Conditionals::from_safetensors(&voice.conditionals, &Device::Cpu)
+            .unwrap();
+    conditionals.t3.speaker_emb = conditionals.t3.speaker_emb.narrow(1, 0, 16).unwrap();
+    let mut misfit = service
+        .encode(
+            model,
+            &service.read_clip(model, &reference_wav()).unwrap(),
+            "Misfit",
+        )
+        .unwrap();
+    misfit.conditionals = conditionals.to_safetensors().unwrap();
+    misfit.encoder_params["note"] = json!("narrowed");
+    let (misfit, _) = store.add(misfit).unwrap();
+    let (status, body) = failure(speak(&served, json!(misfit.id), 1));
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("speaker embedding"), "{body}");
+}
+
+/// The official `openai` Python client uploads a clip with `client.audio.voices.create` and
+/// speaks it with `voice={"id": ...}`. Needs `FERROVOX_OPENAI_PYTHON` (`.ci/run` makes one);
+/// skipped without it unless `FERROVOX_REQUIRE_OPENAI=1`.
+#[test]
+fn the_openai_client_clones_and_speaks() {
+    let Some(python) = std::env::var_os("FERROVOX_OPENAI_PYTHON") else {
+        assert_ne!(
+            std::env::var("FERROVOX_REQUIRE_OPENAI").as_deref(),
+            Ok("1"),
+            "FERROVOX_REQUIRE_OPENAI=1 but FERROVOX_OPENAI_PYTHON is not set"
+        );
+        eprintln!("SKIPPED: FERROVOX_OPENAI_PYTHON is not set");
+        return;
+    };
+    let served = serve("clone-openai", ServerConfig::default());
+    let clip_path = served.store_dir.with_extension("wav");
+    std::fs::write(&clip_path, reference_wav()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_voices.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&served.server.url)
+        .arg(&clip_path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&clip_path).ok();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("openai client: {report}");
+    let id = report["voice"]["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32, "{report}");
+    assert_eq!(report["voice"]["name"], "Grace");
+    assert_eq!(report["speech_status"], 200);
+    assert!(report["bytes"].as_u64().unwrap() > 24_000 / 5, "{report}");
+    assert_eq!(report["listed"], json!([id]), "{report}");
+    assert_eq!(report["bad"][0], "UnprocessableEntityError", "{report}");
+    assert!(
+        report["bad"][2].as_str().unwrap().contains("minimum"),
+        "{report}"
+    );
+}

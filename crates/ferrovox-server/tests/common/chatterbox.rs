@@ -1,0 +1,154 @@
+//! Chatterbox model directories built from the parity fixtures' small random-weight model,
+//! laid out as the hub repository and loaded as a released one is (sizes from
+//! `ferrovox-voice.json`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/chatterbox/tests/fixtures")
+}
+
+/// The tensors of fixture `name` whose key starts with one of `prefixes`.
+pub fn tensors(name: &str, prefixes: &[&str]) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join(format!("{name}.safetensors")), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+        .collect()
+}
+
+/// The `config` metadata the generator wrote into fixture `name`.
+pub fn fixture_config(name: &str) -> serde_json::Value {
+    let bytes = std::fs::read(fixtures().join(format!("{name}.safetensors"))).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrovox-cb-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const T3_MODULES: [&str; 8] = [
+    "tfmr.",
+    "cond_enc.",
+    "text_emb.",
+    "speech_emb.",
+    "text_pos_emb.",
+    "speech_pos_emb.",
+    "speech_head.",
+    "text_head.",
+];
+
+fn save(tensors: &HashMap<String, Tensor>, path: &Path) {
+    candle_core::safetensors::save(tensors, path).unwrap();
+}
+
+/// The small model without cloning encoders: T3, S3Gen's flow and HiFT, the built-in voice.
+pub fn small_chatterbox_dir(tag: &str) -> PathBuf {
+    let dir = temp_dir(tag);
+    save(&tensors("t3", &T3_MODULES), &dir.join("t3_cfg.safetensors"));
+    let mut s3gen = HashMap::new();
+    for part in ["encoder", "cfm", "hift"] {
+        s3gen.extend(tensors(part, &["flow.", "mel2wav."]));
+    }
+    save(&s3gen, &dir.join("s3gen.safetensors"));
+    save(&builtin_voice(), &dir.join("conds.safetensors"));
+    for (from, to) in [
+        ("t3_tokenizer_vocab.json", "tokenizer.json"),
+        ("small_model.json", "ferrovox-voice.json"),
+    ] {
+        std::fs::copy(fixtures().join(from), dir.join(to)).unwrap();
+    }
+    dir
+}
+
+fn builtin_voice() -> HashMap<String, Tensor> {
+    tensors("tts_e2e", &["voice."])
+        .into_iter()
+        .map(|(k, v)| (k["voice.".len()..].to_string(), v))
+        .collect()
+}
+
+/// The S3 tokenizer's codes (3⁸, as released): the small model's T3 and S3Gen read 256, too
+/// few for the tokens the small tokenizer makes.
+pub const SPEECH_CODES: usize = 6561;
+
+/// `t` `[rows, n]` grown to `rows_out` rows by repeating its rows.
+fn tile_rows(t: &Tensor, rows_out: usize) -> Tensor {
+    let rows = t.dim(0).unwrap();
+    let reps = rows_out.div_ceil(rows);
+    Tensor::cat(&vec![t.clone(); reps], 0)
+        .unwrap()
+        .narrow(0, 0, rows_out)
+        .unwrap()
+}
+
+/// The small model with everything cloning needs, its sizes made consistent: the fixtures'
+/// voice encoder (its 32-d embedding is T3's speaker size), S3 tokenizer and CAMPPlus, and T3
+/// and S3Gen with their speech vocabularies widened to the tokenizer's 6561 codes (T3's start
+/// and stop tokens after them, as released) by repeating the embedding and head rows. The
+/// weights stay random: this is a model for the plumbing, not for parity, which the
+/// chatterbox crate's tests prove stage by stage.
+pub fn cloning_chatterbox_dir(tag: &str) -> PathBuf {
+    let dir = small_chatterbox_dir(tag);
+    let mut t3 = tensors("t3", &T3_MODULES);
+    for key in ["speech_emb.weight", "speech_head.weight"] {
+        let grown = tile_rows(&t3[key], SPEECH_CODES + 2);
+        t3.insert(key.into(), grown);
+    }
+    save(&t3, &dir.join("t3_cfg.safetensors"));
+    let mut s3gen = HashMap::new();
+    for part in ["encoder", "cfm", "hift"] {
+        s3gen.extend(tensors(part, &["flow.", "mel2wav."]));
+    }
+    let key = "flow.input_embedding.weight";
+    let grown = tile_rows(&s3gen[key], SPEECH_CODES);
+    s3gen.insert(key.into(), grown);
+    s3gen.extend(tensors("s3tokenizer", &["tokenizer."]));
+    s3gen.extend(tensors("campplus", &["speaker_encoder."]));
+    save(&s3gen, &dir.join("s3gen.safetensors"));
+    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
+    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
+        .into_iter()
+        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
+        .collect();
+    save(&ve, &dir.join("ve.safetensors"));
+
+    let mut sizes: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("small_model.json")).unwrap(),
+    )
+    .unwrap();
+    let codes = SPEECH_CODES as u64;
+    sizes["t3"]["speech_tokens_dict_size"] = (codes + 2).into();
+    sizes["t3"]["start_speech_token"] = codes.into();
+    sizes["t3"]["stop_speech_token"] = (codes + 1).into();
+    sizes["s3gen"]["flow"]["vocab_size"] = codes.into();
+    sizes["voice_encoder"] = fixture_config("ve")["ve_config"].clone();
+    sizes["s3tokenizer"] = fixture_config("s3tokenizer")["model_config"].clone();
+    sizes["campplus"] = fixture_config("campplus")["campplus"].clone();
+    std::fs::write(dir.join("ferrovox-voice.json"), sizes.to_string()).unwrap();
+    dir
+}
+
+/// The fixtures' 3 s reference clip (24 kHz) as a 16-bit WAV file.
+pub fn reference_wav() -> Vec<u8> {
+    let pcm = tensors("cloning", &["short.pcm"])
+        .remove("short.pcm")
+        .unwrap();
+    let samples: Vec<f32> = pcm
+        .to_vec1::<i16>()
+        .unwrap()
+        .into_iter()
+        .map(|s| f32::from(s) / 32768.0)
+        .collect();
+    let mut wav = Vec::new();
+    ferrovox_audio::write_wav(&mut wav, &samples, 24_000).unwrap();
+    wav
+}
