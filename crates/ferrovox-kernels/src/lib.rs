@@ -16,6 +16,7 @@
 //! | [`ToChannelsLast`], [`ToChannelsFirst`] | CPU, f32 | blocked transposes between the two layouts |
 //! | [`CudaConv1d`] | CUDA, f32 | `cuda/conv1d.cu`: implicit GEMM on tensor cores (TF32, or three TF32 products for f32 accuracy), leaky ReLU, bias and residuals fused; also a transposed conv's polyphase form |
 //! | [`CudaSplineInverse`] | CUDA, f32 | `cuda/spline.cu`: VITS's inverse rational-quadratic spline |
+//! | [`few_rows_matmul`] | CPU, f32 | `x · Wᵀ` for up to 8 rows (a decoder step) against a torch-layout weight read in place, AVX-512 where present: no packing of the weight per call |
 //! | [`GemmConv1d`], [`GemmConvTranspose1d`] | any | Candle ops only: the batch as one GEMM over stacked shifted views (no uncoalesced unfold) |
 //!
 //! Candle's own CPU `conv1d` unfolds the input into a `K`-times larger buffer with a scalar loop,
@@ -36,6 +37,7 @@ mod cuda_module;
 mod cuda_spline;
 mod depthwise;
 mod direct;
+mod few_rows;
 mod gemm_conv1d;
 mod gemm_conv_transpose1d;
 mod layout;
@@ -53,6 +55,7 @@ pub use cuda_conv1d::{ConvPipeline, CudaConv1d};
 pub use cuda_spline::CudaSplineInverse;
 pub use depthwise::DepthwiseConv1d;
 pub use direct::available as direct_conv_available;
+pub use few_rows::{few_rows_matmul, MAX_ROWS as FEW_ROWS_MAX};
 pub use gemm_conv1d::GemmConv1d;
 pub use gemm_conv_transpose1d::GemmConvTranspose1d;
 pub use layout::{ToChannelsFirst, ToChannelsLast};

@@ -10,6 +10,7 @@
 //! | [`Conv1d`] (strided or grouped) | Candle's `conv1d` | Candle's `conv1d` | Candle's `conv1d` |
 //! | [`ConvTranspose1d`] | `PackedConvTranspose1d` | `CudaConv1d` (polyphase), else `GemmConvTranspose1d` | Candle's unpadded transposed conv, cropped |
 //! | [`ChannelLayerNorm`] | `ChannelNorm` (+GELU fused) | Candle's layer norm over a transpose | same |
+//! | [`linear`] (≤ 8 rows) | `few_rows_matmul` (the weight read in place) | Candle's matmul | Candle's matmul |
 //! | [`tanh`], [`gated_tanh`] | `Tanh`, `GatedTanh` | Candle's ops | Candle's ops |
 //!
 //! Weight norm ([`weight_normed`]) is folded at load, in one of two ways ([`WeightNormFold`]).
@@ -18,6 +19,7 @@ mod activation;
 mod channels;
 mod conv;
 mod conv_transpose;
+mod linear;
 mod norm;
 mod weight_norm;
 
@@ -25,6 +27,7 @@ pub use activation::{gated_tanh, leaky_relu, tanh};
 pub use channels::{flip_channels, split_channels};
 pub use conv::{Conv1d, ConvSpec};
 pub use conv_transpose::ConvTranspose1d;
+pub use linear::linear;
 pub use norm::ChannelLayerNorm;
 pub use weight_norm::{fold_weight_norm_f64, scaled, weight_normed, WeightNormFold};
 

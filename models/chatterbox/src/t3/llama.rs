@@ -7,13 +7,12 @@ use candle_nn::{Linear, RmsNorm, VarBuilder};
 
 use super::config::LlamaConfig;
 
-/// `linear` over the last axis of `x` `[b, t, in]` as one 2-D GEMM `[b·t, in] × [in, out]`:
-/// Candle's `Linear` runs a 3-D input as a batch of `b` products against a broadcast weight,
-/// which reads the weight `b` times (twice a step with CFG's two rows).
+/// `linear` over the last axis of `x` `[b, t, in]` as one 2-D GEMM `[b·t, in] × [in, out]`
+/// (`ferrovox_layers::linear`): Candle's `Linear` runs a 3-D input as a batch of `b` products
+/// against a broadcast weight, which reads the weight `b` times (twice a step with CFG's two
+/// rows), and a decode step's few rows on the CPU go to a kernel that reads it in place.
 pub(crate) fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
-    let (b, t, n) = x.dims3()?;
-    let y = layer.forward(&x.reshape((b * t, n))?)?;
-    y.reshape((b, t, ()))
+    ferrovox_layers::linear(layer, x)
 }
 
 /// `cos` and `sin` tables `[positions, head_dim / 2]` of the rotary embedding.
