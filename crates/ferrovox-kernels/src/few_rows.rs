@@ -20,7 +20,7 @@ const TASK_ROWS: usize = 64;
 /// parallel over `w`'s rows on the current rayon pool.
 pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
     assert!(
-        m >= 1 && m <= MAX_ROWS,
+        (1..=MAX_ROWS).contains(&m),
         "few_rows_matmul takes 1..={MAX_ROWS} rows, not {m}"
     );
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
@@ -43,7 +43,7 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
 fn rows_times_x(x: &[f32], m: usize, k: usize, rows: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        // SAFETY: AVX-512F was detected at run time; slices are bounds-checked by the callee.
+        // SAFETY: AVX-512F was detected at run time; every load is bounds-checked.
         unsafe { avx512::rows_times_x(x, m, k, rows, out) };
         return;
     }
@@ -84,7 +84,7 @@ mod avx512 {
     /// Four weight rows at a time against every row of `x`: each 16 weights loaded once feed
     /// `m` FMAs.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn rows_times_x(x: &[f32], m: usize, k: usize, rows: &[f32], out: &mut [f32]) {
+    pub fn rows_times_x(x: &[f32], m: usize, k: usize, rows: &[f32], out: &mut [f32]) {
         match m {
             1 => block::<1>(x, k, rows, out),
             2 => block::<2>(x, k, rows, out),
@@ -97,8 +97,17 @@ mod avx512 {
         }
     }
 
+    /// 16 floats from `s`, which must hold at least 16 (checked).
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block<const M: usize>(x: &[f32], k: usize, rows: &[f32], out: &mut [f32]) {
+    fn load16(s: &[f32]) -> __m512 {
+        assert!(s.len() >= 16);
+        // SAFETY: 16 floats are readable at `s`; AVX-512F is enabled for this function.
+        unsafe { _mm512_loadu_ps(s.as_ptr()) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn block<const M: usize>(x: &[f32], k: usize, rows: &[f32], out: &mut [f32]) {
         let n = rows.len() / k;
         let body = k - k % 16;
         let mut j = 0;
@@ -107,9 +116,9 @@ mod avx512 {
             let mut p = 0;
             while p < body {
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let w = _mm512_loadu_ps(rows[(j + r) * k + p..].as_ptr());
+                    let w = load16(&rows[(j + r) * k + p..]);
                     for (i, a) in acc_r.iter_mut().enumerate() {
-                        let xv = _mm512_loadu_ps(x[i * k + p..].as_ptr());
+                        let xv = load16(&x[i * k + p..]);
                         *a = _mm512_fmadd_ps(w, xv, *a);
                     }
                 }
@@ -131,8 +140,8 @@ mod avx512 {
                 let mut a = _mm512_setzero_ps();
                 let mut p = 0;
                 while p < body {
-                    let w = _mm512_loadu_ps(rows[j * k + p..].as_ptr());
-                    a = _mm512_fmadd_ps(w, _mm512_loadu_ps(x[i * k + p..].as_ptr()), a);
+                    let w = load16(&rows[j * k + p..]);
+                    a = _mm512_fmadd_ps(w, load16(&x[i * k + p..]), a);
                     p += 16;
                 }
                 let mut s = _mm512_reduce_add_ps(a);
