@@ -102,23 +102,36 @@ pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> 
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let state = if args.no_cloning {
-        AppState::new(engine, config)
+    // The store's client belongs to the runtime that will drive it.
+    let store = if args.no_cloning {
+        None
     } else {
-        // The store's client belongs to the runtime that will drive it.
         let _context = tokio.enter();
-        let store = ferrovox_voice_store::VoiceStore::open(args.voice_store.as_deref())
-            .with_context(|| {
-                format!(
+        match ferrovox_voice_store::VoiceStore::open(args.voice_store.as_deref()) {
+            Ok(store) => Some(store),
+            // A store asked for must open; the default directory may be unavailable (no home
+            // directory, a read-only one), which only turns cloning off.
+            Err(e) if args.voice_store.is_none() => {
+                tracing::warn!(error = %e, "no voice store: cloned voices are off");
+                None
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
                     "opening the voice store {}",
-                    args.voice_store.as_deref().unwrap_or("(default directory)")
-                )
-            })?;
-        let service = Arc::new(ferrovox_cloning::CloningService::new(
-            runtime.device().clone(),
-        ));
-        let cloning = Cloning::new(service, store, config.max_concurrent_clones);
-        AppState::with_cloning(engine, config, cloning)
+                    args.voice_store.as_deref().unwrap_or_default()
+                )))
+            }
+        }
+    };
+    let state = match store {
+        None => AppState::new(engine, config),
+        Some(store) => {
+            let service = Arc::new(ferrovox_cloning::CloningService::new(
+                runtime.device().clone(),
+            ));
+            let cloning = Cloning::new(service, store, config.max_concurrent_clones);
+            AppState::with_cloning(engine, config, cloning)
+        }
     };
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.bind)

@@ -5,8 +5,11 @@ use ferrovox_voices::{VoiceFiles, CATALOG};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum VoicesCommand {
-    /// Voices in the catalog, and whether each is cached.
-    List,
+    /// Voices in the catalog and whether each is cached, then the cloned voices in the store.
+    List {
+        #[arg(long, env = "FERROVOX_VOICE_STORE")]
+        voice_store: Option<String>,
+    },
     /// Download a voice into the cache (verifying its published hash).
     Fetch {
         /// Voice id.
@@ -76,25 +79,9 @@ pub fn voices(
             Ok(())
         }
         VoicesCommand::Cloned { voice_store } => {
-            let store = crate::cloned::open_store(voice_store.as_deref())?;
-            println!(
-                "{:<32} {:<20} {:<10} {:>6} {:>7}  created",
-                "id", "name", "family", "secs", "LUFS"
-            );
-            for v in store.list()? {
-                println!(
-                    "{:<32} {:<20} {:<10} {:>6.1} {:>7.1}  {}",
-                    v.id,
-                    v.name,
-                    v.family,
-                    v.duration_s,
-                    v.loudness_lufs,
-                    v.created.format("%Y-%m-%d %H:%M")
-                );
-            }
-            Ok(())
+            print_cloned(&crate::cloned::open_store(voice_store.as_deref())?)
         }
-        VoicesCommand::List => {
+        VoicesCommand::List { voice_store } => {
             println!(
                 "{:<22} {:<8} {:<7} {:<7} package",
                 "id", "family", "lang", "cached"
@@ -115,7 +102,15 @@ pub fn voices(
                     entry.size as f64 / 1e6
                 );
             }
-            Ok(())
+            println!();
+            match crate::cloned::open_store(voice_store.as_deref()) {
+                Ok(store) => print_cloned(&store),
+                // The catalog is listed whatever the store's state; the store's problem is named.
+                Err(e) => {
+                    println!("cloned voices: unavailable ({e:#})");
+                    Ok(())
+                }
+            }
         }
         VoicesCommand::Fetch { id } => {
             let files = ferrovox_voices::resolve(&id)?;
@@ -161,4 +156,24 @@ fn describe(files: &VoiceFiles) -> String {
             ferrovox_voices::CHATTERBOX_FILES.join(", ")
         ),
     }
+}
+
+/// The cloned voices in `store`, one line each.
+fn print_cloned(store: &ferrovox_voice_store::BlockingVoiceStore) -> anyhow::Result<()> {
+    println!(
+        "{:<32} {:<20} {:<10} {:>6} {:>7}  created",
+        "cloned id", "name", "family", "secs", "LUFS"
+    );
+    for v in store.list()? {
+        println!(
+            "{:<32} {:<20} {:<10} {:>6.1} {:>7.1}  {}",
+            v.id,
+            v.name,
+            v.family,
+            v.duration_s,
+            v.loudness_lufs,
+            v.created.format("%Y-%m-%d %H:%M")
+        );
+    }
+    Ok(())
 }

@@ -257,7 +257,18 @@ fn cloned_voice_commands_name_what_is_wrong() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("id"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cloned id"));
+    // `voices list` shows the catalog, then the same store's cloned voices.
+    let out = ferrovox()
+        .args(["voices", "list", "--voice-store", store_arg])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("en_US-joe-medium"),
+        "{listed}"
+    );
+    assert!(listed.contains("\ncloned id"), "{listed}");
     let missing = store.join("no-such-clip.wav");
     let missing = missing.to_str().unwrap();
     let cases: [(&[&str], &str); 3] = [
