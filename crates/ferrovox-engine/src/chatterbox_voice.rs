@@ -50,8 +50,9 @@ impl ChatterboxVoice {
         &self.tts
     }
 
-    /// The upstream controls `options` ask for, defaults filled in.
-    pub fn generate_options(options: &SynthesisOptions) -> GenerateOptions {
+    /// The upstream controls `options` ask for, defaults filled in (the default token budget
+    /// capped at what this model's T3 can hold).
+    pub fn generate_options(&self, options: &SynthesisOptions) -> GenerateOptions {
         let o = &options.chatterbox;
         let d = GenerateOptions::default();
         GenerateOptions {
@@ -64,7 +65,11 @@ impl ChatterboxVoice {
                 repetition_penalty: o
                     .repetition_penalty
                     .unwrap_or(d.sampling.repetition_penalty),
-                max_new_tokens: o.max_new_tokens.unwrap_or(d.sampling.max_new_tokens),
+                max_new_tokens: o.max_new_tokens.unwrap_or(
+                    d.sampling
+                        .max_new_tokens
+                        .min(self.tts.t3().config().max_speech_tokens),
+                ),
             },
         }
     }
@@ -86,7 +91,7 @@ impl ChatterboxVoice {
         units: &[Unit],
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<u32>>, EngineError> {
-        let g = Self::generate_options(options);
+        let g = self.generate_options(options);
         units
             .iter()
             .map(|unit| {
@@ -181,7 +186,7 @@ impl TtsModel for ChatterboxVoice {
     }
 
     fn batch_key(&self, options: &SynthesisOptions) -> BatchKey {
-        let g = Self::generate_options(options);
+        let g = self.generate_options(options);
         let s = g.sampling;
         vec![
             g.exaggeration.to_bits() as u64,
@@ -220,7 +225,7 @@ impl TtsModel for ChatterboxVoice {
         units: &[Unit],
         options: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let g = Self::generate_options(options);
+        let g = self.generate_options(options);
         units
             .iter()
             .map(|unit| {
@@ -243,7 +248,7 @@ impl TtsModel for ChatterboxVoice {
         options: &SynthesisOptions,
         emit: &mut dyn FnMut(Vec<f32>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let g = Self::generate_options(options);
+        let g = self.generate_options(options);
         let mut failure = None;
         let outcome = self.tts.stream(
             &unit.ids,
