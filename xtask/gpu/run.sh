@@ -41,17 +41,29 @@ chatterbox() {
     done
 }
 
-s3gen_bench() {
-    echo "== S3Gen bench on CUDA against upstream PyTorch (same weights, same inputs)"
-    local site=/tmp/ferrovox-pysite
+# Upstream chatterbox-tts and the imports the GPU machine's Python lacks, from the carried wheels.
+site=/tmp/ferrovox-pysite
+upstream_site() {
     python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
+}
+
+# `xtask bench CASES...` under TF32 off, then on, against upstream in the same run; each
+# run's JSON lands in $out as TAG-tf32-N.json.
+bench_tf32() {
+    local tag="$1"; shift
     for tf32 in 0 1; do
         echo "-- TF32 $tf32"
         touch /tmp/ferrovox-bench-mark
         FERROVOX_TF32=$tf32 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
-            "$bin/xtask" bench s3gen s3gen-stream --device cuda 2>&1 | grep -v -i "warn\|deprecat"
-        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/s3gen-tf32-$tf32.json" \;
+            "$bin/xtask" bench "$@" --device cuda 2>&1 | grep -v -i "warn\|deprecat\|Sampling"
+        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/$tag-tf32-$tf32.json" \;
     done
+}
+
+s3gen_bench() {
+    echo "== S3Gen bench on CUDA against upstream PyTorch (same weights, same inputs)"
+    upstream_site
+    bench_tf32 s3gen s3gen s3gen-stream
     if [ -x "$bin/xtask-cudnn" ]; then
         echo "-- TF32 1, cuDNN convolutions"
         FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
@@ -61,33 +73,19 @@ s3gen_bench() {
 
 chatterbox_bench() {
     echo "== Chatterbox T3 + S3Gen on CUDA against upstream PyTorch (same weights, same inputs)"
-    local site=/tmp/ferrovox-pysite
-    python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
+    upstream_site
     echo "== Chatterbox tests on CUDA (f32, TF32 off; the CPU bounds)"
     for t in t3_parity tts_e2e tokenizer_parity ve_parity s3tokenizer_parity campplus_parity cloning_parity; do
         FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/$t" --test-threads 1 --nocapture 2>&1 \
             | grep -E "max.diff|bound|identical|distance|test result|panicked|FAILED" | sed "s/^/[$t] /"
     done
-    for tf32 in 0 1; do
-        echo "-- TF32 $tf32"
-        touch /tmp/ferrovox-bench-mark
-        FERROVOX_TF32=$tf32 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
-            "$bin/xtask" bench chatterbox --device cuda 2>&1 | grep -v -i "warn\|deprecat\|Sampling"
-        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/chatterbox-tf32-$tf32.json" \;
-    done
+    bench_tf32 chatterbox chatterbox
 }
 
 clone_bench() {
     echo "== Cloning a 10 s clip on CUDA against upstream's prepare_conditionals (same weights, same clip)"
-    local site=/tmp/ferrovox-pysite
-    python3 -m pip install -q --no-deps --no-index --target "$site" "$carry"/wheels/*.whl 2>&1 | tail -2
-    for tf32 in 0 1; do
-        echo "-- TF32 $tf32"
-        touch /tmp/ferrovox-bench-mark
-        FERROVOX_TF32=$tf32 FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
-            "$bin/xtask" bench clone --device cuda 2>&1 | grep -v -i "warn\|deprecat"
-        find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/clone-tf32-$tf32.json" \;
-    done
+    upstream_site
+    bench_tf32 clone clone
 }
 
 vits_bench() {

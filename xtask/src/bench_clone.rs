@@ -100,18 +100,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         consent: None,
     };
     let (meta, _) = BlockingVoiceStore::open(Some(&location))?.add(new_voice())?;
-    let mut cold = Vec::new();
-    let mut cached = Vec::new();
-    for _ in 0..reps.max(3) {
-        let start = Instant::now();
-        let store = BlockingVoiceStore::open(Some(&location))?;
-        Conditionals::from_safetensors(&store.get(&meta.id)?.conditionals, &device)?;
-        cold.push(start.elapsed().as_secs_f64());
-        let start = Instant::now();
-        Conditionals::from_safetensors(&store.get(&meta.id)?.conditionals, &device)?;
-        cached.push(start.elapsed().as_secs_f64());
-    }
-    let (cold, cached) = (median(cold), median(cached));
+    let (cold, cached) = time_loads(&location, &meta.id, &device, reps)?;
     // The same voice from an S3 server on this machine (moto), as replicas sharing a bucket
     // read it: a fresh handle pays the listing-free GET of metadata and payload.
     let s3 = match crate::moto::Moto::start("bench-voices")? {
@@ -119,17 +108,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             moto.export_env();
             let location = format!("s3://{}/voices", moto.bucket);
             BlockingVoiceStore::open(Some(&location))?.add(new_voice())?;
-            let (mut fresh, mut warm) = (Vec::new(), Vec::new());
-            for _ in 0..reps.max(3) {
-                let start = Instant::now();
-                let store = BlockingVoiceStore::open(Some(&location))?;
-                Conditionals::from_safetensors(&store.get(&meta.id)?.conditionals, &device)?;
-                fresh.push(start.elapsed().as_secs_f64());
-                let start = Instant::now();
-                Conditionals::from_safetensors(&store.get(&meta.id)?.conditionals, &device)?;
-                warm.push(start.elapsed().as_secs_f64());
-            }
-            Some((median(fresh), median(warm)))
+            Some(time_loads(&location, &meta.id, &device, reps)?)
         }
         None => None,
     };
@@ -173,4 +152,25 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "torch": torch,
         "ratio_clone": theirs / ours,
     }))
+}
+
+/// Median seconds to load voice `id` from the store at `location` as a request's
+/// conditionals: through a freshly opened store, then again through the same one (its cache).
+fn time_loads(
+    location: &str,
+    id: &str,
+    device: &candle_core::Device,
+    reps: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let (mut fresh, mut cached) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(3) {
+        let start = Instant::now();
+        let store = BlockingVoiceStore::open(Some(location))?;
+        Conditionals::from_safetensors(&store.get(id)?.conditionals, device)?;
+        fresh.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        Conditionals::from_safetensors(&store.get(id)?.conditionals, device)?;
+        cached.push(start.elapsed().as_secs_f64());
+    }
+    Ok((median(fresh), median(cached)))
 }

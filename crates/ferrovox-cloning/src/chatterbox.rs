@@ -45,13 +45,21 @@ pub(crate) fn encoders_version(model: &str, dir: &Path) -> Result<String, CloneE
     Ok(format!("{:x}", h.finalize())[..16].to_string())
 }
 
+/// `clip`'s conditionals.
+pub(crate) fn conditionals(
+    cloner: &VoiceCloner,
+    clip: &ReferenceClip,
+) -> Result<Conditionals, CloneError> {
+    Ok(cloner.from_clip(clip, STORED_EXAGGERATION)?)
+}
+
 /// `clip`'s conditionals as the store keeps them, and the encoder parameters that are part of
 /// the voice's key.
 pub(crate) fn encode(
     cloner: &VoiceCloner,
     clip: &ReferenceClip,
 ) -> Result<(Vec<u8>, serde_json::Value), CloneError> {
-    let conditionals = cloner.from_clip(clip, STORED_EXAGGERATION)?;
+    let conditionals = conditionals(cloner, clip)?;
     let params = serde_json::json!({
         "rate": CLONE_RATE,
         "exaggeration": STORED_EXAGGERATION,

@@ -79,7 +79,7 @@ impl CloningService {
     /// A service whose encoders run on `device`, with no model registered yet.
     pub fn new(device: Device) -> Self {
         Self {
-            device: device.clone(),
+            device,
             models: Mutex::new(Vec::new()),
         }
     }
@@ -156,11 +156,10 @@ impl CloningService {
     pub fn one_off(&self, model: &str, clip: &ReferenceClip) -> Result<ClonedVoice, CloneError> {
         let entry = self.entry(model)?;
         let cloner = self.cloner(&entry)?;
-        let (bytes, _) = chatterbox::encode(&cloner, clip)?;
         Ok(ClonedVoice {
             id: format!("clip-{}", &clip.hash.to_hex()[..16]),
             family: entry.model.family,
-            prompt: chatterbox::prompt(&bytes, &self.device)?,
+            prompt: std::sync::Arc::new(chatterbox::conditionals(&cloner, clip)?),
         })
     }
 

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::speech::read_body;
-use crate::{ApiError, AppState};
+use crate::{respond, ApiError, AppState};
 
 /// What the server clones with and keeps cloned voices in.
 #[derive(Debug, Clone)]
@@ -126,22 +126,24 @@ pub(crate) async fn resolve(
     let Some(cloning) = &state.inner.cloning else {
         return Ok(None);
     };
-    let meta = match cloning.store.resolve(voice).await {
-        Ok(meta) => meta,
-        Err(
-            ferrovox_voice_store::Error::NotFound(_)
-            | ferrovox_voice_store::Error::NameNotFound(_)
-            | ferrovox_voice_store::Error::InvalidId(_),
-        ) => return Ok(None),
+    use ferrovox_voice_store::Error as E;
+    // An id is read with its payload in one go; only a name needs the listing first.
+    let stored = match cloning.store.get(voice).await {
+        Ok(stored) => stored,
+        Err(E::NotFound(_) | E::InvalidId(_)) => match cloning.store.find_by_name(voice).await {
+            Ok(meta) => cloning
+                .store
+                .get(&meta.id)
+                .await
+                .map_err(|e| store_error(voice, e))?,
+            Err(E::NameNotFound(_)) => return Ok(None),
+            Err(e) => return Err(store_error(voice, e)),
+        },
         Err(e) => return Err(store_error(voice, e)),
     };
-    let model = cloning.service.model_for(&meta)?;
-    let stored = cloning
-        .store
-        .get(&meta.id)
-        .await
-        .map_err(|e| store_error(voice, e))?;
-    let prompt = cloning.service.prompt(&meta, &stored.conditionals)?;
+    let meta = &stored.meta;
+    let model = cloning.service.model_for(meta)?;
+    let prompt = cloning.service.prompt(meta, &stored.conditionals)?;
     Ok(Some((model.id, prompt)))
 }
 
@@ -341,21 +343,4 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
     }
     .await;
     respond(&state, "voices_delete", result)
-}
-
-fn respond(state: &AppState, route: &'static str, result: Result<Response, ApiError>) -> Response {
-    match result {
-        Ok(response) => {
-            state.metrics().request(route, response.status().as_u16());
-            response
-        }
-        Err(e) => {
-            state.metrics().request(route, e.status().as_u16());
-            state.metrics().error(e.kind());
-            if e.status().is_server_error() {
-                tracing::error!(error = %e, route, "request failed");
-            }
-            e.into_response()
-        }
-    }
 }

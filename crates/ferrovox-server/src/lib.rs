@@ -231,6 +231,30 @@ impl AppState {
     }
 }
 
+/// `result` as the response, counted under `route` in the metrics (errors also by kind, and
+/// logged when they are the server's).
+fn respond(
+    state: &AppState,
+    route: &'static str,
+    result: Result<axum::response::Response, ApiError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match result {
+        Ok(response) => {
+            state.metrics().request(route, response.status().as_u16());
+            response
+        }
+        Err(e) => {
+            state.metrics().request(route, e.status().as_u16());
+            state.metrics().error(e.kind());
+            if e.status().is_server_error() {
+                tracing::error!(error = %e, route, "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()

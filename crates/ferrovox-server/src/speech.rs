@@ -282,22 +282,8 @@ type Chunk = Result<Vec<f32>, EngineError>;
 
 /// The endpoint.
 pub async fn speech(State(state): State<AppState>, body: Body) -> Response {
-    match start(&state, body).await {
-        Ok(response) => {
-            state
-                .metrics()
-                .request("speech", response.status().as_u16());
-            response
-        }
-        Err(e) => {
-            state.metrics().request("speech", e.status().as_u16());
-            state.metrics().error(e.kind());
-            if e.status().is_server_error() {
-                tracing::error!(error = %e, "speech request failed");
-            }
-            e.into_response()
-        }
-    }
+    let result = start(&state, body).await;
+    crate::respond(&state, "speech", result)
 }
 
 async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {

@@ -100,13 +100,7 @@ fn chatterbox_streams_with_its_own_controls() {
 /// with `openai` (`.ci/run` makes one); skipped without it unless `FERROVOX_REQUIRE_OPENAI=1`.
 #[test]
 fn the_openai_client_streams_chatterbox_audio() {
-    let Some(python) = std::env::var_os("FERROVOX_OPENAI_PYTHON") else {
-        assert_ne!(
-            std::env::var("FERROVOX_REQUIRE_OPENAI").as_deref(),
-            Ok("1"),
-            "FERROVOX_REQUIRE_OPENAI=1 but FERROVOX_OPENAI_PYTHON is not set"
-        );
-        eprintln!("SKIPPED: FERROVOX_OPENAI_PYTHON is not set");
+    let Some(python) = openai_python() else {
         return;
     };
     let dir = small_chatterbox_dir("openai");

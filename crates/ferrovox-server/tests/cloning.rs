@@ -388,13 +388,7 @@ fn a_voice_for_other_encoders_or_sizes_is_refused() {
 /// skipped without it unless `FERROVOX_REQUIRE_OPENAI=1`.
 #[test]
 fn the_openai_client_clones_and_speaks() {
-    let Some(python) = std::env::var_os("FERROVOX_OPENAI_PYTHON") else {
-        assert_ne!(
-            std::env::var("FERROVOX_REQUIRE_OPENAI").as_deref(),
-            Ok("1"),
-            "FERROVOX_REQUIRE_OPENAI=1 but FERROVOX_OPENAI_PYTHON is not set"
-        );
-        eprintln!("SKIPPED: FERROVOX_OPENAI_PYTHON is not set");
+    let Some(python) = openai_python() else {
         return;
     };
     let served = serve("clone-openai", ServerConfig::default());

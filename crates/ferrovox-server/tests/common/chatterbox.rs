@@ -50,23 +50,45 @@ fn save(tensors: &HashMap<String, Tensor>, path: &Path) {
     candle_core::safetensors::save(tensors, path).unwrap();
 }
 
-/// The small model without cloning encoders: T3, S3Gen's flow and HiFT, the built-in voice.
-pub fn small_chatterbox_dir(tag: &str) -> PathBuf {
-    let dir = temp_dir(tag);
-    save(&tensors("t3", &T3_MODULES), &dir.join("t3_cfg.safetensors"));
+/// T3's weights and S3Gen's flow and HiFT, as the fixtures hold them.
+fn t3_and_s3gen() -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
     let mut s3gen = HashMap::new();
     for part in ["encoder", "cfm", "hift"] {
         s3gen.extend(tensors(part, &["flow.", "mel2wav."]));
     }
-    save(&s3gen, &dir.join("s3gen.safetensors"));
+    (tensors("t3", &T3_MODULES), s3gen)
+}
+
+fn small_sizes() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("small_model.json")).unwrap())
+        .unwrap()
+}
+
+/// A model directory of these weights and sizes, with the fixtures' built-in voice and
+/// tokenizer.
+fn write_model(
+    tag: &str,
+    t3: &HashMap<String, Tensor>,
+    s3gen: &HashMap<String, Tensor>,
+    sizes: &serde_json::Value,
+) -> PathBuf {
+    let dir = temp_dir(tag);
+    save(t3, &dir.join("t3_cfg.safetensors"));
+    save(s3gen, &dir.join("s3gen.safetensors"));
     save(&builtin_voice(), &dir.join("conds.safetensors"));
-    for (from, to) in [
-        ("t3_tokenizer_vocab.json", "tokenizer.json"),
-        ("small_model.json", "ferrovox-voice.json"),
-    ] {
-        std::fs::copy(fixtures().join(from), dir.join(to)).unwrap();
-    }
+    std::fs::copy(
+        fixtures().join("t3_tokenizer_vocab.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("ferrovox-voice.json"), sizes.to_string()).unwrap();
     dir
+}
+
+/// The small model without cloning encoders: T3, S3Gen's flow and HiFT, the built-in voice.
+pub fn small_chatterbox_dir(tag: &str) -> PathBuf {
+    let (t3, s3gen) = t3_and_s3gen();
+    write_model(tag, &t3, &s3gen, &small_sizes())
 }
 
 fn builtin_voice() -> HashMap<String, Tensor> {
@@ -97,34 +119,18 @@ fn tile_rows(t: &Tensor, rows_out: usize) -> Tensor {
 /// weights stay random: this is a model for the plumbing, not for parity, which the
 /// chatterbox crate's tests prove stage by stage.
 pub fn cloning_chatterbox_dir(tag: &str) -> PathBuf {
-    let dir = small_chatterbox_dir(tag);
-    let mut t3 = tensors("t3", &T3_MODULES);
+    let (mut t3, mut s3gen) = t3_and_s3gen();
     for key in ["speech_emb.weight", "speech_head.weight"] {
         let grown = tile_rows(&t3[key], SPEECH_CODES + 2);
         t3.insert(key.into(), grown);
-    }
-    save(&t3, &dir.join("t3_cfg.safetensors"));
-    let mut s3gen = HashMap::new();
-    for part in ["encoder", "cfm", "hift"] {
-        s3gen.extend(tensors(part, &["flow.", "mel2wav."]));
     }
     let key = "flow.input_embedding.weight";
     let grown = tile_rows(&s3gen[key], SPEECH_CODES);
     s3gen.insert(key.into(), grown);
     s3gen.extend(tensors("s3tokenizer", &["tokenizer."]));
     s3gen.extend(tensors("campplus", &["speaker_encoder."]));
-    save(&s3gen, &dir.join("s3gen.safetensors"));
-    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
-    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
-        .into_iter()
-        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
-        .collect();
-    save(&ve, &dir.join("ve.safetensors"));
 
-    let mut sizes: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("small_model.json")).unwrap(),
-    )
-    .unwrap();
+    let mut sizes = small_sizes();
     let codes = SPEECH_CODES as u64;
     sizes["t3"]["speech_tokens_dict_size"] = (codes + 2).into();
     sizes["t3"]["start_speech_token"] = codes.into();
@@ -133,7 +139,14 @@ pub fn cloning_chatterbox_dir(tag: &str) -> PathBuf {
     sizes["voice_encoder"] = fixture_config("ve")["ve_config"].clone();
     sizes["s3tokenizer"] = fixture_config("s3tokenizer")["model_config"].clone();
     sizes["campplus"] = fixture_config("campplus")["campplus"].clone();
-    std::fs::write(dir.join("ferrovox-voice.json"), sizes.to_string()).unwrap();
+    let dir = write_model(tag, &t3, &s3gen, &sizes);
+
+    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
+    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
+        .into_iter()
+        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
+        .collect();
+    save(&ve, &dir.join("ve.safetensors"));
     dir
 }
 

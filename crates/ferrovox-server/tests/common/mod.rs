@@ -282,3 +282,18 @@ pub fn body_bytes(response: ureq::Response) -> Vec<u8> {
     std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).unwrap();
     bytes
 }
+
+/// A Python with the official `openai` client (`FERROVOX_OPENAI_PYTHON`, which `.ci/run` sets),
+/// or `None` with a note, which is an error when `FERROVOX_REQUIRE_OPENAI=1`.
+pub fn openai_python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("FERROVOX_OPENAI_PYTHON");
+    if python.is_none() {
+        assert_ne!(
+            std::env::var("FERROVOX_REQUIRE_OPENAI").as_deref(),
+            Ok("1"),
+            "FERROVOX_REQUIRE_OPENAI=1 but FERROVOX_OPENAI_PYTHON is not set"
+        );
+        eprintln!("SKIPPED: FERROVOX_OPENAI_PYTHON is not set");
+    }
+    python
+}
