@@ -6,46 +6,12 @@
 mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use common::t3::{cond, small, text_tokens};
 use common::{ids, max_abs_diff, Fixture};
 use ferrovox_chatterbox::t3::llama::StepAt;
 use ferrovox_chatterbox::t3::{
-    DecodePath, LlamaConfig, PerceiverConfig, ReplayedNoise, Sampler, SamplingOptions, T3Cond,
-    T3Config, T3,
+    DecodePath, ReplayedNoise, Sampler, SamplingOptions, T3Cond, T3Config, T3,
 };
-
-fn from<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> T {
-    serde_json::from_value(v.clone()).unwrap()
-}
-
-fn small() -> (T3, Fixture) {
-    let fx = Fixture::load("t3");
-    let mut cfg: T3Config = from(&fx.config["t3_config"]);
-    cfg.llama = from::<LlamaConfig>(&fx.config["llama_config"]);
-    cfg.perceiver = from::<PerceiverConfig>(&fx.config["perceiver"]);
-    assert_eq!(
-        cfg.llama.hidden_size, 64,
-        "the small fixture config was read"
-    );
-    assert_eq!(cfg.speech_tokens_dict_size, 264);
-    (T3::new(&cfg, fx.vb()).unwrap(), fx)
-}
-
-fn cond(fx: &Fixture) -> T3Cond {
-    T3Cond {
-        speaker_emb: fx.get("in.speaker_emb"),
-        cond_prompt_speech_tokens: Some(fx.get("in.cond_prompt_speech_tokens")),
-        emotion_adv: fx
-            .get("in.emotion_adv")
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()[0],
-    }
-}
-
-fn text_tokens(fx: &Fixture) -> Vec<u32> {
-    ids(&fx.get("in.text_tokens").i(0).unwrap())
-}
 
 fn check(what: &str, got: &Tensor, want: &Tensor, bound: f32) {
     let err = max_abs_diff(got, want);

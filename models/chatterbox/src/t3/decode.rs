@@ -175,7 +175,7 @@ impl SlotGuard<'_> {
         let which = sampler.processors();
         let at = Tensor::new(&[position as u32, speech_position as u32], token.device())?;
         // Greedy decoding reads no draws (its graphs are keyed apart): a small stand-in.
-        let q = if which.greedy {
+        let q = if !which.sampled {
             sampler.controls().clone()
         } else {
             noise.exponentials(speech_position, slot.tables.vocab(), token.device())?

@@ -163,6 +163,43 @@ impl KvCache {
         Ok(())
     }
 
+    /// Rows `first..first + rows` of every layer, empty: a view whose writes land in this
+    /// cache (a generation's prefill into its rows of a shared batch).
+    pub fn rows_view(&self, first: usize, rows: usize) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerCache {
+                    k: l.k.narrow(0, first, rows)?,
+                    v: l.v.narrow(0, first, rows)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            len: 0,
+            capacity: self.capacity,
+        })
+    }
+
+    /// Copies every row of `other` (fewer rows, the same capacity) into this cache's first
+    /// rows.
+    pub fn copy_rows_from(&self, other: &Self) -> Result<()> {
+        if other.capacity != self.capacity || other.layers.len() != self.layers.len() {
+            candle_core::bail!(
+                "copying a cache of {} positions into one of {}",
+                other.capacity,
+                self.capacity
+            );
+        }
+        for (dst, src) in self.layers.iter().zip(&other.layers) {
+            dst.k.slice_set(&src.k, 0, 0)?;
+            dst.v.slice_set(&src.v, 0, 0)?;
+        }
+        Ok(())
+    }
+
     /// Rows of the batch it was built for.
     pub fn rows(&self) -> usize {
         self.layers
@@ -285,56 +322,66 @@ fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
         .reshape((b, n * rep, s, d))
 }
 
-/// Where a fixed-shape decode step writes and what it attends: the position read from the
+/// Where a fixed-shape decode step writes and what it attends: the positions read from the
 /// device, so one captured CUDA graph serves every step of a window.
 #[derive(Debug, Clone)]
 pub struct StepAt<'a> {
-    /// `[1]` u32: the cache position the step's key and value go to.
+    /// `[1]` or `[rows]` u32: the cache position each row's key and value go to (one for
+    /// every row, or each row its own: the generations of a batch are at different places).
     pub position: &'a Tensor,
-    /// Cache positions `0..window` are attended (those past `position` masked out).
+    /// Cache positions `0..window` are attended (each row's past its position masked out).
     pub window: usize,
-    /// `[1, ≥ window]` f32 `0, 1, 2, …`: compared with `position` for the mask.
+    /// `[1, ≥ window]` f32 `0, 1, 2, …`: compared with the positions for the mask.
     pub ramp: &'a Tensor,
     /// `[1, ≥ window]` of −∞ and of 0 in the attention's dtype.
     pub neg_inf: &'a Tensor,
     pub zeros: &'a Tensor,
 }
 
-impl StepAt<'_> {
-    /// `[1, window]` additive mask hiding the positions after `position`.
-    fn mask(&self) -> Result<Tensor> {
-        let at = self.position.to_dtype(DType::F32)?.reshape((1, 1))?;
-        let after = self.ramp.narrow(1, 0, self.window)?.broadcast_gt(&at)?;
-        after.where_cond(
-            &self.neg_inf.narrow(1, 0, self.window)?,
-            &self.zeros.narrow(1, 0, self.window)?,
-        )
-    }
-}
-
 /// What every layer of one fixed-shape step reads alike, made once per step rather than per
 /// layer (each is a kernel or more, and a step's kernels are what its time goes to): the
-/// RoPE rows of the position, the cache slot it writes, the attention mask.
+/// RoPE rows of each row's position, the cache slots they write, the attention mask.
 struct StepShared {
+    /// `[rows, 1, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
-    /// `[b, kv_heads, 1, head_dim]` u32, all `position`: where `scatter_set` writes.
+    /// `[rows, kv_heads, 1, head_dim]` u32: where `scatter_set` writes each row.
     slot: Tensor,
-    /// `[1, window]` in the attention's dtype.
+    /// `[rows, 1, 1, window]` in the attention's dtype.
     mask: Tensor,
 }
 
 impl StepShared {
     fn new(at: &StepAt, rope: &Rope, cfg: &LlamaConfig, b: usize, dtype: DType) -> Result<Self> {
+        let positions = match at.position.dim(0)? {
+            n if n == b => at.position.clone(),
+            1 => at.position.broadcast_as(b)?.contiguous()?,
+            n => candle_core::bail!("{n} step positions for a batch of {b} rows"),
+        };
+        let half = rope.cos.dim(1)?;
+        let turn = |table: &Tensor| -> Result<Tensor> {
+            table
+                .index_select(&positions, 0)?
+                .reshape((b, 1, half))?
+                .to_dtype(dtype)
+        };
+        let after = at
+            .ramp
+            .narrow(1, 0, at.window)?
+            .broadcast_gt(&positions.to_dtype(DType::F32)?.reshape((b, 1))?)?;
+        let spread = |t: &Tensor| t.narrow(1, 0, at.window)?.broadcast_as((b, at.window));
+        let mask = after
+            .where_cond(&spread(at.neg_inf)?, &spread(at.zeros)?)?
+            .reshape((b, 1, 1, at.window))?
+            .to_dtype(dtype)?;
         Ok(Self {
-            cos: rope.cos.index_select(at.position, 0)?.to_dtype(dtype)?,
-            sin: rope.sin.index_select(at.position, 0)?.to_dtype(dtype)?,
-            slot: at
-                .position
-                .reshape((1, 1, 1, 1))?
+            cos: turn(&rope.cos)?,
+            sin: turn(&rope.sin)?,
+            slot: positions
+                .reshape((b, 1, 1, 1))?
                 .broadcast_as((b, cfg.num_key_value_heads, 1, cfg.head_dim))?
                 .contiguous()?,
-            mask: at.mask()?.to_dtype(dtype)?,
+            mask,
         })
     }
 }

@@ -9,8 +9,10 @@
 //! | [`perceiver`] | `t3/modules/perceiver.py` |
 //! | [`llama`] | transformers' `LlamaModel` |
 //! | [`decode`] | how the decode steps run (fixed shapes and CUDA graphs, or dynamic) |
+//! | [`batch`] | continuous batching: concurrent generations' decode steps as one batch |
 //! | [`sampling`] | transformers' logits processors as `T3.inference` applies them |
 
+pub mod batch;
 pub mod cond_enc;
 pub mod config;
 pub mod decode;
@@ -19,6 +21,7 @@ pub mod model;
 pub mod perceiver;
 pub mod sampling;
 
+pub use batch::{BatchConfig, Event, Joined, Request, T3Batch};
 pub use cond_enc::T3Cond;
 pub use config::{LlamaConfig, PerceiverConfig, RopeScaling, T3Config, SPEECH_CODES};
 pub use decode::DecodePath;

@@ -104,6 +104,18 @@ impl T3 {
         self.cfg.cond_len_max() + self.cfg.text_positions() + self.cfg.speech_positions()
     }
 
+    /// Cache positions a generation of `text_tokens` text tokens (start and stop included) and
+    /// up to `max_new_tokens` new ones may fill: the longest conditioning, the text, the two
+    /// start tokens and the new tokens.
+    pub fn positions_for(&self, text_tokens: usize, max_new_tokens: usize) -> usize {
+        self.cfg.cond_len_max() + text_tokens + 2 + max_new_tokens
+    }
+
+    /// The dtype of the weights (and of the caches it decodes in).
+    pub fn dtype(&self) -> DType {
+        self.speech_head.weight().dtype()
+    }
+
     pub(crate) fn backbone(&self) -> &Llama {
         &self.tfmr
     }
@@ -205,21 +217,24 @@ impl T3 {
             .forward(&cond.speaker_emb, prompt.as_ref(), cond.emotion_adv)?)
     }
 
-    /// `speech_emb(token) + speech_pos_emb(position)` for `token` and `position` (`[1]` u32
-    /// on the device), as `[rows, 1, dim]`.
+    /// `speech_emb(token) + speech_pos_emb(position)` for `n` generations' tokens and speech
+    /// positions (`[n]` u32 on the device), each repeated for its `rows` rows (2 with
+    /// guidance): `[n · rows, 1, dim]`, a generation's rows together.
     pub(crate) fn step_embed(
         &self,
         token: &Tensor,
         position: &Tensor,
         rows: usize,
     ) -> candle_core::Result<Tensor> {
-        let emb = self.speech_emb.forward(&token.reshape((1, 1))?)?;
-        let pos = self.speech_pos_emb.forward(&position.reshape((1, 1))?)?;
+        let n = token.dim(0)?;
+        let emb = self.speech_emb.forward(&token.reshape((n, 1))?)?;
+        let pos = self.speech_pos_emb.forward(&position.reshape((n, 1))?)?;
         let e = (emb + pos)?;
         if rows == 1 {
             Ok(e)
         } else {
-            Tensor::cat(&vec![&e; rows], 0)
+            let dim = e.dim(2)?;
+            e.broadcast_as((n, rows, dim))?.reshape((n * rows, 1, dim))
         }
     }
 

@@ -153,8 +153,10 @@ impl SamplingNoise for ReplayedNoise {
 pub struct Processors {
     /// Two rows (conditional, unconditional) to guide.
     pub cfg: bool,
-    /// The most likely token, no draw.
+    /// The most likely token, no draw (for some rows of a batch).
     pub greedy: bool,
+    /// A draw from the processed distribution (for some rows of a batch).
+    pub sampled: bool,
     pub penalty: bool,
     pub min_p: bool,
     /// Top-p below 1 (at 1 it only drops tokens already at probability 0: skipped).
@@ -166,19 +168,41 @@ impl Processors {
         Self {
             cfg: o.cfg_weight > 0.0,
             greedy: o.temperature == 0.0,
+            sampled: o.temperature != 0.0,
             penalty: o.repetition_penalty != 1.0,
             min_p: o.min_p > 0.0,
             top_p: o.top_p < 1.0,
         }
     }
 
+    /// The processors a batch of rows with either set needs: each row's values make the
+    /// processors it does not use exact no-ops (a penalty of 1, min-p 0, top-p 1, a guidance
+    /// weight of 0), and greedy rows pick their argmax beside the sampled ones.
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            cfg: self.cfg | other.cfg,
+            greedy: self.greedy | other.greedy,
+            sampled: self.sampled | other.sampled,
+            penalty: self.penalty | other.penalty,
+            min_p: self.min_p | other.min_p,
+            top_p: self.top_p | other.top_p,
+        }
+    }
+
     /// A distinct number per set, for graph keys.
     pub fn bits(self) -> usize {
-        [self.cfg, self.greedy, self.penalty, self.min_p, self.top_p]
-            .iter()
-            .enumerate()
-            .map(|(i, &on)| usize::from(on) << i)
-            .sum()
+        [
+            self.cfg,
+            self.greedy,
+            self.penalty,
+            self.min_p,
+            self.top_p,
+            self.sampled,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &on)| usize::from(on) << i)
+        .sum()
     }
 }
 
@@ -209,50 +233,77 @@ impl ProcessorTables {
     }
 }
 
-/// The controls' values as a `[5]` f32 tensor on `device` (cfg weight, repetition penalty,
-/// temperature, min-p, 1 − top-p), so one graph serves every value.
-pub fn control_values(o: &SamplingOptions, device: &Device) -> Result<Tensor> {
+/// Columns of a row of [`control_values`].
+pub const CONTROLS: usize = 6;
+
+/// The controls' values as one row (cfg weight, repetition penalty, temperature, min-p,
+/// 1 − top-p, greedy flag), so one graph serves every value. A greedy row's temperature is
+/// kept at 0 for a lone generation (its draw is never computed) and made 1 in a batch
+/// ([`batch_row`]), where the sampled rows' draw is computed for it too.
+pub fn control_row(o: &SamplingOptions) -> [f32; CONTROLS] {
     let drop_below = (1.0 - o.top_p as f64) as f32;
-    Tensor::new(
-        &[
-            o.cfg_weight,
-            o.repetition_penalty,
-            o.temperature,
-            o.min_p,
-            drop_below,
-        ],
-        device,
-    )
+    let greedy = o.temperature == 0.0;
+    [
+        o.cfg_weight,
+        o.repetition_penalty,
+        o.temperature,
+        o.min_p,
+        drop_below,
+        f32::from(u8::from(greedy)),
+    ]
 }
 
-/// The processors over one step's logits, every value read from tensors: what a decode
-/// graph records, and what the eager [`Sampler`] runs.
+/// [`control_row`] for a row of a batch: a greedy row's temperature is 1, so the batch's
+/// draw (computed for its sampled rows) stays finite.
+pub fn batch_row(o: &SamplingOptions) -> [f32; CONTROLS] {
+    let mut row = control_row(o);
+    if o.temperature == 0.0 {
+        row[2] = 1.0;
+    }
+    row
+}
+
+/// The controls of a row of a batch no generation holds: every processor a no-op.
+pub const IDLE_ROW: [f32; CONTROLS] = [0.0, 1.0, 1.0, 0.0, 0.0, 0.0];
+
+/// [`control_row`] as a `[1, CONTROLS]` f32 tensor on `device`.
+pub fn control_values(o: &SamplingOptions, device: &Device) -> Result<Tensor> {
+    Tensor::new(&[control_row(o)], device)
+}
+
+/// The processors over one step's logits of `n` generations, every value read from tensors:
+/// what a decode graph records, and what the eager [`Sampler`] runs (`n` = 1). Each
+/// generation's rows are independent of the others'.
 #[derive(Debug, Clone, Copy)]
 pub struct Draw<'a> {
-    /// [`control_values`].
+    /// `[n, CONTROLS]`: [`control_values`] of each generation.
     pub controls: &'a Tensor,
     pub which: Processors,
     pub tables: &'a ProcessorTables,
 }
 
 impl Draw<'_> {
+    /// Column `i` of the controls, `[n, 1]`.
     fn control(&self, i: usize) -> Result<Tensor> {
-        self.controls.narrow(0, i, 1)?.reshape((1, 1))
+        self.controls.narrow(1, i, 1)
     }
 
-    /// The guided logits `[1, vocab]` of the last position's rows (`[2, vocab]` with CFG:
-    /// conditional first, or `[1, vocab]` without).
+    /// The guided logits `[n, vocab]` of the last position's rows: `[2n, vocab]` with CFG
+    /// (each generation's conditional row, then its unconditional one), `[n, vocab]` without.
     pub fn guide(&self, rows: &Tensor) -> Result<Tensor> {
         let rows = rows.to_dtype(DType::F32)?;
-        if rows.dim(0)? == 1 {
+        let n = self.controls.dim(0)?;
+        if rows.dim(0)? == n {
             return Ok(rows);
         }
-        let cond = rows.narrow(0, 0, 1)?;
-        let uncond = rows.narrow(0, 1, 1)?;
+        let vocab = rows.dim(1)?;
+        let pairs = rows.reshape((n, 2, vocab))?;
+        let cond = pairs.narrow(1, 0, 1)?.reshape((n, vocab))?;
+        let uncond = pairs.narrow(1, 1, 1)?.reshape((n, vocab))?;
         cond.clone() + (cond - uncond)?.broadcast_mul(&self.control(0)?)?
     }
 
-    /// Guided logits after the repetition penalty over `seen` (`[1, vocab]` u8): greedy
+    /// Guided logits after the repetition penalty over `seen` (`[n, vocab]` u8): greedy
     /// decoding's argmax is taken here.
     pub fn penalized(&self, logits: &Tensor, seen: &Tensor) -> Result<Tensor> {
         if !self.which.penalty {
@@ -265,17 +316,17 @@ impl Draw<'_> {
         seen.where_cond(&penalized, logits)
     }
 
-    /// The distribution the token is drawn from, `[1, vocab]`, after temperature, min-p and
+    /// The distribution the token is drawn from, `[n, vocab]`, after temperature, min-p and
     /// top-p (filtered tokens have probability 0).
     pub fn probabilities(&self, penalized: &Tensor) -> Result<Tensor> {
         let mut logits = penalized.broadcast_div(&self.control(2)?)?;
-        let neg_inf = &self.tables.neg_inf;
+        let neg_inf = self.tables.neg_inf.broadcast_as(logits.shape())?;
         if self.which.min_p {
             let probs = candle_nn::ops::softmax_last_dim(&logits)?;
             let floor = probs
                 .max_keepdim(D::Minus1)?
                 .broadcast_mul(&self.control(3)?)?;
-            logits = probs.broadcast_lt(&floor)?.where_cond(neg_inf, &logits)?;
+            logits = probs.broadcast_lt(&floor)?.where_cond(&neg_inf, &logits)?;
         }
         if self.which.top_p {
             logits = top_p_filter(&logits, &self.control(4)?, self.tables)?;
@@ -283,23 +334,30 @@ impl Draw<'_> {
         candle_nn::ops::softmax_last_dim(&logits)
     }
 
-    /// One token `[1]` (u32) from the rows' logits, with draws `q` `[1, vocab]` (unread when
-    /// greedy), and the history `seen` with it added.
+    /// One token per generation, `[n]` (u32), from the rows' logits, with draws `q`
+    /// `[n, vocab]` (unread when every generation is greedy), and the histories `seen` with
+    /// them added.
     pub fn token(&self, rows: &Tensor, seen: &Tensor, q: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = self.controls.dim(0)?;
         let penalized = self.penalized(&self.guide(rows)?, seen)?;
-        let token = if self.which.greedy {
-            penalized.argmax(D::Minus1)?
-        } else {
-            (self.probabilities(&penalized)? / q)?.argmax(D::Minus1)?
+        let sampled = || (self.probabilities(&penalized)? / q)?.argmax(D::Minus1);
+        let token = match (self.which.greedy, self.which.sampled) {
+            (true, false) => penalized.argmax(D::Minus1)?,
+            (false, _) => sampled()?,
+            (true, true) => {
+                let greedy = self.control(5)?.reshape(n)?.gt(0.5)?;
+                greedy.where_cond(&penalized.argmax(D::Minus1)?, &sampled()?)?
+            }
         };
-        let token = token.reshape(1)?.to_dtype(DType::U32)?;
+        let token = token.reshape(n)?.to_dtype(DType::U32)?;
         let seen = self.record(seen, &token)?;
         Ok((token, seen))
     }
 
-    /// `seen` with `token` (`[1]` u32) added.
-    fn record(&self, seen: &Tensor, token: &Tensor) -> Result<Tensor> {
-        let hit = self.tables.ids.broadcast_eq(&token.reshape((1, 1))?)?;
+    /// `seen` with `token` (`[n]` u32) added.
+    pub(crate) fn record(&self, seen: &Tensor, token: &Tensor) -> Result<Tensor> {
+        let n = token.dim(0)?;
+        let hit = self.tables.ids.broadcast_eq(&token.reshape((n, 1))?)?;
         seen.maximum(&hit)
     }
 }
@@ -404,7 +462,7 @@ impl Sampler {
         step: usize,
         noise: &mut dyn SamplingNoise,
     ) -> Result<Tensor> {
-        let q = if self.which.greedy {
+        let q = if !self.which.sampled {
             self.tables.neg_inf.clone()
         } else {
             noise.exponentials(step, self.tables.vocab(), rows.device())?
@@ -416,20 +474,22 @@ impl Sampler {
 }
 
 /// transformers' `TopPLogitsWarper`: sort ascending, drop the tokens whose cumulative
-/// probability is at most `1 − top_p` (`drop_below`, `[1, 1]`), always keeping the most likely.
+/// probability is at most `1 − top_p` (`drop_below`, `[n, 1]`), always keeping the most likely.
 fn top_p_filter(logits: &Tensor, drop_below: &Tensor, tables: &ProcessorTables) -> Result<Tensor> {
     let order = logits.arg_sort_last_dim(true)?;
     let sorted = logits.gather(&order, D::Minus1)?;
     let probs = candle_nn::ops::softmax_last_dim(&sorted)?;
     let cumulative = inclusive_scan(&probs)?;
-    let drop_sorted = (cumulative.broadcast_le(drop_below)? * &tables.below_last)?;
+    let drop_sorted = cumulative
+        .broadcast_le(drop_below)?
+        .broadcast_mul(&tables.below_last)?;
     // The inverse permutation takes the mask back to vocabulary order.
     let inverse = order.arg_sort_last_dim(true)?;
     let drop = drop_sorted.gather(&inverse, D::Minus1)?;
-    drop.where_cond(&tables.neg_inf, logits)
+    drop.where_cond(&tables.neg_inf.broadcast_as(logits.shape())?, logits)
 }
 
-/// Inclusive prefix sums along the last axis of `[1, n]` in `log2 n` shifted adds (Hillis and
+/// Inclusive prefix sums along the last axis of `[rows, n]` in `log2 n` shifted adds (Hillis and
 /// Steele), all on the device: Candle's `cumsum` multiplies by an `n × n` triangle.
 fn inclusive_scan(x: &Tensor) -> Result<Tensor> {
     let n = x.dim(D::Minus1)?;

@@ -1,6 +1,8 @@
 //! Fixture loading shared by the parity tests.
 #![allow(dead_code)]
 
+pub mod t3;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
