@@ -34,6 +34,8 @@ pub struct GraphCache {
 enum Entry {
     /// Seen once, run eagerly.
     Seen,
+    /// Being captured by another call: run eagerly meanwhile.
+    Capturing,
     /// Captured: replay.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Graph(Box<Captured>),
@@ -159,6 +161,9 @@ impl GraphCache {
             variant,
             inputs.iter().map(|t| t.dims().to_vec()).collect::<Vec<_>>(),
         );
+        // Every launch of this call is inside a section, so no other thread's capture
+        // records it ([`crate::launch_gate`]).
+        let _section = crate::launch_gate::enter();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let captured = entries
             .values()
@@ -168,6 +173,10 @@ impl GraphCache {
             // Eager runs release the lock first: other threads' calls need not queue behind them.
             None => {
                 entries.insert(key, Entry::Seen);
+                drop(entries);
+                Ok((f(&owned())?, GraphRun::FirstSeen))
+            }
+            Some(Entry::Capturing) => {
                 drop(entries);
                 Ok((f(&owned())?, GraphRun::FirstSeen))
             }
@@ -188,7 +197,19 @@ impl GraphCache {
                 Ok((f(&owned())?, GraphRun::Fallback(reason)))
             }
             Some(Entry::Seen) => {
-                let (y, captured) = capture(inputs, &f)?;
+                // The lock is not held while the capture waits for other threads' launches
+                // to end: they may need it.
+                entries.insert(key.clone(), Entry::Capturing);
+                drop(entries);
+                let result = crate::launch_gate::exclusive(|| capture(inputs, &f));
+                let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+                let (y, captured) = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        entries.remove(&key);
+                        return Err(e);
+                    }
+                };
                 let (entry, run) = match captured {
                     Ok(graph) => {
                         tracing::debug!("{}: captured shape {key:?}", self.name);

@@ -56,10 +56,13 @@ impl std::fmt::Debug for Voice {
 }
 
 impl Voice {
-    /// Wraps `model`, starting its batcher when `batching` is given.
+    /// Wraps `model`, starting its batcher when `batching` is given and the model does not
+    /// batch requests itself.
     pub fn new(model: Arc<dyn TtsModel>, batching: Option<BatcherConfig>) -> Self {
         Self {
-            batcher: batching.map(|config| Batcher::new(model.clone(), config)),
+            batcher: batching
+                .filter(|_| !model.batches_requests())
+                .map(|config| Batcher::new(model.clone(), config)),
             model,
             load_time: Duration::ZERO,
             warm_up_time: None,

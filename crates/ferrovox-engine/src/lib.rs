@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod batcher;
+mod chatterbox_decoder;
 mod chatterbox_voice;
 mod engine;
 mod error;
@@ -35,6 +36,7 @@ mod stream;
 mod vits_voice;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherStats, BATCH_SIZE_BOUNDS};
+pub use chatterbox_decoder::{DecoderStats, Generation, T3Decoder};
 pub use chatterbox_voice::ChatterboxVoice;
 pub use engine::{Engine, EngineConfig, Voice, WARM_UP_TEXT};
 pub use error::EngineError;

@@ -9,7 +9,7 @@
 //! | language | fixed by the voice | `en` (multilingual: a `[lang]` token) | a language token per request | free, in the prompt |
 //! | typed options | [`VitsOptions`]: noise, noise_w, length | [`ChatterboxOptions`]: exaggeration, CFG weight, temperature, top-p, min-p, repetition penalty, max tokens | temperature, top-k, top-p, length and repetition penalties | temperature, top-k, top-p, max tokens |
 //! | streaming within a unit ([`Pieces::EveryUnit`]) | no: the first unit is cut early instead | yes: S3Gen decodes T3's tokens in chunks | yes: GPT latents decoded by HiFi-GAN in chunks | yes: delay-pattern RVQ codes decoded in chunks |
-//! | batching ([`TtsModel::batch_key`]) | units with equal noise/length/speaker settings share a padded batch | per request (continuous batching of decode steps comes with the speed work) | per request | per request |
+//! | batching | units with equal noise/length/speaker settings share a padded batch ([`TtsModel::batch_key`]) | continuous: every request's T3 decode steps run as one batch, each with its own controls ([`TtsModel::batches_requests`]) | per request | per request |
 //!
 //! A unit carries its own seed, so a request's audio is the same alone or batched.
 
@@ -299,6 +299,12 @@ pub trait TtsModel: Send + Sync {
     /// own voice.
     fn warm_up_request(&self) -> (String, SynthesisOptions) {
         (crate::WARM_UP_TEXT.to_string(), SynthesisOptions::default())
+    }
+
+    /// Whether the model batches concurrent requests itself (continuous batching): the
+    /// engine then runs each request on its caller's thread instead of through its batcher.
+    fn batches_requests(&self) -> bool {
+        false
     }
 
     /// Counters the model keeps (name, value), exported as metrics.

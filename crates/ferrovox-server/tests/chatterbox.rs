@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Device;
 use common::chatterbox::small_chatterbox_dir;
@@ -130,6 +131,87 @@ fn the_openai_client_streams_chatterbox_audio() {
     assert!(
         report["bad"][2].as_str().unwrap().contains("temperature"),
         "{report}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Concurrent streamed requests decode T3 as one batch (continuous batching) and each gets
+/// exactly the audio it gets alone from a voice without batching: the same bytes per seed.
+#[test]
+fn concurrent_requests_decode_together_and_each_gets_its_own_audio() {
+    let dir = small_chatterbox_dir("batch");
+    let id = dir.to_str().unwrap().to_string();
+    let voice = |slots| -> Arc<dyn ferrovox_engine::TtsModel> {
+        let tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
+        Arc::new(ferrovox_engine::ChatterboxVoice::with_slots(&id, tts, slots).unwrap())
+    };
+    let config = || ferrovox_server::ServerConfig {
+        voices: vec![id.clone()],
+        ..Default::default()
+    };
+    let seeds = 1..=6u64;
+    let body = |seed: u64| {
+        speech(
+            &dir,
+            json!({"seed": seed, "input": format!("Request {seed} speaks.")}),
+        )
+    };
+    let alone = TestServer::start(vec![voice(0)], config(), None, true);
+    let want: Vec<Vec<u8>> = seeds
+        .clone()
+        .map(|s| body_bytes(alone.post(&body(s)).unwrap()))
+        .collect();
+    let metrics = alone.get("/metrics").unwrap().into_string().unwrap();
+    assert!(
+        !metrics.contains("chatterbox_t3_decode_steps_total"),
+        "no decode batch: {metrics}"
+    );
+
+    let batched = TestServer::start(vec![voice(4)], config(), None, true);
+    let start = Arc::new(std::sync::Barrier::new(want.len()));
+    let got: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = seeds
+            .clone()
+            .map(|s| {
+                let (start, body, server) = (start.clone(), body(s), &batched);
+                scope.spawn(move || {
+                    start.wait();
+                    body_bytes(server.post(&body).unwrap())
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(w.len() > 24_000, "request {i}: {} bytes", w.len());
+        assert_eq!(
+            g, w,
+            "request {i}: batched audio differs from its audio alone"
+        );
+    }
+    assert_ne!(want[0], want[1]);
+    let metrics = batched.get("/metrics").unwrap().into_string().unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("ferrovox_{name}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (largest, steps, tokens) = (
+        value("chatterbox_t3_largest_decode_batch"),
+        value("chatterbox_t3_decode_steps_total"),
+        value("chatterbox_t3_batched_tokens_total"),
+    );
+    eprintln!(
+        "{} concurrent requests: {steps} decode steps for {tokens} tokens, at most {largest} \
+         generations in one step",
+        want.len()
+    );
+    assert!((2..=4).contains(&largest), "largest decode batch {largest}");
+    assert!(
+        tokens > steps,
+        "{tokens} tokens in {steps} steps: no step was shared"
     );
     std::fs::remove_dir_all(dir).ok();
 }

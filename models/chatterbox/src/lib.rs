@@ -36,4 +36,6 @@ pub use s3gen::{
     S3GenConfig, S3GenNoise, S3GenStream, SeededSourceNoise, SinePhase, SourceNoise,
     SpeakerReference, UtteranceNoise, VocoderContext, VocoderStream, SAMPLE_RATE,
 };
-pub use tts::{speech_tokens, ChatterboxTts, GenerateOptions, Outcome, MODEL_FILES, STREAM_CHUNKS};
+pub use tts::{
+    speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome, MODEL_FILES, STREAM_CHUNKS,
+};

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use ferrovox_device::device_work;
 
 use crate::campplus::CampPlusConfig;
 use crate::s3gen::{S3Gen, S3GenConfig};
 use crate::s3tokenizer::S3TokenizerConfig;
-use crate::t3::{Flow, Generated, SamplingNoise, SamplingOptions, T3Config, T3};
+use crate::t3::{Flow, Generated, Request, SamplingNoise, SamplingOptions, T3Config, T3};
 use crate::tokenizer::{punc_norm, EnTokenizer};
 use crate::voice_encoder::VoiceEncConfig;
 use crate::{Conditionals, Error, Result, VoiceCloner};
@@ -45,6 +46,10 @@ impl Default for GenerateOptions {
 /// Tokens per streamed S3Gen chunk: the first after 25 tokens (1 s of speech), then longer
 /// ones, since each push re-runs the flow over every token so far.
 pub const STREAM_CHUNKS: [usize; 4] = [25, 50, 100, 200];
+
+/// Where a synthesis's speech tokens come from: a generation that hands its callback the
+/// tokens as they come (the callback may cancel) and returns the whole.
+pub type Generate<'a> = dyn FnMut(&mut dyn FnMut(&[u32]) -> Result<Flow>) -> Result<Generated> + 'a;
 
 /// What a synthesis ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,34 +304,47 @@ impl ChatterboxTts {
         emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
     ) -> Result<Outcome> {
         let cond = self.t3_cond(voice, options)?;
+        self.stream_tokens(
+            voice,
+            seed,
+            &mut |on_tokens| {
+                self.t3
+                    .generate(&cond, text_tokens, &options.sampling, noise, 5, on_tokens)
+            },
+            emit,
+        )
+    }
+
+    /// [`ChatterboxTts::stream`] of the tokens `generate` hands its callback as they come (T3
+    /// run here, or a decode batch's generation, [`crate::t3::T3Batch`]).
+    pub fn stream_tokens(
+        &self,
+        voice: &Conditionals,
+        seed: u64,
+        generate: &mut Generate<'_>,
+        emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
+    ) -> Result<Outcome> {
         let codes = self.speech_codes();
         let mut stream = self.s3gen.stream(&voice.gen, seed)?;
         let mut pending: Vec<u32> = Vec::new();
         let mut decoded = 0usize;
         let mut chunk = 0usize;
         let mut cancelled = false;
-        let generated = self.t3.generate(
-            &cond,
-            text_tokens,
-            &options.sampling,
-            noise,
-            5,
-            &mut |fresh| {
-                pending.extend(speech_tokens(fresh, codes));
-                let due = STREAM_CHUNKS[chunk.min(STREAM_CHUNKS.len() - 1)];
-                if pending.len() < due {
-                    return Ok(Flow::Continue);
-                }
-                chunk += 1;
-                decoded += pending.len();
-                let audio = stream.push(&std::mem::take(&mut pending))?;
-                if !audio.is_empty() && emit(audio)? == Flow::Cancel {
-                    cancelled = true;
-                    return Ok(Flow::Cancel);
-                }
-                Ok(Flow::Continue)
-            },
-        )?;
+        let generated = generate(&mut |fresh| {
+            pending.extend(speech_tokens(fresh, codes));
+            let due = STREAM_CHUNKS[chunk.min(STREAM_CHUNKS.len() - 1)];
+            if pending.len() < due {
+                return Ok(Flow::Continue);
+            }
+            chunk += 1;
+            decoded += pending.len();
+            let audio = device_work(|| stream.push(&std::mem::take(&mut pending)))?;
+            if !audio.is_empty() && emit(audio)? == Flow::Cancel {
+                cancelled = true;
+                return Ok(Flow::Cancel);
+            }
+            Ok(Flow::Continue)
+        })?;
         if cancelled {
             return Ok(Outcome {
                 tokens: decoded,
@@ -339,18 +357,38 @@ impl ChatterboxTts {
                 "T3 generated no speech tokens for this text".into(),
             ));
         }
-        let mut tail = if pending.is_empty() {
-            Vec::new()
-        } else {
-            stream.push(&pending)?
-        };
-        tail.extend(stream.finish()?);
+        let tail = device_work(|| -> Result<Vec<f32>> {
+            let mut tail = if pending.is_empty() {
+                Vec::new()
+            } else {
+                stream.push(&pending)?
+            };
+            tail.extend(stream.finish()?);
+            Ok(tail)
+        })?;
         if !tail.is_empty() {
             emit(tail)?;
         }
         Ok(Outcome {
             tokens: decoded,
             stopped: generated.stopped,
+        })
+    }
+
+    /// A request for a decode batch ([`crate::t3::T3Batch`]): `voice`'s conditioning with
+    /// `options`' exaggeration, and its sampling controls and draws.
+    pub fn t3_request(
+        &self,
+        text_tokens: &[u32],
+        voice: &Conditionals,
+        options: &GenerateOptions,
+        noise: Box<dyn SamplingNoise>,
+    ) -> Result<Request> {
+        Ok(Request {
+            cond: self.t3_cond(voice, options)?,
+            text_tokens: text_tokens.to_vec(),
+            options: options.sampling,
+            noise,
         })
     }
 
@@ -384,13 +422,23 @@ impl ChatterboxTts {
         noise: &mut dyn SamplingNoise,
     ) -> Result<(Vec<f32>, Outcome)> {
         let generated = self.generate_tokens(text_tokens, voice, options, noise)?;
+        self.decode(&generated, voice, seed)
+    }
+
+    /// The audio of a whole generation (T3's tokens, from here or a decode batch).
+    pub fn decode(
+        &self,
+        generated: &Generated,
+        voice: &Conditionals,
+        seed: u64,
+    ) -> Result<(Vec<f32>, Outcome)> {
         let tokens = speech_tokens(&generated.tokens, self.speech_codes());
         if tokens.is_empty() {
             return Err(Error::Input(
                 "T3 generated no speech tokens for this text".into(),
             ));
         }
-        let audio = self.s3gen.synthesize(&tokens, &voice.gen, seed)?;
+        let audio = device_work(|| self.s3gen.synthesize(&tokens, &voice.gen, seed))?;
         Ok((
             audio,
             Outcome {

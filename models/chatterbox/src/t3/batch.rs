@@ -14,7 +14,7 @@
 //! [`super::decode`]'s lone generations are.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use ferrovox_device::GraphCache;
+use ferrovox_device::{device_work, GraphCache};
 
 use super::cond_enc::T3Cond;
 use super::decode::WINDOW;
@@ -229,7 +229,11 @@ impl T3Batch {
 
     /// Prefills `request` into a free slot and draws its first token, as [`T3::generate`]
     /// does; [`Joined::NoRoom`] when every slot is taken and the cache is at `max_slots`.
-    pub fn join(&mut self, mut request: Request) -> Result<Joined> {
+    pub fn join(&mut self, request: Request) -> Result<Joined> {
+        device_work(|| self.join_now(request))
+    }
+
+    fn join_now(&mut self, mut request: Request) -> Result<Joined> {
         let o = request.options;
         o.validate()
             .map_err(|(field, reason)| Error::Input(format!("{field}: {reason}")))?;
@@ -346,6 +350,10 @@ impl T3Batch {
     /// One decode step of every running generation: each one's next token, or its end. The
     /// batch runs the smallest power of two of slots that covers the running ones.
     pub fn step(&mut self) -> Result<Vec<(Slot, Event)>> {
+        device_work(|| self.step_now())
+    }
+
+    fn step_now(&mut self) -> Result<Vec<(Slot, Event)>> {
         let Some(last) = self.live.iter().rposition(Option::is_some) else {
             return Ok(Vec::new());
         };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
+use ferrovox_device::device_work;
 
 use super::cond_enc::{T3Cond, T3CondEnc};
 use super::config::T3Config;
@@ -381,8 +382,14 @@ impl T3 {
             Steps::Dynamic(_) => ProcessorTables::new(self.cfg.speech_tokens_dict_size, &device)?,
         };
         let mut sampler = Sampler::with_tables(*options, tables, self.cfg.start_speech_token)?;
-        let logits = self.forward(&embeds, steps.cache()?)?;
-        let mut token = sampler.sample(&logits.i((.., logits.dim(1)? - 1, ..))?, 0, noise)?;
+        // Launches go in sections that a CUDA graph capture on another thread waits out
+        // (`ferrovox_device::launch_gate`); the callback runs outside them.
+        let mut token = device_work(|| -> Result<Tensor> {
+            let logits = self.forward(&embeds, steps.cache()?)?;
+            sampler
+                .sample(&logits.i((.., logits.dim(1)? - 1, ..))?, 0, noise)
+                .map_err(Error::from)
+        })?;
         let stop = self.cfg.stop_speech_token;
         let report_every = report_every.max(1);
         let mut pending: Vec<Tensor> = Vec::with_capacity(report_every);
@@ -391,7 +398,7 @@ impl T3 {
             pending.push(token.clone());
             // The host sees tokens in groups: one transfer per `report_every` tokens.
             if pending.len() == report_every || step + 1 == max_new {
-                let fresh = Tensor::cat(&pending, 0)?.to_vec1::<u32>()?;
+                let fresh = device_work(|| Tensor::cat(&pending, 0)?.to_vec1::<u32>())?;
                 pending.clear();
                 if let Some(at) = fresh.iter().position(|&t| t == stop) {
                     tokens.extend_from_slice(&fresh[..at]);
@@ -414,6 +421,7 @@ impl T3 {
             // The next token: the step's forward and its draw (at speech position and draw
             // index `step + 1`), one graph replay on the fixed path.
             if step + 1 < max_new {
+                let _section = ferrovox_device::launch_gate::enter();
                 token = match &mut steps {
                     Steps::Fixed(slot) => {
                         slot.step_sampled(self, &token, step + 1, &mut sampler, noise)?

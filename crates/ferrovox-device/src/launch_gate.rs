@@ -1,0 +1,210 @@
+//! Keeps other threads' launches out of a CUDA graph capture.
+//!
+//! Candle runs every op of a device on one stream, and a capture records whatever is launched
+//! into that stream, from any thread: a kernel another thread launches meanwhile would be
+//! recorded into the graph (and replayed at every later step, over buffers that are gone) and
+//! never run for its own caller. So a capture waits until no other thread is launching, and
+//! holds new launches back until it is done.
+//!
+//! Threads that launch work while graphs may be captured wrap it in [`device_work`] (Candle
+//! ops of a model call, a decode step, a vocoder chunk). Entering such a section is a safe
+//! point: a thread already inside one steps out there while another thread captures, so a
+//! capture never waits on a thread that waits for it. [`crate::GraphCache`] enters one for each
+//! call and captures through [`exclusive`].
+
+use std::cell::Cell;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+#[derive(Default)]
+struct State {
+    /// Threads inside a section (counted once however deeply nested).
+    active: usize,
+    /// The thread capturing, if one is.
+    capturing: Option<ThreadId>,
+}
+
+struct Gate {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+static GATE: Gate = Gate {
+    state: Mutex::new(State {
+        active: 0,
+        capturing: None,
+    }),
+    changed: Condvar::new(),
+};
+
+thread_local! {
+    /// How deeply this thread is nested in sections.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+fn lock() -> MutexGuard<'static, State> {
+    GATE.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits while a thread other than this one captures.
+fn wait_out_capture(mut state: MutexGuard<'static, State>) -> MutexGuard<'static, State> {
+    let me = std::thread::current().id();
+    while state.capturing.is_some_and(|t| t != me) {
+        state = GATE.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    state
+}
+
+/// A thread's section of device work; leaving it (drop) lets a waiting capture go on.
+#[derive(Debug)]
+#[must_use = "the section lasts as long as the guard"]
+pub struct Section {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Enters a section of device work, after any capture another thread is running (a safe
+/// point, even for a thread already inside a section).
+pub fn enter() -> Section {
+    let depth = DEPTH.with(Cell::get);
+    let mut state = lock();
+    let me = std::thread::current().id();
+    if state.capturing.is_some_and(|t| t != me) {
+        if depth > 0 {
+            // Step out while the capture runs: it waits for every other section to end.
+            state.active -= 1;
+            GATE.changed.notify_all();
+            state = wait_out_capture(state);
+            state.active += 1;
+        } else {
+            state = wait_out_capture(state);
+        }
+    }
+    if depth == 0 {
+        state.active += 1;
+    }
+    drop(state);
+    DEPTH.with(|d| d.set(depth + 1));
+    Section {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        let depth = DEPTH.with(Cell::get) - 1;
+        DEPTH.with(|d| d.set(depth));
+        if depth == 0 {
+            let mut state = lock();
+            state.active -= 1;
+            GATE.changed.notify_all();
+        }
+    }
+}
+
+/// Runs `f` inside a section of device work.
+pub fn device_work<T>(f: impl FnOnce() -> T) -> T {
+    let _section = enter();
+    f()
+}
+
+/// Runs `f` (a capture) once no other thread is inside a section, holding every other
+/// thread's new sections back until it returns.
+pub fn exclusive<T>(f: impl FnOnce() -> T) -> T {
+    let me = std::thread::current().id();
+    let counted = DEPTH.with(Cell::get) > 0;
+    let mut state = lock();
+    if counted {
+        state.active -= 1;
+        GATE.changed.notify_all();
+    }
+    state = wait_out_capture(state);
+    state.capturing = Some(me);
+    while state.active > 0 {
+        state = GATE.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    drop(state);
+    // Released however `f` ends, so a panicking capture does not stall every thread.
+    struct Release(bool);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let mut state = lock();
+            state.capturing = None;
+            if self.0 {
+                state.active += 1;
+            }
+            GATE.changed.notify_all();
+        }
+    }
+    let _release = Release(counted);
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    /// The gate is process-wide: these tests run one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn a_capture_waits_for_other_sections_and_holds_new_ones_back() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let in_work = Arc::new(AtomicBool::new(false));
+        let overlapped = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(Barrier::new(2));
+        let worker = {
+            let (in_work, started) = (in_work.clone(), started.clone());
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    device_work(|| {
+                        in_work.store(true, Ordering::SeqCst);
+                        if i == 0 {
+                            started.wait();
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                        in_work.store(false, Ordering::SeqCst);
+                    });
+                }
+            })
+        };
+        started.wait();
+        for _ in 0..5 {
+            device_work(|| {
+                exclusive(|| {
+                    if in_work.load(Ordering::SeqCst) {
+                        overlapped.fetch_add(1, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(3));
+                    if in_work.load(Ordering::SeqCst) {
+                        overlapped.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            });
+        }
+        worker.join().unwrap();
+        assert_eq!(overlapped.load(Ordering::SeqCst), 0);
+        assert_eq!(lock().active, 0);
+    }
+
+    #[test]
+    fn nested_sections_and_captures_inside_them_do_not_deadlock() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..20 {
+                        device_work(|| device_work(|| exclusive(|| device_work(|| ()))));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let state = lock();
+        assert_eq!((state.active, state.capturing), (0, None));
+    }
+}
