@@ -3,7 +3,7 @@ weights: T3's tokens per second with CFG at batch 1, and the time until the firs
 sentence (upstream does not stream: T3 generates the whole sentence, then S3Gen decodes it).
 
 Usage: t3_torch_bench.py SPEC_JSON  (spec: dir, threads, device: cpu|cuda, tf32, reps,
-new_tokens, sentence_tokens, prompt_tokens)
+new_tokens, sentence_tokens, prompt_tokens; `weights_only`: write the files, time nothing)
 On first use writes `dir/t3_cfg.safetensors` (`T3().state_dict()` as released, seed 0),
 `dir/s3gen.safetensors` (flow + HiFT, seed 0) and `dir/t3_inputs.safetensors` (speaker
 embedding, prompt speech tokens, prompt mel, x-vector, text tokens), so ferrovox runs the same
@@ -61,6 +61,9 @@ def main() -> None:
             "text_tokens": text,
         }, inputs_path)
     inputs = load_file(inputs_path)
+    if spec.get("weights_only"):
+        print(json.dumps({"written": out}))
+        return
     t3.to(device)
     s3gen.to(device)
     cond = lambda: T3Cond(  # noqa: E731 - upstream caches embeddings inside the T3Cond

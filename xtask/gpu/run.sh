@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: unpacks the binaries `cargo xtask gpu`
 # built, then checks and times everything in one go. Results land in $OUT.
-# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [chatterbox-bench] [clone-bench] [vits-bench] [vits-planner]
+# Usage: run.sh [doctor] [parity] [chatterbox] [s3gen-bench] [chatterbox-bench] [streams-bench] [clone-bench] [vits-bench] [vits-planner]
 #               [vits-profile]   (no argument: all but vits-profile)
 set -u
 carry="$(cd "$(dirname "$0")" && pwd)"
@@ -82,6 +82,18 @@ chatterbox_bench() {
     bench_tf32 chatterbox chatterbox
 }
 
+streams_bench() {
+    echo "== Continuous batching on CUDA: T3 tokens of generations decoded in a batch against alone (f32, TF32 off)"
+    FERROVOX_TF32=0 FERROVOX_TEST_DEVICE=cuda "$bin/t3_batch" --test-threads 1 --nocapture 2>&1 \
+        | grep -E "slots|test result|panicked|FAILED" | sed "s/^/[t3_batch] /"
+    echo "== Chatterbox, concurrent requests through one decode batch (TF32 on)"
+    upstream_site
+    touch /tmp/ferrovox-bench-mark
+    FERROVOX_REPO="$PWD" FERROVOX_BENCH_PYTHON=python3 PYTHONPATH="$site" \
+        "$bin/xtask" bench chatterbox-streams --device cuda 2>&1 | grep -v -i "warn\|deprecat"
+    find bench/results -name '*.json' -newer /tmp/ferrovox-bench-mark -exec cp {} "$out/streams.json" \;
+}
+
 clone_bench() {
     echo "== Cloning a 10 s clip on CUDA against upstream's prepare_conditionals (same weights, same clip)"
     upstream_site
@@ -155,7 +167,7 @@ PY
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench chatterbox-bench clone-bench vits-bench vits-planner)
+[ ${#sections[@]} -eq 0 ] && sections=(doctor parity chatterbox s3gen-bench chatterbox-bench streams-bench clone-bench vits-bench vits-planner)
 for s in "${sections[@]}"; do
     case "$s" in
         doctor) doctor ;;
@@ -163,6 +175,7 @@ for s in "${sections[@]}"; do
         chatterbox) chatterbox ;;
         s3gen-bench) s3gen_bench ;;
         chatterbox-bench) chatterbox_bench ;;
+        streams-bench) streams_bench ;;
         clone-bench) clone_bench ;;
         vits-bench) vits_bench ;;
         vits-planner) vits_planner ;;

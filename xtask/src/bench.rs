@@ -96,6 +96,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     crate::bench_chatterbox::run(quick, &device)?,
                 );
             }
+            "chatterbox-streams" => {
+                results.insert(
+                    "chatterbox_streams".into(),
+                    crate::bench_streams::run(quick, &device)?,
+                );
+            }
             "clone" => {
                 results.insert("clone".into(), crate::bench_clone::run(quick, &device)?);
             }
@@ -115,7 +121,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, clone)")
             }
         }
     }

@@ -53,51 +53,12 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     .context("PyTorch T3 bench")?;
 
     let sampler = MemorySampler::start(&device);
-    let load = Instant::now();
-    let t3 = T3::load(
-        &dir.join("t3_cfg.safetensors"),
-        &T3Config::default(),
-        DType::F32,
-        &device,
-    )?;
-    let s3gen = S3Gen::load(
-        &dir.join("s3gen.safetensors"),
-        &S3GenConfig::default(),
-        &device,
-    )?;
-    let load_s = load.elapsed().as_secs_f64();
-    let inputs = candle_core::safetensors::load(dir.join("t3_inputs.safetensors"), &device)?;
-    let get = |k: &str| {
-        inputs
-            .get(k)
-            .cloned()
-            .with_context(|| format!("inputs lack {k}"))
-    };
-    let text: Vec<u32> = get("text_tokens")?
-        .flatten_all()?
-        .to_dtype(DType::U32)?
-        .to_vec1()?;
-    let voice = Conditionals {
-        t3: T3Cond {
-            speaker_emb: get("speaker_emb")?,
-            cond_prompt_speech_tokens: Some(get("cond_prompt_speech_tokens")?),
-            emotion_adv: 0.5,
-        },
-        gen: SpeakerReference {
-            prompt_tokens: get("prompt_token")?
-                .flatten_all()?
-                .to_dtype(DType::U32)?
-                .to_vec1()?,
-            prompt_feat: get("prompt_feat")?,
-            xvector: get("embedding")?,
-        },
-    };
-    // The released tokenizer.json is not here; the fixtures' stands in (the text's ids are
-    // given, the tokenizer only completes the model).
-    let tokenizer = EnTokenizer::from_file(
-        &repo_root().join("models/chatterbox/tests/fixtures/t3_tokenizer_vocab.json"),
-    )?;
-    let tts = ChatterboxTts::new(t3, s3gen, tokenizer, voice.clone(), &device)?;
+    let FullSize {
+        tts,
+        voice,
+        text,
+        load_s,
+    } = FullSize::load(&dir, &device)?;
     let options = |n| GenerateOptions {
         exaggeration: 0.5,
         sampling: SamplingOptions {
@@ -244,6 +205,71 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "ratio_tokens_per_s": ours / theirs,
         "ratio_first_audio": their_first / first,
     }))
+}
+
+/// The full-size model with random weights and its inputs, as `t3_torch_bench.py` wrote them
+/// into the bench directory.
+pub struct FullSize {
+    pub tts: ChatterboxTts,
+    pub voice: Conditionals,
+    pub text: Vec<u32>,
+    pub load_s: f64,
+}
+
+impl FullSize {
+    pub fn load(dir: &std::path::Path, device: &candle_core::Device) -> anyhow::Result<Self> {
+        let load = Instant::now();
+        let t3 = T3::load(
+            &dir.join("t3_cfg.safetensors"),
+            &T3Config::default(),
+            DType::F32,
+            device,
+        )?;
+        let s3gen = S3Gen::load(
+            &dir.join("s3gen.safetensors"),
+            &S3GenConfig::default(),
+            device,
+        )?;
+        let load_s = load.elapsed().as_secs_f64();
+        let inputs = candle_core::safetensors::load(dir.join("t3_inputs.safetensors"), device)?;
+        let get = |k: &str| {
+            inputs
+                .get(k)
+                .cloned()
+                .with_context(|| format!("inputs lack {k}"))
+        };
+        let text: Vec<u32> = get("text_tokens")?
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .to_vec1()?;
+        let voice = Conditionals {
+            t3: T3Cond {
+                speaker_emb: get("speaker_emb")?,
+                cond_prompt_speech_tokens: Some(get("cond_prompt_speech_tokens")?),
+                emotion_adv: 0.5,
+            },
+            gen: SpeakerReference {
+                prompt_tokens: get("prompt_token")?
+                    .flatten_all()?
+                    .to_dtype(DType::U32)?
+                    .to_vec1()?,
+                prompt_feat: get("prompt_feat")?,
+                xvector: get("embedding")?,
+            },
+        };
+        // The released tokenizer.json is not here; the fixtures' stands in (the text's ids are
+        // given, the tokenizer only completes the model).
+        let tokenizer = EnTokenizer::from_file(
+            &repo_root().join("models/chatterbox/tests/fixtures/t3_tokenizer_vocab.json"),
+        )?;
+        let tts = ChatterboxTts::new(t3, s3gen, tokenizer, voice.clone(), device)?;
+        Ok(Self {
+            tts,
+            voice,
+            text,
+            load_s,
+        })
+    }
 }
 
 /// Tokens per second of `reps` generations.

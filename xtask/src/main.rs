@@ -11,6 +11,7 @@ mod bench_clone;
 mod bench_kernels;
 mod bench_s3gen;
 mod bench_server;
+mod bench_streams;
 mod bench_texts;
 mod bench_vits;
 mod bench_vits_gpu;

@@ -252,6 +252,7 @@ fn decode_loop(mut batch: T3Batch, queue: Receiver<Join>, stats: &DecoderStats) 
                         owners.remove(&slot);
                     }
                 }
+                stats.running.store(batch.running(), Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::error!(error = %e, running, "T3 decode step failed; its generations end with the error");
@@ -261,6 +262,7 @@ fn decode_loop(mut batch: T3Batch, queue: Receiver<Join>, stats: &DecoderStats) 
                     )));
                 }
                 batch.clear();
+                stats.running.store(0, Ordering::Relaxed);
             }
         }
     }

@@ -1,0 +1,222 @@
+//! `cargo xtask bench chatterbox-streams [--device cuda]`: Chatterbox's continuous batching at
+//! full size with random weights (the files `bench chatterbox` writes), through the engine's
+//! `ChatterboxVoice` as a server runs it. For 1, 2, 4, … concurrent requests (up to 64 on a
+//! GPU, 4 on the CPU):
+//! - T3 alone: every request's generation decoded in one batch; aggregate tokens/s, ms per
+//!   step, and the speed-up over one request;
+//! - streamed: each request's thread runs S3Gen on its tokens as they come; first audio
+//!   p50/p95 and aggregate tokens/s.
+//!
+//! Upstream has no batching: its batch-1 figure is `bench chatterbox`'s, run beside this one.
+
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use anyhow::Context;
+use ferrovox_chatterbox::t3::{Flow, SeededNoise};
+use ferrovox_chatterbox::GenerateOptions;
+use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
+use ferrovox_engine::{ChatterboxOptions, ChatterboxVoice, SynthesisOptions, TtsModel, Unit};
+use serde_json::json;
+
+use crate::bench_chatterbox::FullSize;
+use crate::memory_sampler::MemorySampler;
+use crate::util::{median, repo_root};
+
+/// The value at quantile `q` of `xs`.
+fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(((xs.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
+    let device = runtime.device().clone();
+    let on_gpu = !device.is_cpu();
+    let dir = std::env::temp_dir().join("ferrovox-bench-chatterbox");
+    if !dir.join("t3_inputs.safetensors").is_file() {
+        let spec = json!({
+            "dir": dir, "threads": 1, "device": "cpu", "tf32": false, "reps": 0,
+            "new_tokens": 0, "sentence_tokens": 75, "prompt_tokens": 150, "text_tokens": 40,
+            "weights_only": true,
+        });
+        let spec_path = dir.with_extension("weights.json");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&spec_path, spec.to_string())?;
+        crate::bench_vits::json_output(
+            std::process::Command::new(crate::bench_s3gen::bench_python()?)
+                .arg(repo_root().join("xtask/bench/t3_torch_bench.py"))
+                .arg(&spec_path),
+        )
+        .context("writing the full-size weights")?;
+    }
+    let levels: Vec<usize> = match (quick, on_gpu) {
+        (true, _) => vec![1, 2],
+        (false, true) => vec![1, 2, 4, 8, 16, 32, 64],
+        (false, false) => vec![1, 2, 4],
+    };
+    let new_tokens = if on_gpu { 200 } else { 40 };
+    let sampler = MemorySampler::start(&device);
+    let full = FullSize::load(&dir, &device)?;
+    let text = full.text.clone();
+    let slots = *levels.last().expect("levels");
+    let voice = Arc::new(ChatterboxVoice::with_slots("bench", full.tts, slots)?);
+    let decoder = voice.decoder().context("a decode batch")?;
+    println!(
+        "decode batch: {} slots of {} positions ({:.0} MiB of cache each)",
+        decoder.config().max_slots,
+        decoder.config().positions,
+        decoder
+            .config()
+            .slot_bytes(voice.tts().t3(), voice.tts().t3().dtype()) as f64
+            / (1 << 20) as f64
+    );
+    let options = |seed: u64| SynthesisOptions {
+        seed,
+        chatterbox: ChatterboxOptions {
+            max_new_tokens: Some(new_tokens),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+
+    // `n` generations at once through the decode batch alone: (wall seconds, tokens, steps).
+    let t3_only = |n: usize, base: u64| -> anyhow::Result<(f64, usize, u64)> {
+        let steps = decoder
+            .stats()
+            .steps
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let g = GenerateOptions {
+            sampling: voice.generate_options(&options(0)).sampling,
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let generations = (0..n)
+            .map(|i| {
+                let request = voice.tts().t3_request(
+                    &text,
+                    voice.tts().builtin_voice(),
+                    &g,
+                    Box::new(SeededNoise::new(base + i as u64)),
+                )?;
+                Ok(decoder.submit(request)?)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tokens = std::thread::scope(|scope| {
+            let handles: Vec<_> = generations
+                .into_iter()
+                .map(|g| scope.spawn(move || g.run(&mut |_| Ok(Flow::Continue))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| Ok(h.join().expect("generation thread")?.tokens.len()))
+                .sum::<anyhow::Result<usize>>()
+        })?;
+        let wall = start.elapsed().as_secs_f64();
+        let steps = decoder
+            .stats()
+            .steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - steps;
+        Ok((wall, tokens, steps))
+    };
+    // `n` streamed syntheses at once: (wall seconds, first audio of each).
+    let streamed = |n: usize, base: u64| -> anyhow::Result<(f64, Vec<f64>)> {
+        let barrier = Arc::new(Barrier::new(n));
+        let start = Instant::now();
+        let firsts = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (voice, barrier, text) = (voice.clone(), barrier.clone(), text.clone());
+                    let options = options(base + i as u64);
+                    scope.spawn(move || -> anyhow::Result<f64> {
+                        barrier.wait();
+                        let begun = Instant::now();
+                        let mut first = None;
+                        let unit = Unit {
+                            ids: text,
+                            ends_sentence: true,
+                            seed: base + i as u64,
+                        };
+                        voice.stream_unit(&unit, &options, &mut |piece| {
+                            if !piece.is_empty() {
+                                first.get_or_insert_with(|| begun.elapsed().as_secs_f64());
+                            }
+                            Ok(())
+                        })?;
+                        first.context("no audio")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("stream thread"))
+                .collect::<anyhow::Result<Vec<f64>>>()
+        })?;
+        Ok((start.elapsed().as_secs_f64(), firsts))
+    };
+
+    let mut rows = Vec::new();
+    let mut single = f64::NAN;
+    println!(
+        "| requests | T3 tokens/s (all) | ms per step | × one request | streamed tokens/s (all) | first audio p50 / p95 |\n|---|---|---|---|---|---|"
+    );
+    for &n in &levels {
+        // Untimed first: this batch size's graphs are captured, as a server's traffic would.
+        t3_only(n, 9_000)?;
+        streamed(n, 8_000)?;
+        let (wall, tokens, steps) = t3_only(n, 1_000 * n as u64)?;
+        let rate = tokens as f64 / wall;
+        if n == 1 {
+            single = rate;
+        }
+        let (s_wall, firsts) = streamed(n, 2_000 * n as u64)?;
+        let s_rate = (n * new_tokens) as f64 / s_wall;
+        let (p50, p95) = (
+            quantile(firsts.clone(), 0.5),
+            quantile(firsts.clone(), 0.95),
+        );
+        println!(
+            "| {n} | {rate:.0} | {:.2} | {:.1}× | {s_rate:.0} | {:.0} / {:.0} ms |",
+            wall * 1e3 / steps.max(1) as f64,
+            rate / single,
+            p50 * 1e3,
+            p95 * 1e3
+        );
+        rows.push(json!({
+            "requests": n, "t3_tokens": tokens, "t3_wall_s": wall, "t3_tokens_per_s": rate,
+            "steps": steps, "ms_per_step": wall * 1e3 / steps.max(1) as f64,
+            "speedup_over_one": rate / single,
+            "streamed_wall_s": s_wall, "streamed_tokens_per_s": s_rate,
+            "first_audio_s": firsts, "first_audio_p50_s": p50, "first_audio_p95_s": p95,
+        }));
+    }
+    let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
+    println!(
+        "(device {}; TF32 {}; {new_tokens} tokens per request; median first audio over all levels {:.0} ms; GPU {} MiB above its context; peak RSS {:.0} MiB; {:?})",
+        if on_gpu { "cuda" } else { "cpu" },
+        runtime.tuning.tf32,
+        median(
+            rows.iter()
+                .map(|r| r["first_audio_p50_s"].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        ) * 1e3,
+        gpu_peak
+            .filter(|_| on_gpu)
+            .map_or("-".into(), |p| format!("{p:.0}")),
+        ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
+        voice
+            .counters()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("chatterbox_t3"))
+            .collect::<Vec<_>>(),
+    );
+    Ok(json!({
+        "device": if on_gpu { "cuda" } else { "cpu" }, "tf32": runtime.tuning.tf32,
+        "threads": runtime.tuning.threads.threads, "new_tokens": new_tokens,
+        "slots": decoder.config().max_slots, "positions": decoder.config().positions,
+        "levels": rows, "gpu_peak_mib": gpu_peak, "load_s": full.load_s,
+    }))
+}
