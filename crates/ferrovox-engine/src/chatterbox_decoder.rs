@@ -167,6 +167,23 @@ impl Generation {
     }
 }
 
+/// `f`, a panic inside it turned into an error: the thread goes on serving the other
+/// requests.
+fn guarded<T>(
+    f: impl FnOnce() -> ferrovox_chatterbox::Result<T>,
+) -> ferrovox_chatterbox::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(ferrovox_chatterbox::Error::Candle(candle_core::Error::Msg(
+            format!("T3 decoding panicked: {what}"),
+        )))
+    })
+}
+
 fn stopped() -> ferrovox_chatterbox::Error {
     ferrovox_chatterbox::Error::Candle(candle_core::Error::Msg(
         "the T3 decoder stopped before the generation ended".into(),
@@ -204,7 +221,7 @@ fn decode_loop(mut batch: T3Batch, queue: Receiver<Join>, stats: &DecoderStats) 
                 },
                 None => break,
             };
-            match batch.join(join.request) {
+            match guarded(|| batch.join(join.request)) {
                 Ok(Joined::Admitted { slot, events }) => {
                     let heard = events
                         .into_iter()
@@ -234,7 +251,7 @@ fn decode_loop(mut batch: T3Batch, queue: Receiver<Join>, stats: &DecoderStats) 
         if running == 0 {
             continue;
         }
-        match batch.step() {
+        match guarded(|| batch.step()) {
             Ok(events) => {
                 stats.steps.fetch_add(1, Ordering::Relaxed);
                 stats.tokens.fetch_add(running as u64, Ordering::Relaxed);

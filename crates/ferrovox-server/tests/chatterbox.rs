@@ -215,3 +215,62 @@ fn concurrent_requests_decode_together_and_each_gets_its_own_audio() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A decode batch of one slot and a queue of one: past the running generation, the one held
+/// for the next free slot and the one queued, requests are refused at once as overloaded;
+/// generations whose owner went away leave, and the batch takes requests again.
+#[test]
+fn a_full_decode_queue_refuses_and_recovers() {
+    use ferrovox_chatterbox::t3::{BatchConfig, Flow, SeededNoise};
+    use ferrovox_chatterbox::GenerateOptions;
+    let dir = small_chatterbox_dir("queue");
+    let tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
+    let t3 = tts.t3();
+    let text = tts.text_tokens("A long generation.").unwrap();
+    let g = GenerateOptions {
+        sampling: ferrovox_chatterbox::t3::SamplingOptions {
+            max_new_tokens: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let config = BatchConfig::for_lengths(t3, 1, text.len(), 100);
+    let decoder = ferrovox_engine::T3Decoder::start(t3, config, 1, &Device::Cpu).unwrap();
+    let submit = |seed| {
+        let request = tts
+            .t3_request(
+                &text,
+                tts.builtin_voice(),
+                &g,
+                Box::new(SeededNoise::new(seed)),
+            )
+            .unwrap();
+        decoder.submit(request)
+    };
+    let results: Vec<_> = (0..6).map(submit).collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(ferrovox_engine::EngineError::Overloaded)))
+        .count();
+    assert!(refused >= 3, "{refused} of 6 refused");
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(ferrovox_engine::EngineError::Overloaded))));
+    drop(results);
+    // The abandoned generations leave at their next step; a new one then runs to its end.
+    let generated = loop {
+        match submit(99) {
+            Ok(generation) => break generation.run(&mut |_| Ok(Flow::Continue)).unwrap(),
+            Err(ferrovox_engine::EngineError::Overloaded) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        generated.stopped || generated.tokens.len() == 100,
+        "{} tokens, no stop",
+        generated.tokens.len()
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
