@@ -207,14 +207,20 @@ fn config(t3: &T3, fx: &Fixture, max_slots: usize) -> BatchConfig {
     }
 }
 
-#[test]
-fn batched_generations_give_their_tokens_alone() {
+/// The small T3, its fixture, the cases and each one's tokens alone on the dynamic path.
+fn setup() -> (T3, Fixture, Vec<Case>, Vec<(Vec<u32>, bool)>) {
     let (t3, fx) = small();
     let cases = cases(&fx);
-    let want: Vec<_> = cases
+    let want = cases
         .iter()
         .map(|c| alone(&t3, &fx, c, DecodePath::Dynamic))
         .collect();
+    (t3, fx, cases, want)
+}
+
+#[test]
+fn batched_generations_give_their_tokens_alone() {
+    let (t3, fx, cases, want) = setup();
     // The cases differ from each other, so equal tokens are not an accident of the weights.
     for (i, a) in want.iter().enumerate() {
         for b in &want[i + 1..] {
@@ -257,12 +263,7 @@ fn batched_generations_give_their_tokens_alone() {
 
 #[test]
 fn a_generation_that_leaves_frees_its_slot_without_changing_the_others() {
-    let (t3, fx) = small();
-    let cases = cases(&fx);
-    let want: Vec<_> = cases
-        .iter()
-        .map(|c| alone(&t3, &fx, c, DecodePath::Dynamic))
-        .collect();
+    let (t3, fx, cases, want) = setup();
     let got = batched(&t3, &fx, &cases, config(&t3, &fx, 2), Some((0, 5)));
     assert_eq!(got.tokens[0], want[0].0[..5], "the leaver's tokens so far");
     for i in 1..cases.len() {
