@@ -10,15 +10,45 @@ use crate::options::{flag_error, VoiceOptions};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use ferrovox_engine::{open_voice, ChatterboxVoice, EngineError, Voice};
 
-/// Output encodings.
+/// Output encodings (the rate, bitrate and container of each: `ferrovox_audio::codec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// RIFF WAV, 16-bit mono.
+    /// RIFF WAV, 16-bit mono, exact sizes in the header.
     Wav,
-    /// Raw little-endian 16-bit mono samples.
+    /// Raw little-endian 16-bit mono samples at the voice's rate.
     Pcm,
     /// FLAC, 16-bit mono.
     Flac,
+    /// MP3, mono 64 kbit/s at the voice's rate.
+    Mp3,
+    /// Ogg Opus, mono 32 kbit/s at 48 kHz.
+    Opus,
+}
+
+impl Format {
+    /// The format a file name's extension names.
+    fn of_path(path: &std::path::Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "wav" | "wave" => Self::Wav,
+            "pcm" | "raw" => Self::Pcm,
+            "flac" => Self::Flac,
+            "mp3" => Self::Mp3,
+            "opus" | "ogg" | "oga" => Self::Opus,
+            _ => return None,
+        })
+    }
+
+    fn audio_format(self) -> ferrovox_audio::AudioFormat {
+        use ferrovox_audio::AudioFormat as A;
+        match self {
+            Self::Wav => A::Wav,
+            Self::Pcm => A::Pcm,
+            Self::Flac => A::Flac,
+            Self::Mp3 => A::Mp3,
+            Self::Opus => A::Opus,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,9 +61,10 @@ pub struct SayArgs {
     /// Write raw s16le samples to stdout as each sentence is ready (same as `-o - --format pcm`).
     #[arg(long, env = "FERROVOX_OUTPUT_RAW")]
     output_raw: bool,
-    /// Output format.
-    #[arg(long, value_enum, env = "FERROVOX_FORMAT", default_value = "wav")]
-    format: Format,
+    /// Output format; by default the output file's extension's (`.mp3`, `.opus`/`.ogg`,
+    /// `.flac`, `.pcm`/`.raw`, `.wav`), else WAV.
+    #[arg(long, value_enum, env = "FERROVOX_FORMAT")]
+    format: Option<Format>,
     /// Voice id: a catalog id, `chatterbox` (or a hub repository), a directory of a voice's
     /// files, or a cloned voice's name or id.
     #[arg(long, env = "FERROVOX_VOICE", default_value = ferrovox_voices::DEFAULT_VOICE)]
@@ -115,7 +146,11 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
             path.display()
         );
     }
-    let raw = args.output_raw || args.format == Format::Pcm;
+    let format = args
+        .format
+        .or_else(|| Format::of_path(&args.output))
+        .unwrap_or(Format::Wav);
+    let raw = args.output_raw || format == Format::Pcm;
     let to_stdout = args.output_raw || args.output.as_os_str() == "-";
     let mut stdout = std::io::stdout().lock();
     let mut all = Vec::new();
@@ -144,10 +179,10 @@ pub fn say(args: SayArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyh
     let samples = if raw && to_stdout { 0 } else { all.len() };
     if !(raw && to_stdout) {
         let mut bytes = Vec::with_capacity(44 + 2 * all.len());
-        match args.format {
-            _ if raw => ferrovox_audio::write_pcm_s16le(&mut bytes, &all)?,
-            Format::Flac => bytes = ferrovox_audio::encode_flac(&all, rate)?,
-            Format::Wav | Format::Pcm => ferrovox_audio::write_wav(&mut bytes, &all, rate)?,
+        if raw {
+            ferrovox_audio::write_pcm_s16le(&mut bytes, &all)?;
+        } else {
+            bytes = ferrovox_audio::Encoder::encode(format.audio_format(), &all, rate)?;
         }
         if to_stdout {
             stdout.write_all(&bytes)?;

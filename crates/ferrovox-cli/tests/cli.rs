@@ -301,3 +301,34 @@ fn cloned_voice_commands_name_what_is_wrong() {
     }
     std::fs::remove_dir_all(&store).unwrap();
 }
+
+/// The output file's extension picks the format: `.mp3` is MP3 at the voice's rate, `.opus`
+/// Ogg Opus; both decode back.
+#[test]
+fn mp3_and_opus_output_by_extension() {
+    if !voice_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ferrovox-cli-mp3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["a.mp3", "a.opus"] {
+        let path = dir.join(name);
+        let status = ferrovox()
+            .args(["say", "Compressed speech."])
+            .arg("-o")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{name}");
+        let bytes = std::fs::read(&path).unwrap();
+        if name.ends_with(".opus") {
+            assert_eq!(&bytes[..4], b"OggS");
+            assert_eq!(&bytes[28..36], b"OpusHead");
+        } else {
+            let (samples, rate) = ferrovox_audio::decode_audio(&bytes).unwrap();
+            assert_eq!(rate, 22_050);
+            assert!(samples.len() > 22_050 / 2, "{} samples", samples.len());
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -32,7 +32,15 @@ pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
     }
     let data: Vec<_> = ids
         .iter()
-        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "ferrovox" }))
+        .map(|id| {
+            // No served family takes style instructions: a request's `instructions` is
+            // accepted and ignored.
+            json!({
+                "id": id, "object": "model", "created": 0, "owned_by": "ferrovox",
+                "instructions": false,
+                "response_formats": ["mp3", "opus", "wav", "flac", "pcm"],
+            })
+        })
         .collect();
     Json(json!({ "object": "list", "data": data }))
 }

@@ -21,7 +21,6 @@
 #![warn(missing_docs)]
 
 mod cloned_voices;
-mod encode;
 mod error;
 mod info;
 mod metrics;
@@ -38,8 +37,8 @@ use ferrovox_engine::{Engine, EngineError, SynthesisOptions, Voice};
 use tokio::sync::Semaphore;
 
 pub use cloned_voices::Cloning;
-pub use encode::{AudioFormat, Encoder, PCM_RATE};
 pub use error::ApiError;
+pub use ferrovox_audio::{AudioFormat, Encoder, PCM_RATE};
 pub use metrics::Metrics;
 pub use speech::{SpeechRequest, StreamFormat, OPENAI_VOICES};
 

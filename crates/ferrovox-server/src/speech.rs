@@ -17,8 +17,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::encode::{AudioFormat, Encoder};
 use crate::{ApiError, AppState};
+use ferrovox_audio::{AudioFormat, Encoder};
 use ferrovox_voices::Family;
 
 /// OpenAI's voice names; each is an alias of the server's default voice.
@@ -117,6 +117,8 @@ fn voice_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
 pub enum StreamFormat {
     /// A chunked body of audio bytes, a chunk per finished sentence.
     Audio,
+    /// The whole file once synthesis is complete, with its `Content-Length`.
+    Whole,
     /// `speech.audio.delta` events with base64 audio, then `speech.audio.done`.
     Sse,
 }
@@ -185,17 +187,30 @@ async fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
             format!("{chars} characters; at most {max}"),
         ));
     }
+    // OpenAI's default format.
     let format = match req.response_format.as_deref() {
-        None => AudioFormat::Wav,
+        None => AudioFormat::Mp3,
         Some(f) => AudioFormat::parse(f).ok_or_else(|| {
             invalid(
                 "response_format",
-                format!("`{f}` is not supported; use wav, pcm or flac"),
+                format!("`{f}` is not a format; use mp3, opus, wav, flac or pcm"),
             )
         })?,
     };
+    if format == AudioFormat::Aac {
+        return Err(invalid(
+            "response_format",
+            ferrovox_audio::CodecError::Unsupported("aac").to_string(),
+        ));
+    }
+    // Without `stream_format`, a format whose file is right whatever its length streams as it
+    // is made (mp3, opus, pcm), and WAV and FLAC come whole, with their exact length in the
+    // header and a Content-Length: a WAV streamed before its length is known carries
+    // placeholder sizes, which strict players refuse. `"audio"` streams WAV anyway.
     let stream = match req.stream_format.as_deref() {
-        None | Some("audio") => StreamFormat::Audio,
+        None if format.streams() => StreamFormat::Audio,
+        None => StreamFormat::Whole,
+        Some("audio") => StreamFormat::Audio,
         Some("sse") => StreamFormat::Sse,
         Some(f) => return Err(invalid("stream_format", format!("`{f}`; use audio or sse"))),
     };
@@ -204,10 +219,8 @@ async fn parse(state: &AppState, bytes: &[u8]) -> Result<Speech, ApiError> {
         .as_deref()
         .is_some_and(|i| !i.trim().is_empty())
     {
-        return Err(invalid(
-            "instructions",
-            "these voices take no style instructions",
-        ));
+        // As OpenAI's tts-1 does: no model here takes instructions (`/v1/models` says so).
+        tracing::debug!("`instructions` ignored: no served model takes style instructions");
     }
     let (voice, cloned) = match state.voice(&req.voice) {
         Ok(voice) => (voice, None),
@@ -301,7 +314,9 @@ async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
             ))
         })?;
     let rate = speech.voice.model().sample_rate();
-    let encoder = Encoder::new(speech.format, rate).map_err(ApiError::Internal)?;
+    let streamed = speech.stream != StreamFormat::Whole;
+    let encoder = Encoder::new(speech.format, rate, streamed)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     // A small bound: a slow reader holds synthesis back instead of piling audio up.
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     let worker_state = state.clone();
@@ -349,6 +364,7 @@ async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
     };
     Ok(match speech.stream {
         StreamFormat::Audio => audio_response(speech.format, encoder, first, rx),
+        StreamFormat::Whole => whole_response(speech.format, encoder, first, rx).await?,
         StreamFormat::Sse => sse_response(encoder, first, rx).into_response(),
     })
 }
@@ -361,21 +377,53 @@ fn encoded(
     first: Vec<f32>,
     rx: mpsc::Receiver<Chunk>,
 ) -> impl Stream<Item = Result<Bytes, String>> {
-    let head = encoder.chunk(&first).map(Bytes::from);
+    let head = encoder
+        .chunk(&first)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string());
     let state = (Some(encoder), rx);
     stream::once(async move { head })
         .chain(stream::unfold(state, |(encoder, mut rx)| async move {
             let mut encoder = encoder?;
             match rx.recv().await {
                 Some(Ok(chunk)) => {
-                    let bytes = encoder.chunk(&chunk).map(Bytes::from);
+                    let bytes = encoder
+                        .chunk(&chunk)
+                        .map(Bytes::from)
+                        .map_err(|e| e.to_string());
                     Some((bytes, (Some(encoder), rx)))
                 }
                 Some(Err(e)) => Some((Err(ApiError::from(e).to_string()), (None, rx))),
-                None => Some((encoder.finish().map(Bytes::from), (None, rx))),
+                None => Some((
+                    encoder.finish().map(Bytes::from).map_err(|e| e.to_string()),
+                    (None, rx),
+                )),
             }
         }))
         .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+}
+
+/// The whole file once synthesis is done: an error up to the last chunk still gets its own
+/// status.
+async fn whole_response(
+    format: AudioFormat,
+    encoder: Encoder,
+    first: Vec<f32>,
+    rx: mpsc::Receiver<Chunk>,
+) -> Result<Response, ApiError> {
+    let mut body = Vec::new();
+    let mut pieces = std::pin::pin!(encoded(encoder, first, rx));
+    while let Some(piece) = pieces.next().await {
+        body.extend_from_slice(&piece.map_err(ApiError::Internal)?);
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::CONTENT_LENGTH, body.len().to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 fn audio_response(

@@ -72,7 +72,7 @@ fn each_error_has_its_status_and_names_the_field() {
             Some("speed"),
         ),
         (
-            request("tone", "Hi.", &[("response_format", json!("mp3"))]),
+            request("tone", "Hi.", &[("response_format", json!("aac"))]),
             422,
             Some("response_format"),
         ),
@@ -82,11 +82,6 @@ fn each_error_has_its_status_and_names_the_field() {
             Some("stream_format"),
         ),
         (request("tone", &"x".repeat(51), &[]), 422, Some("input")),
-        (
-            request("tone", "Hi.", &[("instructions", json!("whisper"))]),
-            422,
-            Some("instructions"),
-        ),
         (request("nobody", "Hi.", &[]), 404, Some("voice")),
         (
             json!({"model": "gpt-9", "voice": "tone", "input": "Hi."}).to_string(),
@@ -419,4 +414,136 @@ fn the_joe_voice_serves_concurrent_clients_with_batching() {
         .batcher_stats()
         .unwrap();
     assert!(stats.largest_batch > 1, "{stats:?}");
+}
+
+/// A request without `response_format` gets MP3 (OpenAI's default), streamed; WAV without
+/// `stream_format` comes whole with its exact sizes and a `Content-Length`, and streamed with
+/// `"audio"` carries placeholder sizes; Opus is Ogg; AAC is refused naming the formats there
+/// are; `instructions` is accepted and ignored, and `/v1/models` says so.
+#[test]
+fn formats_default_to_mp3_and_whole_wav_files_carry_their_length() {
+    let tone = Tone::new();
+    let server = TestServer::tone(&tone);
+    let text = "One sentence. And another one here.";
+    let want = expected(&server, text);
+    let plain = json!({"model": "tts-1", "voice": "tone", "input": text}).to_string();
+    let response = server.post(&plain).unwrap();
+    assert_eq!(response.header("content-type"), Some("audio/mpeg"));
+    let (mp3, rate) = ferrovox_audio::decode_audio(&body_bytes(response)).unwrap();
+    assert_eq!(rate, RATE);
+    // All of the audio after LAME's priming delay (1681 samples), the end padded to whole
+    // frames.
+    let extra = mp3.len() as i64 - (1681 + want.len()) as i64;
+    assert!(
+        (0..2 * 1152).contains(&extra),
+        "{extra} samples past the audio"
+    );
+
+    let response = server.post(&request("tone", text, &[])).unwrap();
+    let length: usize = response.header("content-length").unwrap().parse().unwrap();
+    let wav = body_bytes(response);
+    assert_eq!(length, wav.len());
+    assert_eq!(
+        u32::from_le_bytes(wav[40..44].try_into().unwrap()) as usize,
+        2 * want.len(),
+        "the data chunk's size"
+    );
+    assert_eq!(
+        u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize,
+        wav.len() - 8
+    );
+    assert_close(&wav_samples(&wav), &want, 1.0 / 32767.0);
+
+    let streamed = server
+        .post(&request("tone", text, &[("stream_format", json!("audio"))]))
+        .unwrap();
+    assert!(streamed.header("content-length").is_none());
+    let streamed = body_bytes(streamed);
+    assert_eq!(
+        u32::from_le_bytes(streamed[40..44].try_into().unwrap()),
+        u32::MAX - 36,
+        "a streamed WAV's placeholder size"
+    );
+    assert_eq!(&streamed[44..], &wav[44..]);
+
+    let opus = server
+        .post(&request(
+            "tone",
+            text,
+            &[("response_format", json!("opus"))],
+        ))
+        .unwrap();
+    assert_eq!(opus.header("content-type"), Some("audio/ogg; codecs=opus"));
+    let opus = body_bytes(opus);
+    assert_eq!(&opus[..4], b"OggS");
+    assert_eq!(&opus[28..36], b"OpusHead");
+
+    let (code, error) =
+        failure(server.post(&request("tone", text, &[("response_format", json!("aac"))])));
+    assert_eq!(code, 422);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("mp3, opus, wav, flac and pcm"),
+        "{message}"
+    );
+
+    let instructed = server
+        .post(&request(
+            "tone",
+            "Hi.",
+            &[("instructions", json!("whisper"))],
+        ))
+        .unwrap();
+    assert_eq!(instructed.status(), 200);
+    let models: serde_json::Value = server.get("/v1/models").unwrap().into_json().unwrap();
+    assert_eq!(models["data"][0]["instructions"], false);
+}
+
+/// The official `openai` client, default arguments and then each format, every body decoded by
+/// PyAV (FFmpeg): each has the WAV's duration (MP3 within LAME's priming and padding, Opus at
+/// 48 kHz) and the lossy ones match the WAV (SNR stated). Needs `FERROVOX_OPENAI_PYTHON` with
+/// `tests/openai-requirements.txt` (`.ci/run` makes one).
+#[test]
+fn the_openai_client_default_request_plays_and_every_format_decodes() {
+    let Some(python) = openai_python() else {
+        return;
+    };
+    let tone = Tone::new();
+    let server = TestServer::tone(&tone);
+    let text = "One sentence. And another one here. A third, to make it longer.";
+    let want = expected(&server, text);
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_formats.py");
+    let out = std::process::Command::new(python)
+        .args([&script.to_string_lossy(), server.url.as_str(), "tone", text])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("openai client, formats decoded by PyAV: {report}");
+    let f = &report["formats"];
+    let seconds = want.len() as f64 / RATE as f64;
+    assert_eq!(f["default"]["content_type"], "audio/mpeg");
+    assert_eq!(f["default"]["codec"], "mp3float");
+    assert_eq!(f["wav"]["samples"], want.len());
+    assert_eq!(f["flac"]["samples"], want.len());
+    for (name, min_snr) in [("default", 15.0), ("mp3", 15.0), ("opus", 10.0)] {
+        let e = &f[name];
+        // MP3 keeps LAME's priming delay: the audio starts `lag` samples in.
+        let delay = e["lag"].as_f64().unwrap_or(0.0) / e["rate"].as_f64().unwrap();
+        let got = e["seconds"].as_f64().unwrap() - delay;
+        assert!(
+            got >= seconds - 1e-3 && got - seconds < 0.15,
+            "{name}: {got:.3} s of audio against {seconds:.3} s"
+        );
+        let snr = e["snr_db"].as_f64().unwrap();
+        assert!(snr >= min_snr, "{name}: SNR {snr} dB");
+    }
+    assert_eq!(f["opus"]["rate"], 48_000);
+    assert!(f["flac"].get("snr_db").is_none() || f["flac"]["snr_db"].as_f64().unwrap() > 90.0);
 }

@@ -96,8 +96,11 @@ fn cases(fx: &Fixture) -> Vec<Case> {
     ]
 }
 
-/// Tokens and whether the stop token came, generated alone on `path`.
-fn alone(t3: &T3, fx: &Fixture, case: &Case, path: DecodePath) -> (Vec<u32>, bool) {
+/// Tokens and whether the stop token came.
+type Tokens = (Vec<u32>, bool);
+
+/// A case's tokens generated alone on `path`.
+fn alone(t3: &T3, fx: &Fixture, case: &Case, path: DecodePath) -> Tokens {
     let t3 = t3.clone().with_decode_path(path);
     let got = t3
         .generate(
@@ -208,7 +211,7 @@ fn config(t3: &T3, fx: &Fixture, max_slots: usize) -> BatchConfig {
 }
 
 /// The small T3, its fixture, the cases and each one's tokens alone on the dynamic path.
-fn setup() -> (T3, Fixture, Vec<Case>, Vec<(Vec<u32>, bool)>) {
+fn setup() -> (T3, Fixture, Vec<Case>, Vec<Tokens>) {
     let (t3, fx) = small();
     let cases = cases(&fx);
     let want = cases

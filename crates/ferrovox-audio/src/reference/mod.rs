@@ -158,6 +158,19 @@ impl fmt::Debug for ReferenceClip {
     }
 }
 
+/// An encoded file held in memory, decoded whole and mixed to mono at its own rate, with no
+/// checks (what [`ReferenceClip`] reads clips with; also how the tests read ferrovox's own
+/// output back).
+pub fn decode_audio(bytes: &[u8]) -> Result<(Vec<f32>, u32), ReferenceError> {
+    let decoded = decode::decode(
+        Box::new(Cursor::new(bytes)),
+        &Hint::new(),
+        f64::INFINITY,
+        f32::INFINITY,
+    )?;
+    Ok((decoded.samples, decoded.rate))
+}
+
 impl ReferenceClip {
     /// Decodes and checks an encoded clip held in memory; the result is at `rate` Hz.
     pub fn from_bytes(

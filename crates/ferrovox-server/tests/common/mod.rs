@@ -256,9 +256,12 @@ impl Drop for TestServer {
     }
 }
 
-/// `{"model":"tts-1","voice":VOICE,"input":TEXT, ...extra}` as JSON.
+/// `{"model":"tts-1","voice":VOICE,"input":TEXT,"response_format":"wav", ...extra}` as JSON
+/// (WAV, which the tests read sample for sample, unless `extra` names another format).
 pub fn request(voice: &str, input: &str, extra: &[(&str, serde_json::Value)]) -> String {
-    let mut body = serde_json::json!({ "model": "tts-1", "voice": voice, "input": input });
+    let mut body = serde_json::json!({
+        "model": "tts-1", "voice": voice, "input": input, "response_format": "wav",
+    });
     for (k, v) in extra {
         body[*k] = v.clone();
     }
