@@ -36,8 +36,11 @@ struct Cli {
 enum Command {
     /// Speak text into a WAV file (or raw PCM), with the default voice unless --voice is given.
     Say(say_cmd::SayArgs),
-    /// Serve speech over HTTP (OpenAI-compatible /v1/audio/speech).
+    /// Serve speech over HTTP (OpenAI-compatible /v1/audio/speech), and Wyoming with
+    /// --wyoming.
     Serve(serve_cmd::ServeArgs),
+    /// Serve speech over Home Assistant's Wyoming protocol only.
+    Wyoming(serve_cmd::WyomingArgs),
     /// List, fetch and inspect voices; add, list and remove cloned ones.
     Voices {
         #[command(subcommand)]
@@ -77,6 +80,7 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Say(args) => say_cmd::say(args, &cli.device, &tuning),
         Command::Serve(args) => serve_cmd::serve(args, &cli.device, &tuning),
+        Command::Wyoming(args) => serve_cmd::wyoming(args, &cli.device, &tuning),
         Command::Voices { command } => voices_cmd::voices(command, &cli.device, &tuning),
         Command::Device { json } => device_cmd::device(&cli.device, &tuning, json),
         Command::Doctor { json } => {

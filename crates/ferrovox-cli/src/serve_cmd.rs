@@ -23,9 +23,19 @@ pub enum Batching {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (HTTP).
     #[arg(long, env = "FERROVOX_BIND", default_value = "127.0.0.1:8000")]
     bind: SocketAddr,
+    /// Host to listen on, replacing --bind's (the convention of TEI, vLLM and most servers).
+    #[arg(long, env = "FERROVOX_HOST")]
+    host: Option<std::net::IpAddr>,
+    /// Port to listen on, replacing --bind's.
+    #[arg(long, env = "FERROVOX_PORT")]
+    port: Option<u16>,
+    /// Also serve Home Assistant's Wyoming protocol at this URI (`tcp://HOST:PORT`; Wyoming's
+    /// usual port is 10200), on the same engine and voices.
+    #[arg(long, env = "FERROVOX_WYOMING")]
+    wyoming: Option<String>,
     /// Voices to serve (repeat or comma-separate); the first is the default, and OpenAI's
     /// voice names (alloy, echo, …) map to it.
     #[arg(long = "voice", env = "FERROVOX_VOICES", value_delimiter = ',', default_value = ferrovox_voices::DEFAULT_VOICE)]
@@ -71,7 +81,61 @@ pub struct ServeArgs {
     voice: VoiceOptions,
 }
 
+/// `ferrovox wyoming`: the Wyoming listener alone.
+#[derive(Debug, clap::Args)]
+pub struct WyomingArgs {
+    /// Where to listen: `tcp://HOST:PORT`.
+    #[arg(
+        long,
+        env = "FERROVOX_WYOMING_URI",
+        default_value = "tcp://127.0.0.1:10200"
+    )]
+    uri: String,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The address of a `tcp://HOST:PORT` URI.
+fn tcp_uri(uri: &str) -> anyhow::Result<SocketAddr> {
+    let rest = uri
+        .strip_prefix("tcp://")
+        .with_context(|| format!("Wyoming URI `{uri}`: expected tcp://HOST:PORT"))?;
+    use std::net::ToSocketAddrs;
+    rest.to_socket_addrs()
+        .with_context(|| format!("Wyoming URI `{uri}`"))?
+        .next()
+        .with_context(|| format!("Wyoming URI `{uri}`: no address"))
+}
+
+pub fn wyoming(
+    args: WyomingArgs,
+    device: &DeviceRequest,
+    tuning: &TuningConfig,
+) -> anyhow::Result<()> {
+    let mut serve_args = args.serve;
+    serve_args.wyoming = Some(args.uri);
+    run(serve_args, device, tuning, false)
+}
+
 pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> anyhow::Result<()> {
+    run(args, device, tuning, true)
+}
+
+/// Serves HTTP when `http`, and Wyoming when `args.wyoming` is set.
+fn run(
+    args: ServeArgs,
+    device: &DeviceRequest,
+    tuning: &TuningConfig,
+    http: bool,
+) -> anyhow::Result<()> {
+    let mut bind = args.bind;
+    if let Some(host) = args.host {
+        bind.set_ip(host);
+    }
+    if let Some(port) = args.port {
+        bind.set_port(port);
+    }
+    let wyoming = args.wyoming.as_deref().map(tcp_uri).transpose()?;
     let defaults: SynthesisOptions = args.voice.options()?;
     let runtime = Runtime::init(device, tuning)?;
     let batching = match args.batching {
@@ -134,15 +198,30 @@ pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> 
         }
     };
     tokio.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("binding {}", args.bind))?;
-        eprintln!(
-            "listening on http://{} ({}, batching {}); loading voices",
-            listener.local_addr()?,
-            runtime.selection.kind,
-            if batching { "on" } else { "off" }
-        );
+        let listener = if http {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding {bind}"))?;
+            eprintln!(
+                "listening on http://{} ({}, batching {}); loading voices",
+                listener.local_addr()?,
+                runtime.selection.kind,
+                if batching { "on" } else { "off" }
+            );
+            Some(listener)
+        } else {
+            None
+        };
+        let wyoming_listener = match wyoming {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the Wyoming address {addr}"))?;
+                eprintln!("wyoming on tcp://{}; loading voices", l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
         let loader = state.clone();
         std::thread::spawn(move || {
@@ -155,6 +234,7 @@ pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> 
         // A voice that cannot load stops the server: an orchestrator should see the failure.
         let failure = Arc::new(std::sync::Mutex::new(None::<String>));
         let recorded = failure.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             tokio::select! {
                 () = ferrovox_server::shutdown_signal() => {}
@@ -162,8 +242,28 @@ pub fn serve(args: ServeArgs, device: &DeviceRequest, tuning: &TuningConfig) -> 
                     *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
                 }
             }
+            let _ = stop_tx.send(true);
         };
-        ferrovox_server::serve(listener, state, shutdown).await?;
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|&s| s).await;
+        };
+        let wyoming_task = wyoming_listener.map(|l| {
+            tokio::spawn(ferrovox_server::serve_wyoming(
+                l,
+                state.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        });
+        match listener {
+            Some(listener) => {
+                tokio::spawn(shutdown);
+                ferrovox_server::serve(listener, state, stopped(stop_rx)).await?;
+            }
+            None => shutdown.await,
+        }
+        if let Some(task) = wyoming_task {
+            task.await.context("the Wyoming listener")??;
+        }
         let reason = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
         match reason {
             Some(reason) => anyhow::bail!("{reason}"),

@@ -201,7 +201,10 @@ fn serve_finishes_in_flight_requests_on_sigterm_and_exits_0() {
         It has several sentences, so synthesis takes a while. \
         The server must finish it before it exits. \
         Only then may the process end, with status zero.";
-    let body = serde_json::json!({"model": "tts-1", "voice": "alloy", "input": text}).to_string();
+    let body = serde_json::json!({
+        "model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav",
+    })
+    .to_string();
     let request_url = format!("{url}/v1/audio/speech");
     let client = std::thread::spawn(move || {
         let response = ureq::post(&request_url)

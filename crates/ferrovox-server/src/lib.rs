@@ -25,6 +25,7 @@ mod error;
 mod info;
 mod metrics;
 mod speech;
+pub mod wyoming;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,7 @@ pub use error::ApiError;
 pub use ferrovox_audio::{AudioFormat, Encoder, PCM_RATE};
 pub use metrics::Metrics;
 pub use speech::{SpeechRequest, StreamFormat, OPENAI_VOICES};
+pub use wyoming::serve_wyoming;
 
 /// Limits and defaults of the server.
 #[derive(Debug, Clone)]
