@@ -96,6 +96,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     crate::bench_chatterbox::run(quick, &device)?,
                 );
             }
+            "formats" => {
+                results.insert("formats".into(), crate::bench_formats::run()?);
+            }
             "chatterbox-streams" => {
                 results.insert(
                     "chatterbox_streams".into(),
@@ -121,7 +124,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, clone)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, clone, formats)")
             }
         }
     }

@@ -8,6 +8,7 @@ mod bench;
 mod bench_batching;
 mod bench_chatterbox;
 mod bench_clone;
+mod bench_formats;
 mod bench_kernels;
 mod bench_s3gen;
 mod bench_server;
