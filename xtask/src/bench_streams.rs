@@ -7,7 +7,9 @@
 //! - streamed: each request's thread runs S3Gen on its tokens as they come; first audio
 //!   p50/p95 and aggregate tokens/s.
 //!
-//! Upstream has no batching: its batch-1 figure is `bench chatterbox`'s, run beside this one.
+//! The baseline in the same run is one generation through `T3::generate` alone (what a voice
+//! without a decode batch runs). Upstream has no batching: its batch-1 figure is
+//! `bench chatterbox`'s, run beside this one.
 
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -158,6 +160,29 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         Ok((start.elapsed().as_secs_f64(), firsts))
     };
 
+    // The baseline: one generation run alone through `T3::generate` (the path a voice without
+    // a decode batch takes), after an untimed one, with the same options.
+    let alone = {
+        let t3 = voice.tts().t3();
+        let cond = &voice.tts().builtin_voice().t3;
+        let sampling = voice.generate_options(&options(0)).sampling;
+        let run = |seed| -> anyhow::Result<(f64, usize)> {
+            let start = Instant::now();
+            let out = t3.generate(
+                cond,
+                &text,
+                &sampling,
+                &mut SeededNoise::new(seed),
+                8,
+                &mut |_| Ok(Flow::Continue),
+            )?;
+            Ok((start.elapsed().as_secs_f64(), out.tokens.len()))
+        };
+        run(7_000)?;
+        let (wall, tokens) = run(7_001)?;
+        tokens as f64 / wall
+    };
+    println!("one generation alone (T3::generate, no decode batch): {alone:.1} tokens/s");
     let mut rows = Vec::new();
     let mut single = f64::NAN;
     println!(
@@ -218,5 +243,6 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "threads": runtime.tuning.threads.threads, "new_tokens": new_tokens,
         "slots": decoder.config().max_slots, "positions": decoder.config().positions,
         "levels": rows, "gpu_peak_mib": gpu_peak, "load_s": full.load_s,
+        "alone_tokens_per_s": alone,
     }))
 }
