@@ -229,3 +229,29 @@ fn whole_files_carry_their_exact_length() {
         Err(ferrovox_audio::CodecError::Unsupported("aac"))
     ));
 }
+
+/// Found by `codecs_any_input`: LAME aborted the whole process (a C assertion in its
+/// psychoacoustic model) on NaN or infinite samples. Every encoder now clips to [-1, 1] and
+/// takes NaN as silence.
+#[test]
+fn encoders_take_nan_and_infinities() {
+    let mut bad = vec![0.25f32; 4000];
+    bad[10] = f32::NAN;
+    bad[200] = f32::INFINITY;
+    bad[300] = f32::NEG_INFINITY;
+    bad[400] = 1e9;
+    for format in [
+        AudioFormat::Mp3,
+        AudioFormat::Opus,
+        AudioFormat::Wav,
+        AudioFormat::Flac,
+        AudioFormat::Pcm,
+    ] {
+        let bytes = Encoder::encode(format, &bad, 22_050).unwrap();
+        assert!(!bytes.is_empty(), "{format:?}");
+    }
+    let (samples, _) =
+        ferrovox_audio::decode_audio(&Encoder::encode(AudioFormat::Mp3, &bad, 22_050).unwrap())
+            .unwrap();
+    assert!(samples.iter().all(|s| s.is_finite()));
+}

@@ -146,8 +146,11 @@ impl Encoder {
         })
     }
 
-    /// Bytes for the next chunk (possibly none yet).
+    /// Bytes for the next chunk (possibly none yet). Samples outside [-1, 1] are clipped and
+    /// NaN taken as silence: LAME aborts the process on NaN or infinite input, and a resampler
+    /// spreads a NaN over its neighbours.
     pub fn chunk(&mut self, audio: &[f32]) -> Result<Vec<u8>, CodecError> {
+        let audio = &*sanitized(audio);
         let mut out = Vec::new();
         match self {
             Self::Mp3(e) => out = e.push(audio)?,
@@ -205,6 +208,18 @@ impl Encoder {
         let mut out = e.chunk(samples)?;
         out.extend(e.finish()?);
         Ok(out)
+    }
+}
+
+/// `samples` if every one is a number in [-1, 1], else a copy clipped to it with NaN as 0.
+pub(crate) fn sanitized(samples: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if samples.iter().all(|s| (-1.0..=1.0).contains(s)) {
+        std::borrow::Cow::Borrowed(samples)
+    } else {
+        samples
+            .iter()
+            .map(|&s| if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) })
+            .collect()
     }
 }
 

@@ -44,8 +44,10 @@ impl Mp3Encoder {
         Ok(Self { lame })
     }
 
-    /// MP3 frames completed by `samples` (in [-1, 1]); LAME holds back the rest.
+    /// MP3 frames completed by `samples` (clipped to [-1, 1], NaN as silence: LAME aborts the
+    /// process on NaN or infinite input); LAME holds back the rest.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<u8>, CodecError> {
+        let samples = &*super::sanitized(samples);
         let mut out = Vec::with_capacity(samples.len() * 5 / 4 + 7200);
         self.lame
             .encode_to_vec(MonoPcm(samples), &mut out)

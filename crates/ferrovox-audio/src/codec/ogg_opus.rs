@@ -212,8 +212,9 @@ impl OggOpusEncoder {
         Ok(())
     }
 
-    /// The pages `samples` (in [-1, 1], at the input rate) complete.
+    /// The pages `samples` (at the input rate; clipped to [-1, 1], NaN as silence) complete.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<u8>, CodecError> {
+        let samples = &*super::sanitized(samples);
         let resampler = self
             .resampler
             .as_mut()
