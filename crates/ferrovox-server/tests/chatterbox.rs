@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -106,20 +106,11 @@ fn the_openai_client_streams_chatterbox_audio() {
     };
     let dir = small_chatterbox_dir("openai");
     let server = serve(&dir);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .arg(&server.url)
-        .arg(dir.to_str().unwrap())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = python_report(
+        &python,
+        "openai_client.py",
+        &[server.url.as_ref(), dir.as_os_str()],
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     eprintln!("openai client: {report}");
     assert_eq!(report["status"], 200);
     assert!(

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -394,21 +394,12 @@ fn the_openai_client_clones_and_speaks() {
     let served = serve("clone-openai", ServerConfig::default());
     let clip_path = served.store_dir.with_extension("wav");
     std::fs::write(&clip_path, reference_wav()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_voices.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .arg(&served.server.url)
-        .arg(&clip_path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&clip_path).ok();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = python_report(
+        &python,
+        "openai_voices.py",
+        &[served.server.url.as_ref(), clip_path.as_os_str()],
     );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    std::fs::remove_file(&clip_path).ok();
     eprintln!("openai client: {report}");
     let id = report["voice"]["id"].as_str().unwrap();
     assert_eq!(id.len(), 32, "{report}");

@@ -512,19 +512,11 @@ fn the_openai_client_default_request_plays_and_every_format_decodes() {
     let server = TestServer::tone(&tone);
     let text = "One sentence. And another one here. A third, to make it longer.";
     let want = expected(&server, text);
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_formats.py");
-    let out = std::process::Command::new(python)
-        .args([&script.to_string_lossy(), server.url.as_str(), "tone", text])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = python_report(
+        &python,
+        "openai_formats.py",
+        &[server.url.as_ref(), "tone".as_ref(), text.as_ref()],
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     eprintln!("openai client, formats decoded by PyAV: {report}");
     let f = &report["formats"];
     let seconds = want.len() as f64 / RATE as f64;

@@ -290,7 +290,7 @@ impl ChatterboxTts {
     }
 
     /// Audio for T3's `text_tokens` in `voice`, handed to `emit` in pieces while T3 samples:
-    /// S3Gen decodes the tokens so far at each of [`STREAM_CHUNKS`] (then every 200) and emits
+    /// S3Gen decodes chunks of exactly [`STREAM_CHUNKS`] tokens (then 200 each) and emits
     /// the audio that has become final. `emit` may cancel. The pieces joined equal
     /// [`ChatterboxTts::synthesize`]'s audio under the same draws within S3Gen's streaming
     /// bound.
@@ -332,18 +332,23 @@ impl ChatterboxTts {
         let mut cancelled = false;
         let generated = generate(&mut |fresh| {
             pending.extend(speech_tokens(fresh, codes));
-            let due = STREAM_CHUNKS[chunk.min(STREAM_CHUNKS.len() - 1)];
-            if pending.len() < due {
-                return Ok(Flow::Continue);
+            // Chunks of exactly the scheduled sizes, however the tokens were grouped on their
+            // way here (a decode batch hands over as many as have arrived): the chunking shapes
+            // the audio, so a seed's audio must not depend on timing.
+            loop {
+                let due = STREAM_CHUNKS[chunk.min(STREAM_CHUNKS.len() - 1)];
+                if pending.len() < due {
+                    return Ok(Flow::Continue);
+                }
+                chunk += 1;
+                decoded += due;
+                let piece: Vec<u32> = pending.drain(..due).collect();
+                let audio = device_work(|| stream.push(&piece))?;
+                if !audio.is_empty() && emit(audio)? == Flow::Cancel {
+                    cancelled = true;
+                    return Ok(Flow::Cancel);
+                }
             }
-            chunk += 1;
-            decoded += pending.len();
-            let audio = device_work(|| stream.push(&std::mem::take(&mut pending)))?;
-            if !audio.is_empty() && emit(audio)? == Flow::Cancel {
-                cancelled = true;
-                return Ok(Flow::Cancel);
-            }
-            Ok(Flow::Continue)
         })?;
         if cancelled {
             return Ok(Outcome {

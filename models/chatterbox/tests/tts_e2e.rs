@@ -211,6 +211,53 @@ fn streamed_audio_equals_one_shot_audio() {
     assert!(distance < spread, "{distance} >= {spread}");
 }
 
+/// The same tokens handed over one by one, in groups of five (T3 alone) or in ragged groups
+/// (a decode batch hands over whatever has arrived) give the same streamed audio, bit for bit:
+/// S3Gen's chunks are cut at the scheduled sizes, not where the groups happen to end.
+#[test]
+fn streamed_audio_does_not_depend_on_how_tokens_arrive() {
+    let Setup { tts, voice, fx } = setup();
+    let text = fx.config["text"].as_str().unwrap();
+    let text_tokens = tts.text_tokens(text).unwrap();
+    let opts = GenerateOptions {
+        sampling: SamplingOptions {
+            max_new_tokens: 90,
+            ..options().sampling
+        },
+        ..options()
+    };
+    let generated = tts
+        .generate_tokens(&text_tokens, &voice, &opts, &mut SeededNoise::new(5))
+        .unwrap();
+    assert!(generated.tokens.len() > 80, "{}", generated.tokens.len());
+    let stream_in = |groups: &[usize]| -> Vec<f32> {
+        let mut pieces = Vec::new();
+        tts.stream_tokens(
+            &voice,
+            5,
+            &mut |on_tokens| {
+                let (mut at, mut g) = (0, 0);
+                while at < generated.tokens.len() {
+                    let n = groups[g % groups.len()].min(generated.tokens.len() - at);
+                    on_tokens(&generated.tokens[at..at + n])?;
+                    at += n;
+                    g += 1;
+                }
+                Ok(generated.clone())
+            },
+            &mut |p| {
+                pieces.push(p);
+                Ok(Flow::Continue)
+            },
+        )
+        .unwrap();
+        pieces.concat()
+    };
+    let one_by_one = stream_in(&[1]);
+    assert_eq!(stream_in(&[5]), one_by_one, "groups of five");
+    assert_eq!(stream_in(&[3, 17, 1, 30, 2]), one_by_one, "ragged groups");
+}
+
 #[test]
 fn empty_text_and_bad_options_are_errors() {
     let Setup { tts, voice, .. } = setup();

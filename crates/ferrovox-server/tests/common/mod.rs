@@ -288,6 +288,30 @@ pub fn body_bytes(response: ureq::Response) -> Vec<u8> {
 
 /// A Python with the official `openai` client (`FERROVOX_OPENAI_PYTHON`, which `.ci/run` sets),
 /// or `None` with a note, which is an error when `FERROVOX_REQUIRE_OPENAI=1`.
+/// Runs `tests/SCRIPT ARGS...` with `python` and returns the JSON of its last line of output
+/// (the test scripts print one), failing with the script's output when it fails.
+pub fn python_report(
+    python: &std::ffi::OsStr,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 pub fn openai_python() -> Option<std::ffi::OsString> {
     let python = std::env::var_os("FERROVOX_OPENAI_PYTHON");
     if python.is_none() {
