@@ -83,13 +83,7 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         "| format | bytes for 10 s | kbit/s | encode | decoded | SNR |\n|---|---|---|---|---|---|"
     );
     let mut rows = Vec::new();
-    for format in [
-        AudioFormat::Mp3,
-        AudioFormat::Opus,
-        AudioFormat::Wav,
-        AudioFormat::Flac,
-        AudioFormat::Pcm,
-    ] {
+    for format in AudioFormat::ENCODED {
         let times: Vec<f64> = (0..5)
             .map(|_| {
                 let start = Instant::now();

@@ -240,13 +240,7 @@ fn encoders_take_nan_and_infinities() {
     bad[200] = f32::INFINITY;
     bad[300] = f32::NEG_INFINITY;
     bad[400] = 1e9;
-    for format in [
-        AudioFormat::Mp3,
-        AudioFormat::Opus,
-        AudioFormat::Wav,
-        AudioFormat::Flac,
-        AudioFormat::Pcm,
-    ] {
+    for format in AudioFormat::ENCODED {
         let bytes = Encoder::encode(format, &bad, 22_050).unwrap();
         assert!(!bytes.is_empty(), "{format:?}");
     }

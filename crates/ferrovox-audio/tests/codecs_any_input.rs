@@ -24,7 +24,7 @@ proptest! {
         chunks in proptest::collection::vec(proptest::collection::vec(sample(), 0..3000), 0..6),
         rate in prop_oneof![Just(16_000u32), Just(22_050), Just(24_000)],
     ) {
-        for format in [AudioFormat::Mp3, AudioFormat::Opus, AudioFormat::Wav, AudioFormat::Flac, AudioFormat::Pcm] {
+        for format in AudioFormat::ENCODED {
             let mut e = Encoder::new(format, rate, true).unwrap();
             let mut out = Vec::new();
             for c in &chunks {

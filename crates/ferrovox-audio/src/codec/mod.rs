@@ -51,6 +51,9 @@ pub enum AudioFormat {
 }
 
 impl AudioFormat {
+    /// Every format an encoder here writes.
+    pub const ENCODED: [Self; 5] = [Self::Mp3, Self::Opus, Self::Wav, Self::Flac, Self::Pcm];
+
     /// The format named `s` (OpenAI's `response_format` values).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
