@@ -143,10 +143,8 @@ impl ChatterboxVoice {
     /// The decode batch if `unit` and `g`'s token budget fit its slots.
     fn batch_for(&self, unit: &Unit, g: &GenerateOptions) -> Option<&T3Decoder> {
         self.decoder.as_ref().filter(|d| {
-            self.tts
-                .t3()
-                .positions_for(unit.ids.len(), g.sampling.max_new_tokens)
-                <= d.config().positions
+            d.config()
+                .fits(self.tts.t3(), unit.ids.len(), g.sampling.max_new_tokens)
         })
     }
 

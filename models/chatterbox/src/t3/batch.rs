@@ -59,6 +59,12 @@ impl BatchConfig {
         }
     }
 
+    /// Whether a generation of `text_tokens` text tokens and up to `max_new_tokens` fits a
+    /// slot's positions.
+    pub fn fits(&self, t3: &T3, text_tokens: usize, max_new_tokens: usize) -> bool {
+        t3.positions_for(text_tokens, max_new_tokens) <= self.positions
+    }
+
     /// Bytes of cache one generation holds (two rows of keys and values in every layer).
     pub fn slot_bytes(&self, t3: &T3, dtype: DType) -> u64 {
         let l = &t3.config().llama;
@@ -212,7 +218,7 @@ impl T3Batch {
     /// Whether a generation of `text_tokens` text tokens and up to `max_new_tokens` fits a
     /// slot's positions.
     pub fn fits(&self, text_tokens: usize, max_new_tokens: usize) -> bool {
-        self.t3.positions_for(text_tokens, max_new_tokens) <= self.config.positions
+        self.config.fits(&self.t3, text_tokens, max_new_tokens)
     }
 
     /// Ends the generation at `slot` (its consumer is gone).
