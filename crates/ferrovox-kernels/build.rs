@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 2] = ["conv1d", "spline"];
+const KERNELS: [&str; 3] = ["conv1d", "spline", "decode"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(ferrovox_cuda_kernels)");

@@ -44,13 +44,25 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let spec_path = dir.with_extension("json");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(&spec_path, spec.to_string())?;
-    let python = crate::bench_s3gen::bench_python()?;
-    let torch = crate::bench_vits::json_output(
-        Command::new(python)
-            .arg(repo_root().join("xtask/bench/t3_torch_bench.py"))
-            .arg(&spec_path),
-    )
-    .context("PyTorch T3 bench")?;
+    // `FERROVOX_BENCH_TORCH=0`: ferrovox alone, for comparing its own variants (the weights and
+    // inputs of an earlier run must be in the bench directory).
+    let torch = if std::env::var("FERROVOX_BENCH_TORCH").as_deref() == Ok("0") {
+        if !dir.join("t3_inputs.safetensors").is_file() {
+            anyhow::bail!(
+                "FERROVOX_BENCH_TORCH=0 needs the weights of an earlier `bench chatterbox` in {}",
+                dir.display()
+            );
+        }
+        json!({})
+    } else {
+        let python = crate::bench_s3gen::bench_python()?;
+        crate::bench_vits::json_output(
+            Command::new(python)
+                .arg(repo_root().join("xtask/bench/t3_torch_bench.py"))
+                .arg(&spec_path),
+        )
+        .context("PyTorch T3 bench")?
+    };
 
     let sampler = MemorySampler::start(&device);
     let FullSize {
@@ -88,6 +100,39 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         None
     };
     let (rates, counts) = (fixed.rates.clone(), fixed.counts.clone());
+    // On the CPU, the decode step's weight formats side by side, and their error.
+    // Reduced precision beside f32: on the CPU the decode step's weight formats, on a GPU the
+    // model in bf16 (loaded again from the same file).
+    let variants = if on_gpu {
+        let bf16 = T3::load(
+            &dir.join("t3_cfg.safetensors"),
+            &T3Config::default(),
+            DType::BF16,
+            &device,
+        )?;
+        vec![
+            crate::bench_precision::Variant {
+                name: "f32 (TF32 as tuned)".into(),
+                bytes_per_weight: 4.0,
+                t3: tts.t3().clone(),
+            },
+            crate::bench_precision::Variant {
+                name: "bf16 weights and activations".into(),
+                bytes_per_weight: 2.0,
+                t3: bf16,
+            },
+        ]
+    } else {
+        crate::bench_precision::cpu_variants(tts.t3())?
+    };
+    let precision = crate::bench_precision::table(
+        &variants,
+        &voice.t3,
+        &text,
+        &options(new_tokens).sampling,
+        reps,
+    )?;
+    drop(variants);
     // One untimed stream first, as a server's warm-up request runs one: the first chunk's
     // shapes (this voice's prompt and 25 tokens) are then captured, as they are when serving.
     // The PyTorch side decodes one sentence untimed too.
@@ -176,9 +221,10 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         their_first / first
     );
     println!(
-        "(device {}; threads {threads}; TF32 {}; model load {load_s:.1} s; ferrovox peak RSS {:.0} MiB, PyTorch {:.0} MiB{})",
+        "(device {}; threads {threads}; TF32 {}; CPU step weights {}; model load {load_s:.1} s; ferrovox peak RSS {:.0} MiB, PyTorch {:.0} MiB{})",
         if on_gpu { "cuda" } else { "cpu" },
         runtime.tuning.tf32,
+        tts.t3().step_format().name(),
         ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
         torch["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
         match gpu_peak.filter(|_| on_gpu) {
@@ -201,6 +247,8 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             "dynamic_tokens_per_s": dynamic.as_ref().map(TokenRates::median),
             "dynamic_tokens_per_s_all": dynamic.as_ref().map(|d| d.rates.clone()),
             "peak_rss_mib": ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64},
+        "cpu_step_weights": tts.t3().step_format().name(),
+        "precision": precision,
         "torch": torch,
         "ratio_tokens_per_s": ours / theirs,
         "ratio_first_audio": their_first / first,
@@ -219,12 +267,14 @@ pub struct FullSize {
 impl FullSize {
     pub fn load(dir: &std::path::Path, device: &candle_core::Device) -> anyhow::Result<Self> {
         let load = Instant::now();
-        let t3 = T3::load(
+        let mut t3 = T3::load(
             &dir.join("t3_cfg.safetensors"),
             &T3Config::default(),
             DType::F32,
             device,
         )?;
+        // The weights decode steps read by default, as `ChatterboxTts::from_dir` packs them.
+        t3.pack_steps(ferrovox_chatterbox::cpu_step_weights()?)?;
         let s3gen = S3Gen::load(
             &dir.join("s3gen.safetensors"),
             &S3GenConfig::default(),

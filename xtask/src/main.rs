@@ -10,6 +10,7 @@ mod bench_chatterbox;
 mod bench_clone;
 mod bench_formats;
 mod bench_kernels;
+mod bench_precision;
 mod bench_s3gen;
 mod bench_server;
 mod bench_streams;

@@ -422,7 +422,7 @@ mod launch {
     use candle_core::{CudaStorage, Layout, Result, Shape, Storage};
 
     use super::super::cuda_module::{function, view, CONV1D};
-    use super::{warps_on_channels, CudaConv1d, SHARED_LIMIT};
+    use super::{warps_on_channels, CudaConv1d, OPT_IN_SHARED_LIMIT, SHARED_LIMIT};
 
     pub(super) fn run(
         op: &CudaConv1d,
@@ -481,11 +481,18 @@ mod launch {
         );
         let func = function(dev, &CONV1D, &name)?;
         let shared = op.shared_bytes(op.pipeline);
+        if shared > OPT_IN_SHARED_LIMIT {
+            candle_core::bail!("conv1d: {shared} bytes of shared memory exceed the {OPT_IN_SHARED_LIMIT} a block may opt in to");
+        }
         if shared > SHARED_LIMIT {
+            // The bound is a property of the function, shared by every thread that launches it:
+            // each call sets the same one, the most any conv asks for. A call setting its own
+            // size could lower the bound between another thread's set and launch (concurrent
+            // streams' vocoders did: CUDA_ERROR_INVALID_VALUE at 32 streams).
             use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
             func.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                i32::try_from(shared).map_err(candle_core::Error::wrap)?,
+                i32::try_from(OPT_IN_SHARED_LIMIT).map_err(candle_core::Error::wrap)?,
             )
             .map_err(candle_core::Error::wrap)?;
         }

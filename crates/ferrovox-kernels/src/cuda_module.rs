@@ -25,8 +25,13 @@ pub(super) static SPLINE: Fatbin = Fatbin {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/spline.fatbin")),
 };
 
+pub(super) static DECODE: Fatbin = Fatbin {
+    name: "decode",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/decode.fatbin")),
+};
+
 /// Every kernel file, for preloading and lookup by name.
-pub(super) static FATBINS: [&Fatbin; 2] = [&CONV1D, &SPLINE];
+pub(super) static FATBINS: [&Fatbin; 3] = [&CONV1D, &SPLINE, &DECODE];
 
 #[derive(Default)]
 struct Loaded {

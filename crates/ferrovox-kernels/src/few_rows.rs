@@ -14,7 +14,7 @@ use rayon::prelude::*;
 pub const MAX_ROWS: usize = 8;
 
 /// Weight rows each parallel task handles (a multiple of the 4 the kernel does at once).
-const TASK_ROWS: usize = 64;
+pub(crate) const TASK_ROWS: usize = 64;
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ`, `x` and `w` row-major and contiguous, `m ≤ MAX_ROWS`;
 /// parallel over `w`'s rows on the current rayon pool.
@@ -30,6 +30,11 @@ pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Ve
     yt.par_chunks_mut(TASK_ROWS * m)
         .zip(w.par_chunks(TASK_ROWS * k))
         .for_each(|(out, rows)| rows_times_x(x, m, k, rows, out));
+    untranspose(&yt, m, n)
+}
+
+/// `[n, m]` outputs (each task's weight rows together) as `[m, n]`.
+pub(crate) fn untranspose(yt: &[f32], m: usize, n: usize) -> Vec<f32> {
     let mut y = vec![0f32; m * n];
     for (j, outs) in yt.chunks_exact(m).enumerate() {
         for (i, &v) in outs.iter().enumerate() {

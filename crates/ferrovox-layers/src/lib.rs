@@ -27,7 +27,8 @@ pub use activation::{gated_tanh, leaky_relu, tanh};
 pub use channels::{flip_channels, split_channels};
 pub use conv::{Conv1d, ConvSpec};
 pub use conv_transpose::ConvTranspose1d;
-pub use linear::linear;
+pub use ferrovox_kernels::RowFormat;
+pub use linear::{linear, StepLinear};
 pub use norm::ChannelLayerNorm;
 pub use weight_norm::{fold_weight_norm_f64, scaled, weight_normed, WeightNormFold};
 

@@ -2,9 +2,11 @@
 //! (a decoder step) through `few_rows_matmul`, which reads the weight in place, everything else
 //! through Candle's matmul.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Storage, Tensor};
 use candle_nn::Linear;
-use ferrovox_kernels::{few_rows_matmul, FEW_ROWS_MAX};
+use ferrovox_kernels::{few_rows_matmul, PackedRows, RowFormat, FEW_ROWS_MAX};
 
 /// `x` `[.., in]` times `layer`'s weight `[out, in]` transposed, plus its bias, as `[.., out]`.
 /// The leading axes are flattened into one GEMM's rows, so the weight is read once however
@@ -31,6 +33,72 @@ pub fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
         };
     }
     candle_core::Module::forward(layer, &x.reshape((rows, k))?)?.reshape(out_dims)
+}
+
+/// A `Linear` whose decode steps on the CPU may read a packed copy of the weight (bf16, or int8
+/// with a scale per 32 weights: [`RowFormat`]) instead of the f32 one: a step of a large decoder
+/// on a few cores is bound by the bytes of weight it reads. Products of more rows (a prompt's
+/// prefill) keep the f32 weight, so only the steps carry the packing's rounding.
+#[derive(Debug, Clone)]
+pub struct StepLinear {
+    dense: Linear,
+    packed: Option<Arc<PackedRows>>,
+}
+
+impl StepLinear {
+    pub fn new(dense: Linear) -> Self {
+        Self {
+            dense,
+            packed: None,
+        }
+    }
+
+    /// Packs the weight for steps as `format` (`F32` drops a packed copy). Only an f32 weight on
+    /// the CPU is packed; elsewhere this does nothing.
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        let w = self.dense.weight();
+        if format == RowFormat::F32 || !w.device().is_cpu() || w.dtype() != DType::F32 {
+            self.packed = None;
+            return Ok(());
+        }
+        let (n, k) = w.dims2()?;
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        let packed = PackedRows::pack(&values, n, k, format).map_err(candle_core::Error::Msg)?;
+        self.packed = Some(Arc::new(packed));
+        Ok(())
+    }
+
+    /// The format steps read the weight in.
+    pub fn step_format(&self) -> RowFormat {
+        self.packed.as_ref().map_or(RowFormat::F32, |p| p.format())
+    }
+
+    pub fn dense(&self) -> &Linear {
+        &self.dense
+    }
+
+    /// [`linear`], through the packed weight for a few rows on the CPU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(packed) = &self.packed else {
+            return linear(&self.dense, x);
+        };
+        let dims = x.dims().to_vec();
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+        if !x.device().is_cpu() || x.dtype() != DType::F32 || rows > FEW_ROWS_MAX || rows == 0 {
+            return linear(&self.dense, x);
+        }
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let y = packed.matmul(&xs, rows).map_err(candle_core::Error::Msg)?;
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = packed.n();
+        }
+        let y = Tensor::from_vec(y, out_dims, x.device())?;
+        match self.dense.bias() {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
 }
 
 /// The product through `few_rows_matmul` when it applies: CPU, f32, at most
@@ -71,6 +139,62 @@ fn switched_off() -> bool {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// A packed step equals the product with the packed weight unpacked, and more rows than a
+    /// step (or no packing) give the f32 `Linear`'s result.
+    #[test]
+    fn packed_steps_multiply_by_the_packed_weight() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (40, 96), &dev)?;
+        let b = Tensor::randn(0f32, 1.0, 40, &dev)?;
+        for format in [RowFormat::Bf16, RowFormat::Int8] {
+            let mut layer = StepLinear::new(Linear::new(w.clone(), Some(b.clone())));
+            layer.pack_steps(format)?;
+            assert_eq!(layer.step_format(), format);
+            let packed = PackedRows::pack(&w.flatten_all()?.to_vec1()?, 40, 96, format)
+                .map_err(candle_core::Error::Msg)?;
+            let rounded = Linear::new(
+                Tensor::from_vec(packed.unpack(), (40, 96), &dev)?,
+                Some(b.clone()),
+            );
+            let x = Tensor::randn(0f32, 1.0, (2, 1, 96), &dev)?;
+            let got = layer.forward(&x)?;
+            assert_eq!(got.dims(), &[2, 1, 40]);
+            // int8 products read the activations rounded to int8 blocks too.
+            let read = match format {
+                RowFormat::Int8 => Tensor::from_vec(
+                    ferrovox_kernels::int8_activations(&x.flatten_all()?.to_vec1()?, 2, 96),
+                    (2, 96),
+                    &dev,
+                )?,
+                _ => x.reshape((2, 96))?,
+            };
+            let want = candle_core::Module::forward(&rounded, &read)?;
+            let diff = (got.flatten_all()? - want.flatten_all()?)?
+                .abs()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "{format:?}: {diff}");
+            let exact = candle_core::Module::forward(layer.dense(), &x.reshape((2, 96))?)?;
+            let off = (got.flatten_all()? - exact.flatten_all()?)?
+                .abs()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(off > 0.0, "{format:?}: the packed weight was not used");
+            let many = Tensor::randn(0f32, 1.0, (12, 96), &dev)?;
+            let prefill = layer.forward(&many)?;
+            let dense = candle_core::Module::forward(layer.dense(), &many)?;
+            let diff = (prefill - dense)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "{format:?} prefill: {diff}");
+            layer.pack_steps(RowFormat::F32)?;
+            assert_eq!(layer.step_format(), RowFormat::F32);
+        }
+        Ok(())
+    }
 
     /// Few rows (the kernel) and many (Candle) give Candle's `Linear` result, with and without a
     /// bias, for 2-D and 3-D inputs.

@@ -30,6 +30,7 @@ pub mod voice_encoder;
 pub use cloning::{ReferenceAudio, VoiceCloner};
 pub use conditionals::Conditionals;
 pub use error::{Error, Result};
+pub use ferrovox_layers::RowFormat;
 pub use s3gen::{
     trim_fade, CfmConfig, EncoderConfig, EstimatorConfig, Flow, FlowConfig, FlowEncoding,
     FrameSourceNoise, HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, S3Gen,
@@ -37,5 +38,6 @@ pub use s3gen::{
     SpeakerReference, UtteranceNoise, VocoderContext, VocoderStream, SAMPLE_RATE,
 };
 pub use tts::{
-    speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome, MODEL_FILES, STREAM_CHUNKS,
+    cpu_step_weights, speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome,
+    CPU_STEP_WEIGHTS, MODEL_FILES, STREAM_CHUNKS,
 };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use ferrovox_device::device_work;
+use ferrovox_layers::RowFormat;
 
 use crate::campplus::CampPlusConfig;
 use crate::s3gen::{S3Gen, S3GenConfig};
@@ -45,6 +46,25 @@ impl Default for GenerateOptions {
 
 /// Tokens per streamed S3Gen chunk: the first after 25 tokens (1 s of speech), then longer
 /// ones, since each push re-runs the flow over every token so far.
+/// The weights T3's decode steps read on the CPU unless `FERROVOX_CPU_WEIGHTS` (`f32`, `bf16`,
+/// `int8`) says otherwise. A step there is bound by reading the weights, and int8 (a scale per
+/// 32 weights, activations kept f32) reads 1.125 bytes a weight against f32's 4; its error
+/// against f32 logits is measured by `cargo xtask bench chatterbox-precision` and stated in the
+/// README.
+pub const CPU_STEP_WEIGHTS: RowFormat = RowFormat::Int8;
+
+/// [`CPU_STEP_WEIGHTS`], or the format `FERROVOX_CPU_WEIGHTS` names (an unknown name is an
+/// error, not a silent default).
+pub fn cpu_step_weights() -> Result<RowFormat> {
+    match std::env::var("FERROVOX_CPU_WEIGHTS") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|e: String| Error::Config(format!("FERROVOX_CPU_WEIGHTS: {e}"))),
+        _ => Ok(CPU_STEP_WEIGHTS),
+    }
+}
+
 pub const STREAM_CHUNKS: [usize; 4] = [25, 50, 100, 200];
 
 /// Where a synthesis's speech tokens come from: a generation that hands its callback the
@@ -118,7 +138,8 @@ impl ChatterboxTts {
             }
         }
         let sizes = Sizes::of_dir(dir)?;
-        let t3 = T3::load(&file("t3_cfg.safetensors"), &sizes.t3, DType::F32, device)?;
+        let mut t3 = T3::load(&file("t3_cfg.safetensors"), &sizes.t3, DType::F32, device)?;
+        t3.pack_steps(cpu_step_weights()?)?;
         let s3gen = S3Gen::load(&file("s3gen.safetensors"), &sizes.s3gen, device)?;
         let tokenizer = EnTokenizer::from_file(&file("tokenizer.json"))?;
         let builtin = if file("conds.pt").is_file() {
@@ -200,6 +221,12 @@ impl ChatterboxTts {
 
     pub fn t3(&self) -> &T3 {
         &self.t3
+    }
+
+    /// Decode steps on the CPU read T3's weights as `format` ([`T3::pack_steps`]);
+    /// [`ChatterboxTts::from_dir`] sets [`CPU_STEP_WEIGHTS`] or `FERROVOX_CPU_WEIGHTS`.
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        self.t3.pack_steps(format)
     }
 
     pub fn s3gen(&self) -> &S3Gen {

@@ -18,7 +18,7 @@ use ferrovox_device::{device_work, GraphCache};
 
 use super::cond_enc::T3Cond;
 use super::decode::WINDOW;
-use super::llama::{linear, KvCache, StepAt};
+use super::llama::{KvCache, StepAt};
 use super::model::T3;
 use super::sampling::{
     batch_row, Draw, ProcessorTables, Processors, SamplingNoise, SamplingOptions, CONTROLS,
@@ -323,20 +323,18 @@ impl T3Batch {
         Ok(Some(slots))
     }
 
-    /// A cache of `slots` slots holding the current one's rows. The graphs baked in the old
-    /// buffers' addresses, so they go.
+    /// A cache of `slots` slots holding the current one's rows, grown layer by layer
+    /// ([`KvCache::grow_rows`]). The graphs baked in the old buffers' addresses (and hold
+    /// them), so they go first. A growth that fails (the device out of memory) ends every
+    /// running generation: their rows were in the cache being moved.
     fn grow(&mut self, slots: usize) -> Result<()> {
-        let positions = self.config.positions;
-        let vocab = self.tables.vocab();
-        let cache = self
-            .t3
-            .cache(2 * slots, positions, self.dtype, &self.device)?;
-        let seen = Tensor::zeros((slots, vocab), DType::U8, &self.device)?;
-        if let Some(old) = &self.pool {
-            cache.copy_rows_from(&old.cache)?;
-            seen.slice_set(&old.seen, 0, 0)?;
-        }
         self.graphs.clear();
+        let grown = self.grown(slots);
+        if grown.is_err() {
+            self.live.iter_mut().for_each(|l| *l = None);
+        }
+        let (cache, seen) = grown?;
+        let positions = self.config.positions;
         let device = &self.device;
         self.pool = Some(Pool {
             cache,
@@ -351,6 +349,22 @@ impl T3Batch {
         });
         self.live.resize_with(slots, || None);
         Ok(())
+    }
+
+    fn grown(&mut self, slots: usize) -> Result<(KvCache, Tensor)> {
+        let positions = self.config.positions;
+        let seen = Tensor::zeros((slots, self.tables.vocab()), DType::U8, &self.device)?;
+        Ok(match self.pool.take() {
+            Some(old) => {
+                seen.slice_set(&old.seen, 0, 0)?;
+                (old.cache.grow_rows(2 * slots)?, seen)
+            }
+            None => (
+                self.t3
+                    .cache(2 * slots, positions, self.dtype, &self.device)?,
+                seen,
+            ),
+        })
     }
 
     /// One decode step of every running generation: each one's next token, or its end. The
@@ -492,5 +506,5 @@ fn batch_step(
         zeros: &pool.zeros,
     };
     let hidden = t3.backbone().step_at(&embed, rows, &step)?;
-    linear(t3.speech_head(), &hidden)?.squeeze(1)
+    t3.speech_head().forward(&hidden)?.squeeze(1)
 }

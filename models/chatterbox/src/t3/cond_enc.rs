@@ -52,6 +52,8 @@ impl T3CondEnc {
         prompt_emb: Option<&Tensor>,
         emotion_adv: f32,
     ) -> Result<Tensor> {
+        // A voice's embedding is f32 whatever the model's dtype.
+        let speaker_emb = speaker_emb.to_dtype(self.spkr_enc.weight().dtype())?;
         let speaker = self
             .spkr_enc
             .forward(&speaker_emb.reshape(((), self.speaker_embed_size))?)?

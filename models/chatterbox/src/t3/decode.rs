@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use candle_core::{DType, Device, Tensor};
 use ferrovox_device::GraphCache;
 
-use super::llama::{linear, KvCache, StepAt};
+use super::llama::{KvCache, StepAt};
 use super::model::T3;
 use super::sampling::{Draw, ProcessorTables, Sampler, SamplingNoise};
 use crate::Result;
@@ -223,5 +223,5 @@ fn fixed_step(
         zeros: &slot.zeros,
     };
     let hidden = t3.backbone().step_at(&embed, &slot.cache, &step)?;
-    linear(t3.speech_head(), &hidden)
+    t3.speech_head().forward(&hidden)
 }

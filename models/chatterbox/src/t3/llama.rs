@@ -2,18 +2,12 @@
 //! embeddings in (T3 builds its own), final-normed hidden states out, llama3-scaled RoPE, and a
 //! key/value cache preallocated for the longest generation rather than grown by concatenation.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Storage, Tensor, D};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
+use ferrovox_kernels::cuda_decode;
+use ferrovox_layers::{RowFormat, StepLinear};
 
 use super::config::LlamaConfig;
-
-/// `linear` over the last axis of `x` `[b, t, in]` as one 2-D GEMM `[b·t, in] × [in, out]`
-/// (`ferrovox_layers::linear`): Candle's `Linear` runs a 3-D input as a batch of `b` products
-/// against a broadcast weight, which reads the weight `b` times (twice a step with CFG's two
-/// rows), and a decode step's few rows on the CPU go to a kernel that reads it in place.
-pub(crate) fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
-    ferrovox_layers::linear(layer, x)
-}
 
 /// `cos` and `sin` tables `[positions, head_dim / 2]` of the rotary embedding.
 #[derive(Debug, Clone)]
@@ -183,21 +177,33 @@ impl KvCache {
         })
     }
 
-    /// Copies every row of `other` (fewer rows, the same capacity) into this cache's first
-    /// rows.
-    pub fn copy_rows_from(&self, other: &Self) -> Result<()> {
-        if other.capacity != self.capacity || other.layers.len() != self.layers.len() {
-            candle_core::bail!(
-                "copying a cache of {} positions into one of {}",
-                other.capacity,
-                self.capacity
-            );
+    /// The same positions in a cache of `rows` rows (at least as many), layer by layer: each
+    /// old layer is freed once copied, so the peak is the new cache and one old layer, not
+    /// both caches whole.
+    pub fn grow_rows(self, rows: usize) -> Result<Self> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for old in self.layers {
+            let (have, kv, cap, d) = old.k.dims4()?;
+            if rows < have {
+                candle_core::bail!("growing a cache of {have} rows to {rows}");
+            }
+            let grown = |t: &Tensor| -> Result<Tensor> {
+                let new = Tensor::zeros((rows, kv, cap, d), t.dtype(), t.device())?;
+                new.slice_set(t, 0, 0)?;
+                Ok(new)
+            };
+            let layer = LayerCache {
+                k: grown(&old.k)?,
+                v: grown(&old.v)?,
+            };
+            drop(old);
+            layers.push(layer);
         }
-        for (dst, src) in self.layers.iter().zip(&other.layers) {
-            dst.k.slice_set(&src.k, 0, 0)?;
-            dst.v.slice_set(&src.v, 0, 0)?;
-        }
-        Ok(())
+        Ok(Self {
+            layers,
+            len: self.len,
+            capacity: self.capacity,
+        })
     }
 
     /// Rows of the batch it was built for.
@@ -213,8 +219,8 @@ impl KvCache {
 /// GEMM a step instead of three) and the `1/√d` score scale folded into the query rows.
 #[derive(Debug, Clone)]
 struct Attention {
-    qkv: Linear,
-    o: Linear,
+    qkv: StepLinear,
+    o: StepLinear,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -228,8 +234,8 @@ impl Attention {
         let k = vb.pp("k_proj").get((kv_rows, h), "weight")?;
         let v = vb.pp("v_proj").get((kv_rows, h), "weight")?;
         Ok(Self {
-            qkv: Linear::new(Tensor::cat(&[q, k, v], 0)?, None),
-            o: candle_nn::linear_no_bias(q_rows, h, vb.pp("o_proj"))?,
+            qkv: StepLinear::new(Linear::new(Tensor::cat(&[q, k, v], 0)?, None)),
+            o: StepLinear::new(candle_nn::linear_no_bias(q_rows, h, vb.pp("o_proj"))?),
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -248,7 +254,9 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
         // `[b, heads + 2·kv_heads, t, d]`: at one position (a decode step) a view, no copy.
-        let qkv = linear(&self.qkv, x)?
+        let qkv = self
+            .qkv
+            .forward(x)?
             .reshape((b, t, h + 2 * kv, d))?
             .transpose(1, 2)?;
         let q = rope.apply(&qkv.narrow(1, 0, h)?, start)?;
@@ -257,6 +265,10 @@ impl Attention {
         cache.k.slice_set(&k, 2, start)?;
         cache.v.slice_set(&v, 2, start)?;
         let seen = start + t;
+        if t == 1 && on_cpu_f32(x) {
+            let y = cpu_one_query(&q, cache, &vec![seen; b])?;
+            return self.o.forward(&y);
+        }
         let k = cache.k.narrow(2, 0, seen)?;
         let v = cache.v.narrow(2, 0, seen)?;
         let (k, v) = if kv == h {
@@ -272,7 +284,7 @@ impl Attention {
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
-        linear(&self.o, &y.transpose(1, 2)?.reshape((b, t, h * d))?)
+        self.o.forward(&y.transpose(1, 2)?.reshape((b, t, h * d))?)
     }
 
     /// One position `x` `[b, 1, hidden]` at `at.position`, attending the cache's first
@@ -290,7 +302,9 @@ impl Attention {
             candle_core::bail!("a fixed-shape step takes one position, not {t}");
         }
         let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
-        let qkv = linear(&self.qkv, x)?
+        let qkv = self
+            .qkv
+            .forward(x)?
             .reshape((b, 1, h + 2 * kv, d))?
             .transpose(1, 2)?;
         let turn =
@@ -300,6 +314,16 @@ impl Attention {
         let v = qkv.narrow(1, h + kv, kv)?.contiguous()?;
         cache.k.scatter_set(&shared.slot, &k, 2)?;
         cache.v.scatter_set(&shared.slot, &v, 2)?;
+        if on_cpu_f32(x) {
+            let seen = shared
+                .positions
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|p| (p as usize + 1).min(at.window))
+                .collect::<Vec<_>>();
+            let y = cpu_one_query(&q, cache, &seen)?;
+            return self.o.forward(&y);
+        }
         let k = cache.k.narrow(2, 0, at.window)?;
         let v = cache.v.narrow(2, 0, at.window)?;
         let (k, v) = if kv == h {
@@ -310,8 +334,68 @@ impl Attention {
         let scores = q.matmul(&k.t()?)?.broadcast_add(&shared.mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
-        linear(&self.o, &y.transpose(1, 2)?.reshape((b, 1, h * d))?)
+        self.o.forward(&y.transpose(1, 2)?.reshape((b, 1, h * d))?)
     }
+}
+
+impl Attention {
+    /// [`Attention::step_at`] on the fused CUDA kernels: RoPE with the cache write, then the
+    /// attention over the window, each one kernel.
+    fn step_fused(
+        &self,
+        x: &Tensor,
+        cache: &LayerCache,
+        at: &StepAt,
+        rows: &RopeRows,
+    ) -> Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let q = cuda_decode::rope_write(
+            &qkv,
+            &rows.cos,
+            &rows.sin,
+            &rows.positions,
+            &cache.k,
+            &cache.v,
+            self.heads,
+            self.kv_heads,
+        )?;
+        let y = cuda_decode::attention(&q, &cache.k, &cache.v, &rows.positions, at.window)?;
+        self.o.forward(&y)
+    }
+}
+
+fn on_cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The attention of one position per row on the CPU, `q` `[b, heads, 1, d]` against each row's
+/// first `seen[r]` cached positions, read in place ([`ferrovox_kernels::one_query_attention`]):
+/// `[b, 1, heads·d]`.
+fn cpu_one_query(q: &Tensor, cache: &LayerCache, seen: &[usize]) -> Result<Tensor> {
+    let (b, heads, _, d) = q.dims4()?;
+    let (_, kv_heads, capacity, _) = cache.k.dims4()?;
+    let qs = q.flatten_all()?.to_vec1::<f32>()?;
+    let shape = ferrovox_kernels::CacheShape {
+        rows: b,
+        heads,
+        kv_heads,
+        capacity,
+        head_dim: d,
+    };
+    let len = b * kv_heads * capacity * d;
+    let (ks, kl) = cache.k.storage_and_layout();
+    let (vs, vl) = cache.v.storage_and_layout();
+    let (Storage::Cpu(kc), Storage::Cpu(vc)) = (&*ks, &*vs) else {
+        candle_core::bail!("the CPU attention got a cache off the CPU");
+    };
+    if !kl.is_contiguous() || !vl.is_contiguous() {
+        candle_core::bail!("the CPU attention needs a contiguous cache");
+    }
+    let k = &kc.as_slice::<f32>()?[kl.start_offset()..kl.start_offset() + len];
+    let v = &vc.as_slice::<f32>()?[vl.start_offset()..vl.start_offset() + len];
+    let y = ferrovox_kernels::one_query_attention(&qs, k, v, shape, seen)
+        .map_err(candle_core::Error::Msg)?;
+    Tensor::from_vec(y, (b, 1, heads * d), q.device())
 }
 
 /// Each of `x`'s `[b, kv_heads, s, d]` heads repeated `rep` times, for grouped-query attention.
@@ -342,6 +426,8 @@ pub struct StepAt<'a> {
 /// layer (each is a kernel or more, and a step's kernels are what its time goes to): the
 /// RoPE rows of each row's position, the cache slots they write, the attention mask.
 struct StepShared {
+    /// `[rows]` u32.
+    positions: Tensor,
     /// `[rows, 1, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
@@ -351,10 +437,17 @@ struct StepShared {
     mask: Tensor,
 }
 
-impl StepShared {
-    fn new(at: &StepAt, rope: &Rope, cfg: &LlamaConfig, b: usize, dtype: DType) -> Result<Self> {
+/// Each row's position `[rows]` u32 and its RoPE rows `[rows, 1, head_dim / 2]`.
+struct RopeRows {
+    positions: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeRows {
+    fn new(at: &StepAt, rope: &Rope, b: usize, dtype: DType) -> Result<Self> {
         let positions = match at.position.dim(0)? {
-            n if n == b => at.position.clone(),
+            n if n == b => at.position.contiguous()?,
             1 => at.position.broadcast_as(b)?.contiguous()?,
             n => candle_core::bail!("{n} step positions for a batch of {b} rows"),
         };
@@ -365,6 +458,21 @@ impl StepShared {
                 .reshape((b, 1, half))?
                 .to_dtype(dtype)
         };
+        Ok(Self {
+            cos: turn(&rope.cos)?,
+            sin: turn(&rope.sin)?,
+            positions,
+        })
+    }
+}
+
+impl StepShared {
+    fn new(at: &StepAt, rope: &Rope, cfg: &LlamaConfig, b: usize, dtype: DType) -> Result<Self> {
+        let RopeRows {
+            positions,
+            cos,
+            sin,
+        } = RopeRows::new(at, rope, b, dtype)?;
         let after = at
             .ramp
             .narrow(1, 0, at.window)?
@@ -375,8 +483,9 @@ impl StepShared {
             .reshape((b, 1, 1, at.window))?
             .to_dtype(dtype)?;
         Ok(Self {
-            cos: turn(&rope.cos)?,
-            sin: turn(&rope.sin)?,
+            cos,
+            sin,
+            positions: positions.clone(),
             slot: positions
                 .reshape((b, 1, 1, 1))?
                 .broadcast_as((b, cfg.num_key_value_heads, 1, cfg.head_dim))?
@@ -406,8 +515,8 @@ fn causal_mask(t: usize, seen: usize, dtype: DType, device: &Device) -> Result<T
 /// The SwiGLU feed-forward, `gate_proj` and `up_proj` fused into one projection at load.
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate_up: Linear,
-    down: Linear,
+    gate_up: StepLinear,
+    down: StepLinear,
     intermediate: usize,
 }
 
@@ -417,19 +526,27 @@ impl Mlp {
         let gate = vb.pp("gate_proj").get((i, h), "weight")?;
         let up = vb.pp("up_proj").get((i, h), "weight")?;
         Ok(Self {
-            gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None),
-            down: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+            gate_up: StepLinear::new(Linear::new(Tensor::cat(&[gate, up], 0)?, None)),
+            down: StepLinear::new(candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?),
             intermediate: i,
         })
     }
 }
 
+impl Mlp {
+    /// The SwiGLU with `silu(gate) · up` as one fused CUDA kernel.
+    fn step_fused(&self, x: &Tensor) -> Result<Tensor> {
+        self.down
+            .forward(&cuda_decode::silu_mul(&self.gate_up.forward(x)?)?)
+    }
+}
+
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate_up = linear(&self.gate_up, x)?;
+        let gate_up = self.gate_up.forward(x)?;
         let gate = candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, self.intermediate)?)?;
         let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-        linear(&self.down, &(gate * up)?)
+        self.down.forward(&(gate * up)?)
     }
 }
 
@@ -439,6 +556,9 @@ struct DecoderLayer {
     mlp: Mlp,
     input_norm: RmsNorm,
     post_attention_norm: RmsNorm,
+    /// The two norms' weights again, for the fused residual add + norm.
+    input_norm_weight: Tensor,
+    post_attention_norm_weight: Tensor,
 }
 
 impl DecoderLayer {
@@ -453,6 +573,8 @@ impl DecoderLayer {
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
             )?,
+            input_norm_weight: vb.pp("input_layernorm").get(h, "weight")?,
+            post_attention_norm_weight: vb.pp("post_attention_layernorm").get(h, "weight")?,
         })
     }
 }
@@ -462,6 +584,7 @@ impl DecoderLayer {
 pub struct Llama {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
+    norm_weight: Tensor,
     rope: Rope,
     cfg: LlamaConfig,
 }
@@ -475,6 +598,7 @@ impl Llama {
         Ok(Self {
             layers,
             norm: candle_nn::rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            norm_weight: vb.pp("norm").get(cfg.hidden_size, "weight")?,
             rope: Rope::new(cfg, positions, vb.device())?,
             cfg: cfg.clone(),
         })
@@ -482,6 +606,21 @@ impl Llama {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// Every projection's decode steps read its weight as `format` (see [`StepLinear`]).
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        for layer in &mut self.layers {
+            for p in [
+                &mut layer.attn.qkv,
+                &mut layer.attn.o,
+                &mut layer.mlp.gate_up,
+                &mut layer.mlp.down,
+            ] {
+                p.pack_steps(format)?;
+            }
+        }
+        Ok(())
     }
 
     /// Final-normed hidden states `[b, t, hidden]` of `embeds` `[b, t, hidden]`, which follow
@@ -530,6 +669,9 @@ impl Llama {
                 self.rope.positions()
             );
         }
+        if cuda_decode::available(embed) && !self.layers.is_empty() {
+            return self.step_fused(embed, cache, at);
+        }
         let shared = StepShared::new(at, &self.rope, &self.cfg, embed.dim(0)?, embed.dtype())?;
         let mut x = embed.clone();
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter()) {
@@ -541,6 +683,28 @@ impl Llama {
             x = (x + h)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// [`Llama::step_at`] on the fused CUDA kernels: per layer the three projections' GEMMs,
+    /// RoPE with the cache write, the attention, SwiGLU, and two residual adds each fused with
+    /// the norm that follows it (the last one with the final norm).
+    fn step_fused(&self, embed: &Tensor, cache: &KvCache, at: &StepAt) -> Result<Tensor> {
+        let rows = RopeRows::new(at, &self.rope, embed.dim(0)?, embed.dtype())?;
+        let eps = self.cfg.rms_norm_eps;
+        let mut x = embed.contiguous()?;
+        let mut normed = self.layers[0].input_norm.forward(&x)?;
+        for (i, (layer, lc)) in self.layers.iter().zip(cache.layers.iter()).enumerate() {
+            let h = layer.attn.step_fused(&normed, lc, at, &rows)?;
+            let (x1, n1) =
+                cuda_decode::add_rms_norm(&x, &h, &layer.post_attention_norm_weight, eps)?;
+            let m = layer.mlp.step_fused(&n1)?;
+            let next = self
+                .layers
+                .get(i + 1)
+                .map_or(&self.norm_weight, |l| &l.input_norm_weight);
+            (x, normed) = cuda_decode::add_rms_norm(&x1, &m, next, eps)?;
+        }
+        Ok(normed)
     }
 
     /// A cache that fits `capacity` positions of a batch of `batch`.

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use ferrovox_device::device_work;
+use ferrovox_layers::{RowFormat, StepLinear};
 
 use super::cond_enc::{T3Cond, T3CondEnc};
 use super::config::T3Config;
@@ -29,7 +30,7 @@ pub struct T3 {
     speech_emb: Embedding,
     text_pos_emb: Embedding,
     speech_pos_emb: Embedding,
-    speech_head: Linear,
+    speech_head: StepLinear,
     tfmr: Llama,
     decode: DecodePath,
     fixed: Arc<FixedDecoder>,
@@ -76,11 +77,11 @@ impl T3 {
                 dim,
                 vb.pp("speech_pos_emb.emb"),
             )?,
-            speech_head: candle_nn::linear_no_bias(
+            speech_head: StepLinear::new(candle_nn::linear_no_bias(
                 dim,
                 cfg.speech_tokens_dict_size,
                 vb.pp("speech_head"),
-            )?,
+            )?),
             tfmr: Llama::new(&cfg.llama, positions, vb.pp("tfmr"))?,
             cfg: cfg.clone(),
             decode: DecodePath::Auto,
@@ -114,15 +115,34 @@ impl T3 {
 
     /// The dtype of the weights (and of the caches it decodes in).
     pub fn dtype(&self) -> DType {
-        self.speech_head.weight().dtype()
+        self.speech_head.dense().weight().dtype()
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        self.speech_head.dense().weight().device()
     }
 
     pub(crate) fn backbone(&self) -> &Llama {
         &self.tfmr
     }
 
-    pub(crate) fn speech_head(&self) -> &Linear {
+    pub(crate) fn speech_head(&self) -> &StepLinear {
         &self.speech_head
+    }
+
+    /// Decode steps on the CPU read the backbone's and the speech head's weights as `format`:
+    /// bf16 or int8 halve or nearly quarter the bytes a step reads, at the cost of rounding the
+    /// weights (the prompt's prefill keeps f32). Does nothing off the CPU.
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        self.tfmr.pack_steps(format)?;
+        self.speech_head.pack_steps(format)?;
+        Ok(())
+    }
+
+    /// The format decode steps read the weights in.
+    pub fn step_format(&self) -> RowFormat {
+        self.speech_head.step_format()
     }
 
     /// Loads a `t3_cfg.safetensors` onto `device` in `dtype`. A missing, misshapen or
@@ -304,7 +324,7 @@ impl T3 {
     /// holds; the new positions join the cache.
     pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.tfmr.forward(embeds, cache)?;
-        Ok(super::llama::linear(&self.speech_head, &hidden)?)
+        Ok(self.speech_head.forward(&hidden)?)
     }
 
     /// Speech-head logits `[b, 1, vocab]` of one fixed-shape step (see [`Llama::step_at`]),
@@ -316,7 +336,7 @@ impl T3 {
         at: &super::llama::StepAt,
     ) -> Result<Tensor> {
         let hidden = self.tfmr.step_at(embed, cache, at)?;
-        Ok(super::llama::linear(&self.speech_head, &hidden)?)
+        Ok(self.speech_head.forward(&hidden)?)
     }
 
     /// Final-normed hidden states, for parity checks of the backbone alone.

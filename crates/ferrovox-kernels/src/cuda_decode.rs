@@ -1,0 +1,451 @@
+//! A decoder step's fused CUDA kernels (`cuda/decode.cu`), f32 and bf16: RoPE with the cache
+//! write, one-query attention over the cache, SwiGLU's `silu(gate) · up`, and the residual add
+//! with the next RMS norm. A step of one position per row is a few hundred small kernels whose
+//! launches take the time (even replayed from a CUDA graph); these take a Llama layer from
+//! about 22 kernels to 9.
+//!
+//! Every function takes contiguous tensors and checks their shapes; off CUDA, in a build
+//! without the kernels, or with `FERROVOX_CUDA_DECODE=0`, [`available`] is false and the caller
+//! keeps Candle's ops.
+
+use candle_core::{DType, Result, Tensor};
+
+/// Whether the fused kernels run for tensors like `like`: CUDA, f32 or bf16, built with the
+/// kernels, not switched off by `FERROVOX_CUDA_DECODE=0`.
+pub fn available(like: &Tensor) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| {
+        matches!(
+            std::env::var("FERROVOX_CUDA_DECODE").as_deref(),
+            Ok("0" | "false" | "off" | "no")
+        )
+    });
+    !off && matches!(like.dtype(), DType::F32 | DType::BF16)
+        && super::cuda_kernels_loaded(like.device(), "decode")
+}
+
+/// RoPE on the queries and keys of `qkv` `[rows, 1, (heads + 2·kv_heads)·d]` with each row's
+/// `cos`, `sin` `[rows, 1, d/2]`, the rotated keys and the values written into `k_cache` and
+/// `v_cache` `[rows, kv_heads, capacity, d]` at each row's `position` (`[rows]` u32). Returns the
+/// rotated queries `[rows, heads, d]`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_write(
+    qkv: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    position: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<Tensor> {
+    imp::rope_write(qkv, cos, sin, position, k_cache, v_cache, heads, kv_heads)
+}
+
+/// Each row's query `q` `[rows, heads, d]` (scaled by `1/√d`) against the caches' first
+/// `window` positions, row `r` attending positions `0..=position[r]`: `[rows, 1, heads·d]`.
+pub fn attention(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    position: &Tensor,
+    window: usize,
+) -> Result<Tensor> {
+    imp::attention(q, k_cache, v_cache, position, window)
+}
+
+/// `silu(gate) · up` of `gate_up` `[.., 2·inter]` (gate first): `[.., inter]`.
+pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
+    imp::silu_mul(gate_up)
+}
+
+/// `(x + h, rms_norm(x + h) · weight)` for `x`, `h` `[.., hidden]`, the sum rounded to the
+/// dtype before the norm reads it, as two separate ops would.
+pub fn add_rms_norm(x: &Tensor, h: &Tensor, weight: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    imp::add_rms_norm(x, h, weight, eps)
+}
+
+#[cfg(not(ferrovox_cuda_kernels))]
+mod imp {
+    use candle_core::{Result, Tensor};
+
+    const MISSING: &str = "ferrovox's fused decode kernels are not in this build (no CUDA)";
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_write(
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: usize,
+        _: usize,
+    ) -> Result<Tensor> {
+        candle_core::bail!("{MISSING}")
+    }
+
+    pub fn attention(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: usize) -> Result<Tensor> {
+        candle_core::bail!("{MISSING}")
+    }
+
+    pub fn silu_mul(_: &Tensor) -> Result<Tensor> {
+        candle_core::bail!("{MISSING}")
+    }
+
+    pub fn add_rms_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f64) -> Result<(Tensor, Tensor)> {
+        candle_core::bail!("{MISSING}")
+    }
+}
+
+#[cfg(ferrovox_cuda_kernels)]
+mod imp {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::CudaDType;
+    use candle_core::op::BackpropOp;
+    use candle_core::{CudaDevice, CudaStorage, DType, Result, Shape, Storage, Tensor};
+
+    use crate::cuda_module::{function, DECODE};
+
+    /// Keys per attention block (`CHUNK` in the kernel), also its thread count and the largest
+    /// head size it takes.
+    const CHUNK: usize = 64;
+
+    fn int(v: usize) -> Result<i32> {
+        i32::try_from(v).map_err(candle_core::Error::wrap)
+    }
+
+    fn suffix(t: &Tensor) -> Result<&'static str> {
+        match t.dtype() {
+            DType::F32 => Ok("f32"),
+            DType::BF16 => Ok("bf16"),
+            other => candle_core::bail!("fused decode kernels take f32 or bf16, not {other:?}"),
+        }
+    }
+
+    /// `storage` as CUDA memory; `what` names it in the error.
+    fn cuda<'a>(what: &str, storage: &'a Storage) -> Result<&'a CudaStorage> {
+        match storage {
+            Storage::Cuda(c) => Ok(c),
+            _ => candle_core::bail!("fused decode kernels: {what} is not on CUDA"),
+        }
+    }
+
+    /// The contiguous device memory of `storage` under `layout`.
+    fn view<'a, T: CudaDType + DeviceRepr>(
+        what: &str,
+        storage: &'a Storage,
+        layout: &candle_core::Layout,
+    ) -> Result<CudaView<'a, T>> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fused decode kernels: {what} is not contiguous");
+        };
+        Ok(cuda(what, storage)?.as_cuda_slice::<T>()?.slice(start..end))
+    }
+
+    /// Locks `$t`'s storage for the launch and binds its device view as `$v`.
+    macro_rules! bind {
+        ($v:ident, $guard:ident, $t:expr, $ty:ty, $what:expr) => {
+            let ($guard, layout) = $t.storage_and_layout();
+            let $v = view::<$ty>($what, &$guard, layout)?;
+        };
+    }
+
+    fn wrap<T: CudaDType + DeviceRepr>(
+        out: candle_core::cuda_backend::cudarc::driver::CudaSlice<T>,
+        dev: &CudaDevice,
+        shape: impl Into<Shape>,
+    ) -> Tensor {
+        let storage = CudaStorage::wrap_cuda_slice(out, dev.clone());
+        Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
+    }
+
+    macro_rules! by_dtype {
+        ($t:expr, $f:ident ( $($arg:expr),* )) => {
+            match $t.dtype() {
+                DType::F32 => $f::<f32>($($arg),*),
+                DType::BF16 => $f::<half::bf16>($($arg),*),
+                other => candle_core::bail!("fused decode kernels take f32 or bf16, not {other:?}"),
+            }
+        };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_write(
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        position: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Result<Tensor> {
+        let (rows, _, _, d) = k_cache.dims4()?;
+        let slots = heads + 2 * kv_heads;
+        if qkv.elem_count() != rows * slots * d
+            || k_cache.dims() != v_cache.dims()
+            || k_cache.dim(1)? != kv_heads
+            || cos.elem_count() != rows * d / 2
+            || sin.elem_count() != rows * d / 2
+            || position.elem_count() != rows
+            || position.dtype() != DType::U32
+            || d % 2 != 0
+            || kv_heads == 0
+            || heads % kv_heads != 0
+            || [cos.dtype(), sin.dtype(), k_cache.dtype(), v_cache.dtype()]
+                .iter()
+                .any(|t| *t != qkv.dtype())
+        {
+            candle_core::bail!(
+                "rope_write: qkv {:?}, cos {:?}, positions {:?}, caches {:?} for {heads} heads",
+                qkv.dims(),
+                cos.dims(),
+                position.dims(),
+                k_cache.dims()
+            );
+        }
+        by_dtype!(
+            qkv,
+            rope_write_as(qkv, cos, sin, position, k_cache, v_cache, heads, kv_heads)
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rope_write_as<T: CudaDType + DeviceRepr>(
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        position: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Result<Tensor> {
+        let (rows, _, cap, d) = k_cache.dims4()?;
+        bind!(x, g0, qkv, T, "qkv");
+        bind!(c, g1, cos, T, "cos");
+        bind!(s, g2, sin, T, "sin");
+        bind!(p, g3, position, u32, "positions");
+        bind!(kc, g4, k_cache, T, "the key cache");
+        bind!(vc, g5, v_cache, T, "the value cache");
+        let dev = cuda("qkv", &g0)?.device().clone();
+        // SAFETY: the kernel writes every element of the queries.
+        let q = unsafe { dev.alloc::<T>(rows * heads * d)? };
+        let func = function(
+            &dev,
+            &DECODE,
+            &format!("ferrovox_rope_write_{}", suffix(qkv)?),
+        )?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        let (r, h, kv, cp, dd) = (int(rows)?, int(heads)?, int(kv_heads)?, int(cap)?, int(d)?);
+        b.arg(&x).arg(&c).arg(&s).arg(&p).arg(&q).arg(&kc).arg(&vc);
+        b.arg(&r).arg(&h).arg(&kv).arg(&cp).arg(&dd);
+        let n = rows * (heads + 2 * kv_heads) * d / 2;
+        // SAFETY: arguments match the kernel's signature; the caches are written in place through
+        // their device pointers, at slots the shapes checked above bound (positions must be
+        // below the capacity: the callers' windows are).
+        unsafe {
+            b.launch(LaunchConfig::for_num_elems(
+                u32::try_from(n).map_err(candle_core::Error::wrap)?,
+            ))
+        }
+        .map_err(candle_core::Error::wrap)?;
+        Ok(wrap(q, &dev, (rows, heads, d)))
+    }
+
+    pub fn attention(
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        position: &Tensor,
+        window: usize,
+    ) -> Result<Tensor> {
+        let (rows, heads, d) = q.dims3()?;
+        let (cr, kv_heads, cap, cd) = k_cache.dims4()?;
+        if cr != rows
+            || cd != d
+            || k_cache.dims() != v_cache.dims()
+            || window == 0
+            || window > cap
+            || kv_heads == 0
+            || heads % kv_heads != 0
+            || d == 0
+            || d > CHUNK
+            || position.elem_count() != rows
+            || position.dtype() != DType::U32
+            || k_cache.dtype() != q.dtype()
+            || v_cache.dtype() != q.dtype()
+        {
+            candle_core::bail!(
+                "decode attention: q {:?}, caches {:?}, window {window}",
+                q.dims(),
+                k_cache.dims()
+            );
+        }
+        by_dtype!(q, attention_as(q, k_cache, v_cache, position, window))
+    }
+
+    fn attention_as<T: CudaDType + DeviceRepr>(
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        position: &Tensor,
+        window: usize,
+    ) -> Result<Tensor> {
+        let (rows, heads, d) = q.dims3()?;
+        let (_, kv_heads, cap, _) = k_cache.dims4()?;
+        bind!(qv, g0, q, T, "the queries");
+        bind!(kc, g1, k_cache, T, "the key cache");
+        bind!(vc, g2, v_cache, T, "the value cache");
+        bind!(p, g3, position, u32, "positions");
+        let dev = cuda("the queries", &g0)?.device().clone();
+        let splits = window.div_ceil(CHUNK);
+        // SAFETY: the first kernel writes every partial result, the second every output.
+        let part = unsafe { dev.alloc::<f32>(rows * heads * splits * (d + 2))? };
+        let y = unsafe { dev.alloc::<T>(rows * heads * d)? };
+        let u = |v: usize| u32::try_from(v).map_err(candle_core::Error::wrap);
+        let stream = dev.cuda_stream();
+        let func = function(
+            &dev,
+            &DECODE,
+            &format!("ferrovox_decode_attention_part_{}", suffix(q)?),
+        )?;
+        let mut b = stream.launch_builder(&func);
+        let (h, kv, cp, w, dd) = (
+            int(heads)?,
+            int(kv_heads)?,
+            int(cap)?,
+            int(window)?,
+            int(d)?,
+        );
+        b.arg(&qv).arg(&kc).arg(&vc).arg(&p).arg(&part);
+        b.arg(&h).arg(&kv).arg(&cp).arg(&w).arg(&dd);
+        let cfg = LaunchConfig {
+            grid_dim: (u(heads)?, u(rows)?, u(splits)?),
+            block_dim: (u(CHUNK)?, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match the kernel's signature and the shapes checked above.
+        unsafe { b.launch(cfg) }.map_err(candle_core::Error::wrap)?;
+        let func = function(
+            &dev,
+            &DECODE,
+            &format!("ferrovox_decode_attention_combine_{}", suffix(q)?),
+        )?;
+        let mut b = stream.launch_builder(&func);
+        let sp = int(splits)?;
+        b.arg(&part).arg(&y).arg(&h).arg(&sp).arg(&dd);
+        let cfg = LaunchConfig {
+            grid_dim: (u(heads)?, u(rows)?, 1),
+            block_dim: (u(d.div_ceil(32) * 32)?, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as above; `part` holds `splits` partial results per head and row.
+        unsafe { b.launch(cfg) }.map_err(candle_core::Error::wrap)?;
+        Ok(wrap(y, &dev, (rows, 1, heads * d)))
+    }
+
+    pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
+        by_dtype!(gate_up, silu_mul_as(gate_up))
+    }
+
+    fn silu_mul_as<T: CudaDType + DeviceRepr>(gate_up: &Tensor) -> Result<Tensor> {
+        let dims = gate_up.dims().to_vec();
+        let (&two_inter, lead) = dims
+            .split_last()
+            .ok_or_else(|| candle_core::Error::Msg("silu_mul of a scalar".into()))?;
+        if two_inter % 2 != 0 {
+            candle_core::bail!("silu_mul: {two_inter} features is not gate and up halves");
+        }
+        let inter = two_inter / 2;
+        let rows: usize = lead.iter().product();
+        bind!(x, g0, gate_up, T, "gate_up");
+        let dev = cuda("gate_up", &g0)?.device().clone();
+        // SAFETY: the kernel writes every output element.
+        let out = unsafe { dev.alloc::<T>(rows * inter)? };
+        let func = function(
+            &dev,
+            &DECODE,
+            &format!("ferrovox_silu_mul_{}", suffix(gate_up)?),
+        )?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        let (r, i) = (int(rows)?, int(inter)?);
+        b.arg(&x).arg(&out).arg(&r).arg(&i);
+        let n = u32::try_from(rows * inter).map_err(candle_core::Error::wrap)?;
+        // SAFETY: arguments match the kernel's signature.
+        unsafe { b.launch(LaunchConfig::for_num_elems(n)) }.map_err(candle_core::Error::wrap)?;
+        let mut out_dims = lead.to_vec();
+        out_dims.push(inter);
+        Ok(wrap(out, &dev, out_dims))
+    }
+
+    pub fn add_rms_norm(
+        x: &Tensor,
+        h: &Tensor,
+        weight: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        let hidden = x.dim(candle_core::D::Minus1)?;
+        if x.dims() != h.dims()
+            || weight.dims() != [hidden]
+            || h.dtype() != x.dtype()
+            || weight.dtype() != x.dtype()
+        {
+            candle_core::bail!(
+                "add_rms_norm: x {:?}, h {:?}, weight {:?}",
+                x.dims(),
+                h.dims(),
+                weight.dims()
+            );
+        }
+        let both = by_dtype!(x, add_rms_norm_as(x, h, weight, eps))?;
+        Ok((both.get(0)?, both.get(1)?))
+    }
+
+    fn add_rms_norm_as<T: CudaDType + DeviceRepr>(
+        x: &Tensor,
+        h: &Tensor,
+        weight: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let hidden = x.dim(candle_core::D::Minus1)?;
+        let rows = x.elem_count() / hidden;
+        bind!(xv, g0, x, T, "x");
+        bind!(hv, g1, h, T, "h");
+        bind!(wv, g2, weight, T, "the norm's weight");
+        let dev = cuda("x", &g0)?.device().clone();
+        // SAFETY: the kernel writes both halves whole.
+        let out = unsafe { dev.alloc::<T>(2 * rows * hidden)? };
+        let func = function(
+            &dev,
+            &DECODE,
+            &format!("ferrovox_add_rms_norm_{}", suffix(x)?),
+        )?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        let (r, hd, e) = (int(rows)?, int(hidden)?, eps as f32);
+        b.arg(&xv)
+            .arg(&hv)
+            .arg(&wv)
+            .arg(&out)
+            .arg(&r)
+            .arg(&hd)
+            .arg(&e);
+        let cfg = LaunchConfig {
+            grid_dim: (u32::try_from(rows).map_err(candle_core::Error::wrap)?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match the kernel's signature.
+        unsafe { b.launch(cfg) }.map_err(candle_core::Error::wrap)?;
+        let mut dims = vec![2];
+        dims.extend_from_slice(x.dims());
+        Ok(wrap(out, &dev, dims))
+    }
+}
