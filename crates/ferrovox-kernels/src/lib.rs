@@ -18,7 +18,6 @@
 //! | [`CudaSplineInverse`] | CUDA, f32 | `cuda/spline.cu`: VITS's inverse rational-quadratic spline |
 //! | [`cuda_decode`] | CUDA, f32 / bf16 | `cuda/decode.cu`: a decoder step's RoPE + cache write, one-query attention over the cache, SwiGLU, residual add + RMS norm, each one kernel |
 //! | [`few_rows_matmul`] | CPU, f32 | `x · Wᵀ` for up to 8 rows (a decoder step) against a torch-layout weight read in place, AVX-512 where present: no packing of the weight per call |
-//! | [`one_query_attention`] | CPU, f32 | a decoder step's attention over a key/value cache read in place: a dot product per key, softmax, weighted sum (not two packing GEMMs per head) |
 //! | [`PackedRows`] | CPU, f32 activations | the same product against a weight packed once as bf16 (widened in registers) or int8 (a scale per 32 weights; activations quantized alike, integer dot products on AVX-512 VNNI): half or under a third of the bytes a step reads |
 //! | [`GemmConv1d`], [`GemmConvTranspose1d`] | any | Candle ops only: the batch as one GEMM over stacked shifted views (no uncoalesced unfold) |
 //!
@@ -39,7 +38,6 @@ pub mod cuda_decode;
 #[cfg(ferrovox_cuda_kernels)]
 mod cuda_module;
 mod cuda_spline;
-mod decode_attention;
 mod depthwise;
 mod direct;
 mod few_rows;
@@ -59,7 +57,6 @@ pub use conv_transpose1d::PackedConvTranspose1d;
 pub use cpu::{cpu_features, CpuFeatures};
 pub use cuda_conv1d::{ConvPipeline, CudaConv1d};
 pub use cuda_spline::CudaSplineInverse;
-pub use decode_attention::{one_query_attention, CacheShape};
 pub use depthwise::DepthwiseConv1d;
 pub use direct::available as direct_conv_available;
 pub use few_rows::{few_rows_matmul, MAX_ROWS as FEW_ROWS_MAX};

@@ -2,7 +2,7 @@
 //! embeddings in (T3 builds its own), final-normed hidden states out, llama3-scaled RoPE, and a
 //! key/value cache preallocated for the longest generation rather than grown by concatenation.
 
-use candle_core::{DType, Device, Module, Result, Storage, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 use ferrovox_kernels::cuda_decode;
 use ferrovox_layers::{RowFormat, StepLinear};
@@ -265,10 +265,6 @@ impl Attention {
         cache.k.slice_set(&k, 2, start)?;
         cache.v.slice_set(&v, 2, start)?;
         let seen = start + t;
-        if t == 1 && on_cpu_f32(x) {
-            let y = cpu_one_query(&q, cache, &vec![seen; b])?;
-            return self.o.forward(&y);
-        }
         let k = cache.k.narrow(2, 0, seen)?;
         let v = cache.v.narrow(2, 0, seen)?;
         let (k, v) = if kv == h {
@@ -314,16 +310,6 @@ impl Attention {
         let v = qkv.narrow(1, h + kv, kv)?.contiguous()?;
         cache.k.scatter_set(&shared.slot, &k, 2)?;
         cache.v.scatter_set(&shared.slot, &v, 2)?;
-        if on_cpu_f32(x) {
-            let seen = shared
-                .positions
-                .to_vec1::<u32>()?
-                .into_iter()
-                .map(|p| (p as usize + 1).min(at.window))
-                .collect::<Vec<_>>();
-            let y = cpu_one_query(&q, cache, &seen)?;
-            return self.o.forward(&y);
-        }
         let k = cache.k.narrow(2, 0, at.window)?;
         let v = cache.v.narrow(2, 0, at.window)?;
         let (k, v) = if kv == h {
@@ -364,40 +350,6 @@ impl Attention {
     }
 }
 
-fn on_cpu_f32(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
-
-/// The attention of one position per row on the CPU, `q` `[b, heads, 1, d]` against each row's
-/// first `seen[r]` cached positions, read in place ([`ferrovox_kernels::one_query_attention`]):
-/// `[b, 1, heads·d]`.
-fn cpu_one_query(q: &Tensor, cache: &LayerCache, seen: &[usize]) -> Result<Tensor> {
-    let (b, heads, _, d) = q.dims4()?;
-    let (_, kv_heads, capacity, _) = cache.k.dims4()?;
-    let qs = q.flatten_all()?.to_vec1::<f32>()?;
-    let shape = ferrovox_kernels::CacheShape {
-        rows: b,
-        heads,
-        kv_heads,
-        capacity,
-        head_dim: d,
-    };
-    let len = b * kv_heads * capacity * d;
-    let (ks, kl) = cache.k.storage_and_layout();
-    let (vs, vl) = cache.v.storage_and_layout();
-    let (Storage::Cpu(kc), Storage::Cpu(vc)) = (&*ks, &*vs) else {
-        candle_core::bail!("the CPU attention got a cache off the CPU");
-    };
-    if !kl.is_contiguous() || !vl.is_contiguous() {
-        candle_core::bail!("the CPU attention needs a contiguous cache");
-    }
-    let k = &kc.as_slice::<f32>()?[kl.start_offset()..kl.start_offset() + len];
-    let v = &vc.as_slice::<f32>()?[vl.start_offset()..vl.start_offset() + len];
-    let y = ferrovox_kernels::one_query_attention(&qs, k, v, shape, seen)
-        .map_err(candle_core::Error::Msg)?;
-    Tensor::from_vec(y, (b, 1, heads * d), q.device())
-}
-
 /// Each of `x`'s `[b, kv_heads, s, d]` heads repeated `rep` times, for grouped-query attention.
 fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
     let (b, n, s, d) = x.dims4()?;
@@ -426,8 +378,6 @@ pub struct StepAt<'a> {
 /// layer (each is a kernel or more, and a step's kernels are what its time goes to): the
 /// RoPE rows of each row's position, the cache slots they write, the attention mask.
 struct StepShared {
-    /// `[rows]` u32.
-    positions: Tensor,
     /// `[rows, 1, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
@@ -485,7 +435,6 @@ impl StepShared {
         Ok(Self {
             cos,
             sin,
-            positions: positions.clone(),
             slot: positions
                 .reshape((b, 1, 1, 1))?
                 .broadcast_as((b, cfg.num_key_value_heads, 1, cfg.head_dim))?
