@@ -38,6 +38,24 @@ pub(crate) fn decode<'s>(
     max_s: f64,
     clip_level: f32,
 ) -> Result<Decoded, ReferenceError> {
+    // symphonia's parsers can panic on damaged headers (a WAV claiming 65535 channels overflows
+    // its block-align check); a damaged upload is the client's error, never a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unguarded(source, hint, max_s, clip_level)
+    }))
+    .unwrap_or_else(|_| {
+        Err(ReferenceError::Unrecognized {
+            detail: "its headers are damaged (the decoder failed on them)".into(),
+        })
+    })
+}
+
+fn decode_unguarded<'s>(
+    source: Box<dyn MediaSource + 's>,
+    hint: &Hint,
+    max_s: f64,
+    clip_level: f32,
+) -> Result<Decoded, ReferenceError> {
     let stream = MediaSourceStream::new(source, Default::default());
     let mut format = symphonia::default::get_probe()
         .probe(
