@@ -24,6 +24,33 @@ pub fn available(like: &Tensor) -> bool {
         && super::cuda_kernels_loaded(like.device(), "decode")
 }
 
+/// Keys per attention block (`CHUNK` in the kernel), also its thread count and the largest
+/// head size it takes.
+const CHUNK: usize = 64;
+
+/// `imp::$f::<T>(args)` with `T` the element type of `$t` where the kernels are built;
+/// elsewhere an error (callers ask [`available`] first). A `Result<Tensor>` either way.
+macro_rules! launch {
+    ($t:expr, $f:ident ( $($arg:expr),* )) => {{
+        #[cfg(ferrovox_cuda_kernels)]
+        let launched: Result<Tensor> = match $t.dtype() {
+            DType::F32 => imp::$f::<f32>($($arg),*),
+            DType::BF16 => imp::$f::<half::bf16>($($arg),*),
+            other => Err(candle_core::Error::Msg(format!(
+                "fused decode kernels take f32 or bf16, not {other:?}"
+            ))),
+        };
+        #[cfg(not(ferrovox_cuda_kernels))]
+        let launched: Result<Tensor> = {
+            let _ = ($($arg),*);
+            Err(candle_core::Error::Msg(
+                "ferrovox's fused decode kernels are not in this build (no CUDA)".into(),
+            ))
+        };
+        launched
+    }};
+}
+
 /// RoPE on the queries and keys of `qkv` `[rows, 1, (heads + 2·kv_heads)·d]` with each row's
 /// `cos`, `sin` `[rows, 1, d/2]`, the rotated keys and the values written into `k_cache` and
 /// `v_cache` `[rows, kv_heads, capacity, d]` at each row's `position` (`[rows]` u32). Returns the
@@ -39,7 +66,34 @@ pub fn rope_write(
     heads: usize,
     kv_heads: usize,
 ) -> Result<Tensor> {
-    imp::rope_write(qkv, cos, sin, position, k_cache, v_cache, heads, kv_heads)
+    let (rows, _, _, d) = k_cache.dims4()?;
+    let slots = heads + 2 * kv_heads;
+    if qkv.elem_count() != rows * slots * d
+        || k_cache.dims() != v_cache.dims()
+        || k_cache.dim(1)? != kv_heads
+        || cos.elem_count() != rows * d / 2
+        || sin.elem_count() != rows * d / 2
+        || position.elem_count() != rows
+        || position.dtype() != DType::U32
+        || !d.is_multiple_of(2)
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+        || [cos.dtype(), sin.dtype(), k_cache.dtype(), v_cache.dtype()]
+            .iter()
+            .any(|t| *t != qkv.dtype())
+    {
+        candle_core::bail!(
+            "rope_write: qkv {:?}, cos {:?}, positions {:?}, caches {:?} for {heads} heads",
+            qkv.dims(),
+            cos.dims(),
+            position.dims(),
+            k_cache.dims()
+        );
+    }
+    launch!(
+        qkv,
+        rope_write(qkv, cos, sin, position, k_cache, v_cache, heads, kv_heads)
+    )
 }
 
 /// Each row's query `q` `[rows, heads, d]` (scaled by `1/√d`) against the caches' first
@@ -51,51 +105,58 @@ pub fn attention(
     position: &Tensor,
     window: usize,
 ) -> Result<Tensor> {
-    imp::attention(q, k_cache, v_cache, position, window)
+    let (rows, heads, d) = q.dims3()?;
+    let (cr, kv_heads, cap, cd) = k_cache.dims4()?;
+    if cr != rows
+        || cd != d
+        || k_cache.dims() != v_cache.dims()
+        || window == 0
+        || window > cap
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+        || d == 0
+        || d > CHUNK
+        || position.elem_count() != rows
+        || position.dtype() != DType::U32
+        || k_cache.dtype() != q.dtype()
+        || v_cache.dtype() != q.dtype()
+    {
+        candle_core::bail!(
+            "decode attention: q {:?}, caches {:?}, window {window}",
+            q.dims(),
+            k_cache.dims()
+        );
+    }
+    launch!(q, attention(q, k_cache, v_cache, position, window))
 }
 
 /// `silu(gate) · up` of `gate_up` `[.., 2·inter]` (gate first): `[.., inter]`.
 pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
-    imp::silu_mul(gate_up)
+    let features = gate_up.dim(candle_core::D::Minus1)?;
+    if !features.is_multiple_of(2) {
+        candle_core::bail!("silu_mul: {features} features is not gate and up halves");
+    }
+    launch!(gate_up, silu_mul(gate_up))
 }
 
 /// `(x + h, rms_norm(x + h) · weight)` for `x`, `h` `[.., hidden]`, the sum rounded to the
 /// dtype before the norm reads it, as two separate ops would.
 pub fn add_rms_norm(x: &Tensor, h: &Tensor, weight: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    imp::add_rms_norm(x, h, weight, eps)
-}
-
-#[cfg(not(ferrovox_cuda_kernels))]
-mod imp {
-    use candle_core::{Result, Tensor};
-
-    const MISSING: &str = "ferrovox's fused decode kernels are not in this build (no CUDA)";
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn rope_write(
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: &Tensor,
-        _: usize,
-        _: usize,
-    ) -> Result<Tensor> {
-        candle_core::bail!("{MISSING}")
+    let hidden = x.dim(candle_core::D::Minus1)?;
+    if x.dims() != h.dims()
+        || weight.dims() != [hidden]
+        || h.dtype() != x.dtype()
+        || weight.dtype() != x.dtype()
+    {
+        candle_core::bail!(
+            "add_rms_norm: x {:?}, h {:?}, weight {:?}",
+            x.dims(),
+            h.dims(),
+            weight.dims()
+        );
     }
-
-    pub fn attention(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: usize) -> Result<Tensor> {
-        candle_core::bail!("{MISSING}")
-    }
-
-    pub fn silu_mul(_: &Tensor) -> Result<Tensor> {
-        candle_core::bail!("{MISSING}")
-    }
-
-    pub fn add_rms_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f64) -> Result<(Tensor, Tensor)> {
-        candle_core::bail!("{MISSING}")
-    }
+    let both = launch!(x, add_rms_norm(x, h, weight, eps))?;
+    Ok((both.get(0)?, both.get(1)?))
 }
 
 #[cfg(ferrovox_cuda_kernels)]
@@ -108,11 +169,8 @@ mod imp {
     use candle_core::op::BackpropOp;
     use candle_core::{CudaDevice, CudaStorage, DType, Result, Shape, Storage, Tensor};
 
+    use super::CHUNK;
     use crate::cuda_module::{function, DECODE};
-
-    /// Keys per attention block (`CHUNK` in the kernel), also its thread count and the largest
-    /// head size it takes.
-    const CHUNK: usize = 64;
 
     fn int(v: usize) -> Result<i32> {
         i32::try_from(v).map_err(candle_core::Error::wrap)
@@ -163,59 +221,8 @@ mod imp {
         Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
     }
 
-    macro_rules! by_dtype {
-        ($t:expr, $f:ident ( $($arg:expr),* )) => {
-            match $t.dtype() {
-                DType::F32 => $f::<f32>($($arg),*),
-                DType::BF16 => $f::<half::bf16>($($arg),*),
-                other => candle_core::bail!("fused decode kernels take f32 or bf16, not {other:?}"),
-            }
-        };
-    }
-
     #[allow(clippy::too_many_arguments)]
-    pub fn rope_write(
-        qkv: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        position: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        heads: usize,
-        kv_heads: usize,
-    ) -> Result<Tensor> {
-        let (rows, _, _, d) = k_cache.dims4()?;
-        let slots = heads + 2 * kv_heads;
-        if qkv.elem_count() != rows * slots * d
-            || k_cache.dims() != v_cache.dims()
-            || k_cache.dim(1)? != kv_heads
-            || cos.elem_count() != rows * d / 2
-            || sin.elem_count() != rows * d / 2
-            || position.elem_count() != rows
-            || position.dtype() != DType::U32
-            || d % 2 != 0
-            || kv_heads == 0
-            || heads % kv_heads != 0
-            || [cos.dtype(), sin.dtype(), k_cache.dtype(), v_cache.dtype()]
-                .iter()
-                .any(|t| *t != qkv.dtype())
-        {
-            candle_core::bail!(
-                "rope_write: qkv {:?}, cos {:?}, positions {:?}, caches {:?} for {heads} heads",
-                qkv.dims(),
-                cos.dims(),
-                position.dims(),
-                k_cache.dims()
-            );
-        }
-        by_dtype!(
-            qkv,
-            rope_write_as(qkv, cos, sin, position, k_cache, v_cache, heads, kv_heads)
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn rope_write_as<T: CudaDType + DeviceRepr>(
+    pub(super) fn rope_write<T: CudaDType + DeviceRepr>(
         qkv: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
@@ -258,39 +265,7 @@ mod imp {
         Ok(wrap(q, &dev, (rows, heads, d)))
     }
 
-    pub fn attention(
-        q: &Tensor,
-        k_cache: &Tensor,
-        v_cache: &Tensor,
-        position: &Tensor,
-        window: usize,
-    ) -> Result<Tensor> {
-        let (rows, heads, d) = q.dims3()?;
-        let (cr, kv_heads, cap, cd) = k_cache.dims4()?;
-        if cr != rows
-            || cd != d
-            || k_cache.dims() != v_cache.dims()
-            || window == 0
-            || window > cap
-            || kv_heads == 0
-            || heads % kv_heads != 0
-            || d == 0
-            || d > CHUNK
-            || position.elem_count() != rows
-            || position.dtype() != DType::U32
-            || k_cache.dtype() != q.dtype()
-            || v_cache.dtype() != q.dtype()
-        {
-            candle_core::bail!(
-                "decode attention: q {:?}, caches {:?}, window {window}",
-                q.dims(),
-                k_cache.dims()
-            );
-        }
-        by_dtype!(q, attention_as(q, k_cache, v_cache, position, window))
-    }
-
-    fn attention_as<T: CudaDType + DeviceRepr>(
+    pub(super) fn attention<T: CudaDType + DeviceRepr>(
         q: &Tensor,
         k_cache: &Tensor,
         v_cache: &Tensor,
@@ -350,18 +325,11 @@ mod imp {
         Ok(wrap(y, &dev, (rows, 1, heads * d)))
     }
 
-    pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
-        by_dtype!(gate_up, silu_mul_as(gate_up))
-    }
-
-    fn silu_mul_as<T: CudaDType + DeviceRepr>(gate_up: &Tensor) -> Result<Tensor> {
+    pub(super) fn silu_mul<T: CudaDType + DeviceRepr>(gate_up: &Tensor) -> Result<Tensor> {
         let dims = gate_up.dims().to_vec();
         let (&two_inter, lead) = dims
             .split_last()
             .ok_or_else(|| candle_core::Error::Msg("silu_mul of a scalar".into()))?;
-        if two_inter % 2 != 0 {
-            candle_core::bail!("silu_mul: {two_inter} features is not gate and up halves");
-        }
         let inter = two_inter / 2;
         let rows: usize = lead.iter().product();
         bind!(x, g0, gate_up, T, "gate_up");
@@ -385,30 +353,7 @@ mod imp {
         Ok(wrap(out, &dev, out_dims))
     }
 
-    pub fn add_rms_norm(
-        x: &Tensor,
-        h: &Tensor,
-        weight: &Tensor,
-        eps: f64,
-    ) -> Result<(Tensor, Tensor)> {
-        let hidden = x.dim(candle_core::D::Minus1)?;
-        if x.dims() != h.dims()
-            || weight.dims() != [hidden]
-            || h.dtype() != x.dtype()
-            || weight.dtype() != x.dtype()
-        {
-            candle_core::bail!(
-                "add_rms_norm: x {:?}, h {:?}, weight {:?}",
-                x.dims(),
-                h.dims(),
-                weight.dims()
-            );
-        }
-        let both = by_dtype!(x, add_rms_norm_as(x, h, weight, eps))?;
-        Ok((both.get(0)?, both.get(1)?))
-    }
-
-    fn add_rms_norm_as<T: CudaDType + DeviceRepr>(
+    pub(super) fn add_rms_norm<T: CudaDType + DeviceRepr>(
         x: &Tensor,
         h: &Tensor,
         weight: &Tensor,

@@ -77,11 +77,30 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// Calls `$f::<M>(args)` with `M` the row count `$m` (1 to [`MAX_ROWS`]) as a constant, so a
+/// kernel's accumulators for every row stay in registers.
+macro_rules! by_rows {
+    ($m:expr, $f:ident, $($arg:expr),*) => {
+        match $m {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            _ => $f::<8>($($arg),*),
+        }
+    };
+}
+pub(crate) use by_rows;
+
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    pub fn available() -> bool {
+    /// Whether this CPU runs AVX-512F (detected once).
+    pub(crate) fn available() -> bool {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
     }
@@ -90,22 +109,13 @@ mod avx512 {
     /// `m` FMAs.
     #[target_feature(enable = "avx512f")]
     pub fn rows_times_x(x: &[f32], m: usize, k: usize, rows: &[f32], out: &mut [f32]) {
-        match m {
-            1 => block::<1>(x, k, rows, out),
-            2 => block::<2>(x, k, rows, out),
-            3 => block::<3>(x, k, rows, out),
-            4 => block::<4>(x, k, rows, out),
-            5 => block::<5>(x, k, rows, out),
-            6 => block::<6>(x, k, rows, out),
-            7 => block::<7>(x, k, rows, out),
-            _ => block::<8>(x, k, rows, out),
-        }
+        by_rows!(m, block, x, k, rows, out)
     }
 
     /// 16 floats from `s`, which must hold at least 16 (checked).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn load16(s: &[f32]) -> __m512 {
+    pub(crate) fn load16(s: &[f32]) -> __m512 {
         assert!(s.len() >= 16);
         // SAFETY: 16 floats are readable at `s`; AVX-512F is enabled for this function.
         unsafe { _mm512_loadu_ps(s.as_ptr()) }
@@ -161,10 +171,11 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
+    /// `x · wᵀ` in f64.
+    pub(crate) fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
         let mut y = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -176,7 +187,8 @@ mod tests {
         y
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` values in [−0.5, 0.5) from a linear congruential generator.
+    pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)
             .map(|_| {

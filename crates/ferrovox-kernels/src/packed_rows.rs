@@ -334,28 +334,9 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{from_bf16, int8_dot_tail, INT8_BLOCK};
-
-    pub fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-
-    /// Dispatches `m` to a kernel with the row count fixed, so the accumulators stay in
-    /// registers.
-    macro_rules! by_rows {
-        ($m:expr, $f:ident, $($arg:expr),*) => {
-            match $m {
-                1 => $f::<1>($($arg),*),
-                2 => $f::<2>($($arg),*),
-                3 => $f::<3>($($arg),*),
-                4 => $f::<4>($($arg),*),
-                5 => $f::<5>($($arg),*),
-                6 => $f::<6>($($arg),*),
-                7 => $f::<7>($($arg),*),
-                _ => $f::<8>($($arg),*),
-            }
-        };
-    }
+    pub(super) use crate::few_rows::avx512::available;
+    use crate::few_rows::avx512::load16;
+    use crate::few_rows::by_rows;
 
     #[target_feature(enable = "avx512f")]
     pub fn bf16_rows(x: &[f32], m: usize, k: usize, rows: &[u16], out: &mut [f32]) {
@@ -365,14 +346,6 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub fn int8_rows(x: &[f32], m: usize, k: usize, rows: &[i8], s: &[f32], out: &mut [f32]) {
         by_rows!(m, int8_block, x, k, rows, s, out)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn load16(s: &[f32]) -> __m512 {
-        assert!(s.len() >= 16);
-        // SAFETY: 16 floats are readable at `s`; AVX-512F is enabled for this function.
-        unsafe { _mm512_loadu_ps(s.as_ptr()) }
     }
 
     /// 16 bf16 from `s` widened to f32.
@@ -474,6 +447,7 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::{QuantizedRows, INT8_BLOCK};
+    use crate::few_rows::by_rows;
 
     /// Weights per `vpdpbusd`.
     pub const CHUNK: usize = 64;
@@ -481,7 +455,7 @@ mod vnni {
     pub fn available() -> bool {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
+            crate::few_rows::avx512::available()
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
         })
@@ -500,16 +474,7 @@ mod vnni {
         s: &[f32],
         out: &mut [f32],
     ) {
-        match m {
-            1 => block::<1>(x, k, rows, s, out),
-            2 => block::<2>(x, k, rows, s, out),
-            3 => block::<3>(x, k, rows, s, out),
-            4 => block::<4>(x, k, rows, s, out),
-            5 => block::<5>(x, k, rows, s, out),
-            6 => block::<6>(x, k, rows, s, out),
-            7 => block::<7>(x, k, rows, s, out),
-            _ => block::<8>(x, k, rows, s, out),
-        }
+        by_rows!(m, block, x, k, rows, s, out)
     }
 
     /// 64 bytes from `s` (checked).
@@ -577,30 +542,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-
-    /// `x · unpack(W)ᵀ` in f64: what the kernel must compute, its rounding of the weight
-    /// aside.
-    fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
-        let mut y = vec![0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                y[i * n + j] = (0..k)
-                    .map(|p| f64::from(x[i * k + p]) * f64::from(w[j * k + p]))
-                    .sum();
-            }
-        }
-        y
-    }
+    use crate::few_rows::tests::{reference, values};
 
     fn worst(a: &[f32], b: &[f64]) -> f64 {
         a.iter()

@@ -1,6 +1,6 @@
 //! torch's `Linear` without bias over the last axis, as one 2-D product: a few rows on the CPU
-//! (a decoder step) through `few_rows_matmul`, which reads the weight in place, everything else
-//! through Candle's matmul.
+//! (a decoder step) through `few_rows_matmul`, which reads the weight in place, or through a
+//! packed copy of it ([`StepLinear`]); everything else through Candle's matmul.
 
 use std::sync::Arc;
 
@@ -13,6 +13,11 @@ use ferrovox_kernels::{few_rows_matmul, PackedRows, RowFormat, FEW_ROWS_MAX};
 /// many rows there are (Candle's `Linear` on a 3-D input runs one product per batch entry).
 /// `FERROVOX_FEW_ROWS=0` sends few-row products to Candle too, to measure the kernel.
 pub fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    linear_reading(layer, None, x)
+}
+
+/// [`linear`], with a few rows on the CPU multiplied by `packed` (the weight packed) when given.
+fn linear_reading(layer: &Linear, packed: Option<&PackedRows>, x: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (&k, lead) = dims
         .split_last()
@@ -25,7 +30,7 @@ pub fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     }
     let mut out_dims = lead.to_vec();
     out_dims.push(out);
-    if let Some(y) = few_rows(w, x, rows, k, out)? {
+    if let Some(y) = few_rows(w, packed, x, rows, k, out)? {
         let y = y.reshape(out_dims)?;
         return match layer.bias() {
             Some(b) => y.broadcast_add(b),
@@ -79,39 +84,30 @@ impl StepLinear {
 
     /// [`linear`], through the packed weight for a few rows on the CPU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let Some(packed) = &self.packed else {
-            return linear(&self.dense, x);
-        };
-        let dims = x.dims().to_vec();
-        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || rows > FEW_ROWS_MAX || rows == 0 {
-            return linear(&self.dense, x);
-        }
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let y = packed.matmul(&xs, rows).map_err(candle_core::Error::Msg)?;
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = packed.n();
-        }
-        let y = Tensor::from_vec(y, out_dims, x.device())?;
-        match self.dense.bias() {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        linear_reading(&self.dense, self.packed.as_deref(), x)
     }
 }
 
-/// The product through `few_rows_matmul` when it applies: CPU, f32, at most
-/// [`FEW_ROWS_MAX`] rows, a contiguous weight.
-fn few_rows(w: &Tensor, x: &Tensor, rows: usize, k: usize, out: usize) -> Result<Option<Tensor>> {
-    if !x.device().is_cpu()
-        || x.dtype() != DType::F32
-        || w.dtype() != DType::F32
-        || rows == 0
-        || rows > FEW_ROWS_MAX
-        || !w.is_contiguous()
-        || switched_off()
-    {
+/// The product of a few rows (at most [`FEW_ROWS_MAX`], f32, on the CPU) without a packing
+/// GEMM: through `packed` when given, else through `few_rows_matmul` on a contiguous f32
+/// weight.
+fn few_rows(
+    w: &Tensor,
+    packed: Option<&PackedRows>,
+    x: &Tensor,
+    rows: usize,
+    k: usize,
+    out: usize,
+) -> Result<Option<Tensor>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || rows == 0 || rows > FEW_ROWS_MAX {
+        return Ok(None);
+    }
+    if let Some(packed) = packed {
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let y = packed.matmul(&xs, rows).map_err(candle_core::Error::Msg)?;
+        return Ok(Some(Tensor::from_vec(y, (rows, out), x.device())?));
+    }
+    if w.dtype() != DType::F32 || !w.is_contiguous() || switched_off() {
         return Ok(None);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
