@@ -24,6 +24,42 @@ bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
 
 
+def stage_split(model, tokens, ref, sync) -> dict:
+    """One more call with the encoder, the CFM solve and HiFT timed apart (synchronized around
+    each, so a breakdown, not a speed), under the names ferrovox's stages use."""
+    totals = {}
+    parts = {
+        "s3gen.encoder": model.flow.encoder,
+        "s3gen.cfm": model.flow.decoder,
+        "s3gen.hift": model.mel2wav,
+    }
+    originals = {}
+    for stage, module in parts.items():
+        attr = "inference" if stage == "s3gen.hift" else "forward"
+        inner = getattr(module, attr)
+        originals[stage] = (module, attr, inner)
+
+        def timed(*a, _inner=inner, _stage=stage, **k):
+            sync()
+            t0 = time.perf_counter()
+            out = _inner(*a, **k)
+            sync()
+            totals[_stage] = totals.get(_stage, 0.0) + time.perf_counter() - t0
+            return out
+
+        setattr(module, attr, timed)
+    try:
+        sync()
+        t0 = time.perf_counter()
+        model.inference(speech_tokens=tokens, ref_dict=dict(ref))
+        sync()
+        totals["total"] = time.perf_counter() - t0
+    finally:
+        for module, attr, inner in originals.values():
+            setattr(module, attr, inner)
+    return totals
+
+
 def main() -> None:
     spec = json.load(open(sys.argv[1]))
     device, sync = device_from(spec)
@@ -75,6 +111,7 @@ def main() -> None:
                     walls.append(wall)
             walls.sort()
             cases[name] = {"wall_s": walls[len(walls) // 2], "walls": walls, "audio_s": audio_s}
+            cases[name]["stages"] = stage_split(model, tokens, ref, sync)
         # Upstream's inference takes one utterance: a batch is that many calls in a row.
         tokens = inputs[f"tokens.{spec['batch_case']}"]
         t0 = time.perf_counter()

@@ -120,11 +120,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     crate::bench_vits_gpu::planner(&device)?,
                 );
             }
+            "decode-gemm" => {
+                results.insert(
+                    "decode_gemm".into(),
+                    crate::bench_decode_gemm::run(&device)?,
+                );
+            }
             "server" => {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, clone, formats)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, decode-gemm, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, clone, formats)")
             }
         }
     }

@@ -190,6 +190,11 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         median(t3_firsts.clone()) * 1e3,
         median(s3gen_firsts.clone()) * 1e3
     );
+    let (_, first_push_stages, line) = crate::util::stage_split(|| {
+        let mut stream = tts.s3gen().stream(&voice.gen, 0)?;
+        Ok(stream.push(&codes)?)
+    })?;
+    println!("S3Gen's first push, by stage (synchronized): {line}");
     let ours = median(rates.clone());
     let theirs = torch["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     let first = median(firsts.clone());
@@ -241,6 +246,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "ferrovox": {"tokens_per_s": ours, "tokens_per_s_all": rates, "tokens": counts,
             "first_audio_s": first, "first_audio_all": firsts, "stream_wall_s": wholes,
             "first_chunk_t3_s": t3_firsts, "first_chunk_s3gen_s": s3gen_firsts,
+            "first_push_stages": first_push_stages,
             "gpu_peak_mib": gpu_peak, "load_s": load_s,
             "decode_graphs": tts.t3().decode_graphs().graphs(),
             "decode_graph_fallbacks": tts.t3().decode_graphs().fallbacks(),

@@ -19,7 +19,7 @@ use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
 use crate::memory_sampler::MemorySampler;
-use crate::util::repo_root;
+use crate::util::{repo_root, stage_line, stage_split};
 
 /// What `s3gen_torch_bench.py` wrote to `inputs.safetensors`: the speaker reference and the
 /// tokens of every case, so both engines see the same inputs.
@@ -111,6 +111,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let reference = &inputs.reference;
     let mut rows = Vec::new();
     let mut results = serde_json::Map::new();
+    let mut splits = Vec::new();
     for (name, _) in &cases {
         let tokens = inputs.tokens(name)?;
         let mut walls = Vec::new();
@@ -128,9 +129,16 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         let ours = walls[walls.len() / 2];
         let theirs = torch["cases"][name]["wall_s"].as_f64().unwrap_or(f64::NAN);
         rows.push((name.to_string(), audio_s, ours, theirs));
+        let (_, stages, line) = stage_split(|| Ok(model.synthesize(&tokens, reference, 0)?))?;
+        let torch_stages = &torch["cases"][name]["stages"];
+        splits.push(format!(
+            "stages, {name}: ferrovox {line}; PyTorch {}",
+            stage_line(torch_stages)
+        ));
         results.insert(
             name.to_string(),
-            json!({"audio_s": audio_s, "ferrovox_wall_s": ours, "ferrovox_walls": walls, "torch_wall_s": theirs}),
+            json!({"audio_s": audio_s, "ferrovox_wall_s": ours, "ferrovox_walls": walls, "torch_wall_s": theirs,
+                   "ferrovox_stages": stages, "torch_stages": torch_stages}),
         );
     }
     let tokens = inputs.tokens(cases[0].0)?;
@@ -159,6 +167,9 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             audio / theirs,
             theirs / ours
         );
+    }
+    for line in &splits {
+        println!("{line}");
     }
     let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
     println!(

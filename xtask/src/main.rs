@@ -8,6 +8,7 @@ mod bench;
 mod bench_batching;
 mod bench_chatterbox;
 mod bench_clone;
+mod bench_decode_gemm;
 mod bench_formats;
 mod bench_kernels;
 mod bench_precision;

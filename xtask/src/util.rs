@@ -67,6 +67,52 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// Runs `f` once with [`ferrovox_device::stages`] timing on: its result, each stage's seconds
+/// (as JSON, plus `total`) and a one-line summary in milliseconds. The stages synchronize the
+/// device, so this is a breakdown to read beside a timed run, not a speed of its own.
+pub fn stage_split<T>(
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, serde_json::Value, String)> {
+    use ferrovox_device::stages;
+    let was_on = stages::enabled();
+    stages::enable(true);
+    stages::take();
+    let start = std::time::Instant::now();
+    let out = f();
+    let total = start.elapsed().as_secs_f64();
+    let totals = stages::take();
+    stages::enable(was_on);
+    let out = out?;
+    let mut map = serde_json::Map::new();
+    let mut line = Vec::new();
+    for t in &totals {
+        map.insert(t.name.into(), serde_json::json!(t.total.as_secs_f64()));
+        line.push(format!(
+            "{} {:.1} ms ×{}",
+            t.name,
+            t.total.as_secs_f64() * 1e3,
+            t.calls
+        ));
+    }
+    map.insert("total".into(), serde_json::json!(total));
+    line.push(format!("total {:.1} ms", total * 1e3));
+    Ok((out, map.into(), line.join(", ")))
+}
+
+/// [`stage_split`]'s one-line summary of stage seconds another engine reported as a JSON
+/// object (`{name: seconds}`), in milliseconds.
+pub fn stage_line(stages: &serde_json::Value) -> String {
+    stages
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some(format!("{k} {:.1} ms", v.as_f64()? * 1e3)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -26,6 +26,7 @@ pub mod planner;
 mod report;
 mod request;
 mod select;
+pub mod stages;
 pub mod threads;
 mod tuning;
 pub mod warmup;

@@ -159,6 +159,88 @@ pub fn add_rms_norm(x: &Tensor, h: &Tensor, weight: &Tensor, eps: f64) -> Result
     Ok((both.get(0)?, both.get(1)?))
 }
 
+/// The most rows [`rows_linear`] takes.
+pub const ROWS_LINEAR_MAX: usize = 8;
+
+/// Rows up to which the few-row kernels are used: [`ROWS_LINEAR_MAX`], or
+/// `FERROVOX_CUDA_ROWS` (0 turns them off, leaving Candle's matmul).
+fn rows_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("FERROVOX_CUDA_ROWS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(ROWS_LINEAR_MAX, |n| n.min(ROWS_LINEAR_MAX))
+    })
+}
+
+/// Whether [`rows_linear`] takes `x` `[.., in]` against `w` `[out, in]`: the decode kernels
+/// [`available`], at most [`ROWS_LINEAR_MAX`] rows (or `FERROVOX_CUDA_ROWS`), one dtype,
+/// contiguous, `in` a multiple of a 16-byte vector and both starts 16-byte aligned.
+pub fn rows_linear_fits(x: &Tensor, w: &Tensor) -> bool {
+    fits(x, w, 1)
+}
+
+/// Whether [`rows_linear_swiglu`] takes `gate_up` `[.., 2·in]` against `w` `[out, in]`, as
+/// [`rows_linear_fits`].
+pub fn rows_linear_swiglu_fits(gate_up: &Tensor, w: &Tensor) -> bool {
+    fits(gate_up, w, 2)
+}
+
+fn fits(x: &Tensor, w: &Tensor, widen: usize) -> bool {
+    let Ok((_, input)) = w.dims2() else {
+        return false;
+    };
+    let size = x.dtype().size_in_bytes();
+    let aligned = |t: &Tensor| {
+        t.layout()
+            .contiguous_offsets()
+            .is_some_and(|(start, _)| (start * size).is_multiple_of(16))
+    };
+    let width = input * widen;
+    input > 0
+        && available(x)
+        && w.dtype() == x.dtype()
+        && x.dim(candle_core::D::Minus1).is_ok_and(|d| d == width)
+        && (1..=rows_limit()).contains(&(x.elem_count() / width))
+        && (input * size).is_multiple_of(16)
+        && aligned(x)
+        && aligned(w)
+}
+
+/// `x · wᵀ` for `x` `[.., in]` of at most [`ROWS_LINEAR_MAX`] rows and `w` `[out, in]` (a
+/// Linear's weight, no bias): `[.., out]`, f32 accumulation. Callers check
+/// [`rows_linear_fits`] first.
+pub fn rows_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !rows_linear_fits(x, w) {
+        candle_core::bail!(
+            "rows_linear: x {:?} {:?} against w {:?} {:?} (contiguous, aligned, at most {} rows)",
+            x.dims(),
+            x.dtype(),
+            w.dims(),
+            w.dtype(),
+            rows_limit()
+        );
+    }
+    launch!(x, rows_linear(x, w, false))
+}
+
+/// `(silu(gate) · up) · wᵀ` for SwiGLU's fused `gate_up` `[.., 2·in]` (gate first) and the down
+/// projection's `w` `[out, in]`: [`silu_mul`] and [`rows_linear`] in one kernel, rounded as
+/// the two round. Callers check [`rows_linear_swiglu_fits`] first.
+pub fn rows_linear_swiglu(gate_up: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !rows_linear_swiglu_fits(gate_up, w) {
+        candle_core::bail!(
+            "rows_linear_swiglu: gate_up {:?} {:?} against w {:?} {:?}",
+            gate_up.dims(),
+            gate_up.dtype(),
+            w.dims(),
+            w.dtype()
+        );
+    }
+    launch!(gate_up, rows_linear(gate_up, w, true))
+}
+
 #[cfg(ferrovox_cuda_kernels)]
 mod imp {
     use candle_core::backend::BackendStorage;
@@ -323,6 +405,50 @@ mod imp {
         // SAFETY: as above; `part` holds `splits` partial results per head and row.
         unsafe { b.launch(cfg) }.map_err(candle_core::Error::wrap)?;
         Ok(wrap(y, &dev, (rows, 1, heads * d)))
+    }
+
+    pub(super) fn rows_linear<T: CudaDType + DeviceRepr>(
+        x: &Tensor,
+        w: &Tensor,
+        swiglu: bool,
+    ) -> Result<Tensor> {
+        let (out, input) = w.dims2()?;
+        let width = if swiglu { 2 * input } else { input };
+        let rows = x.elem_count() / width;
+        bind!(xv, g0, x, T, "x");
+        bind!(wv, g1, w, T, "the weight");
+        let dev = cuda("x", &g0)?.device().clone();
+        // SAFETY: the kernel writes every output element.
+        let y = unsafe { dev.alloc::<T>(rows * out)? };
+        let name = if swiglu {
+            "rows_linear_swiglu"
+        } else {
+            "rows_linear"
+        };
+        let func = function(
+            &dev,
+            &DECODE,
+            &format!("ferrovox_{name}_{rows}_{}", suffix(x)?),
+        )?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        let (i, o) = (int(input)?, int(out)?);
+        b.arg(&xv).arg(&wv).arg(&y).arg(&i).arg(&o);
+        // 8 warps a block, each computing 4 output features (OUTS in the kernel).
+        const WARPS: usize = 8;
+        const OUTS: usize = 4;
+        let u = |v: usize| u32::try_from(v).map_err(candle_core::Error::wrap);
+        let cfg = LaunchConfig {
+            grid_dim: (u(out.div_ceil(WARPS * OUTS))?, 1, 1),
+            block_dim: (u(32 * WARPS)?, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match the kernel's signature; `fits` checked the row count, the
+        // vector width of `in` and the 16-byte alignment the kernel's loads need.
+        unsafe { b.launch(cfg) }.map_err(candle_core::Error::wrap)?;
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("x has a last dim") = out;
+        Ok(wrap(y, &dev, dims))
     }
 
     pub(super) fn silu_mul<T: CudaDType + DeviceRepr>(gate_up: &Tensor) -> Result<Tensor> {

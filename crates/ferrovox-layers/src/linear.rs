@@ -1,12 +1,14 @@
 //! torch's `Linear` without bias over the last axis, as one 2-D product: a few rows on the CPU
 //! (a decoder step) through `few_rows_matmul`, which reads the weight in place, or through a
-//! packed copy of it ([`StepLinear`]); everything else through Candle's matmul.
+//! packed copy of it ([`StepLinear`]); a few rows on CUDA through `cuda_decode::rows_linear`
+//! (one warp per output feature instead of a GEMM's mostly empty tiles); everything else
+//! through Candle's matmul.
 
 use std::sync::Arc;
 
 use candle_core::{DType, Result, Storage, Tensor};
 use candle_nn::Linear;
-use ferrovox_kernels::{few_rows_matmul, PackedRows, RowFormat, FEW_ROWS_MAX};
+use ferrovox_kernels::{cuda_decode, few_rows_matmul, PackedRows, RowFormat, FEW_ROWS_MAX};
 
 /// `x` `[.., in]` times `layer`'s weight `[out, in]` transposed, plus its bias, as `[.., out]`.
 /// The leading axes are flattened into one GEMM's rows, so the weight is read once however
@@ -99,6 +101,13 @@ fn few_rows(
     k: usize,
     out: usize,
 ) -> Result<Option<Tensor>> {
+    if x.device().is_cuda() && (1..=cuda_decode::ROWS_LINEAR_MAX).contains(&rows) {
+        let x = x.reshape((rows, k))?;
+        if cuda_decode::rows_linear_fits(&x, w) {
+            return Ok(Some(cuda_decode::rows_linear(&x, w)?));
+        }
+        return Ok(None);
+    }
     if !x.device().is_cpu() || x.dtype() != DType::F32 || rows == 0 || rows > FEW_ROWS_MAX {
         return Ok(None);
     }

@@ -9,6 +9,8 @@
 //   of 64 keys in one kernel and the chunks combined in a second.
 // - silu_mul: SwiGLU's silu(gate) * up from the fused gate_up projection's output.
 // - add_rms_norm: the residual add and the next RMS norm, both results written.
+// - rows_linear: a Linear's product for at most 8 rows, four output features per warp; its
+//   SwiGLU form reads silu(gate)·up from the fused projection, replacing silu_mul.
 
 #include <cuda_bf16.h>
 
@@ -199,7 +201,92 @@ __device__ void add_rms_norm(const T* __restrict__ x, const T* __restrict__ h,
     }
 }
 
+// y [rows, out] = x [rows, in] · wᵀ for w [out, in] (a Linear's weight), rows <= 8: a step's
+// products read every weight once for a handful of rows, where a GEMM's tiles are mostly empty.
+// Each warp computes OUTS consecutive output features, so every slice of x it loads serves
+// OUTS weight rows; 16-byte loads along `in` (a multiple of the vector width, rows 16-byte
+// aligned); the partial sums reduced across the warp. With SWIGLU, x is a fused gate_up
+// projection [rows, 2·in] and the product reads silu(gate)·up, rounded as silu_mul rounds it.
+template <typename T, int R, bool SWIGLU>
+__device__ void rows_linear(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                            int in, int out) {
+    constexpr int VEC = 16 / sizeof(T);
+    constexpr int OUTS = 4;
+    const int lane = threadIdx.x & 31;
+    const int o0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * OUTS;
+    if (o0 >= out) return;
+    const long x_stride = SWIGLU ? 2L * in : (long)in;
+    float acc[OUTS][R];
+#pragma unroll
+    for (int j = 0; j < OUTS; ++j)
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[j][r] = 0.f;
+#pragma unroll 2
+    for (int i = lane * VEC; i < in; i += 32 * VEC) {
+        uint4 wv[OUTS];
+#pragma unroll
+        for (int j = 0; j < OUTS; ++j) {
+            const int o = min(o0 + j, out - 1);
+            wv[j] = __ldg(reinterpret_cast<const uint4*>(w + (long)o * in + i));
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            float xf[VEC];
+            const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + r * x_stride + i));
+            const T* xe = reinterpret_cast<const T*>(&xv);
+            if (SWIGLU) {
+                const uint4 uv = __ldg(reinterpret_cast<const uint4*>(x + r * x_stride + in + i));
+                const T* ue = reinterpret_cast<const T*>(&uv);
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) {
+                    const float g = to_f(xe[k]);
+                    const float sg = to_f(from_f<T>(g / (1.f + __expf(-g))));
+                    xf[k] = to_f(from_f<T>(sg * to_f(ue[k])));
+                }
+            } else {
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) xf[k] = to_f(xe[k]);
+            }
+#pragma unroll
+            for (int j = 0; j < OUTS; ++j) {
+                const T* we = reinterpret_cast<const T*>(&wv[j]);
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) acc[j][r] = fmaf(to_f(we[k]), xf[k], acc[j][r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < OUTS; ++j)
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const float v = warp_sum(acc[j][r]);
+            if (lane == 0 && o0 + j < out) y[(long)r * out + o0 + j] = from_f<T>(v);
+        }
+}
+
 }  // namespace
+
+#define ROWS_LINEAR(SUFFIX, T, R)                                                              \
+    extern "C" __global__ void ferrovox_rows_linear_##R##_##SUFFIX(const T* x, const T* w,     \
+                                                                   T* y, int in, int out) {    \
+        rows_linear<T, R, false>(x, w, y, in, out);                                            \
+    }                                                                                          \
+    extern "C" __global__ void ferrovox_rows_linear_swiglu_##R##_##SUFFIX(                     \
+        const T* x, const T* w, T* y, int in, int out) {                                       \
+        rows_linear<T, R, true>(x, w, y, in, out);                                             \
+    }
+#define ROWS_LINEARS(SUFFIX, T)                                                                \
+    ROWS_LINEAR(SUFFIX, T, 1)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 2)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 3)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 4)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 5)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 6)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 7)                                                                  \
+    ROWS_LINEAR(SUFFIX, T, 8)
+
+ROWS_LINEARS(f32, float)
+ROWS_LINEARS(bf16, __nv_bfloat16)
 
 #define DECODE_KERNELS(SUFFIX, T)                                                              \
     extern "C" __global__ void ferrovox_rope_write_##SUFFIX(                                   \

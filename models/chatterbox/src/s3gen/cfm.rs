@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use ferrovox_device::stages::stage;
 use ferrovox_device::GraphCache;
 
 use crate::s3gen::estimator::ConditionalDecoder;
@@ -76,7 +77,9 @@ impl CausalConditionalCfm {
         spks: &Tensor,
         cond: &Tensor,
     ) -> Result<Tensor> {
-        self.forward_recorded(noise, mu, mask, spks, cond, &mut |_, _| {})
+        stage("s3gen.cfm", noise.device(), || {
+            self.forward_recorded(noise, mu, mask, spks, cond, &mut |_, _| {})
+        })
     }
 
     /// [`Self::forward`], handing `x` before each step `k` to `record` as `x_steps.{k}`.

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
+use ferrovox_device::stages::stage;
 
 use crate::s3gen::cfm::CausalConditionalCfm;
 use crate::s3gen::encoder::{length_mask, UpsampleConformerEncoder};
@@ -157,13 +158,15 @@ impl Flow {
     /// item's valid tokens. Padding changes the valid outputs near the end (the pre-lookahead
     /// conv reads padded rows), as it does upstream.
     pub fn encode(&self, tokens: &Tensor, lengths: &[usize]) -> Result<FlowEncoding> {
-        let x = self.embed_tokens(tokens, lengths)?;
-        let out = self.encoder.forward(&x, lengths)?;
-        let mu = self.encoder_proj.forward(&out.hidden)?;
-        Ok(FlowEncoding {
-            hidden: out.hidden,
-            mask: out.mask,
-            mu,
+        stage("s3gen.encoder", self.device(), || {
+            let x = self.embed_tokens(tokens, lengths)?;
+            let out = self.encoder.forward(&x, lengths)?;
+            let mu = self.encoder_proj.forward(&out.hidden)?;
+            Ok(FlowEncoding {
+                hidden: out.hidden,
+                mask: out.mask,
+                mu,
+            })
         })
     }
 

@@ -485,8 +485,12 @@ impl Mlp {
 impl Mlp {
     /// The SwiGLU with `silu(gate) · up` as one fused CUDA kernel.
     fn step_fused(&self, x: &Tensor) -> Result<Tensor> {
-        self.down
-            .forward(&cuda_decode::silu_mul(&self.gate_up.forward(x)?)?)
+        let gate_up = self.gate_up.forward(x)?;
+        let down = self.down.dense().weight();
+        if cuda_decode::rows_linear_swiglu_fits(&gate_up, down) {
+            return cuda_decode::rows_linear_swiglu(&gate_up, down);
+        }
+        self.down.forward(&cuda_decode::silu_mul(&gate_up)?)
     }
 }
 

@@ -2,12 +2,17 @@
 //! audio `[b, 480 t]`. F0 predictor -> harmonic source -> HiFi-GAN-style upsampling fused with
 //! the source's STFT at every stage -> magnitude and phase of a 16-point iSTFT.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use ferrovox_audio::{hann_window_scipy, Spectrogram, Stft, StftError};
+use ferrovox_device::stages::stage;
+use ferrovox_device::GraphCache;
 
 use super::config::HiftConfig;
 use super::conv::{self, Conv1d, ConvTranspose1d};
+use super::conv_stft::ConvStft;
 use super::f0_predictor::ConvRnnF0Predictor;
 use super::resblock::ResBlock;
 use super::source::{SinePhase, SourceModuleHnNsf, SourceNoise};
@@ -37,7 +42,18 @@ pub struct HiftGenerator {
     resblocks: Vec<ResBlock>,
     conv_post: Conv1d,
     stft: Stft,
+    /// The STFT pair as convolutions, on devices other than the CPU (see [`ConvStft`]).
+    conv_stft: Option<ConvStft>,
+    /// [`Self::decode`]'s graphs on CUDA, per (mel, excitation) shape: a voice's stream windows
+    /// repeat their shapes from one request to the next. Shared by clones.
+    graphs: Arc<GraphCache>,
 }
+
+/// A hook handed each named stage's output.
+type Record<'a> = &'a mut dyn FnMut(&str, &Tensor);
+
+/// Decode shapes held as graphs: a stream's windows and a few one-shot lengths.
+const DECODE_GRAPHS: usize = 8;
 
 fn stft_error(e: StftError) -> Error {
     Error::Input(format!("HiFT STFT: {e}"))
@@ -124,6 +140,15 @@ impl HiftGenerator {
         )?;
         let stft = Stft::new(n_fft, cfg.istft_params.hop_len, hann_window_scipy(n_fft))
             .map_err(|e| Error::Config(e.to_string()))?;
+        let conv_stft = match vb.device() {
+            candle_core::Device::Cpu => None,
+            device => Some(ConvStft::new(
+                n_fft,
+                cfg.istft_params.hop_len,
+                stft.window(),
+                device,
+            )?),
+        };
         Ok(Self {
             cfg: cfg.clone(),
             f0_predictor,
@@ -135,6 +160,11 @@ impl HiftGenerator {
             resblocks,
             conv_post,
             stft,
+            conv_stft,
+            graphs: Arc::new(GraphCache::with_limit(
+                "chatterbox.hift.decode",
+                DECODE_GRAPHS,
+            )),
         })
     }
 
@@ -172,7 +202,9 @@ impl HiftGenerator {
     /// F0 `[b, t]` Hz of a mel `[b, in_channels, t]`.
     pub fn predict_f0(&self, mel: &Tensor) -> Result<Tensor> {
         self.check_mel(mel)?;
-        Ok(self.f0_predictor.forward(mel)?)
+        stage("s3gen.hift.f0", mel.device(), || {
+            Ok(self.f0_predictor.forward(mel)?)
+        })
     }
 
     /// The excitation `[b, 1, 480 t]` from frame-rate F0 `[b, t]` (nearest upsampling by
@@ -197,8 +229,10 @@ impl HiftGenerator {
         normal: &Tensor,
         phase: &mut SinePhase,
     ) -> Result<Tensor> {
-        self.m_source
-            .forward_continued(&self.f0_at_audio_rate(f0)?, normal, phase)
+        stage("s3gen.hift.source", f0.device(), || {
+            self.m_source
+                .forward_continued(&self.f0_at_audio_rate(f0)?, normal, phase)
+        })
     }
 
     /// Frame-rate F0 `[b, t]` to the audio rate `[b, 480 t]` (nearest, upstream's `f0_upsamp`).
@@ -213,6 +247,9 @@ impl HiftGenerator {
 
     /// The source's STFT as `[b, n_fft + 2, frames]`: real parts, then imaginary parts.
     fn source_stft(&self, source: &Tensor) -> Result<Tensor> {
+        if let Some(conv) = &self.conv_stft {
+            return Ok(conv.forward(source)?.to_dtype(source.dtype())?);
+        }
         let (b, _, _) = source.dims3()?;
         let device = source.device();
         let samples = source.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -234,6 +271,9 @@ impl HiftGenerator {
     fn istft(&self, magnitude: &Tensor, phase: &Tensor) -> Result<Tensor> {
         let magnitude = magnitude.to_dtype(DType::F32)?.clamp(f32::MIN, 100f32)?;
         let phase = phase.to_dtype(DType::F32)?;
+        if let Some(conv) = &self.conv_stft {
+            return conv.inverse(&magnitude, &phase);
+        }
         // Frame-major [b, frames, bins] for ferrovox-audio.
         let re = (&magnitude * phase.cos()?)?.transpose(1, 2)?.contiguous()?;
         let im = (&magnitude * phase.sin()?)?.transpose(1, 2)?.contiguous()?;
@@ -259,7 +299,13 @@ impl HiftGenerator {
     /// `decode(x=mel, s=source)`: mel `[b, in_channels, t]` and excitation `[b, 1, 480 t]` to
     /// audio `[b, 480 t]`.
     pub fn decode(&self, mel: &Tensor, source: &Tensor) -> Result<Tensor> {
-        self.decode_recorded(mel, source, &mut |_, _| {})
+        stage("s3gen.hift.decode", mel.device(), || {
+            let (audio, _) = self.graphs.run(&[mel, source], |i| {
+                self.decode_recorded(&i[0], &i[1], &mut |_, _| {})
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })?;
+            Ok(audio)
+        })
     }
 
     /// [`Self::decode`], handing stages to `record` under the fixture names (`source_stft`,
@@ -326,7 +372,9 @@ impl HiftGenerator {
         cache_source: Option<&Tensor>,
         noise: &mut dyn SourceNoise,
     ) -> Result<HiftOutput> {
-        self.inference_recorded(mel, cache_source, noise, &mut |_, _| {})
+        stage("s3gen.hift", mel.device(), || {
+            self.run_inference(mel, cache_source, noise, None)
+        })
     }
 
     /// [`Self::inference`], handing stages to `record`: `f0_condnet`, `f0`, `source` and the
@@ -338,6 +386,24 @@ impl HiftGenerator {
         noise: &mut dyn SourceNoise,
         record: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<HiftOutput> {
+        self.run_inference(mel, cache_source, noise, Some(record))
+    }
+
+    /// The inference, its decode through [`Self::decode`] (a graph on CUDA) unless its stages
+    /// are recorded.
+    fn run_inference(
+        &self,
+        mel: &Tensor,
+        cache_source: Option<&Tensor>,
+        noise: &mut dyn SourceNoise,
+        mut record: Option<Record<'_>>,
+    ) -> Result<HiftOutput> {
+        let recording = record.is_some();
+        let mut record = |name: &str, t: &Tensor| {
+            if let Some(r) = record.as_mut() {
+                r(name, t)
+            }
+        };
         let (b, t) = self.check_mel(mel)?;
         let samples = t * self.cfg.samples_per_frame();
         if let Some(cache) = cache_source {
@@ -359,7 +425,11 @@ impl HiftGenerator {
             source = Tensor::cat(&[&cache, &source.narrow(2, n, samples - n)?], 2)?;
         }
         record("source", &source);
-        let audio = self.decode_recorded(mel, &source, record)?;
+        let audio = if recording {
+            self.decode_recorded(mel, &source, &mut record)?
+        } else {
+            self.decode(mel, &source)?
+        };
         Ok(HiftOutput { audio, source })
     }
 }
