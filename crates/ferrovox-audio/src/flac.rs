@@ -23,7 +23,26 @@ pub fn encode_flac(samples: &[f32], sample_rate: u32) -> Result<Vec<u8>, FlacErr
     stream
         .write(&mut sink)
         .map_err(|e| FlacError(format!("{e:?}")))?;
-    Ok(sink.as_slice().to_vec())
+    let mut bytes = sink.as_slice().to_vec();
+    fixed_block_sizes(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Sets STREAMINFO's minimum block size to its maximum. flacenc counts the shorter last block
+/// in the minimum, which the format excludes ("minimum block size used in the stream,
+/// excluding the last block"); strict readers (symphonia, so ferrovox's own upload decoder)
+/// then refuse the file. Every block but the last has the encoder's fixed size, which is the
+/// maximum, as libFLAC writes it.
+fn fixed_block_sizes(bytes: &mut [u8]) -> Result<(), FlacError> {
+    // "fLaC", then STREAMINFO's block header (type 0), then its min and max block sizes.
+    if bytes.len() < 12 || &bytes[..4] != b"fLaC" || bytes[4] & 0x7f != 0 {
+        return Err(FlacError(
+            "the encoder's output does not start with STREAMINFO".into(),
+        ));
+    }
+    let (min, max) = bytes[8..12].split_at_mut(2);
+    min.copy_from_slice(max);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -45,6 +64,17 @@ mod tests {
         );
         let decoded: Vec<i16> = reader.samples().map(|s| s.unwrap() as i16).collect();
         assert_eq!(decoded, to_i16(&samples));
+    }
+
+    #[test]
+    fn streaminfo_block_sizes_follow_the_format() {
+        // 5 blocks of 4096 and a last one of 3520: the minimum excludes the last block.
+        let samples = vec![0.25f32; 24_000];
+        let bytes = encode_flac(&samples, 24_000).unwrap();
+        let min = u16::from_be_bytes([bytes[8], bytes[9]]);
+        let max = u16::from_be_bytes([bytes[10], bytes[11]]);
+        assert_eq!((min, max), (4096, 4096));
+        assert!(fixed_block_sizes(&mut b"RIFF0000000000".to_vec()).is_err());
     }
 
     #[test]

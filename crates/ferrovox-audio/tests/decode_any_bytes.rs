@@ -5,7 +5,7 @@
 //! allocate what the header says.
 
 use ferrovox_audio::{
-    decode_audio, encode_flac, read_wav, write_wav, AudioFormat, Encoder, ReferenceClip,
+    decode_audio, encode_flac, read_wav, to_i16, write_wav, AudioFormat, Encoder, ReferenceClip,
     ReferenceLimits,
 };
 use proptest::prelude::*;
@@ -15,9 +15,8 @@ fn tone() -> Vec<f32> {
     (0..12_000).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect()
 }
 
-/// One small file of each format the upload path reads. The FLAC is FFmpeg's (a reference
-/// fixture): symphonia does not read the FLAC ferrovox's own encoder writes (see
-/// `ferrovox_flac_is_not_read_by_the_upload_decoder`).
+/// One small file of each format the upload path reads: FLAC both as FFmpeg writes it (a
+/// reference fixture) and as ferrovox's own encoder does.
 fn files() -> Vec<(&'static str, Vec<u8>)> {
     let samples = tone();
     let mut wav = Vec::new();
@@ -27,7 +26,8 @@ fn files() -> Vec<(&'static str, Vec<u8>)> {
             .join("tests/fixtures/reference/tone440_s16.flac"),
     )
     .unwrap();
-    let mut out = vec![("wav", wav), ("flac", flac)];
+    let ours = encode_flac(&samples, 24_000).unwrap();
+    let mut out = vec![("wav", wav), ("flac", flac), ("flac", ours)];
     for (name, format) in [("mp3", AudioFormat::Mp3), ("opus", AudioFormat::Opus)] {
         let mut e = Encoder::new(format, 24_000, true).unwrap();
         let mut bytes = e.chunk(&samples).unwrap();
@@ -163,11 +163,15 @@ fn the_undamaged_files_read_back() {
     }
 }
 
-/// A known gap, kept in view: the FLAC `encode_flac` writes (read by claxon and FFmpeg) is
-/// refused by the upload decoder, so a clip saved from ferrovox as FLAC cannot be cloned from.
-/// When this starts failing the gap is closed: the damaged-file test should then use it too.
+/// A clip saved from ferrovox as FLAC can be uploaded again (a voice cloned from it): the
+/// upload decoder reads `encode_flac`'s output back to the same 16-bit samples.
 #[test]
-fn ferrovox_flac_is_not_read_by_the_upload_decoder() {
-    let flac = encode_flac(&tone(), 24_000).unwrap();
-    assert!(decode_audio(&flac).is_err());
+fn ferrovox_flac_is_read_by_the_upload_decoder() {
+    let samples = tone();
+    let flac = encode_flac(&samples, 24_000).unwrap();
+    let (decoded, rate) = decode_audio(&flac).unwrap();
+    assert_eq!(rate, 24_000);
+    let want: Vec<i16> = to_i16(&samples);
+    let got: Vec<i16> = to_i16(&decoded);
+    assert_eq!(got, want);
 }
