@@ -171,6 +171,18 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     for line in &splits {
         println!("{line}");
     }
+    let (estimator, hift) = (model.flow().decoder().graphs(), model.hift().graphs());
+    let fallbacks: Vec<String> = [estimator.fallbacks(), hift.fallbacks()].concat();
+    println!(
+        "graphs held: estimator {}, HiFT decode {}; shapes left eager: {}",
+        estimator.graphs(),
+        hift.graphs(),
+        if fallbacks.is_empty() {
+            "none".into()
+        } else {
+            fallbacks.join("; ")
+        }
+    );
     let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
     println!(
         "({}; PyTorch {} peak RSS {:.0} MiB, ferrovox peak RSS {:.0} MiB; model load {load_s:.1} s)",

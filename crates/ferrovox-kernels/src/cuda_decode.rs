@@ -162,21 +162,25 @@ pub fn add_rms_norm(x: &Tensor, h: &Tensor, weight: &Tensor, eps: f64) -> Result
 /// The most rows [`rows_linear`] takes.
 pub const ROWS_LINEAR_MAX: usize = 8;
 
-/// Rows up to which the few-row kernels are used: [`ROWS_LINEAR_MAX`], or
-/// `FERROVOX_CUDA_ROWS` (0 turns them off, leaving Candle's matmul).
-fn rows_limit() -> usize {
+/// Whether products of `rows` rows should go to the few-row kernels rather than Candle's
+/// matmul: only up to `FERROVOX_CUDA_ROWS` rows (at most [`ROWS_LINEAR_MAX`]), and by default
+/// never. On the H100 at T3's shapes cuBLAS was as fast or faster at every row count from 1
+/// to 8 (`cargo xtask bench decode-gemm`), so the kernels stay for measuring and for devices
+/// where that differs.
+pub fn rows_linear_preferred(rows: usize) -> bool {
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| {
+    let limit = *LIMIT.get_or_init(|| {
         std::env::var("FERROVOX_CUDA_ROWS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .map_or(ROWS_LINEAR_MAX, |n| n.min(ROWS_LINEAR_MAX))
-    })
+            .map_or(0, |n| n.min(ROWS_LINEAR_MAX))
+    });
+    (1..=limit).contains(&rows)
 }
 
 /// Whether [`rows_linear`] takes `x` `[.., in]` against `w` `[out, in]`: the decode kernels
-/// [`available`], at most [`ROWS_LINEAR_MAX`] rows (or `FERROVOX_CUDA_ROWS`), one dtype,
-/// contiguous, `in` a multiple of a 16-byte vector and both starts 16-byte aligned.
+/// [`available`], at most [`ROWS_LINEAR_MAX`] rows, one dtype, contiguous, `in` a multiple of
+/// a 16-byte vector and both starts 16-byte aligned.
 pub fn rows_linear_fits(x: &Tensor, w: &Tensor) -> bool {
     fits(x, w, 1)
 }
@@ -202,7 +206,7 @@ fn fits(x: &Tensor, w: &Tensor, widen: usize) -> bool {
         && available(x)
         && w.dtype() == x.dtype()
         && x.dim(candle_core::D::Minus1).is_ok_and(|d| d == width)
-        && (1..=rows_limit()).contains(&(x.elem_count() / width))
+        && (1..=ROWS_LINEAR_MAX).contains(&(x.elem_count() / width))
         && (input * size).is_multiple_of(16)
         && aligned(x)
         && aligned(w)
@@ -214,12 +218,11 @@ fn fits(x: &Tensor, w: &Tensor, widen: usize) -> bool {
 pub fn rows_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !rows_linear_fits(x, w) {
         candle_core::bail!(
-            "rows_linear: x {:?} {:?} against w {:?} {:?} (contiguous, aligned, at most {} rows)",
+            "rows_linear: x {:?} {:?} against w {:?} {:?} (contiguous, aligned, at most {ROWS_LINEAR_MAX} rows)",
             x.dims(),
             x.dtype(),
             w.dims(),
-            w.dtype(),
-            rows_limit()
+            w.dtype()
         );
     }
     launch!(x, rows_linear(x, w, false))

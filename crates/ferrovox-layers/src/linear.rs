@@ -1,7 +1,7 @@
 //! torch's `Linear` without bias over the last axis, as one 2-D product: a few rows on the CPU
 //! (a decoder step) through `few_rows_matmul`, which reads the weight in place, or through a
 //! packed copy of it ([`StepLinear`]); a few rows on CUDA through `cuda_decode::rows_linear`
-//! (one warp per output feature instead of a GEMM's mostly empty tiles); everything else
+//! where `FERROVOX_CUDA_ROWS` asks for it (cuBLAS is as fast on the H100); everything else
 //! through Candle's matmul.
 
 use std::sync::Arc;
@@ -101,7 +101,7 @@ fn few_rows(
     k: usize,
     out: usize,
 ) -> Result<Option<Tensor>> {
-    if x.device().is_cuda() && (1..=cuda_decode::ROWS_LINEAR_MAX).contains(&rows) {
+    if x.device().is_cuda() && cuda_decode::rows_linear_preferred(rows) {
         let x = x.reshape((rows, k))?;
         if cuda_decode::rows_linear_fits(&x, w) {
             return Ok(Some(cuda_decode::rows_linear(&x, w)?));

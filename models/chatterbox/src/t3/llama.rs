@@ -487,7 +487,10 @@ impl Mlp {
     fn step_fused(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
         let down = self.down.dense().weight();
-        if cuda_decode::rows_linear_swiglu_fits(&gate_up, down) {
+        let rows = gate_up.elem_count() / gate_up.dim(D::Minus1)?;
+        if cuda_decode::rows_linear_preferred(rows)
+            && cuda_decode::rows_linear_swiglu_fits(&gate_up, down)
+        {
             return cuda_decode::rows_linear_swiglu(&gate_up, down);
         }
         self.down.forward(&cuda_decode::silu_mul(&gate_up)?)

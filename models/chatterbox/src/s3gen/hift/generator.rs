@@ -168,6 +168,11 @@ impl HiftGenerator {
         })
     }
 
+    /// [`Self::decode`]'s graphs, for benches and logs.
+    pub fn graphs(&self) -> &GraphCache {
+        &self.graphs
+    }
+
     pub fn config(&self) -> &HiftConfig {
         &self.cfg
     }
@@ -299,6 +304,8 @@ impl HiftGenerator {
     /// `decode(x=mel, s=source)`: mel `[b, in_channels, t]` and excitation `[b, 1, 480 t]` to
     /// audio `[b, 480 t]`.
     pub fn decode(&self, mel: &Tensor, source: &Tensor) -> Result<Tensor> {
+        // Checked here too, so a bad input is the caller's error, not a failed graph run.
+        self.check_decode(mel, source)?;
         stage("s3gen.hift.decode", mel.device(), || {
             let (audio, _) = self.graphs.run(&[mel, source], |i| {
                 self.decode_recorded(&i[0], &i[1], &mut |_, _| {})
@@ -306,6 +313,19 @@ impl HiftGenerator {
             })?;
             Ok(audio)
         })
+    }
+
+    /// An excitation `[b, 1, 480 t]` for a mel `[b, in_channels, t]`, or an [`Error::Input`].
+    fn check_decode(&self, mel: &Tensor, source: &Tensor) -> Result<()> {
+        let (b, t) = self.check_mel(mel)?;
+        let samples = t * self.cfg.samples_per_frame();
+        if source.dims() != [b, 1, samples] {
+            return Err(Error::Input(format!(
+                "source must be [{b}, 1, {samples}] for {t} mel frames, got {:?}",
+                source.dims()
+            )));
+        }
+        Ok(())
     }
 
     /// [`Self::decode`], handing stages to `record` under the fixture names (`source_stft`,
@@ -317,14 +337,7 @@ impl HiftGenerator {
         source: &Tensor,
         record: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<Tensor> {
-        let (b, t) = self.check_mel(mel)?;
-        let samples = t * self.cfg.samples_per_frame();
-        if source.dims() != [b, 1, samples] {
-            return Err(Error::Input(format!(
-                "source must be [{b}, 1, {samples}] for {t} mel frames, got {:?}",
-                source.dims()
-            )));
-        }
+        self.check_decode(mel, source)?;
         let s_stft = self.source_stft(source)?;
         record("source_stft", &s_stft);
         let mut x = self.conv_pre.forward(mel)?;
