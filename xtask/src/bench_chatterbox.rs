@@ -195,19 +195,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         Ok(stream.push(&codes)?)
     })?;
     println!("S3Gen's first push, by stage (synchronized): {line}");
-    let s3gen = tts.s3gen();
-    let (estimator, hift) = (s3gen.flow().decoder().graphs(), s3gen.hift().graphs());
-    let fallbacks: Vec<String> = [estimator.fallbacks(), hift.fallbacks()].concat();
-    println!(
-        "S3Gen graphs held: estimator {}, HiFT decode {}; shapes left eager: {}",
-        estimator.graphs(),
-        hift.graphs(),
-        if fallbacks.is_empty() {
-            "none".into()
-        } else {
-            fallbacks.join("; ")
-        }
-    );
+    println!("{}", crate::bench_s3gen::graphs_line(tts.s3gen()));
     let ours = median(rates.clone());
     let theirs = torch["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     let first = median(firsts.clone());

@@ -65,6 +65,22 @@ pub fn bench_python() -> anyhow::Result<std::path::PathBuf> {
     }
 }
 
+/// How many shapes S3Gen holds as CUDA graphs (estimator, HiFT decode) and why any stayed eager.
+pub fn graphs_line(model: &S3Gen) -> String {
+    let (estimator, hift) = (model.flow().decoder().graphs(), model.hift().graphs());
+    let fallbacks: Vec<String> = [estimator.fallbacks(), hift.fallbacks()].concat();
+    format!(
+        "S3Gen graphs held: estimator {}, HiFT decode {}; shapes left eager: {}",
+        estimator.graphs(),
+        hift.graphs(),
+        if fallbacks.is_empty() {
+            "none".into()
+        } else {
+            fallbacks.join("; ")
+        }
+    )
+}
+
 pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
     let device = runtime.device().clone();
@@ -171,18 +187,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     for line in &splits {
         println!("{line}");
     }
-    let (estimator, hift) = (model.flow().decoder().graphs(), model.hift().graphs());
-    let fallbacks: Vec<String> = [estimator.fallbacks(), hift.fallbacks()].concat();
-    println!(
-        "graphs held: estimator {}, HiFT decode {}; shapes left eager: {}",
-        estimator.graphs(),
-        hift.graphs(),
-        if fallbacks.is_empty() {
-            "none".into()
-        } else {
-            fallbacks.join("; ")
-        }
-    );
+    println!("{}", graphs_line(&model));
     let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
     println!(
         "({}; PyTorch {} peak RSS {:.0} MiB, ferrovox peak RSS {:.0} MiB; model load {load_s:.1} s)",
