@@ -114,8 +114,10 @@ impl StreamResampler {
         let Some(mut inner) = self.inner.take() else {
             return Ok(out);
         };
+        // An empty buffer is refused by the resampler ("insufficient buffer size 0"): when the
+        // pushes ended on a whole chunk, the flush starts with no input at all.
         let pending = std::mem::take(&mut self.pending);
-        let mut first = Some(pending);
+        let mut first = Some(pending).filter(|p| !p.is_empty());
         while self.produced < total {
             let res = match first.take() {
                 Some(p) => inner.process_partial(Some(&[p]), None),
@@ -173,6 +175,22 @@ mod tests {
         (0..n)
             .map(|i| 0.5 * (std::f32::consts::TAU * hz * i as f32 / rate as f32).sin())
             .collect()
+    }
+
+    #[test]
+    fn pushes_ending_on_a_whole_chunk_still_flush() {
+        // The first push of exactly one chunk leaves nothing pending for the flush.
+        for (from, to) in [(24_000, 48_000), (22_050, 48_000), (16_000, 48_000)] {
+            let mut r = StreamResampler::new(from, to).unwrap();
+            let chunk = r.inner.as_ref().map_or(1, |i| i.input_frames_next());
+            let mut out = r.push(&sine(from, 440.0, chunk)).unwrap();
+            assert!(r.pending.is_empty());
+            out.extend(r.finish().unwrap());
+            assert_eq!(
+                out.len() as u64,
+                (chunk as u64 * to as u64).div_ceil(from as u64)
+            );
+        }
     }
 
     #[test]
