@@ -44,36 +44,12 @@ pub fn run(request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
         for rows in [1usize, 2, 4, 8] {
             let x = Tensor::randn(0f32, 1.0, (rows, 1024), &device)?.to_dtype(dtype)?;
             let h = Tensor::randn(0f32, 1.0, (rows, 4096), &device)?.to_dtype(dtype)?;
-            let step = |i: &[Tensor]| -> candle_core::Result<Tensor> {
-                let mut acc = Vec::with_capacity(LAYERS);
-                for layer in &layers {
-                    let a = layer[0].forward(&i[0])?;
-                    let b = layer[1].forward(&i[0])?;
-                    let c = layer[2].forward(&i[0])?;
-                    let d = layer[3].forward(&i[1])?;
-                    acc.push(
-                        (a.narrow(1, 0, 1024)? + b)?
-                            .add(&c.narrow(1, 0, 1024)?)?
-                            .add(&d)?,
-                    );
-                }
-                Tensor::stack(&acc, 0)
-            };
-            let ours = |i: &[Tensor]| -> candle_core::Result<Tensor> {
-                let mut acc = Vec::with_capacity(LAYERS);
-                for layer in &layers {
-                    let f = |l: &Linear, x: &Tensor| ferrovox_layers::linear(l, x);
-                    let a = f(&layer[0], &i[0])?;
-                    let b = f(&layer[1], &i[0])?;
-                    let c = f(&layer[2], &i[0])?;
-                    let d = f(&layer[3], &i[1])?;
-                    acc.push(
-                        (a.narrow(1, 0, 1024)? + b)?
-                            .add(&c.narrow(1, 0, 1024)?)?
-                            .add(&d)?,
-                    );
-                }
-                Tensor::stack(&acc, 0)
+            let step = |i: &[Tensor]| products(&layers, i, &|l, x| l.forward(x));
+            // The kernel itself, whatever `FERROVOX_CUDA_ROWS` makes `linear` choose.
+            let ours = |i: &[Tensor]| {
+                products(&layers, i, &|l, x| {
+                    ferrovox_kernels::cuda_decode::rows_linear(x, l.weight())
+                })
             };
             let (cublas_ms, cublas_y) = replayed(&x, &h, &step)?;
             let (ours_ms, ours_y) = replayed(&x, &h, &ours)?;
@@ -114,6 +90,28 @@ pub fn run(request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
         runtime.selection.name
     );
     Ok(json!({"copy_bytes_per_s": copy_bw, "cases": results}))
+}
+
+/// One step's products through `product`, each layer's outputs summed into one row so nothing
+/// is dead code to the graph.
+fn products(
+    layers: &[Vec<Linear>],
+    i: &[Tensor],
+    product: &dyn Fn(&Linear, &Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let mut acc = Vec::with_capacity(LAYERS);
+    for layer in layers {
+        let a = product(&layer[0], &i[0])?;
+        let b = product(&layer[1], &i[0])?;
+        let c = product(&layer[2], &i[0])?;
+        let d = product(&layer[3], &i[1])?;
+        acc.push(
+            (a.narrow(1, 0, 1024)? + b)?
+                .add(&c.narrow(1, 0, 1024)?)?
+                .add(&d)?,
+        );
+    }
+    Tensor::stack(&acc, 0)
 }
 
 /// Milliseconds per replay of `f`'s graph (median over [`REPLAYS`] after a capture), and its
