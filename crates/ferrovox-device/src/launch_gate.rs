@@ -107,6 +107,34 @@ pub fn device_work<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f`, a wait on another thread (a result that thread computes), outside this thread's
+/// section: a thread that waits inside one would hold back a capture the other thread needs
+/// before it can finish. The section is entered again (a safe point) when `f` returns.
+pub fn blocked<T>(f: impl FnOnce() -> T) -> T {
+    let depth = DEPTH.with(Cell::get);
+    if depth == 0 {
+        return f();
+    }
+    {
+        let mut state = lock();
+        state.active -= 1;
+        GATE.changed.notify_all();
+    }
+    DEPTH.with(|d| d.set(0));
+    // Re-entered however `f` ends, so the outer section's guard still balances.
+    struct Reenter(usize);
+    impl Drop for Reenter {
+        fn drop(&mut self) {
+            let mut state = wait_out_capture(lock());
+            state.active += 1;
+            drop(state);
+            DEPTH.with(|d| d.set(self.0));
+        }
+    }
+    let _reenter = Reenter(depth);
+    f()
+}
+
 /// Runs `f` (a capture) once no other thread is inside a section, holding every other
 /// thread's new sections back until it returns.
 pub fn exclusive<T>(f: impl FnOnce() -> T) -> T {
@@ -204,6 +232,32 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+        let state = lock();
+        assert_eq!((state.active, state.capturing), (0, None));
+    }
+
+    /// A thread inside a section that waits for another thread's capture (through
+    /// [`blocked`]) lets that capture run; the section holds again afterwards.
+    #[test]
+    fn a_blocked_wait_lets_the_awaited_capture_run() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            device_work(|| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let capturer = std::thread::spawn(move || {
+                    device_work(|| exclusive(|| tx.send(()).unwrap()));
+                });
+                blocked(|| rx.recv().unwrap());
+                assert_eq!(DEPTH.with(Cell::get), 1);
+                capturer.join().unwrap();
+            });
+            done_tx.send(()).unwrap();
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the capture waited on a thread that waited for it");
+        waiter.join().unwrap();
         let state = lock();
         assert_eq!((state.active, state.capturing), (0, None));
     }

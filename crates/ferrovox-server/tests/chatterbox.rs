@@ -204,6 +204,55 @@ fn concurrent_requests_decode_together_and_each_gets_its_own_audio() {
         tokens > steps,
         "{tokens} tokens in {steps} steps: no step was shared"
     );
+
+    // S3Gen's flow batched across the requests too: each request's audio stays its audio
+    // alone within f32 summation order (`flow_batch.rs` bounds the samples by 1e-2).
+    let flow_voice: Arc<dyn ferrovox_engine::TtsModel> = {
+        let tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
+        let gather = ferrovox_chatterbox::FlowBatchConfig {
+            max_items: 6,
+            gather: std::time::Duration::from_millis(300),
+        };
+        Arc::new(
+            ferrovox_engine::ChatterboxVoice::with_slots(&id, tts, 4)
+                .unwrap()
+                .with_flow_batch(gather),
+        )
+    };
+    let flowing = TestServer::start(vec![flow_voice], config(), None, true);
+    let start = Arc::new(std::sync::Barrier::new(want.len()));
+    let got: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = seeds
+            .clone()
+            .map(|s| {
+                let (start, body, server) = (start.clone(), body(s), &flowing);
+                scope.spawn(move || {
+                    start.wait();
+                    body_bytes(server.post(&body).unwrap())
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let samples = |b: &[u8]| -> Vec<i32> {
+        b.chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as i32)
+            .collect()
+    };
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let (g, w) = (samples(g), samples(w));
+        assert_eq!(g.len(), w.len(), "request {i}: length");
+        let max = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).max().unwrap();
+        eprintln!("request {i}, flow batched: max |diff| {max} of 32767");
+        assert!(max <= 328, "request {i}: flow-batched audio moved by {max}");
+    }
+    let metrics = flowing.get("/metrics").unwrap().into_string().unwrap();
+    let batched_runs = metrics
+        .lines()
+        .find(|l| l.starts_with("ferrovox_chatterbox_s3gen_flow_batched_runs_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("flow batch counters in {metrics}"));
+    assert!(batched_runs >= 1, "no flow run was shared: {metrics}");
     std::fs::remove_dir_all(dir).ok();
 }
 

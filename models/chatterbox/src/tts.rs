@@ -9,7 +9,7 @@ use ferrovox_device::device_work;
 use ferrovox_layers::RowFormat;
 
 use crate::campplus::CampPlusConfig;
-use crate::s3gen::{S3Gen, S3GenConfig};
+use crate::s3gen::{FlowBatcher, S3Gen, S3GenConfig};
 use crate::s3tokenizer::S3TokenizerConfig;
 use crate::t3::{Flow, Generated, Request, SamplingNoise, SamplingOptions, T3Config, T3};
 use crate::tokenizer::{punc_norm, EnTokenizer};
@@ -338,7 +338,8 @@ impl ChatterboxTts {
     /// S3Gen decodes chunks of exactly [`STREAM_CHUNKS`] tokens (then 200 each) and emits
     /// the audio that has become final. `emit` may cancel. The pieces joined equal
     /// [`ChatterboxTts::synthesize`]'s audio under the same draws within S3Gen's streaming
-    /// bound.
+    /// bound. S3Gen's flow runs through `batcher` when given (with other streams',
+    /// [`FlowBatcher`]).
     pub fn stream(
         &self,
         text_tokens: &[u32],
@@ -346,12 +347,14 @@ impl ChatterboxTts {
         options: &GenerateOptions,
         seed: u64,
         noise: &mut dyn SamplingNoise,
+        batcher: Option<&FlowBatcher>,
         emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
     ) -> Result<Outcome> {
         let cond = self.t3_cond(voice, options)?;
         self.stream_tokens(
             voice,
             seed,
+            batcher,
             &mut |on_tokens| {
                 self.t3
                     .generate(&cond, text_tokens, &options.sampling, noise, 5, on_tokens)
@@ -361,16 +364,21 @@ impl ChatterboxTts {
     }
 
     /// [`ChatterboxTts::stream`] of the tokens `generate` hands its callback as they come (T3
-    /// run here, or a decode batch's generation, [`crate::t3::T3Batch`]).
+    /// run here, or a decode batch's generation, [`crate::t3::T3Batch`]); S3Gen's flow runs
+    /// through `batcher` when given (with other streams', [`FlowBatcher`]).
     pub fn stream_tokens(
         &self,
         voice: &Conditionals,
         seed: u64,
+        batcher: Option<&FlowBatcher>,
         generate: &mut Generate<'_>,
         emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
     ) -> Result<Outcome> {
         let codes = self.speech_codes();
         let mut stream = self.s3gen.stream(&voice.gen, seed)?;
+        if let Some(batcher) = batcher {
+            stream = stream.with_batcher(batcher);
+        }
         let mut pending: Vec<u32> = Vec::new();
         let mut decoded = 0usize;
         let mut chunk = 0usize;
@@ -462,7 +470,8 @@ impl ChatterboxTts {
         )
     }
 
-    /// The whole audio of T3's `text_tokens` in `voice`, decoded in one S3Gen call.
+    /// The whole audio of T3's `text_tokens` in `voice`, decoded in one S3Gen call
+    /// (its flow through `batcher` when given).
     pub fn synthesize(
         &self,
         text_tokens: &[u32],
@@ -470,17 +479,20 @@ impl ChatterboxTts {
         options: &GenerateOptions,
         seed: u64,
         noise: &mut dyn SamplingNoise,
+        batcher: Option<&FlowBatcher>,
     ) -> Result<(Vec<f32>, Outcome)> {
         let generated = self.generate_tokens(text_tokens, voice, options, noise)?;
-        self.decode(&generated, voice, seed)
+        self.decode(&generated, voice, seed, batcher)
     }
 
-    /// The audio of a whole generation (T3's tokens, from here or a decode batch).
+    /// The audio of a whole generation (T3's tokens, from here or a decode batch), S3Gen's
+    /// flow through `batcher` when given.
     pub fn decode(
         &self,
         generated: &Generated,
         voice: &Conditionals,
         seed: u64,
+        batcher: Option<&FlowBatcher>,
     ) -> Result<(Vec<f32>, Outcome)> {
         let tokens = speech_tokens(&generated.tokens, self.speech_codes());
         if tokens.is_empty() {
@@ -488,7 +500,10 @@ impl ChatterboxTts {
                 "T3 generated no speech tokens for this text".into(),
             ));
         }
-        let audio = device_work(|| self.s3gen.synthesize(&tokens, &voice.gen, seed))?;
+        let audio = device_work(|| match batcher {
+            Some(b) => self.s3gen.synthesize_batched(&tokens, &voice.gen, seed, b),
+            None => self.s3gen.synthesize(&tokens, &voice.gen, seed),
+        })?;
         Ok((
             audio,
             Outcome {

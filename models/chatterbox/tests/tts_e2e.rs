@@ -153,11 +153,11 @@ fn streamed_audio_equals_one_shot_audio() {
             }
         };
         let (whole, outcome) = tts
-            .synthesize(&tokens, &voice, opts, seed, noise().as_mut())
+            .synthesize(&tokens, &voice, opts, seed, noise().as_mut(), None)
             .unwrap();
         let mut pieces = Vec::new();
         let streamed = tts
-            .stream(&tokens, &voice, opts, seed, noise().as_mut(), &mut |p| {
+            .stream(&tokens, &voice, opts, seed, noise().as_mut(), None, &mut |p| {
                 pieces.push(p);
                 Ok(Flow::Continue)
             })
@@ -235,6 +235,7 @@ fn streamed_audio_does_not_depend_on_how_tokens_arrive() {
         tts.stream_tokens(
             &voice,
             5,
+            None,
             &mut |on_tokens| {
                 let (mut at, mut g) = (0, 0);
                 while at < generated.tokens.len() {
@@ -272,7 +273,7 @@ fn empty_text_and_bad_options_are_errors() {
         ..options()
     };
     let e = tts
-        .synthesize(&tokens, &voice, &bad, 0, &mut SeededNoise::new(0))
+        .synthesize(&tokens, &voice, &bad, 0, &mut SeededNoise::new(0), None)
         .unwrap_err();
     assert!(e.to_string().contains("exaggeration"), "{e}");
 }

@@ -12,6 +12,7 @@
 //! | [`estimator`] | `s3gen/decoder.py` (`ConditionalDecoder`) |
 //! | [`basic_transformer`] | `s3gen/matcha/transformer.py` |
 //! | [`hift`] | `s3gen/hifigan.py`, `s3gen/f0_predictor.py` |
+//! | [`flow_batch`] | none: concurrent utterances' flow runs as one batch |
 //! | [`streaming`] | none: upstream 0.1.7's streaming path raises; this follows CosyVoice2's |
 
 pub mod basic_transformer;
@@ -19,6 +20,7 @@ pub mod cfm;
 pub mod encoder;
 pub mod estimator;
 pub mod flow;
+pub mod flow_batch;
 pub mod flow_config;
 pub mod hift;
 pub mod rel_attention;
@@ -26,6 +28,7 @@ pub mod streaming;
 pub mod token2wav;
 
 pub use flow::{Flow, FlowEncoding};
+pub use flow_batch::{FlowBatchConfig, FlowBatchStats, FlowBatcher};
 pub use flow_config::{CfmConfig, EncoderConfig, EstimatorConfig, FlowConfig};
 pub use hift::{
     HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, SeededSourceNoise, SinePhase,

@@ -19,6 +19,7 @@
 
 use candle_core::Tensor;
 
+use crate::s3gen::flow_batch::FlowBatcher;
 use crate::s3gen::hift::{HiftGenerator, SinePhase};
 use crate::s3gen::token2wav::check_tokens;
 use crate::s3gen::{S3Gen, SpeakerReference, UtteranceNoise};
@@ -338,6 +339,8 @@ pub struct S3GenStream<'a> {
     /// `mel_final` on are provisional; `finish` reuses it when no token came since.
     last_run: Option<(usize, Tensor)>,
     vocoder: VocoderStream<'a>,
+    /// Where the flow runs: batched with other streams', or here (`None`).
+    batcher: Option<&'a FlowBatcher>,
 }
 
 impl<'a> S3GenStream<'a> {
@@ -378,7 +381,15 @@ impl<'a> S3GenStream<'a> {
             mel_final: 0,
             last_run: None,
             vocoder,
+            batcher: None,
         })
+    }
+
+    /// Runs this stream's flow through `batcher`, together with other streams' runs that wait
+    /// at the same time (see [`FlowBatcher`]).
+    pub fn with_batcher(mut self, batcher: &'a FlowBatcher) -> Self {
+        self.batcher = Some(batcher);
+        self
     }
 
     /// Tokens received so far.
@@ -458,6 +469,9 @@ impl<'a> S3GenStream<'a> {
     }
 
     fn flow_mel(&self) -> Result<Tensor> {
+        if let Some(batcher) = self.batcher {
+            return batcher.mel(self.model, &self.tokens, &self.reference, &self.noise);
+        }
         let frames = self.model.noise_frames(&self.reference, self.tokens.len());
         let bins = self.model.flow().config().output_size;
         let device = self.reference.prompt_feat.device();

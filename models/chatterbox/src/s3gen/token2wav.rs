@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use crate::s3gen::flow_batch::FlowBatcher;
 use crate::s3gen::encoder::length_mask;
 use crate::s3gen::hift::{HiftConfig, HiftGenerator, SourceNoise};
 use crate::s3gen::{Flow, FlowConfig, SeededSourceNoise};
@@ -408,16 +409,30 @@ impl S3Gen {
         let device = reference.prompt_feat.device();
         let bins = self.flow.config().output_size;
         let cfm = noise.cfm(bins, 0..frames, device)?;
-        let mut source = noise.source_from(0, self.hift.config().samples_per_frame());
-        let audio = self.inference(
-            tokens,
-            reference,
-            S3GenNoise {
-                cfm,
-                source: &mut source,
-            },
-        )?;
-        Ok(audio.squeeze(0)?.to_vec1::<f32>()?)
+        self.vocode(&self.mel(tokens, reference, &cfm)?, noise)
+    }
+
+    /// [`Self::synthesize`] with the flow run through `batcher`, batched with the utterances
+    /// other threads decode at the same time (equal up to f32 summation order).
+    pub fn synthesize_batched(
+        &self,
+        tokens: &[u32],
+        reference: &SpeakerReference,
+        seed: u64,
+        batcher: &FlowBatcher,
+    ) -> Result<Vec<f32>> {
+        let noise = UtteranceNoise::Seeded(seed);
+        self.vocode(&batcher.mel(self, tokens, reference, &noise)?, &noise)
+    }
+
+    /// HiFT over a whole utterance's mel with `noise`'s source draws, faded in.
+    fn vocode(&self, mel: &Tensor, noise: &UtteranceNoise) -> Result<Vec<f32>> {
+        let spf = self.hift.config().samples_per_frame();
+        let audio = self
+            .hift
+            .inference(mel, None, &mut noise.source_from(0, spf))?
+            .audio;
+        Ok(self.fade_in(&audio)?.squeeze(0)?.to_vec1::<f32>()?)
     }
 
     /// Several utterances at once: the CFM solve (the bulk of the flow) runs them as one
@@ -433,16 +448,9 @@ impl S3Gen {
             .map(|i| UtteranceNoise::Seeded(seed.wrapping_add(i as u64)))
             .collect();
         let mels = self.mel_batch(items, &noises)?;
-        let spf = self.hift.config().samples_per_frame();
         mels.iter()
             .zip(&noises)
-            .map(|(mel, noise)| {
-                let audio = self
-                    .hift
-                    .inference(mel, None, &mut noise.source_from(0, spf))?
-                    .audio;
-                Ok(self.fade_in(&audio)?.squeeze(0)?.to_vec1::<f32>()?)
-            })
+            .map(|(mel, noise)| self.vocode(mel, noise))
             .collect()
     }
 

@@ -1,0 +1,240 @@
+//! No upstream counterpart. S3Gen's flow for concurrent utterances as one batch: each stream's
+//! push (and each one-shot decode) hands its flow run to a shared [`FlowBatcher`], and the runs
+//! waiting together go through [`S3Gen::mel_batch`] (the CFM solve as one masked batch) instead
+//! of one after another.
+//!
+//! There is no batching thread: the first caller to find no run in progress leads, runs every
+//! waiting job (its own among them, up to the batch limit) and hands out the results; callers
+//! arriving meanwhile wait and the next of them leads the next batch. A caller alone runs its
+//! own job at once through [`S3Gen::mel`], so a lone stream is exactly what it is without a
+//! batcher. A batched item equals its run alone up to f32 summation order (the padded frames
+//! are masked out of every valid one; `tests/flow_batch.rs` measures it).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use ferrovox_device::blocked;
+
+use crate::s3gen::{S3Gen, SpeakerReference, UtteranceNoise};
+use crate::{Error, Result};
+
+/// How a [`FlowBatcher`] forms its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowBatchConfig {
+    /// Most utterances in one run (1: no batching).
+    pub max_items: usize,
+    /// How long a leader waits for more jobs while its batch is not full. Zero (the default
+    /// in serving) never delays a run: batches form from the jobs that queued while the
+    /// previous run was on the device.
+    pub gather: Duration,
+}
+
+impl FlowBatchConfig {
+    /// Batches of up to `max_items`, never waiting for more.
+    pub fn new(max_items: usize) -> Self {
+        Self {
+            max_items: max_items.max(1),
+            gather: Duration::ZERO,
+        }
+    }
+}
+
+/// Counters of a batcher, exported as metrics.
+#[derive(Debug, Default)]
+pub struct FlowBatchStats {
+    /// Flow runs (a lone job or a batch).
+    pub runs: AtomicU64,
+    /// Jobs those runs carried.
+    pub items: AtomicU64,
+    /// Runs of more than one job.
+    pub batched_runs: AtomicU64,
+    /// Most jobs in one run.
+    pub largest: AtomicUsize,
+    /// Batches that failed as a whole and were run again job by job.
+    pub split_retries: AtomicU64,
+}
+
+struct Job {
+    id: u64,
+    tokens: Vec<u32>,
+    reference: SpeakerReference,
+    noise: UtteranceNoise,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_id: u64,
+    pending: VecDeque<Job>,
+    done: HashMap<u64, Result<Tensor>>,
+    leading: bool,
+}
+
+/// Batches the flow runs of one [`S3Gen`]'s concurrent utterances (see the module docs).
+#[derive(Debug)]
+pub struct FlowBatcher {
+    config: FlowBatchConfig,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    stats: FlowBatchStats,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("pending", &self.pending.len())
+            .field("done", &self.done.len())
+            .field("leading", &self.leading)
+            .finish()
+    }
+}
+
+impl FlowBatcher {
+    pub fn new(config: FlowBatchConfig) -> Self {
+        Self {
+            config,
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+            stats: FlowBatchStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &FlowBatchConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &FlowBatchStats {
+        &self.stats
+    }
+
+    /// The target mel `[1, 80, frames]` of `tokens` in `reference`'s voice, the CFM solve
+    /// starting from `noise`'s draws for frames `0..`: [`S3Gen::mel`]'s result, run alone or
+    /// batched with the jobs of other threads. Every job given to one batcher must be for the
+    /// same `model`.
+    pub fn mel(
+        &self,
+        model: &S3Gen,
+        tokens: &[u32],
+        reference: &SpeakerReference,
+        noise: &UtteranceNoise,
+    ) -> Result<Tensor> {
+        let id = {
+            let mut q = self.lock();
+            let id = q.next_id;
+            q.next_id += 1;
+            q.pending.push_back(Job {
+                id,
+                tokens: tokens.to_vec(),
+                reference: reference.clone(),
+                noise: noise.clone(),
+            });
+            self.changed.notify_all();
+            id
+        };
+        loop {
+            let mut q = self.lock();
+            loop {
+                if let Some(result) = q.done.remove(&id) {
+                    return result;
+                }
+                if !q.leading {
+                    break;
+                }
+                // Waiting on the leader, whose run may need to capture a graph.
+                q = blocked(|| self.changed.wait(q).unwrap_or_else(|e| e.into_inner()));
+            }
+            q.leading = true;
+            let jobs = self.gather(q);
+            let results = self.run_guarded(model, &jobs);
+            let mut q = self.lock();
+            for (job, result) in jobs.iter().zip(results) {
+                q.done.insert(job.id, result);
+            }
+            q.leading = false;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Takes the batch to run: the waiting jobs in arrival order, up to the limit, after
+    /// waiting up to `gather` for the batch to fill.
+    fn gather(&self, mut q: MutexGuard<'_, Queue>) -> Vec<Job> {
+        let max = self.config.max_items;
+        let deadline = Instant::now() + self.config.gather;
+        while q.pending.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = blocked(|| {
+                self.changed
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            });
+        }
+        let n = q.pending.len().min(max);
+        q.pending.drain(..n).collect()
+    }
+
+    /// [`Self::run`], a panic inside it becoming every job's error instead of leaving the
+    /// waiting threads without a leader.
+    fn run_guarded(&self, model: &S3Gen, jobs: &[Job]) -> Vec<Result<Tensor>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(model, jobs)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                jobs.iter()
+                    .map(|_| {
+                        Err(Error::Candle(candle_core::Error::Msg(format!(
+                            "S3Gen's flow panicked: {what}"
+                        ))))
+                    })
+                    .collect()
+            })
+    }
+
+    fn run(&self, model: &S3Gen, jobs: &[Job]) -> Vec<Result<Tensor>> {
+        let s = &self.stats;
+        s.runs.fetch_add(1, Ordering::Relaxed);
+        s.items.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        s.largest.fetch_max(jobs.len(), Ordering::Relaxed);
+        if let [job] = jobs {
+            return vec![alone(model, job)];
+        }
+        s.batched_runs.fetch_add(1, Ordering::Relaxed);
+        let items: Vec<(&[u32], &SpeakerReference)> = jobs
+            .iter()
+            .map(|j| (j.tokens.as_slice(), &j.reference))
+            .collect();
+        let noises: Vec<UtteranceNoise> = jobs.iter().map(|j| j.noise.clone()).collect();
+        match model.mel_batch(&items, &noises) {
+            Ok(mels) => mels.into_iter().map(Ok).collect(),
+            // One job's bad input or a batch too large for the device must not fail the
+            // others: each runs alone and gets its own result.
+            Err(e) => {
+                tracing::warn!(items = jobs.len(), error = %e, "S3Gen flow batch failed; running its jobs one by one");
+                s.split_retries.fetch_add(1, Ordering::Relaxed);
+                jobs.iter().map(|job| alone(model, job)).collect()
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One job through [`S3Gen::mel`], as a stream without a batcher runs it.
+fn alone(model: &S3Gen, job: &Job) -> Result<Tensor> {
+    let frames = model.noise_frames(&job.reference, job.tokens.len());
+    let bins = model.flow().config().output_size;
+    let cfm = job
+        .noise
+        .cfm(bins, 0..frames, job.reference.prompt_feat.device())?;
+    model.mel(&job.tokens, &job.reference, &cfm)
+}
