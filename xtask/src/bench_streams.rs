@@ -4,8 +4,14 @@
 //! GPU, 4 on the CPU):
 //! - T3 alone: every request's generation decoded in one batch; aggregate tokens/s, ms per
 //!   step, and the speed-up over one request;
-//! - streamed: each request's thread runs S3Gen on its tokens as they come; first audio
-//!   p50/p95 and aggregate tokens/s.
+//! - streamed: each request's thread runs S3Gen on its tokens as they come, the flow runs of
+//!   concurrent requests batched ([`ferrovox_chatterbox::FlowBatcher`]); first audio p50/p95,
+//!   aggregate tokens/s and the mean flow batch;
+//! - streamed with the flow batch limit at 1 (each request's flow run alone, as before flow
+//!   batching), up to `FERROVOX_BENCH_UNBATCHED_UP_TO` requests (16), the same run's baseline.
+//!
+//! `FERROVOX_BENCH_LEVELS` (e.g. `1,8,32`) picks the levels; levels that would start after
+//! `FERROVOX_BENCH_BUDGET_S` seconds (480) are skipped and named.
 //!
 //! The baseline in the same run is one generation through `T3::generate` alone (what a voice
 //! without a decode batch runs). Upstream has no batching: its batch-1 figure is
@@ -16,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ferrovox_chatterbox::t3::{Flow, SeededNoise};
-use ferrovox_chatterbox::GenerateOptions;
+use ferrovox_chatterbox::{FlowBatchConfig, GenerateOptions};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use ferrovox_engine::{ChatterboxOptions, ChatterboxVoice, SynthesisOptions, TtsModel, Unit};
 use serde_json::json;
@@ -54,18 +60,46 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         )
         .context("writing the full-size weights")?;
     }
-    let levels: Vec<usize> = match (quick, on_gpu) {
-        (true, _) => vec![1, 2],
-        (false, true) => vec![1, 2, 4, 8, 16, 32, 64],
-        (false, false) => vec![1, 2, 4],
+    let env_usize = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
     };
+    let levels: Vec<usize> = match std::env::var("FERROVOX_BENCH_LEVELS") {
+        Ok(list) => list
+            .split(',')
+            .map(|v| v.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .context("FERROVOX_BENCH_LEVELS: a comma-separated list of request counts")?,
+        Err(_) => match (quick, on_gpu) {
+            (true, _) => vec![1, 2],
+            (false, true) => vec![1, 2, 4, 8, 16, 32, 64],
+            (false, false) => vec![1, 2, 4],
+        },
+    };
+    let budget = env_usize("FERROVOX_BENCH_BUDGET_S", 480) as f64;
+    let unbatched_up_to = env_usize("FERROVOX_BENCH_UNBATCHED_UP_TO", 16);
+    let bench_start = Instant::now();
     let new_tokens = if on_gpu { 200 } else { 40 };
     let sampler = MemorySampler::start(&device);
     let full = FullSize::load(&dir, &device)?;
     let text = full.text.clone();
-    let slots = *levels.last().expect("levels");
-    let voice = Arc::new(ChatterboxVoice::with_slots("bench", full.tts, slots)?);
+    let slots = *levels.iter().max().context("no levels")?;
+    let flow_items = ChatterboxVoice::planned_flow_items(&full.tts);
+    let voice = Arc::new(
+        ChatterboxVoice::with_slots("bench", full.tts, slots)?
+            .with_flow_batch(FlowBatchConfig::new(flow_items)),
+    );
     let decoder = voice.decoder().context("a decode batch")?;
+    let flow = voice.flow_batcher();
+    println!(
+        "S3Gen flow batch: {} (planned from free memory)",
+        flow.map_or("off".into(), |f| format!(
+            "up to {} utterances",
+            f.max_items()
+        ))
+    );
     println!(
         "decode batch: {} slots of {} positions ({:.0} MiB of cache each)",
         decoder.config().max_slots,
@@ -124,8 +158,23 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             - steps;
         Ok((wall, tokens, steps))
     };
-    // `n` streamed syntheses at once: (wall seconds, first audio of each).
-    let streamed = |n: usize, base: u64| -> anyhow::Result<(f64, Vec<f64>)> {
+    // Flow runs and the utterances they carried so far.
+    let flow_counts = || {
+        flow.map_or((0, 0), |f| {
+            let s = f.stats();
+            (
+                s.runs.load(std::sync::atomic::Ordering::Relaxed),
+                s.items.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    };
+    // `n` streamed syntheses at once, the flow batch limited to `limit`: (wall seconds, first
+    // audio of each, mean utterances per flow run).
+    let streamed = |n: usize, base: u64, limit: usize| -> anyhow::Result<(f64, Vec<f64>, f64)> {
+        if let Some(f) = flow {
+            f.set_max_items(limit);
+        }
+        let (runs0, items0) = flow_counts();
         let barrier = Arc::new(Barrier::new(n));
         let start = Instant::now();
         let firsts = std::thread::scope(|scope| {
@@ -157,7 +206,10 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
                 .map(|h| h.join().expect("stream thread"))
                 .collect::<anyhow::Result<Vec<f64>>>()
         })?;
-        Ok((start.elapsed().as_secs_f64(), firsts))
+        let wall = start.elapsed().as_secs_f64();
+        let (runs1, items1) = flow_counts();
+        let mean_batch = (items1 - items0) as f64 / (runs1 - runs0).max(1) as f64;
+        Ok((wall, firsts, mean_batch))
     };
 
     // The baseline: one generation run alone through `T3::generate` (the path a voice without
@@ -186,29 +238,48 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let mut rows = Vec::new();
     let mut single = f64::NAN;
     println!(
-        "| requests | T3 tokens/s (all) | ms per step | × one request | streamed tokens/s (all) | first audio p50 / p95 |\n|---|---|---|---|---|---|"
+        "| requests | T3 tokens/s (all) | ms per step | × one request | streamed tokens/s (all) | first audio p50 / p95 | mean flow batch | flow alone: streamed tokens/s | flow alone: first audio p50 / p95 |\n|---|---|---|---|---|---|---|---|---|"
     );
+    let mut skipped = Vec::new();
     for &n in &levels {
+        if bench_start.elapsed().as_secs_f64() > budget {
+            skipped.push(n);
+            continue;
+        }
+        let limit = flow_items.max(1);
         // Untimed first: this batch size's graphs are captured, as a server's traffic would.
         t3_only(n, 9_000)?;
-        streamed(n, 8_000)?;
+        streamed(n, 8_000, limit)?;
         let (wall, tokens, steps) = t3_only(n, 1_000 * n as u64)?;
         let rate = tokens as f64 / wall;
         if n == 1 {
             single = rate;
         }
-        let (s_wall, firsts) = streamed(n, 2_000 * n as u64)?;
+        let (s_wall, firsts, mean_batch) = streamed(n, 2_000 * n as u64, limit)?;
         let s_rate = (n * new_tokens) as f64 / s_wall;
         let (p50, p95) = (
             quantile(firsts.clone(), 0.5),
             quantile(firsts.clone(), 0.95),
         );
+        // The same requests with every flow run alone: the baseline before flow batching.
+        let alone_flow = if flow.is_some() && n > 1 && n <= unbatched_up_to {
+            let (a_wall, a_firsts, _) = streamed(n, 2_000 * n as u64, 1)?;
+            Some((
+                (n * new_tokens) as f64 / a_wall,
+                quantile(a_firsts.clone(), 0.5),
+                quantile(a_firsts, 0.95),
+            ))
+        } else {
+            None
+        };
         println!(
-            "| {n} | {rate:.0} | {:.2} | {:.1}× | {s_rate:.0} | {:.0} / {:.0} ms |",
+            "| {n} | {rate:.0} | {:.2} | {:.1}× | {s_rate:.0} | {:.0} / {:.0} ms | {mean_batch:.1} | {} | {} |",
             wall * 1e3 / steps.max(1) as f64,
             rate / single,
             p50 * 1e3,
-            p95 * 1e3
+            p95 * 1e3,
+            alone_flow.map_or("-".into(), |(r, _, _)| format!("{r:.0}")),
+            alone_flow.map_or("-".into(), |(_, a, b)| format!("{:.0} / {:.0} ms", a * 1e3, b * 1e3)),
         );
         rows.push(json!({
             "requests": n, "t3_tokens": tokens, "t3_wall_s": wall, "t3_tokens_per_s": rate,
@@ -216,7 +287,14 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             "speedup_over_one": rate / single,
             "streamed_wall_s": s_wall, "streamed_tokens_per_s": s_rate,
             "first_audio_s": firsts, "first_audio_p50_s": p50, "first_audio_p95_s": p95,
+            "mean_flow_batch": mean_batch,
+            "flow_alone_streamed_tokens_per_s": alone_flow.map(|a| a.0),
+            "flow_alone_first_audio_p50_s": alone_flow.map(|a| a.1),
+            "flow_alone_first_audio_p95_s": alone_flow.map(|a| a.2),
         }));
+    }
+    if !skipped.is_empty() {
+        println!("skipped past the {budget:.0} s budget: {skipped:?} requests");
     }
     let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
     println!(
@@ -235,14 +313,15 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         voice
             .counters()
             .into_iter()
-            .filter(|(k, _)| k.starts_with("chatterbox_t3"))
+            .filter(|(k, _)| k.starts_with("chatterbox_t3") || k.starts_with("chatterbox_s3gen"))
             .collect::<Vec<_>>(),
     );
     Ok(json!({
         "device": if on_gpu { "cuda" } else { "cpu" }, "tf32": runtime.tuning.tf32,
         "threads": runtime.tuning.threads.threads, "new_tokens": new_tokens,
         "slots": decoder.config().max_slots, "positions": decoder.config().positions,
-        "levels": rows, "gpu_peak_mib": gpu_peak, "load_s": full.load_s,
+        "levels": rows, "skipped_levels": skipped, "flow_batch_limit": flow_items,
+        "gpu_peak_mib": gpu_peak, "load_s": full.load_s,
         "alone_tokens_per_s": alone,
     }))
 }

@@ -549,10 +549,7 @@ impl TtsModel for ChatterboxVoice {
                     "chatterbox_s3gen_flow_batch_retries_total",
                     s.split_retries.load(Ordering::Relaxed),
                 ),
-                (
-                    "chatterbox_s3gen_flow_batch_limit",
-                    f.config().max_items as u64,
-                ),
+                ("chatterbox_s3gen_flow_batch_limit", f.max_items() as u64),
             ]);
         }
         if let Some(d) = &self.decoder {

@@ -32,10 +32,10 @@ pub use conditionals::Conditionals;
 pub use error::{Error, Result};
 pub use ferrovox_layers::RowFormat;
 pub use s3gen::{
-    trim_fade, CfmConfig, EncoderConfig, EstimatorConfig, Flow, FlowBatchConfig, FlowBatchStats, FlowBatcher, FlowConfig, FlowEncoding,
-    FrameSourceNoise, HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, S3Gen,
-    S3GenConfig, S3GenNoise, S3GenStream, SeededSourceNoise, SinePhase, SourceNoise,
-    SpeakerReference, UtteranceNoise, VocoderContext, VocoderStream, SAMPLE_RATE,
+    trim_fade, CfmConfig, EncoderConfig, EstimatorConfig, Flow, FlowBatchConfig, FlowBatchStats,
+    FlowBatcher, FlowConfig, FlowEncoding, FrameSourceNoise, HiftConfig, HiftGenerator, HiftOutput,
+    RecordedSourceNoise, S3Gen, S3GenConfig, S3GenNoise, S3GenStream, SeededSourceNoise, SinePhase,
+    SourceNoise, SpeakerReference, UtteranceNoise, VocoderContext, VocoderStream, SAMPLE_RATE,
 };
 pub use tts::{
     cpu_step_weights, speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome,

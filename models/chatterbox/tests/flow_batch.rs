@@ -64,10 +64,25 @@ fn concurrent_streams_share_flow_runs_and_keep_their_own_audio() {
     let short_voice = shorter(&reference);
     // (voice, seed, tokens, chunks): the same number of pushes, so every run is full.
     let streams: Vec<(&SpeakerReference, u64, Vec<u32>, Vec<usize>)> = vec![
-        (&reference, 7, random_tokens(40, VOCAB, 9), vec![10, 10, 10, 10]),
+        (
+            &reference,
+            7,
+            random_tokens(40, VOCAB, 9),
+            vec![10, 10, 10, 10],
+        ),
         (&reference, 8, random_tokens(20, VOCAB, 3), vec![5, 5, 5, 5]),
-        (&short_voice, 9, random_tokens(33, VOCAB, 4), vec![12, 7, 9, 5]),
-        (&short_voice, 10, random_tokens(16, VOCAB, 5), vec![4, 4, 4, 4]),
+        (
+            &short_voice,
+            9,
+            random_tokens(33, VOCAB, 4),
+            vec![12, 7, 9, 5],
+        ),
+        (
+            &short_voice,
+            10,
+            random_tokens(16, VOCAB, 5),
+            vec![4, 4, 4, 4],
+        ),
     ];
     let alone: Vec<Vec<f32>> = streams
         .iter()
@@ -92,7 +107,10 @@ fn concurrent_streams_share_flow_runs_and_keep_their_own_audio() {
     for (i, (got, want)) in batched.iter().zip(&alone).enumerate() {
         let (max, rel, snr) = compare(got, want);
         eprintln!("stream {i}: max|diff| {max:.3e}  rel L2 {rel:.3e}  SNR {snr:.1} dB");
-        assert!(max <= 1e-2 && snr >= 40.0, "stream {i}: batched audio moved by {max}");
+        assert!(
+            max <= 1e-2 && snr >= 40.0,
+            "stream {i}: batched audio moved by {max}"
+        );
     }
     assert_ne!(alone[0][..4800], alone[1][..4800]);
     let s = batcher.stats();

@@ -157,10 +157,18 @@ fn streamed_audio_equals_one_shot_audio() {
             .unwrap();
         let mut pieces = Vec::new();
         let streamed = tts
-            .stream(&tokens, &voice, opts, seed, noise().as_mut(), None, &mut |p| {
-                pieces.push(p);
-                Ok(Flow::Continue)
-            })
+            .stream(
+                &tokens,
+                &voice,
+                opts,
+                seed,
+                noise().as_mut(),
+                None,
+                &mut |p| {
+                    pieces.push(p);
+                    Ok(Flow::Continue)
+                },
+            )
             .unwrap();
         assert_eq!(streamed, outcome, "the same tokens either way");
         (whole, pieces, outcome)

@@ -76,6 +76,8 @@ struct Queue {
 #[derive(Debug)]
 pub struct FlowBatcher {
     config: FlowBatchConfig,
+    /// The limit in force ([`Self::set_max_items`]); starts at `config.max_items`.
+    max_items: AtomicUsize,
     queue: Mutex<Queue>,
     changed: Condvar,
     stats: FlowBatchStats,
@@ -94,6 +96,7 @@ impl std::fmt::Debug for Queue {
 impl FlowBatcher {
     pub fn new(config: FlowBatchConfig) -> Self {
         Self {
+            max_items: AtomicUsize::new(config.max_items.max(1)),
             config,
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
@@ -103,6 +106,16 @@ impl FlowBatcher {
 
     pub fn config(&self) -> &FlowBatchConfig {
         &self.config
+    }
+
+    /// Most jobs in one run from now on (1: every job runs alone, one after another).
+    pub fn max_items(&self) -> usize {
+        self.max_items.load(Ordering::Relaxed)
+    }
+
+    /// Changes the batch limit while serving (benches compare limits on one loaded model).
+    pub fn set_max_items(&self, n: usize) {
+        self.max_items.store(n.max(1), Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> &FlowBatchStats {
@@ -160,7 +173,7 @@ impl FlowBatcher {
     /// Takes the batch to run: the waiting jobs in arrival order, up to the limit, after
     /// waiting up to `gather` for the batch to fill.
     fn gather(&self, mut q: MutexGuard<'_, Queue>) -> Vec<Job> {
-        let max = self.config.max_items;
+        let max = self.max_items();
         let deadline = Instant::now() + self.config.gather;
         while q.pending.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -9,8 +9,8 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use crate::s3gen::flow_batch::FlowBatcher;
 use crate::s3gen::encoder::length_mask;
+use crate::s3gen::flow_batch::FlowBatcher;
 use crate::s3gen::hift::{HiftConfig, HiftGenerator, SourceNoise};
 use crate::s3gen::{Flow, FlowConfig, SeededSourceNoise};
 use crate::{Error, Result};
