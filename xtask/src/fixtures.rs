@@ -98,6 +98,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_campplus.py",
         "gen_full_keys.py",
         "gen_cloning.py",
+        "gen_mtl_tokenizer.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

@@ -209,14 +209,10 @@ fn concurrent_requests_decode_together_and_each_gets_its_own_audio() {
     // alone within f32 summation order (`flow_batch.rs` bounds the samples by 1e-2).
     let flow_voice: Arc<dyn ferrovox_engine::TtsModel> = {
         let tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
-        let gather = ferrovox_chatterbox::FlowBatchConfig {
-            max_items: 6,
-            gather: std::time::Duration::from_millis(300),
-        };
         Arc::new(
             ferrovox_engine::ChatterboxVoice::with_slots(&id, tts, 4)
                 .unwrap()
-                .with_flow_batch(gather),
+                .with_flow_batch(ferrovox_chatterbox::FlowBatchConfig::new(6)),
         )
     };
     let flowing = TestServer::start(vec![flow_voice], config(), None, true);

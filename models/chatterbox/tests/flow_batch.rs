@@ -8,17 +8,44 @@ use std::time::Duration;
 
 use common::{compare, random_tokens, small_s3gen};
 use ferrovox_chatterbox::{
-    Error, FlowBatchConfig, FlowBatcher, S3Gen, SpeakerReference, UtteranceNoise,
+    Error, FlowBatchConfig, FlowBatcher, S3Gen, S3GenStream, SpeakerReference, UtteranceNoise,
 };
 
 const VOCAB: u32 = 256;
 
-/// Batches that always hold `n` jobs: the leader waits for all of them.
+/// Batches of up to `n` jobs whose leaders wait as long as it takes for the registered
+/// streams (a slow test machine must not split a batch).
 fn batcher_of(n: usize) -> FlowBatcher {
     FlowBatcher::new(FlowBatchConfig {
         max_items: n,
         gather: Duration::from_secs(60),
+        gather_share: 1e6,
     })
+}
+
+/// A stream, its flow through `batcher` when given.
+fn open<'a>(
+    model: &'a S3Gen,
+    reference: &SpeakerReference,
+    seed: u64,
+    batcher: Option<&'a FlowBatcher>,
+) -> S3GenStream<'a> {
+    let s = model.stream(reference, seed).unwrap();
+    match batcher {
+        Some(b) => s.with_batcher(b),
+        None => s,
+    }
+}
+
+/// The joined audio of `tokens` pushed into `s` in `chunks`.
+fn drive(mut s: S3GenStream<'_>, tokens: &[u32], chunks: &[usize]) -> Vec<f32> {
+    let (mut audio, mut at) = (Vec::new(), 0);
+    for &n in chunks {
+        audio.extend(s.push(&tokens[at..at + n]).unwrap());
+        at += n;
+    }
+    audio.extend(s.finish().unwrap());
+    audio
 }
 
 /// The joined audio of `tokens` streamed in `chunks`, through `batcher` when given.
@@ -30,17 +57,7 @@ fn stream(
     chunks: &[usize],
     batcher: Option<&FlowBatcher>,
 ) -> Vec<f32> {
-    let mut s = model.stream(reference, seed).unwrap();
-    if let Some(b) = batcher {
-        s = s.with_batcher(b);
-    }
-    let (mut audio, mut at) = (Vec::new(), 0);
-    for &n in chunks {
-        audio.extend(s.push(&tokens[at..at + n]).unwrap());
-        at += n;
-    }
-    audio.extend(s.finish().unwrap());
-    audio
+    drive(open(model, reference, seed, batcher), tokens, chunks)
 }
 
 /// A shorter voice prompt than the fixture's: another prompt length in the same batch.
@@ -91,14 +108,20 @@ fn concurrent_streams_share_flow_runs_and_keep_their_own_audio() {
 
     let batcher = batcher_of(streams.len());
     let start = Arc::new(Barrier::new(streams.len()));
+    // Every stream registered before any pushes.
+    let opened: Vec<S3GenStream<'_>> = streams
+        .iter()
+        .map(|(r, seed, _, _)| open(&model, r, *seed, Some(&batcher)))
+        .collect();
     let batched: Vec<Vec<f32>> = std::thread::scope(|scope| {
         let threads: Vec<_> = streams
             .iter()
-            .map(|(r, seed, tokens, chunks)| {
-                let (model, batcher, start) = (&model, &batcher, start.clone());
+            .zip(opened)
+            .map(|((_, _, tokens, chunks), s)| {
+                let start = start.clone();
                 scope.spawn(move || {
                     start.wait();
-                    stream(model, r, *seed, tokens, chunks, Some(batcher))
+                    drive(s, tokens, chunks)
                 })
             })
             .collect();
@@ -137,6 +160,7 @@ fn concurrent_streams_share_flow_runs_and_keep_their_own_audio() {
 fn a_bad_job_fails_alone_and_its_batch_is_run_again() {
     let (model, reference, _) = small_s3gen();
     let batcher = batcher_of(3);
+    let _registered: Vec<_> = (0..3).map(|_| batcher.stream_ticket()).collect();
     let jobs: Vec<Vec<u32>> = vec![
         random_tokens(30, VOCAB, 1),
         Vec::new(),
@@ -178,6 +202,7 @@ fn a_bad_job_fails_alone_and_its_batch_is_run_again() {
 
     let tokens = random_tokens(25, VOCAB, 6);
     let two = batcher_of(2);
+    let _registered: Vec<_> = (0..2).map(|_| two.stream_ticket()).collect();
     let both: Vec<Vec<f32>> = std::thread::scope(|scope| {
         let threads: Vec<_> = [11u64, 12]
             .into_iter()

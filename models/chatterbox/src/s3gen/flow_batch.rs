@@ -5,9 +5,12 @@
 //!
 //! There is no batching thread: the first caller to find no run in progress leads, runs every
 //! waiting job (its own among them, up to the batch limit) and hands out the results; callers
-//! arriving meanwhile wait and the next of them leads the next batch. A caller alone runs its
-//! own job at once through [`S3Gen::mel`], so a lone stream is exactly what it is without a
-//! batcher. A batched item equals its run alone up to f32 summation order (the padded frames
+//! arriving meanwhile wait and the next of them leads the next batch. Streams register while
+//! they last ([`FlowBatcher::stream_ticket`]): streams fed by one T3 decode batch push in the
+//! same step but reach the batcher microseconds apart, so a leader waits for the registered
+//! streams that have no job yet, for at most a tenth of the last run's time (and `gather`).
+//! A caller alone runs its own job at once through [`S3Gen::mel`], so a lone stream is exactly
+//! what it is without a batcher. A batched item equals its run alone up to f32 summation order (the padded frames
 //! are masked out of every valid one; `tests/flow_batch.rs` measures it).
 
 use std::collections::{HashMap, VecDeque};
@@ -22,22 +25,25 @@ use crate::s3gen::{S3Gen, SpeakerReference, UtteranceNoise};
 use crate::{Error, Result};
 
 /// How a [`FlowBatcher`] forms its batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FlowBatchConfig {
     /// Most utterances in one run (1: no batching).
     pub max_items: usize,
-    /// How long a leader waits for more jobs while its batch is not full. Zero (the default
-    /// in serving) never delays a run: batches form from the jobs that queued while the
-    /// previous run was on the device.
+    /// The longest a leader waits for registered streams without a job yet (while its batch
+    /// is not full).
     pub gather: Duration,
+    /// The wait as a share of the last run's time (the first run waits up to `gather`).
+    pub gather_share: f64,
 }
 
 impl FlowBatchConfig {
-    /// Batches of up to `max_items`, never waiting for more.
+    /// Batches of up to `max_items`; a leader waits for the other registered streams at most
+    /// a tenth of a run, and 2 s.
     pub fn new(max_items: usize) -> Self {
         Self {
             max_items: max_items.max(1),
-            gather: Duration::ZERO,
+            gather: Duration::from_secs(2),
+            gather_share: 0.1,
         }
     }
 }
@@ -70,6 +76,25 @@ struct Queue {
     pending: VecDeque<Job>,
     done: HashMap<u64, Result<Tensor>>,
     leading: bool,
+    /// Streams registered now ([`StreamTicket`]).
+    streams: usize,
+    /// How long the last run took.
+    last_run: Option<Duration>,
+}
+
+/// A stream's registration with a [`FlowBatcher`]: while it lives, leaders wait (briefly) for
+/// its next job. Dropped when the stream ends.
+#[derive(Debug)]
+pub struct StreamTicket<'a> {
+    batcher: &'a FlowBatcher,
+}
+
+impl Drop for StreamTicket<'_> {
+    fn drop(&mut self) {
+        let mut q = self.batcher.lock();
+        q.streams -= 1;
+        self.batcher.changed.notify_all();
+    }
 }
 
 /// Batches the flow runs of one [`S3Gen`]'s concurrent utterances (see the module docs).
@@ -122,6 +147,13 @@ impl FlowBatcher {
         &self.stats
     }
 
+    /// Registers a stream: leaders wait for its jobs (see the module docs) until the ticket
+    /// is dropped.
+    pub fn stream_ticket(&self) -> StreamTicket<'_> {
+        self.lock().streams += 1;
+        StreamTicket { batcher: self }
+    }
+
     /// The target mel `[1, 80, frames]` of `tokens` in `reference`'s voice, the CFM solve
     /// starting from `noise`'s draws for frames `0..`: [`S3Gen::mel`]'s result, run alone or
     /// batched with the jobs of other threads. Every job given to one batcher must be for the
@@ -160,8 +192,10 @@ impl FlowBatcher {
             }
             q.leading = true;
             let jobs = self.gather(q);
+            let began = Instant::now();
             let results = self.run_guarded(model, &jobs);
             let mut q = self.lock();
+            q.last_run = Some(began.elapsed());
             for (job, result) in jobs.iter().zip(results) {
                 q.done.insert(job.id, result);
             }
@@ -171,11 +205,15 @@ impl FlowBatcher {
     }
 
     /// Takes the batch to run: the waiting jobs in arrival order, up to the limit, after
-    /// waiting up to `gather` for the batch to fill.
+    /// waiting (see the module docs) for registered streams that have no job yet.
     fn gather(&self, mut q: MutexGuard<'_, Queue>) -> Vec<Job> {
         let max = self.max_items();
-        let deadline = Instant::now() + self.config.gather;
-        while q.pending.len() < max {
+        let wait = q.last_run.map_or(self.config.gather, |last| {
+            last.mul_f64(self.config.gather_share)
+                .min(self.config.gather)
+        });
+        let deadline = Instant::now() + wait;
+        while q.pending.len() < max.min(q.streams) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;

@@ -28,7 +28,7 @@ pub mod streaming;
 pub mod token2wav;
 
 pub use flow::{Flow, FlowEncoding};
-pub use flow_batch::{FlowBatchConfig, FlowBatchStats, FlowBatcher};
+pub use flow_batch::{FlowBatchConfig, FlowBatchStats, FlowBatcher, StreamTicket};
 pub use flow_config::{CfmConfig, EncoderConfig, EstimatorConfig, FlowConfig};
 pub use hift::{
     HiftConfig, HiftGenerator, HiftOutput, RecordedSourceNoise, SeededSourceNoise, SinePhase,

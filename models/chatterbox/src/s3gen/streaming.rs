@@ -19,7 +19,7 @@
 
 use candle_core::Tensor;
 
-use crate::s3gen::flow_batch::FlowBatcher;
+use crate::s3gen::flow_batch::{FlowBatcher, StreamTicket};
 use crate::s3gen::hift::{HiftGenerator, SinePhase};
 use crate::s3gen::token2wav::check_tokens;
 use crate::s3gen::{S3Gen, SpeakerReference, UtteranceNoise};
@@ -339,8 +339,9 @@ pub struct S3GenStream<'a> {
     /// `mel_final` on are provisional; `finish` reuses it when no token came since.
     last_run: Option<(usize, Tensor)>,
     vocoder: VocoderStream<'a>,
-    /// Where the flow runs: batched with other streams', or here (`None`).
-    batcher: Option<&'a FlowBatcher>,
+    /// Where the flow runs: batched with other streams' (registered while the stream lasts),
+    /// or here (`None`).
+    batcher: Option<(&'a FlowBatcher, StreamTicket<'a>)>,
 }
 
 impl<'a> S3GenStream<'a> {
@@ -388,7 +389,7 @@ impl<'a> S3GenStream<'a> {
     /// Runs this stream's flow through `batcher`, together with other streams' runs that wait
     /// at the same time (see [`FlowBatcher`]).
     pub fn with_batcher(mut self, batcher: &'a FlowBatcher) -> Self {
-        self.batcher = Some(batcher);
+        self.batcher = Some((batcher, batcher.stream_ticket()));
         self
     }
 
@@ -469,7 +470,7 @@ impl<'a> S3GenStream<'a> {
     }
 
     fn flow_mel(&self) -> Result<Tensor> {
-        if let Some(batcher) = self.batcher {
+        if let Some((batcher, _)) = &self.batcher {
             return batcher.mel(self.model, &self.tokens, &self.reference, &self.noise);
         }
         let frames = self.model.noise_frames(&self.reference, self.tokens.len());

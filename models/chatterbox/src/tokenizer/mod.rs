@@ -1,8 +1,11 @@
-//! Mirrors upstream's English text front end: `punc_norm` (`chatterbox/tts.py`) and
-//! `EnTokenizer` (`models/tokenizers/tokenizer.py`) over the released `tokenizer.json`.
+//! Mirrors upstream's text front ends: `punc_norm` (`chatterbox/tts.py`, `mtl_tts.py`),
+//! `EnTokenizer` over the released `tokenizer.json` and `MTLTokenizer` over
+//! `grapheme_mtl_merged_expanded_v1.json` (`models/tokenizers/tokenizer.py`).
 
 mod en;
+mod mtl;
 mod punc;
 
 pub use en::{EnTokenizer, EOT, SOT, SPACE, UNK};
-pub use punc::punc_norm;
+pub use mtl::{Language, MtlTokenizer, LANGUAGES};
+pub use punc::{mtl_punc_norm, punc_norm};

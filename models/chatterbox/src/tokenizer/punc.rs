@@ -1,5 +1,6 @@
-//! Mirrors `punc_norm` of `chatterbox/tts.py`, step for step (its quirks included: spaces are
-//! collapsed before `...` becomes `, `, so "a... b" keeps two spaces).
+//! Mirrors `punc_norm` of `chatterbox/tts.py` and of `chatterbox/mtl_tts.py`, step for step
+//! (their quirks included: spaces are collapsed before `...` becomes `, `, so "a... b" keeps two
+//! spaces). The multilingual one also counts CJK sentence ends as ends.
 
 /// What upstream says for empty text; ferrovox refuses empty text before it gets here, but the
 /// function keeps upstream's behaviour.
@@ -21,10 +22,25 @@ const REPLACEMENTS: [(&str, &str); 12] = [
     ("’", "'"),
 ];
 
+/// Sentence ends of `tts.py`.
+const ENDS: [&str; 5] = [".", "!", "?", "-", ","];
+
+/// Sentence ends of `mtl_tts.py`.
+const MTL_ENDS: [&str; 10] = [".", "!", "?", "-", ",", "、", "，", "。", "？", "！"];
+
 /// Normalizes punctuation the way upstream does before tokenizing: a capital first letter,
 /// single spaces, uncommon punctuation replaced, and a full stop added where the text does not
 /// end like a sentence.
 pub fn punc_norm(text: &str) -> String {
+    normalize(text, &ENDS)
+}
+
+/// [`punc_norm`] of the multilingual model (`mtl_tts.punc_norm`): CJK sentence ends count too.
+pub fn mtl_punc_norm(text: &str) -> String {
+    normalize(text, &MTL_ENDS)
+}
+
+fn normalize(text: &str, ends: &[&str]) -> String {
     if text.is_empty() {
         return EMPTY.to_string();
     }
@@ -36,13 +52,17 @@ pub fn punc_norm(text: &str) -> String {
     } else {
         text.to_string()
     };
-    // `" ".join(text.split())`: Python splits on Unicode whitespace.
-    t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    // `" ".join(text.split())`: Python splits on its own whitespace set.
+    t = t
+        .split(super::mtl::python_space)
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     for (old, new) in REPLACEMENTS {
         t = t.replace(old, new);
     }
     let mut t = t.trim_end_matches(' ').to_string();
-    if ![".", "!", "?", "-", ","].iter().any(|e| t.ends_with(e)) {
+    if !ends.iter().any(|e| t.ends_with(e)) {
         t.push('.');
     }
     t
@@ -50,7 +70,7 @@ pub fn punc_norm(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::punc_norm;
+    use super::{mtl_punc_norm, punc_norm};
 
     #[test]
     fn keeps_upstreams_quirks() {
@@ -59,5 +79,8 @@ mod tests {
         assert_eq!(punc_norm("“It’s fine.”"), "\"It's fine.\".");
         assert_eq!(punc_norm(""), "You need to add some text for me to talk.");
         assert_eq!(punc_norm("a  b\tc"), "A b c.");
+        assert_eq!(punc_norm("a\u{1f}b"), "A b.");
+        assert_eq!(punc_norm("你好。"), "你好。.");
+        assert_eq!(mtl_punc_norm("你好。"), "你好。");
     }
 }

@@ -1,0 +1,291 @@
+//! Mirrors `MTLTokenizer` (`models/tokenizers/tokenizer.py`): lowercase, NFKD, the language's
+//! own step, the `[lang]` tag in front, spaces as `[SPACE]`, then the released
+//! `grapheme_mtl_merged_expanded_v1.json` (tokenizers BPE).
+//!
+//! The language steps, and where ferrovox stands on each:
+//! * `zh`: every glyph of category Lo with a Cangjie code (`Cangjie5_TC.json`) becomes
+//!   `[cj_x]…[cj_.]`, the glyph's index among glyphs sharing its code appended. Upstream first
+//!   segments words with pkuseg and joins them with spaces (`[SPACE]` tokens between words);
+//!   ferrovox has no segmenter, so Chinese runs as upstream does without pkuseg: degraded.
+//! * `ja`: upstream turns kanji into hiragana with pykakasi. ferrovox has no kanji reader yet,
+//!   so it keeps kanji as upstream does without pykakasi (kana-only text is identical; text
+//!   with kanji differs, and its kanji are mostly unknown to the vocabulary): degraded.
+//! * `ko`: Hangul syllables to conjoining Jamo (arithmetic) and surrounding whitespace trimmed,
+//!   as upstream.
+//! * `he`, `ru`: upstream adds diacritics (dicta) or stress marks only when those optional
+//!   packages are installed; ferrovox leaves the text as upstream does without them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use unicode_categories::UnicodeCategories;
+use unicode_normalization::UnicodeNormalization;
+
+use super::en::{EOT, SOT, SPACE};
+use crate::{Error, Result};
+
+/// The 23 languages of the multilingual model (`mtl_tts.SUPPORTED_LANGUAGES`).
+pub const LANGUAGES: [(&str, &str); 23] = [
+    ("ar", "Arabic"),
+    ("da", "Danish"),
+    ("de", "German"),
+    ("el", "Greek"),
+    ("en", "English"),
+    ("es", "Spanish"),
+    ("fi", "Finnish"),
+    ("fr", "French"),
+    ("he", "Hebrew"),
+    ("hi", "Hindi"),
+    ("it", "Italian"),
+    ("ja", "Japanese"),
+    ("ko", "Korean"),
+    ("ms", "Malay"),
+    ("nl", "Dutch"),
+    ("no", "Norwegian"),
+    ("pl", "Polish"),
+    ("pt", "Portuguese"),
+    ("ru", "Russian"),
+    ("sv", "Swedish"),
+    ("sw", "Swahili"),
+    ("tr", "Turkish"),
+    ("zh", "Chinese"),
+];
+
+/// One of [`LANGUAGES`], by its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Language(&'static str);
+
+impl Language {
+    /// The language of `code` (any case, as upstream lowercases it); an unsupported code is an
+    /// [`Error::Input`] listing the supported ones.
+    pub fn parse(code: &str) -> Result<Self> {
+        let lower = code.trim().to_lowercase();
+        LANGUAGES
+            .iter()
+            .find(|(c, _)| *c == lower)
+            .map(|(c, _)| Self(c))
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "unsupported language `{code}`; supported: {}",
+                    LANGUAGES.map(|(c, _)| c).join(", ")
+                ))
+            })
+    }
+
+    /// The two-letter code.
+    pub fn code(&self) -> &'static str {
+        self.0
+    }
+
+    /// The English name.
+    pub fn name(&self) -> &'static str {
+        LANGUAGES
+            .iter()
+            .find(|(c, _)| *c == self.0)
+            .map_or("", |(_, n)| n)
+    }
+}
+
+/// The Cangjie table: each glyph's code with upstream's index suffix (its position among the
+/// glyphs sharing that code, from the second on).
+#[derive(Debug, Clone, Default)]
+struct Cangjie {
+    codes: HashMap<char, String>,
+}
+
+impl Cangjie {
+    /// Reads `Cangjie5_TC.json`: a list of `"glyph\tcode…"` strings.
+    fn from_file(path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let entries: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| {
+            bad(format!(
+                "not a JSON list of \"glyph<TAB>code\" strings: {e}"
+            ))
+        })?;
+        // Upstream keeps the last code of a glyph listed twice, and counts every listing in the
+        // code's glyph list (its index is the glyph's first position there).
+        let mut code_of: HashMap<String, String> = HashMap::new();
+        let mut glyphs_of: HashMap<String, Vec<String>> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let mut parts = entry.split('\t');
+            let (Some(word), Some(code)) = (parts.next(), parts.next()) else {
+                return Err(bad(format!("entry {i} has no tab: {entry:?}")));
+            };
+            code_of.insert(word.to_string(), code.to_string());
+            glyphs_of
+                .entry(code.to_string())
+                .or_default()
+                .push(word.to_string());
+        }
+        let mut codes = HashMap::new();
+        for (word, code) in &code_of {
+            let mut chars = word.chars();
+            let (Some(glyph), None) = (chars.next(), chars.next()) else {
+                continue; // Multi-character words are never looked up (one glyph at a time).
+            };
+            let index = glyphs_of[code].iter().position(|w| w == word).unwrap_or(0);
+            let suffix = if index > 0 {
+                index.to_string()
+            } else {
+                String::new()
+            };
+            codes.insert(glyph, format!("{code}{suffix}"));
+        }
+        Ok(Self { codes })
+    }
+
+    /// `ChineseCangjieConverter.__call__` without a segmenter.
+    fn convert(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len() * 4);
+        for c in text.chars() {
+            match self.codes.get(&c).filter(|_| c.is_letter_other()) {
+                Some(code) => {
+                    for letter in code.chars() {
+                        out.push_str("[cj_");
+                        out.push(letter);
+                        out.push(']');
+                    }
+                    out.push_str("[cj_.]");
+                }
+                None => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+/// The multilingual text tokenizer.
+#[derive(Debug, Clone)]
+pub struct MtlTokenizer {
+    inner: tokenizers::Tokenizer,
+    cangjie: Cangjie,
+    vocab_size: usize,
+}
+
+impl MtlTokenizer {
+    /// Loads `grapheme_mtl_merged_expanded_v1.json` and, for Chinese, `Cangjie5_TC.json`
+    /// (without it Chinese glyphs stay as they are, as upstream does when its download fails).
+    /// A file that does not parse, or a vocabulary without `[START]` / `[STOP]`, is an error
+    /// naming it.
+    pub fn from_files(vocab: &Path, cangjie: Option<&Path>) -> Result<Self> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: vocab.display().to_string(),
+            reason,
+        };
+        if !vocab.is_file() {
+            return Err(bad("file not found".into()));
+        }
+        let inner = tokenizers::Tokenizer::from_file(vocab)
+            .map_err(|e| bad(format!("not a tokenizers JSON file: {e}")))?;
+        for special in [SOT, EOT] {
+            if inner.token_to_id(special).is_none() {
+                return Err(bad(format!("the vocabulary has no `{special}` token")));
+            }
+        }
+        let cangjie = cangjie
+            .map(Cangjie::from_file)
+            .transpose()?
+            .unwrap_or_default();
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self {
+            inner,
+            cangjie,
+            vocab_size,
+        })
+    }
+
+    /// The string upstream hands its BPE for `text` (after [`super::mtl_punc_norm`]) in
+    /// `language`: `[lang]` + the preprocessed text, spaces as `[SPACE]`.
+    pub fn preprocess(&self, text: &str, language: Language) -> String {
+        let text: String = text.to_lowercase().nfkd().collect();
+        let text = match language.code() {
+            "zh" => self.cangjie.convert(&text),
+            "ko" => python_strip(&korean_jamo(&text)).to_string(),
+            _ => text,
+        };
+        format!("[{}]{}", language.code(), text).replace(' ', SPACE)
+    }
+
+    /// Ids of `text` (after [`super::mtl_punc_norm`]) in `language`, without start or stop
+    /// tokens, as `MTLTokenizer.encode` gives them.
+    pub fn encode(&self, text: &str, language: Language) -> Result<Vec<u32>> {
+        let input = self.preprocess(text, language);
+        let encoding = self
+            .inner
+            .encode(input.as_str(), false)
+            .map_err(|e| Error::Input(format!("tokenizing: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The id of a special token.
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Ids the vocabulary holds (the largest id + 1 at most).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+}
+
+/// `korean_normalize`'s syllable decomposition (its range, U+AC00..=U+D7AF, as upstream).
+fn korean_jamo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if !('\u{ac00}'..='\u{d7af}').contains(&c) {
+            out.push(c);
+            continue;
+        }
+        let base = c as u32 - 0xac00;
+        let jamo = [
+            0x1100 + base / (21 * 28),
+            0x1161 + (base % (21 * 28)) / 28,
+            if base % 28 > 0 { 0x11a7 + base % 28 } else { 0 },
+        ];
+        out.extend(
+            jamo.iter()
+                .filter(|&&j| j != 0)
+                .filter_map(|&j| char::from_u32(j)),
+        );
+    }
+    out
+}
+
+/// Python's `str.isspace`: Unicode White_Space plus the separators U+001C..U+001F.
+pub(crate) fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.strip()`.
+fn python_strip(text: &str) -> &str {
+    text.trim_matches(python_space)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hangul_syllables_become_conjoining_jamo() {
+        // 한 = ᄒ + ᅡ + ᆫ; 가 has no final.
+        assert_eq!(
+            korean_jamo("한가"),
+            "\u{1112}\u{1161}\u{11ab}\u{1100}\u{1161}"
+        );
+        assert_eq!(python_strip("\u{1f} a \u{3000}"), "a");
+    }
+
+    #[test]
+    fn an_unsupported_language_names_the_supported_ones() {
+        assert_eq!(Language::parse("ZH").unwrap().name(), "Chinese");
+        let e = Language::parse("xx").unwrap_err().to_string();
+        assert!(
+            e.contains("`xx`") && e.contains("ar, da, de") && e.contains("zh"),
+            "{e}"
+        );
+    }
+}
