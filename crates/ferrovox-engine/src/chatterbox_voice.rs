@@ -330,7 +330,7 @@ impl TtsModel for ChatterboxVoice {
     }
 
     fn languages(&self) -> Vec<String> {
-        vec!["en".into()]
+        self.tts.languages().into_iter().map(String::from).collect()
     }
 
     fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
@@ -399,14 +399,16 @@ impl TtsModel for ChatterboxVoice {
         ]
     }
 
-    fn prepare(&self, text: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
+    fn prepare(&self, text: &str, options: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
         let mut units = Vec::new();
         for chunk in chunk_text(text, MAX_PIECE_CHARS) {
             if !chunk.text.chars().any(char::is_alphanumeric) {
                 continue;
             }
             units.push(Unit {
-                ids: self.tts.text_tokens(chunk.text)?,
+                ids: self
+                    .tts
+                    .text_tokens_in(chunk.text, options.language.as_deref())?,
                 ends_sentence: chunk.ends_sentence,
                 seed: 0,
             });

@@ -310,3 +310,90 @@ fn a_full_decode_queue_refuses_and_recovers() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A multilingual model directory (the multilingual repository's layout) is found as a
+/// Chatterbox voice, speaks the language a request names (its tag and preprocessing reach T3;
+/// English when none is named) and refuses one it does not speak with a 422 naming the 23. The
+/// English model refuses other languages; a directory whose only multilingual T3 is v2 is
+/// refused at load, naming the file and why.
+#[test]
+fn a_multilingual_voice_speaks_the_language_asked_for() {
+    use common::chatterbox::multilingual_chatterbox_dir;
+    use ferrovox_chatterbox::ChatterboxTts;
+    let dir = multilingual_chatterbox_dir("mtl");
+    let tts = ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
+    assert_eq!(tts.languages().len(), 23);
+    let tokens = |lang: Option<&str>| tts.text_tokens_in("Bonjour à tous.", lang).unwrap();
+    let (fr, de) = (tokens(Some("fr")), tokens(Some("de")));
+    assert_ne!(fr[1], de[1], "the language tag follows the request");
+    assert_eq!(fr[2..], de[2..], "the same Latin text past the tag");
+    assert_eq!(tokens(None), tokens(Some("en")));
+    assert_eq!(tokens(Some("fr-CA")), fr);
+    let zh = tts.text_tokens_in("火车八点到。", Some("zh")).unwrap();
+    assert!(zh.len() > 10, "Cangjie codes: {zh:?}");
+    drop(tts);
+
+    // The request's language reaches the units the engine hands T3.
+    let model = ferrovox_engine::open_voice(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    let units = |language: &str| {
+        let options = ferrovox_engine::SynthesisOptions {
+            language: Some(language.into()),
+            ..Default::default()
+        };
+        model.prepare("Bonjour à tous.", &options).unwrap()[0]
+            .ids
+            .clone()
+    };
+    assert!(units("fr") == fr && units("de") == de);
+    drop(model);
+
+    let server = serve(&dir);
+    let voices: serde_json::Value = server.get("/v1/voices").unwrap().into_json().unwrap();
+    assert_eq!(voices["data"][0]["languages"].as_array().unwrap().len(), 23);
+    let audio = body_bytes(
+        server
+            .post(&speech(
+                &dir,
+                json!({"language": "fr", "input": "Bonjour à tous.", "seed": 3}),
+            ))
+            .unwrap(),
+    );
+    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+    let err = server
+        .post(&speech(&dir, json!({"language": "xx"})))
+        .unwrap_err();
+    let ureq::Error::Status(status, response) = err else {
+        panic!("{err}")
+    };
+    let body: serde_json::Value = response.into_json().unwrap();
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`xx`") && message.contains("zh"),
+        "{message}"
+    );
+    drop(server);
+
+    let english = small_chatterbox_dir("mtl-en");
+    let e = ChatterboxTts::from_dir(&english, &Device::Cpu)
+        .unwrap()
+        .text_tokens_in("Bonjour.", Some("fr"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only English") && e.contains("`fr`"), "{e}");
+
+    std::fs::rename(
+        dir.join("t3_mtl23ls_v3.safetensors"),
+        dir.join("t3_mtl23ls_v2.safetensors"),
+    )
+    .unwrap();
+    let e = ChatterboxTts::from_dir(&dir, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("t3_mtl23ls_v2.safetensors") && e.contains("t3_mtl23ls_v3.safetensors"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(english).ok();
+}

@@ -14,7 +14,8 @@ pub enum Family {
     /// transformers' `VitsModel` checkpoints (MMS-TTS): `config.json` says `"model_type":
     /// "vits"`.
     MmsVits,
-    /// Chatterbox (Resemble AI), English: the `ResembleAI/chatterbox` repository's files.
+    /// Chatterbox (Resemble AI): the `ResembleAI/chatterbox` repository's English files, or its
+    /// multilingual ones (`grapheme_mtl_merged_expanded_v1.json` and the multilingual T3).
     Chatterbox,
 }
 
@@ -30,6 +31,14 @@ pub const CHATTERBOX_FILES: &[&str] = &[
     "conds.pt",
 ];
 const CHATTERBOX_OPTIONAL: &[&str] = &["ve.safetensors"];
+/// The multilingual model's files in the same repository: each entry is satisfied by any of
+/// its names (T3 v3 or v2, S3Gen and the voice as `.pt` or safetensors).
+const CHATTERBOX_MULTILINGUAL: &[&[&str]] = &[
+    &["grapheme_mtl_merged_expanded_v1.json"],
+    &["t3_mtl23ls_v3.safetensors", "t3_mtl23ls_v2.safetensors"],
+    &["s3gen.pt", "s3gen.safetensors"],
+    &["conds.pt", "conds.safetensors"],
+];
 /// The built-in voice may also be saved as safetensors (`Conditionals::save`).
 const CHATTERBOX_VOICE_ALTERNATIVE: &str = "conds.safetensors";
 
@@ -155,14 +164,17 @@ fn files_of(family: Family, dir: &Path) -> Option<VoiceFiles> {
                 vocab: vocab.is_file().then_some(vocab),
             })
         }
-        Family::Chatterbox => CHATTERBOX_FILES
-            .iter()
-            .all(|&f| {
+        Family::Chatterbox => {
+            let english = CHATTERBOX_FILES.iter().all(|&f| {
                 dir.join(f).is_file()
                     || (f == "conds.pt" && dir.join(CHATTERBOX_VOICE_ALTERNATIVE).is_file())
-            })
-            .then(|| VoiceFiles::Chatterbox {
+            });
+            let multilingual = CHATTERBOX_MULTILINGUAL
+                .iter()
+                .all(|names| names.iter().any(|f| dir.join(f).is_file()));
+            (english || multilingual).then(|| VoiceFiles::Chatterbox {
                 dir: dir.to_path_buf(),
-            }),
+            })
+        }
     }
 }

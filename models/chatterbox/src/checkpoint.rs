@@ -16,8 +16,18 @@ pub fn error(path: &Path) -> impl Fn(String) -> Error + '_ {
     }
 }
 
-/// `build` over the safetensors file at `path`, mapped read-only; what goes wrong reading it
-/// (a tensor missing or misshapen) is an [`Error::Checkpoint`] naming the file.
+/// Whether `path` is a PyTorch checkpoint (`torch.save` of a state dict: `.pt`, `.pth`,
+/// `.bin`) rather than safetensors.
+pub fn is_torch_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pt" | "pth" | "bin")
+    )
+}
+
+/// `build` over the checkpoint at `path`: a safetensors file mapped read-only, or a PyTorch
+/// state dict ([`is_torch_file`]) read through Candle's pickle reader; what goes wrong
+/// reading it (a tensor missing or misshapen) is an [`Error::Checkpoint`] naming the file.
 pub fn build_mapped<T>(
     path: &Path,
     dtype: DType,
@@ -25,9 +35,13 @@ pub fn build_mapped<T>(
     build: impl FnOnce(VarBuilder) -> Result<T>,
 ) -> Result<T> {
     let checkpoint = error(path);
-    // SAFETY: the file is mapped read-only and not modified while the model lives.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-        .map_err(|e| checkpoint(e.to_string()))?;
+    let vb = if is_torch_file(path) {
+        VarBuilder::from_pth(path, dtype, device)
+    } else {
+        // SAFETY: the file is mapped read-only and not modified while the model lives.
+        unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+    }
+    .map_err(|e| checkpoint(e.to_string()))?;
     build(vb).map_err(|e| match e {
         Error::Candle(c) => checkpoint(c.to_string()),
         Error::Checkpoint { reason, .. } => checkpoint(reason),
@@ -51,16 +65,22 @@ pub fn load_checked<T>(
     build_mapped(path, dtype, device, build)
 }
 
-/// The tensor names of a safetensors file; an unreadable header is described.
+/// The tensor names of a safetensors file or a PyTorch state dict ([`is_torch_file`]); an
+/// unreadable header is described.
 pub fn tensor_names(path: &Path) -> std::result::Result<Vec<String>, String> {
+    if is_torch_file(path) {
+        let pth = candle_core::pickle::PthTensors::new(path, None)
+            .map_err(|e| format!("not a readable PyTorch state dict ({e})"))?;
+        return Ok(pth.tensor_infos().keys().cloned().collect());
+    }
     // SAFETY: the file is mapped read-only for the length of this call.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
         .map_err(|e| format!("not a readable safetensors file ({e})"))?;
     Ok(st.tensors().into_iter().map(|(name, _)| name).collect())
 }
 
-/// The tensor names of the safetensors file at `path`; an absent or unreadable file is
-/// described.
+/// The tensor names of the checkpoint at `path` (see [`tensor_names`]); an absent or
+/// unreadable file is described.
 pub fn names_in(path: &Path) -> std::result::Result<Vec<String>, String> {
     if !path.is_file() {
         return Err("file not found".into());

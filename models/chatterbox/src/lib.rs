@@ -39,5 +39,5 @@ pub use s3gen::{
 };
 pub use tts::{
     cpu_step_weights, speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome,
-    CPU_STEP_WEIGHTS, MODEL_FILES, STREAM_CHUNKS,
+    TextFrontEnd, CPU_STEP_WEIGHTS, MODEL_FILES, MTL_T3, MTL_T3_V2, MTL_VOCAB, STREAM_CHUNKS,
 };

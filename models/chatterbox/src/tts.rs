@@ -12,7 +12,7 @@ use crate::campplus::CampPlusConfig;
 use crate::s3gen::{FlowBatcher, S3Gen, S3GenConfig};
 use crate::s3tokenizer::S3TokenizerConfig;
 use crate::t3::{Flow, Generated, Request, SamplingNoise, SamplingOptions, T3Config, T3};
-use crate::tokenizer::{punc_norm, EnTokenizer};
+use crate::tokenizer::{mtl_punc_norm, punc_norm, EnTokenizer, Language, MtlTokenizer, LANGUAGES};
 use crate::voice_encoder::VoiceEncConfig;
 use crate::{Conditionals, Error, Result, VoiceCloner};
 
@@ -94,12 +94,48 @@ pub struct Outcome {
     pub stopped: bool,
 }
 
-/// The English Chatterbox model.
+/// A Chatterbox model's text front end: English (`tokenizer.json`) or the 23 languages of the
+/// multilingual model (`grapheme_mtl_merged_expanded_v1.json`).
+#[derive(Debug, Clone)]
+pub enum TextFrontEnd {
+    English(EnTokenizer),
+    Multilingual(MtlTokenizer),
+}
+
+impl From<EnTokenizer> for TextFrontEnd {
+    fn from(t: EnTokenizer) -> Self {
+        Self::English(t)
+    }
+}
+
+impl From<MtlTokenizer> for TextFrontEnd {
+    fn from(t: MtlTokenizer) -> Self {
+        Self::Multilingual(t)
+    }
+}
+
+impl TextFrontEnd {
+    fn vocab_size(&self) -> usize {
+        match self {
+            Self::English(t) => t.vocab_size(),
+            Self::Multilingual(t) => t.vocab_size(),
+        }
+    }
+}
+
+/// The multilingual model's files, beside `ve.pt`, `s3gen.pt` and `conds.pt`.
+pub const MTL_VOCAB: &str = "grapheme_mtl_merged_expanded_v1.json";
+/// The multilingual T3 ferrovox runs (v3: no attention-based stop detector).
+pub const MTL_T3: &str = "t3_mtl23ls_v3.safetensors";
+/// The earlier multilingual T3, whose generations need the attention-based stop detector.
+pub const MTL_T3_V2: &str = "t3_mtl23ls_v2.safetensors";
+
+/// A Chatterbox model: English, or multilingual.
 #[derive(Debug)]
 pub struct ChatterboxTts {
     t3: T3,
     s3gen: S3Gen,
-    tokenizer: EnTokenizer,
+    tokenizer: TextFrontEnd,
     builtin: Conditionals,
     device: Device,
     /// The directory [`ChatterboxTts::from_dir`] read, where the cloning encoders are.
@@ -119,14 +155,24 @@ pub(crate) struct Sizes {
 }
 
 impl Sizes {
-    pub(crate) fn of_dir(dir: &Path) -> Result<Self> {
+    /// The sizes of `dir`: its `ferrovox-voice.json`, else the released model's (T3's
+    /// multilingual sizes when `multilingual` and the file gives no `t3`).
+    pub(crate) fn of_dir(dir: &Path, multilingual: bool) -> Result<Self> {
         let marker = dir.join("ferrovox-voice.json");
-        if !marker.is_file() {
-            return Ok(Self::default());
+        let mut sizes = Self::default();
+        let mut declares_t3 = false;
+        if marker.is_file() {
+            let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
+            let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            declares_t3 = value.get("t3").is_some();
+            sizes = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         }
-        let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
-        let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+        if multilingual && !declares_t3 {
+            sizes.t3 = T3Config::multilingual();
+        }
+        Ok(sizes)
     }
 }
 
@@ -139,27 +185,70 @@ impl ChatterboxTts {
     /// `voice_encoder`, `s3tokenizer` and `campplus`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
         let file = |name: &str| dir.join(name);
-        let missing = |name: &str| {
-            Error::Checkpoint {
+        let multilingual = file(MTL_VOCAB).is_file();
+        let missing = |name: &str| Error::Checkpoint {
             path: file(name).display().to_string(),
-            reason: "file not found (a Chatterbox directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt)".into(),
-        }
+            reason: if multilingual {
+                format!(
+                    "file not found (a multilingual Chatterbox directory holds {MTL_T3}, \
+                     s3gen.pt or s3gen.safetensors, {MTL_VOCAB} and conds.pt)"
+                )
+            } else {
+                "file not found (a Chatterbox directory holds t3_cfg.safetensors, \
+                 s3gen.safetensors, tokenizer.json and conds.pt)"
+                    .into()
+            },
         };
-        for name in ["t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json"] {
+        let t3_file = if multilingual {
+            if !file(MTL_T3).is_file() && file(MTL_T3_V2).is_file() {
+                return Err(Error::Checkpoint {
+                    path: file(MTL_T3_V2).display().to_string(),
+                    reason: format!(
+                        "multilingual T3 v2 stops through an attention-based detector that \
+                         ferrovox does not run yet; use {MTL_T3} from the same repository"
+                    ),
+                });
+            }
+            MTL_T3
+        } else {
+            "t3_cfg.safetensors"
+        };
+        let s3gen_file = ["s3gen.safetensors", "s3gen.pt"]
+            .into_iter()
+            .find(|n| file(n).is_file())
+            .ok_or_else(|| missing("s3gen.safetensors"))?;
+        for name in [
+            t3_file,
+            if multilingual {
+                MTL_VOCAB
+            } else {
+                "tokenizer.json"
+            },
+        ] {
             if !file(name).is_file() {
                 return Err(missing(name));
             }
         }
-        let sizes = Sizes::of_dir(dir)?;
-        let mut t3 = T3::load(
-            &file("t3_cfg.safetensors"),
-            &sizes.t3,
-            t3_dtype(device)?,
-            device,
-        )?;
+        let sizes = Sizes::of_dir(dir, multilingual)?;
+        let mut t3 = T3::load(&file(t3_file), &sizes.t3, t3_dtype(device)?, device)?;
         t3.pack_steps(cpu_step_weights()?)?;
-        let s3gen = S3Gen::load(&file("s3gen.safetensors"), &sizes.s3gen, device)?;
-        let tokenizer = EnTokenizer::from_file(&file("tokenizer.json"))?;
+        let s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;
+        let tokenizer: TextFrontEnd = if multilingual {
+            let cangjie = file("Cangjie5_TC.json");
+            if !cangjie.is_file() {
+                tracing::warn!(
+                    path = %cangjie.display(),
+                    "no Cangjie table: Chinese glyphs go to the tokenizer as they are"
+                );
+            }
+            MtlTokenizer::from_files(
+                &file(MTL_VOCAB),
+                Some(&cangjie).filter(|c| c.is_file()).map(|c| c.as_path()),
+            )?
+            .into()
+        } else {
+            EnTokenizer::from_file(&file("tokenizer.json"))?.into()
+        };
         let builtin = if file("conds.pt").is_file() {
             Conditionals::load_pt(&file("conds.pt"), device)?
         } else if file("conds.safetensors").is_file() {
@@ -216,10 +305,11 @@ impl ChatterboxTts {
     pub fn new(
         t3: T3,
         s3gen: S3Gen,
-        tokenizer: EnTokenizer,
+        tokenizer: impl Into<TextFrontEnd>,
         builtin: Conditionals,
         device: &Device,
     ) -> Result<Self> {
+        let tokenizer = tokenizer.into();
         let max_id = tokenizer.vocab_size();
         if max_id > t3.config().text_tokens_dict_size {
             return Err(Error::Config(format!(
@@ -322,16 +412,47 @@ impl ChatterboxTts {
         Ok(())
     }
 
-    /// T3's text tokens for `text`: `punc_norm`, the tokenizer, then `[START]` … `[STOP]`.
+    /// T3's text tokens for `text`: `punc_norm`, the tokenizer, then `[START]` … `[STOP]`
+    /// (English; a multilingual model reads it as English).
     pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        self.text_tokens_in(text, None)
+    }
+
+    /// [`Self::text_tokens`] of `text` in `language` (a code such as `fr` or `pt-BR`; `None`:
+    /// English). The English model speaks only English; the multilingual one runs its
+    /// language's preprocessing and tag. A language the model does not speak is an
+    /// [`Error::Input`] naming the ones it does.
+    pub fn text_tokens_in(&self, text: &str, language: Option<&str>) -> Result<Vec<u32>> {
         if text.trim().is_empty() {
             return Err(Error::Input("the text is empty".into()));
         }
+        let base = language.map(|l| l.split(['-', '_']).next().unwrap_or(l));
         let cfg = self.t3.config();
         let mut ids = vec![cfg.start_text_token];
-        ids.extend(self.tokenizer.encode(&punc_norm(text))?);
+        match &self.tokenizer {
+            TextFrontEnd::English(t) => {
+                if let Some(other) = base.filter(|b| !b.eq_ignore_ascii_case("en")) {
+                    return Err(Error::Input(format!(
+                        "this Chatterbox model speaks only English, not `{other}`"
+                    )));
+                }
+                ids.extend(t.encode(&punc_norm(text))?);
+            }
+            TextFrontEnd::Multilingual(t) => {
+                let language = Language::parse(base.unwrap_or("en"))?;
+                ids.extend(t.encode(&mtl_punc_norm(text), language)?);
+            }
+        }
         ids.push(cfg.stop_text_token);
         Ok(ids)
+    }
+
+    /// The language codes the model speaks.
+    pub fn languages(&self) -> Vec<&'static str> {
+        match &self.tokenizer {
+            TextFrontEnd::English(_) => vec!["en"],
+            TextFrontEnd::Multilingual(_) => LANGUAGES.iter().map(|(c, _)| *c).collect(),
+        }
     }
 
     /// Audio for T3's `text_tokens` in `voice`, handed to `emit` in pieces while T3 samples:

@@ -150,6 +150,29 @@ pub fn cloning_chatterbox_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The small model laid out as the multilingual repository: T3 as `t3_mtl23ls_v3.safetensors`
+/// (its 704 text rows hold the synthetic multilingual vocabulary), S3Gen as
+/// `s3gen.safetensors`, the synthetic `grapheme_mtl_merged_expanded_v1.json` and
+/// `Cangjie5_TC.json` of the tokenizer fixture, the built-in voice. Random weights: plumbing.
+pub fn multilingual_chatterbox_dir(tag: &str) -> PathBuf {
+    let (t3, s3gen) = t3_and_s3gen();
+    let dir = temp_dir(tag);
+    save(&t3, &dir.join("t3_mtl23ls_v3.safetensors"));
+    save(&s3gen, &dir.join("s3gen.safetensors"));
+    save(&builtin_voice(), &dir.join("conds.safetensors"));
+    for (from, to) in [
+        (
+            "mtl_tokenizer_vocab.json",
+            "grapheme_mtl_merged_expanded_v1.json",
+        ),
+        ("mtl_cangjie.json", "Cangjie5_TC.json"),
+    ] {
+        std::fs::copy(fixtures().join(from), dir.join(to)).unwrap();
+    }
+    std::fs::write(dir.join("ferrovox-voice.json"), small_sizes().to_string()).unwrap();
+    dir
+}
+
 /// The fixtures' 3 s reference clip (24 kHz) as a 16-bit WAV file.
 pub fn reference_wav() -> Vec<u8> {
     let pcm = tensors("cloning", &["short.pcm"])
