@@ -177,15 +177,17 @@ impl Sizes {
 }
 
 impl ChatterboxTts {
-    /// Loads a directory laid out as the hub repository ([`MODEL_FILES`]); each missing or bad
-    /// file is named. The voice may be `conds.pt` (upstream's) or `conds.safetensors`
+    /// Loads a directory laid out as the hub repository ([`MODEL_FILES`]), or as its
+    /// multilingual files ([`MTL_VOCAB`], [`MTL_T3`], `s3gen.pt`, `conds.pt`; a directory with
+    /// both loads English); each missing or bad file is named. The voice may be `conds.pt` (upstream's) or `conds.safetensors`
     /// ([`Conditionals::save`]'s). A `ferrovox-voice.json` beside them may give other sizes
     /// than the released model's, as `{"family": "chatterbox", "t3": {...}, "s3gen": {...}}`
     /// (upstream's own configs, field for field; [`VoiceCloner::from_dir`] also reads
     /// `voice_encoder`, `s3tokenizer` and `campplus`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
         let file = |name: &str| dir.join(name);
-        let multilingual = file(MTL_VOCAB).is_file();
+        // A full snapshot of the hub repository holds both models' files: English wins there.
+        let multilingual = file(MTL_VOCAB).is_file() && !file("t3_cfg.safetensors").is_file();
         let missing = |name: &str| Error::Checkpoint {
             path: file(name).display().to_string(),
             reason: if multilingual {

@@ -18,6 +18,7 @@
 //! later tokens exist differ from the one-shot frames; `tests/streaming.rs` measures by how much.
 
 use candle_core::Tensor;
+use ferrovox_device::device_work;
 
 use crate::s3gen::flow_batch::{FlowBatcher, StreamTicket};
 use crate::s3gen::hift::{HiftGenerator, SinePhase};
@@ -157,12 +158,12 @@ impl<'a> VocoderStream<'a> {
     /// Appends final mel frames `[1, bins, n]` and returns the audio that is final now.
     pub fn push(&mut self, mel: &Tensor) -> Result<Vec<f32>> {
         self.append(mel)?;
-        self.vocode(false)
+        device_work(|| self.vocode(false))
     }
 
     /// The rest of the audio, every received frame vocoded.
     pub fn finish(mut self) -> Result<Vec<f32>> {
-        self.vocode(true)
+        device_work(|| self.vocode(true))
     }
 
     fn append(&mut self, mel: &Tensor) -> Result<()> {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use ferrovox_device::device_work;
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -302,7 +303,9 @@ pub fn trim_fade() -> Vec<f32> {
     fade
 }
 
-/// S3Gen: the flow and the vocoder.
+/// S3Gen: the flow and the vocoder. Its calls run inside sections of device work
+/// ([`device_work`]), so threads sharing one S3Gen stay out of each other's CUDA graph
+/// captures.
 #[derive(Debug)]
 pub struct S3Gen {
     flow: Flow,
@@ -367,13 +370,15 @@ impl S3Gen {
         reference: &SpeakerReference,
         cfm_noise: &Tensor,
     ) -> Result<Tensor> {
-        self.flow.inference(
-            &reference.prompt_tokens,
-            tokens,
-            &reference.prompt_feat,
-            &reference.xvector,
-            cfm_noise,
-        )
+        device_work(|| {
+            self.flow.inference(
+                &reference.prompt_tokens,
+                tokens,
+                &reference.prompt_feat,
+                &reference.xvector,
+                cfm_noise,
+            )
+        })
     }
 
     /// Tokens to audio `[1, 960 · tokens]` at 24 kHz with the given draws.
@@ -383,9 +388,11 @@ impl S3Gen {
         reference: &SpeakerReference,
         noise: S3GenNoise<'_>,
     ) -> Result<Tensor> {
-        let mel = self.mel(tokens, reference, &noise.cfm)?;
-        let audio = self.hift.inference(&mel, None, noise.source)?.audio;
-        self.fade_in(&audio)
+        device_work(|| {
+            let mel = self.mel(tokens, reference, &noise.cfm)?;
+            let audio = self.hift.inference(&mel, None, noise.source)?.audio;
+            self.fade_in(&audio)
+        })
     }
 
     /// Tokens to audio samples, every draw from `seed` ([`UtteranceNoise::Seeded`]).
@@ -427,12 +434,14 @@ impl S3Gen {
 
     /// HiFT over a whole utterance's mel with `noise`'s source draws, faded in.
     fn vocode(&self, mel: &Tensor, noise: &UtteranceNoise) -> Result<Vec<f32>> {
-        let spf = self.hift.config().samples_per_frame();
-        let audio = self
-            .hift
-            .inference(mel, None, &mut noise.source_from(0, spf))?
-            .audio;
-        Ok(self.fade_in(&audio)?.squeeze(0)?.to_vec1::<f32>()?)
+        device_work(|| {
+            let spf = self.hift.config().samples_per_frame();
+            let audio = self
+                .hift
+                .inference(mel, None, &mut noise.source_from(0, spf))?
+                .audio;
+            Ok(self.fade_in(&audio)?.squeeze(0)?.to_vec1::<f32>()?)
+        })
     }
 
     /// Several utterances at once: the CFM solve (the bulk of the flow) runs them as one
@@ -457,6 +466,14 @@ impl S3Gen {
     /// The flow for several utterances, the CFM solve as one padded batch (see
     /// [`Self::synthesize_batch`]): one mel `[1, 80, target frames]` per item.
     pub fn mel_batch(
+        &self,
+        items: &[(&[u32], &SpeakerReference)],
+        noises: &[UtteranceNoise],
+    ) -> Result<Vec<Tensor>> {
+        device_work(|| self.mel_batch_now(items, noises))
+    }
+
+    fn mel_batch_now(
         &self,
         items: &[(&[u32], &SpeakerReference)],
         noises: &[UtteranceNoise],
