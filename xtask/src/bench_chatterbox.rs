@@ -142,7 +142,6 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         &options(75),
         99,
         &mut SeededNoise::new(199),
-        None,
         &mut |_| Ok(Flow::Continue),
     )?;
     let mut firsts = Vec::new();
@@ -156,7 +155,6 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
             &options(75),
             rep as u64,
             &mut SeededNoise::new(200 + rep as u64),
-            None,
             &mut |piece| {
                 if !piece.is_empty() {
                     first.get_or_insert_with(|| start.elapsed().as_secs_f64());

@@ -54,8 +54,6 @@ pub struct ChatterboxVoice {
     tts: ChatterboxTts,
     /// Continuous batching of T3 across requests; `None`: each request runs T3 alone.
     decoder: Option<T3Decoder>,
-    /// S3Gen's flow batched across requests; `None`: each request runs its own.
-    flow: Option<FlowBatcher>,
     /// Generations that reached `max_new_tokens` without T3's stop token.
     unstopped: AtomicU64,
 }
@@ -96,7 +94,6 @@ impl ChatterboxVoice {
             id: id.to_string(),
             tts,
             decoder,
-            flow: None,
             unstopped: AtomicU64::new(0),
         })
     }
@@ -105,7 +102,7 @@ impl ChatterboxVoice {
     /// runs that wait while one is on the device go together; `max_items` 1: each request runs
     /// its own). A batched request's audio equals its audio alone up to f32 summation order.
     pub fn with_flow_batch(mut self, config: FlowBatchConfig) -> Self {
-        self.flow = (config.max_items > 1).then(|| FlowBatcher::new(config));
+        self.tts.set_flow_batch(Some(config));
         self
     }
 
@@ -150,7 +147,7 @@ impl ChatterboxVoice {
 
     /// The flow batcher, when there is one.
     pub fn flow_batcher(&self) -> Option<&FlowBatcher> {
-        self.flow.as_ref()
+        self.tts.flow_batcher()
     }
 
     /// A decode batch whose slots hold a piece of [`MAX_PIECE_CHARS`] (text tokens are at most
@@ -439,8 +436,7 @@ impl TtsModel for ChatterboxVoice {
                 let (audio, outcome) = match generation.take() {
                     Some(generation) => {
                         let generated = generation.run(&mut |_| Ok(Flow::Continue))?;
-                        self.tts
-                            .decode(&generated, voice, unit.seed, self.flow.as_ref())?
+                        self.tts.decode(&generated, voice, unit.seed)?
                     }
                     None => self.tts.synthesize(
                         &unit.ids,
@@ -448,7 +444,6 @@ impl TtsModel for ChatterboxVoice {
                         &g,
                         unit.seed,
                         &mut SeededNoise::new(unit.seed),
-                        self.flow.as_ref(),
                     )?,
                 };
                 self.note_outcome(outcome, g.sampling.max_new_tokens);
@@ -479,7 +474,6 @@ impl TtsModel for ChatterboxVoice {
                 self.tts.stream_tokens(
                     voice,
                     unit.seed,
-                    self.flow.as_ref(),
                     &mut |on_tokens| match generation.take() {
                         Some(generation) => generation.run(on_tokens),
                         None => Err(ferrovox_chatterbox::Error::Input(
@@ -495,7 +489,6 @@ impl TtsModel for ChatterboxVoice {
                 &g,
                 unit.seed,
                 &mut SeededNoise::new(unit.seed),
-                self.flow.as_ref(),
                 &mut emit,
             )?,
         };
@@ -528,7 +521,7 @@ impl TtsModel for ChatterboxVoice {
             "chatterbox_unstopped_generations_total",
             self.unstopped.load(Ordering::Relaxed),
         )];
-        if let Some(f) = &self.flow {
+        if let Some(f) = self.tts.flow_batcher() {
             let s = f.stats();
             counters.extend([
                 (

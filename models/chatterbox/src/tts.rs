@@ -9,7 +9,7 @@ use ferrovox_device::device_work;
 use ferrovox_layers::RowFormat;
 
 use crate::campplus::CampPlusConfig;
-use crate::s3gen::{FlowBatcher, S3Gen, S3GenConfig};
+use crate::s3gen::{FlowBatchConfig, FlowBatcher, S3Gen, S3GenConfig};
 use crate::s3tokenizer::S3TokenizerConfig;
 use crate::t3::{Flow, Generated, Request, SamplingNoise, SamplingOptions, T3Config, T3};
 use crate::tokenizer::{mtl_punc_norm, punc_norm, EnTokenizer, Language, MtlTokenizer, LANGUAGES};
@@ -136,6 +136,8 @@ pub struct ChatterboxTts {
     t3: T3,
     s3gen: S3Gen,
     tokenizer: TextFrontEnd,
+    /// S3Gen's flow batched across the threads synthesizing at once, when set.
+    flow_batch: Option<FlowBatcher>,
     builtin: Conditionals,
     device: Device,
     /// The directory [`ChatterboxTts::from_dir`] read, where the cloning encoders are.
@@ -323,6 +325,7 @@ impl ChatterboxTts {
             t3,
             s3gen,
             tokenizer,
+            flow_batch: None,
             builtin,
             device: device.clone(),
             dir: None,
@@ -341,6 +344,18 @@ impl ChatterboxTts {
 
     pub fn s3gen(&self) -> &S3Gen {
         &self.s3gen
+    }
+
+    /// Batches S3Gen's flow runs of the threads streaming or decoding at once (see
+    /// [`FlowBatcher`]; a batched utterance equals its run alone up to f32 summation order);
+    /// `None` or a limit of 1: each thread runs its own.
+    pub fn set_flow_batch(&mut self, config: Option<FlowBatchConfig>) {
+        self.flow_batch = config.filter(|c| c.max_items > 1).map(FlowBatcher::new);
+    }
+
+    /// The flow batcher, when there is one.
+    pub fn flow_batcher(&self) -> Option<&FlowBatcher> {
+        self.flow_batch.as_ref()
     }
 
     /// The voice `conds.pt` holds.
@@ -461,8 +476,7 @@ impl ChatterboxTts {
     /// S3Gen decodes chunks of exactly [`STREAM_CHUNKS`] tokens (then 200 each) and emits
     /// the audio that has become final. `emit` may cancel. The pieces joined equal
     /// [`ChatterboxTts::synthesize`]'s audio under the same draws within S3Gen's streaming
-    /// bound. S3Gen's flow runs through `batcher` when given (with other streams',
-    /// [`FlowBatcher`]).
+    /// bound.
     pub fn stream(
         &self,
         text_tokens: &[u32],
@@ -470,14 +484,12 @@ impl ChatterboxTts {
         options: &GenerateOptions,
         seed: u64,
         noise: &mut dyn SamplingNoise,
-        batcher: Option<&FlowBatcher>,
         emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
     ) -> Result<Outcome> {
         let cond = self.t3_cond(voice, options)?;
         self.stream_tokens(
             voice,
             seed,
-            batcher,
             &mut |on_tokens| {
                 self.t3
                     .generate(&cond, text_tokens, &options.sampling, noise, 5, on_tokens)
@@ -487,19 +499,17 @@ impl ChatterboxTts {
     }
 
     /// [`ChatterboxTts::stream`] of the tokens `generate` hands its callback as they come (T3
-    /// run here, or a decode batch's generation, [`crate::t3::T3Batch`]); S3Gen's flow runs
-    /// through `batcher` when given (with other streams', [`FlowBatcher`]).
+    /// run here, or a decode batch's generation, [`crate::t3::T3Batch`]).
     pub fn stream_tokens(
         &self,
         voice: &Conditionals,
         seed: u64,
-        batcher: Option<&FlowBatcher>,
         generate: &mut Generate<'_>,
         emit: &mut dyn FnMut(Vec<f32>) -> Result<Flow>,
     ) -> Result<Outcome> {
         let codes = self.speech_codes();
         let mut stream = self.s3gen.stream(&voice.gen, seed)?;
-        if let Some(batcher) = batcher {
+        if let Some(batcher) = &self.flow_batch {
             stream = stream.with_batcher(batcher);
         }
         let mut pending: Vec<u32> = Vec::new();
@@ -593,8 +603,7 @@ impl ChatterboxTts {
         )
     }
 
-    /// The whole audio of T3's `text_tokens` in `voice`, decoded in one S3Gen call
-    /// (its flow through `batcher` when given).
+    /// The whole audio of T3's `text_tokens` in `voice`, decoded in one S3Gen call.
     pub fn synthesize(
         &self,
         text_tokens: &[u32],
@@ -602,20 +611,17 @@ impl ChatterboxTts {
         options: &GenerateOptions,
         seed: u64,
         noise: &mut dyn SamplingNoise,
-        batcher: Option<&FlowBatcher>,
     ) -> Result<(Vec<f32>, Outcome)> {
         let generated = self.generate_tokens(text_tokens, voice, options, noise)?;
-        self.decode(&generated, voice, seed, batcher)
+        self.decode(&generated, voice, seed)
     }
 
-    /// The audio of a whole generation (T3's tokens, from here or a decode batch), S3Gen's
-    /// flow through `batcher` when given.
+    /// The audio of a whole generation (T3's tokens, from here or a decode batch).
     pub fn decode(
         &self,
         generated: &Generated,
         voice: &Conditionals,
         seed: u64,
-        batcher: Option<&FlowBatcher>,
     ) -> Result<(Vec<f32>, Outcome)> {
         let tokens = speech_tokens(&generated.tokens, self.speech_codes());
         if tokens.is_empty() {
@@ -623,7 +629,7 @@ impl ChatterboxTts {
                 "T3 generated no speech tokens for this text".into(),
             ));
         }
-        let audio = device_work(|| match batcher {
+        let audio = device_work(|| match &self.flow_batch {
             Some(b) => self.s3gen.synthesize_batched(&tokens, &voice.gen, seed, b),
             None => self.s3gen.synthesize(&tokens, &voice.gen, seed),
         })?;

@@ -153,22 +153,14 @@ fn streamed_audio_equals_one_shot_audio() {
             }
         };
         let (whole, outcome) = tts
-            .synthesize(&tokens, &voice, opts, seed, noise().as_mut(), None)
+            .synthesize(&tokens, &voice, opts, seed, noise().as_mut())
             .unwrap();
         let mut pieces = Vec::new();
         let streamed = tts
-            .stream(
-                &tokens,
-                &voice,
-                opts,
-                seed,
-                noise().as_mut(),
-                None,
-                &mut |p| {
-                    pieces.push(p);
-                    Ok(Flow::Continue)
-                },
-            )
+            .stream(&tokens, &voice, opts, seed, noise().as_mut(), &mut |p| {
+                pieces.push(p);
+                Ok(Flow::Continue)
+            })
             .unwrap();
         assert_eq!(streamed, outcome, "the same tokens either way");
         (whole, pieces, outcome)
@@ -243,7 +235,6 @@ fn streamed_audio_does_not_depend_on_how_tokens_arrive() {
         tts.stream_tokens(
             &voice,
             5,
-            None,
             &mut |on_tokens| {
                 let (mut at, mut g) = (0, 0);
                 while at < generated.tokens.len() {
@@ -281,7 +272,7 @@ fn empty_text_and_bad_options_are_errors() {
         ..options()
     };
     let e = tts
-        .synthesize(&tokens, &voice, &bad, 0, &mut SeededNoise::new(0), None)
+        .synthesize(&tokens, &voice, &bad, 0, &mut SeededNoise::new(0))
         .unwrap_err();
     assert!(e.to_string().contains("exaggeration"), "{e}");
 }

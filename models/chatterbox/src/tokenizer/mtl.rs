@@ -244,7 +244,11 @@ fn korean_jamo(text: &str) -> String {
         let jamo = [
             0x1100 + base / (21 * 28),
             0x1161 + (base % (21 * 28)) / 28,
-            if base % 28 > 0 { 0x11a7 + base % 28 } else { 0 },
+            if base.is_multiple_of(28) {
+                0
+            } else {
+                0x11a7 + base % 28
+            },
         ];
         out.extend(
             jamo.iter()
