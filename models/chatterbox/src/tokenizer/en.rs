@@ -21,20 +21,7 @@ impl EnTokenizer {
     /// Loads `tokenizer.json`; a file that does not parse, or lacks `[START]` / `[STOP]` (as
     /// upstream checks), is an error naming it.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bad = |reason: String| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason,
-        };
-        if !path.is_file() {
-            return Err(bad("file not found".into()));
-        }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| bad(format!("not a tokenizers JSON file: {e}")))?;
-        for special in [SOT, EOT] {
-            if inner.token_to_id(special).is_none() {
-                return Err(bad(format!("the vocabulary has no `{special}` token")));
-            }
-        }
+        let inner = load_vocabulary(path)?;
         let vocab_size = inner.get_vocab_size(true);
         Ok(Self { inner, vocab_size })
     }
@@ -42,12 +29,7 @@ impl EnTokenizer {
     /// Ids of `text` (after [`super::punc_norm`]), without start or stop tokens, as
     /// `EnTokenizer.encode` gives them.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let text = text.replace(' ', SPACE);
-        let encoding = self
-            .inner
-            .encode(text.as_str(), false)
-            .map_err(|e| Error::Input(format!("tokenizing: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        ids_of(&self.inner, &text.replace(' ', SPACE))
     }
 
     /// The id of a special token.
@@ -59,4 +41,32 @@ impl EnTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }
+}
+
+/// Reads a tokenizers JSON file; a missing file, one that does not parse, or a vocabulary
+/// without `[START]` / `[STOP]` (as upstream checks) is an error naming it.
+pub(super) fn load_vocabulary(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(bad("file not found".into()));
+    }
+    let inner = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| bad(format!("not a tokenizers JSON file: {e}")))?;
+    for special in [SOT, EOT] {
+        if inner.token_to_id(special).is_none() {
+            return Err(bad(format!("the vocabulary has no `{special}` token")));
+        }
+    }
+    Ok(inner)
+}
+
+/// The ids `tokenizer` gives `text`, special tokens added to nothing.
+pub(super) fn ids_of(tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let encoding = tokenizer
+        .encode(text, false)
+        .map_err(|e| Error::Input(format!("tokenizing: {e}")))?;
+    Ok(encoding.get_ids().to_vec())
 }

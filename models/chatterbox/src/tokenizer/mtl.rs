@@ -21,7 +21,7 @@ use std::path::Path;
 use unicode_categories::UnicodeCategories;
 use unicode_normalization::UnicodeNormalization;
 
-use super::en::{EOT, SOT, SPACE};
+use super::en::{ids_of, load_vocabulary, SPACE};
 use crate::{Error, Result};
 
 /// The 23 languages of the multilingual model (`mtl_tts.SUPPORTED_LANGUAGES`).
@@ -172,20 +172,7 @@ impl MtlTokenizer {
     /// A file that does not parse, or a vocabulary without `[START]` / `[STOP]`, is an error
     /// naming it.
     pub fn from_files(vocab: &Path, cangjie: Option<&Path>) -> Result<Self> {
-        let bad = |reason: String| Error::Checkpoint {
-            path: vocab.display().to_string(),
-            reason,
-        };
-        if !vocab.is_file() {
-            return Err(bad("file not found".into()));
-        }
-        let inner = tokenizers::Tokenizer::from_file(vocab)
-            .map_err(|e| bad(format!("not a tokenizers JSON file: {e}")))?;
-        for special in [SOT, EOT] {
-            if inner.token_to_id(special).is_none() {
-                return Err(bad(format!("the vocabulary has no `{special}` token")));
-            }
-        }
+        let inner = load_vocabulary(vocab)?;
         let cangjie = cangjie
             .map(Cangjie::from_file)
             .transpose()?
@@ -213,12 +200,7 @@ impl MtlTokenizer {
     /// Ids of `text` (after [`super::mtl_punc_norm`]) in `language`, without start or stop
     /// tokens, as `MTLTokenizer.encode` gives them.
     pub fn encode(&self, text: &str, language: Language) -> Result<Vec<u32>> {
-        let input = self.preprocess(text, language);
-        let encoding = self
-            .inner
-            .encode(input.as_str(), false)
-            .map_err(|e| Error::Input(format!("tokenizing: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        ids_of(&self.inner, &self.preprocess(text, language))
     }
 
     /// The id of a special token.
