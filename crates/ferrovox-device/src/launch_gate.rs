@@ -135,6 +135,22 @@ pub fn blocked<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// One thread at a time through a part of a model, inside a section: Candle runs every
+/// thread's ops on the device's one stream, so two threads calling one part interleave their
+/// kernels, and a part whose consecutive kernels share a buffer (a library's workspace between
+/// a product and its reduction) would read the other's. The wait for the lock happens outside
+/// the caller's section ([`blocked`]), so a capture by the holder never waits on the waiters.
+#[derive(Debug, Default)]
+pub struct Serial(Mutex<()>);
+
+impl Serial {
+    /// Runs `f` holding the lock, inside a section.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = blocked(|| self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        device_work(f)
+    }
+}
+
 /// Runs `f` (a capture) once no other thread is inside a section, holding every other
 /// thread's new sections back until it returns.
 pub fn exclusive<T>(f: impl FnOnce() -> T) -> T {
@@ -258,6 +274,43 @@ mod tests {
             .recv_timeout(Duration::from_secs(20))
             .expect("the capture waited on a thread that waited for it");
         waiter.join().unwrap();
+        let state = lock();
+        assert_eq!((state.active, state.capturing), (0, None));
+    }
+
+    /// Threads inside sections queue on a [`Serial`] while its holder captures: the waiters
+    /// are out of their sections, so the capture goes on, and only one thread is ever inside.
+    #[test]
+    fn serial_waiters_do_not_hold_back_the_holders_capture() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let part = Arc::new(Serial::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (part, inside, done_tx) = (part.clone(), inside.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        device_work(|| {
+                            part.run(|| {
+                                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                                exclusive(|| std::thread::sleep(Duration::from_millis(1)));
+                                inside.fetch_sub(1, Ordering::SeqCst);
+                            })
+                        });
+                    }
+                    done_tx.send(()).unwrap();
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            done_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a capture waited on a thread queued for the lock");
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
         let state = lock();
         assert_eq!((state.active, state.capturing), (0, None));
     }

@@ -34,7 +34,7 @@ pub mod warmup;
 pub use backend::BackendKind;
 pub use error::{Error, Result};
 pub use graph::{GraphCache, GraphRun};
-pub use launch_gate::{blocked, device_work};
+pub use launch_gate::{blocked, device_work, Serial};
 pub use memory::{MemoryInfo, MemorySource};
 pub use planner::{BatchPlanner, ItemCost, PlannerConfig};
 pub use report::{CpuReport, DeviceReport, KernelUse};

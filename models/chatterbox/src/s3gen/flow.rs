@@ -2,9 +2,12 @@
 //! target speech tokens through the conformer encoder to a mel prior `mu`, then the CFM solve
 //! conditioned on the prompt mel and the speaker x-vector; the prompt's frames are cut off.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use ferrovox_device::stages::stage;
+use ferrovox_device::Serial;
 
 use crate::s3gen::cfm::CausalConditionalCfm;
 use crate::s3gen::encoder::{length_mask, UpsampleConformerEncoder};
@@ -31,6 +34,8 @@ pub struct Flow {
     encoder_proj: Linear,
     decoder: CausalConditionalCfm,
     cfg: FlowConfig,
+    /// One thread at a time through the flow (shared by clones).
+    serial: Arc<Serial>,
 }
 
 impl Flow {
@@ -53,7 +58,13 @@ impl Flow {
             encoder_proj: candle_nn::linear(d, cfg.output_size, vb.pp("encoder_proj"))?,
             decoder: CausalConditionalCfm::new(&cfg.cfm, &cfg.estimator, vb.pp("decoder"))?,
             cfg: cfg.clone(),
+            serial: Arc::new(Serial::default()),
         })
+    }
+
+    /// The lock [`Self::inference`] and batched flows run under.
+    pub fn serial(&self) -> &Serial {
+        &self.serial
     }
 
     pub fn config(&self) -> &FlowConfig {
@@ -176,6 +187,18 @@ impl Flow {
     /// `[1, mel bins, mel_frames]` (standard normal; [`Self::mel_frames`] gives its length,
     /// prompt frames included). Returns `[1, mel bins, mel_frames − n_prompt_frames]`.
     pub fn inference(
+        &self,
+        prompt_tokens: &[u32],
+        tokens: &[u32],
+        prompt_feat: &Tensor,
+        xvector: &Tensor,
+        noise: &Tensor,
+    ) -> Result<Tensor> {
+        self.serial
+            .run(|| self.inference_now(prompt_tokens, tokens, prompt_feat, xvector, noise))
+    }
+
+    fn inference_now(
         &self,
         prompt_tokens: &[u32],
         tokens: &[u32],

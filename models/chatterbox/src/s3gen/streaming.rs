@@ -18,7 +18,6 @@
 //! later tokens exist differ from the one-shot frames; `tests/streaming.rs` measures by how much.
 
 use candle_core::Tensor;
-use ferrovox_device::device_work;
 
 use crate::s3gen::flow_batch::{FlowBatcher, StreamTicket};
 use crate::s3gen::hift::{HiftGenerator, SinePhase};
@@ -158,12 +157,14 @@ impl<'a> VocoderStream<'a> {
     /// Appends final mel frames `[1, bins, n]` and returns the audio that is final now.
     pub fn push(&mut self, mel: &Tensor) -> Result<Vec<f32>> {
         self.append(mel)?;
-        device_work(|| self.vocode(false))
+        let hift = self.hift;
+        hift.serial().run(|| self.vocode(false))
     }
 
     /// The rest of the audio, every received frame vocoded.
     pub fn finish(mut self) -> Result<Vec<f32>> {
-        device_work(|| self.vocode(true))
+        let hift = self.hift;
+        hift.serial().run(|| self.vocode(true))
     }
 
     fn append(&mut self, mel: &Tensor) -> Result<()> {

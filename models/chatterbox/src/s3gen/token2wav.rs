@@ -305,7 +305,9 @@ pub fn trim_fade() -> Vec<f32> {
 
 /// S3Gen: the flow and the vocoder. Its calls run inside sections of device work
 /// ([`device_work`]), so threads sharing one S3Gen stay out of each other's CUDA graph
-/// captures.
+/// captures, and one thread at a time goes through the flow and through the vocoder
+/// ([`ferrovox_device::Serial`]): two threads' vocoder calls interleaving their kernels on the
+/// device's one stream gave one of them wrong audio on the H100.
 #[derive(Debug)]
 pub struct S3Gen {
     flow: Flow,
@@ -470,7 +472,7 @@ impl S3Gen {
         items: &[(&[u32], &SpeakerReference)],
         noises: &[UtteranceNoise],
     ) -> Result<Vec<Tensor>> {
-        device_work(|| self.mel_batch_now(items, noises))
+        self.flow.serial().run(|| self.mel_batch_now(items, noises))
     }
 
     fn mel_batch_now(

@@ -8,7 +8,7 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use ferrovox_audio::{hann_window_scipy, Spectrogram, Stft, StftError};
 use ferrovox_device::stages::stage;
-use ferrovox_device::GraphCache;
+use ferrovox_device::{GraphCache, Serial};
 
 use super::config::HiftConfig;
 use super::conv::{self, Conv1d, ConvTranspose1d};
@@ -47,6 +47,9 @@ pub struct HiftGenerator {
     /// [`Self::decode`]'s graphs on CUDA, per (mel, excitation) shape: a voice's stream windows
     /// repeat their shapes from one request to the next. Shared by clones.
     graphs: Arc<GraphCache>,
+    /// One thread at a time through [`Self::inference`] and a stream's calls (shared by
+    /// clones).
+    serial: Arc<Serial>,
 }
 
 /// A hook handed each named stage's output.
@@ -165,7 +168,14 @@ impl HiftGenerator {
                 "chatterbox.hift.decode",
                 DECODE_GRAPHS,
             )),
+            serial: Arc::new(Serial::default()),
         })
+    }
+
+    /// The lock [`Self::inference`] and streamed vocoding run under ([`Self::decode`] and the
+    /// other stages do not take it: callers composing them hold it).
+    pub fn serial(&self) -> &Serial {
+        &self.serial
     }
 
     /// [`Self::decode`]'s graphs, for benches and logs.
@@ -385,8 +395,10 @@ impl HiftGenerator {
         cache_source: Option<&Tensor>,
         noise: &mut dyn SourceNoise,
     ) -> Result<HiftOutput> {
-        stage("s3gen.hift", mel.device(), || {
-            self.run_inference(mel, cache_source, noise, None)
+        self.serial.run(|| {
+            stage("s3gen.hift", mel.device(), || {
+                self.run_inference(mel, cache_source, noise, None)
+            })
         })
     }
 
@@ -399,7 +411,8 @@ impl HiftGenerator {
         noise: &mut dyn SourceNoise,
         record: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<HiftOutput> {
-        self.run_inference(mel, cache_source, noise, Some(record))
+        self.serial
+            .run(|| self.run_inference(mel, cache_source, noise, Some(record)))
     }
 
     /// The inference, its decode through [`Self::decode`] (a graph on CUDA) unless its stages
