@@ -400,6 +400,25 @@ fn the_released_full_size_key_set_loads_unchanged() {
     T3::new(&cfg, vb).expect("the default config reads the released shapes");
 }
 
+/// The same for the multilingual T3 (`T3(T3Config.multilingual())`, the layout of
+/// `t3_mtl23ls_v3.safetensors`): read unchanged by `T3Config::multilingual()`, its text
+/// embedding 2454 rows, and refused by the English config (a different text vocabulary).
+#[test]
+fn the_multilingual_full_size_key_set_loads_unchanged() {
+    let shapes = common::full_size_shapes("t3_mtl_full_keys.json");
+    assert_eq!(shapes.len(), 292);
+    assert_eq!(shapes["text_emb.weight"], [2454, 1024]);
+    let cfg = T3Config::multilingual();
+    let expected = T3::expected_keys(&cfg);
+    let mut unused: Vec<&String> = shapes.keys().filter(|k| !expected.contains(k)).collect();
+    unused.sort();
+    assert_eq!(unused, ["text_head.weight", "tfmr.embed_tokens.weight"]);
+    let (vb, _) = common::manifest_vb(&shapes, &Device::Cpu);
+    T3::new(&cfg, vb).expect("the multilingual config reads the released shapes");
+    let (vb, _) = common::manifest_vb(&shapes, &Device::Cpu);
+    assert!(T3::new(&T3Config::default(), vb).is_err());
+}
+
 /// The full-size checkpoint itself (2.1 GB, written by `gen_t3.py --full-size DIR`, kept out of
 /// the repository): `T3::load` takes it unchanged and the logits of one CFG prompt match
 /// upstream's within 1e-3. `FERROVOX_T3_FULL_DIR=DIR cargo test -- --ignored full_size`.
