@@ -194,71 +194,61 @@ impl Flow {
         xvector: &Tensor,
         noise: &Tensor,
     ) -> Result<Tensor> {
-        self.serial
-            .run(|| self.inference_now(prompt_tokens, tokens, prompt_feat, xvector, noise))
-    }
-
-    fn inference_now(
-        &self,
-        prompt_tokens: &[u32],
-        tokens: &[u32],
-        prompt_feat: &Tensor,
-        xvector: &Tensor,
-        noise: &Tensor,
-    ) -> Result<Tensor> {
-        let device = self.device().clone();
-        let dtype = self.dtype();
-        let bins = self.cfg.output_size;
-        if tokens.is_empty() {
-            return Err(Error::Input("no speech tokens to synthesize".into()));
-        }
-        let n_prompt_frames = match prompt_feat.dims() {
-            [1, n, w] if *w == bins => *n,
-            dims => {
-                return Err(Error::Input(format!(
-                    "prompt mel of shape {dims:?}, expected [1, frames, {bins}]"
-                )))
+        self.serial.run(|| {
+            let device = self.device().clone();
+            let dtype = self.dtype();
+            let bins = self.cfg.output_size;
+            if tokens.is_empty() {
+                return Err(Error::Input("no speech tokens to synthesize".into()));
             }
-        };
-        let frames = self.mel_frames(prompt_tokens.len(), tokens.len());
-        if n_prompt_frames >= frames {
-            return Err(Error::Input(format!(
-                "prompt mel has {n_prompt_frames} frames but the {} prompt + {} target tokens \
-                 give only {frames}",
-                prompt_tokens.len(),
-                tokens.len()
-            )));
-        }
-        if noise.dims() != [1, bins, frames] {
-            return Err(Error::Input(format!(
-                "noise of shape {:?}, expected [1, {bins}, {frames}]",
-                noise.dims()
-            )));
-        }
-        let spks = self.speaker_embedding(xvector)?;
-        if spks.dim(0)? != 1 {
-            return Err(Error::Input(format!(
-                "{} x-vectors for one utterance",
-                spks.dim(0)?
-            )));
-        }
+            let n_prompt_frames = match prompt_feat.dims() {
+                [1, n, w] if *w == bins => *n,
+                dims => {
+                    return Err(Error::Input(format!(
+                        "prompt mel of shape {dims:?}, expected [1, frames, {bins}]"
+                    )))
+                }
+            };
+            let frames = self.mel_frames(prompt_tokens.len(), tokens.len());
+            if n_prompt_frames >= frames {
+                return Err(Error::Input(format!(
+                    "prompt mel has {n_prompt_frames} frames but the {} prompt + {} target tokens \
+                     give only {frames}",
+                    prompt_tokens.len(),
+                    tokens.len()
+                )));
+            }
+            if noise.dims() != [1, bins, frames] {
+                return Err(Error::Input(format!(
+                    "noise of shape {:?}, expected [1, {bins}, {frames}]",
+                    noise.dims()
+                )));
+            }
+            let spks = self.speaker_embedding(xvector)?;
+            if spks.dim(0)? != 1 {
+                return Err(Error::Input(format!(
+                    "{} x-vectors for one utterance",
+                    spks.dim(0)?
+                )));
+            }
 
-        let all: Vec<u32> = prompt_tokens.iter().chain(tokens).copied().collect();
-        let n = all.len();
-        let ids = Tensor::from_vec(all, (1, n), &device)?;
-        let enc = self.encode(&ids, &[n])?;
-        let mu = enc.mu.transpose(1, 2)?.contiguous()?;
+            let all: Vec<u32> = prompt_tokens.iter().chain(tokens).copied().collect();
+            let n = all.len();
+            let ids = Tensor::from_vec(all, (1, n), &device)?;
+            let enc = self.encode(&ids, &[n])?;
+            let mu = enc.mu.transpose(1, 2)?.contiguous()?;
 
-        let prompt_feat = prompt_feat.to_device(&device)?.to_dtype(dtype)?;
-        let target_zeros = Tensor::zeros((1, frames - n_prompt_frames, bins), dtype, &device)?;
-        let cond = if n_prompt_frames == 0 {
-            target_zeros
-        } else {
-            Tensor::cat(&[prompt_feat, target_zeros], 1)?
-        };
-        let cond = cond.transpose(1, 2)?.contiguous()?;
-        let noise = noise.to_device(&device)?.to_dtype(dtype)?;
-        let mel = self.decoder.forward(&noise, &mu, &enc.mask, &spks, &cond)?;
-        Ok(mel.narrow(2, n_prompt_frames, frames - n_prompt_frames)?)
+            let prompt_feat = prompt_feat.to_device(&device)?.to_dtype(dtype)?;
+            let target_zeros = Tensor::zeros((1, frames - n_prompt_frames, bins), dtype, &device)?;
+            let cond = if n_prompt_frames == 0 {
+                target_zeros
+            } else {
+                Tensor::cat(&[prompt_feat, target_zeros], 1)?
+            };
+            let cond = cond.transpose(1, 2)?.contiguous()?;
+            let noise = noise.to_device(&device)?.to_dtype(dtype)?;
+            let mel = self.decoder.forward(&noise, &mu, &enc.mask, &spks, &cond)?;
+            Ok(mel.narrow(2, n_prompt_frames, frames - n_prompt_frames)?)
+        })
     }
 }
