@@ -16,6 +16,17 @@ pub fn error(path: &Path) -> impl Fn(String) -> Error + '_ {
     }
 }
 
+/// Runs a read through Candle's pickle reader, which panics on some damaged archives (an
+/// integer opcode claiming more than 8 bytes overflows its shift): the panic becomes an error.
+pub fn guarded_pickle<T>(
+    read: impl FnOnce() -> candle_core::Result<T>,
+) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("a damaged PyTorch archive (its pickle does not decode)".into()),
+    }
+}
+
 /// Whether `path` is a PyTorch checkpoint (`torch.save` of a state dict: `.pt`, `.pth`,
 /// `.bin`) rather than safetensors.
 pub fn is_torch_file(path: &Path) -> bool {
@@ -36,12 +47,12 @@ pub fn build_mapped<T>(
 ) -> Result<T> {
     let checkpoint = error(path);
     let vb = if is_torch_file(path) {
-        VarBuilder::from_pth(path, dtype, device)
+        guarded_pickle(|| VarBuilder::from_pth(path, dtype, device)).map_err(&checkpoint)?
     } else {
         // SAFETY: the file is mapped read-only and not modified while the model lives.
         unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-    }
-    .map_err(|e| checkpoint(e.to_string()))?;
+            .map_err(|e| checkpoint(e.to_string()))?
+    };
     build(vb).map_err(|e| match e {
         Error::Candle(c) => checkpoint(c.to_string()),
         Error::Checkpoint { reason, .. } => checkpoint(reason),
@@ -69,9 +80,12 @@ pub fn load_checked<T>(
 /// unreadable header is described.
 pub fn tensor_names(path: &Path) -> std::result::Result<Vec<String>, String> {
     if is_torch_file(path) {
-        let pth = candle_core::pickle::PthTensors::new(path, None)
-            .map_err(|e| format!("not a readable PyTorch state dict ({e})"))?;
-        return Ok(pth.tensor_infos().keys().cloned().collect());
+        let names = guarded_pickle(|| {
+            let pth = candle_core::pickle::PthTensors::new(path, None)?;
+            Ok(pth.tensor_infos().keys().cloned().collect())
+        })
+        .map_err(|e| format!("not a readable PyTorch state dict ({e})"))?;
+        return Ok(names);
     }
     // SAFETY: the file is mapped read-only for the length of this call.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }

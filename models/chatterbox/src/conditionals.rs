@@ -34,8 +34,10 @@ impl Conditionals {
             return Err(bad("file not found".into()));
         }
         let part = |key: &str| -> Result<HashMap<String, Tensor>> {
-            let tensors = candle_core::pickle::read_all_with_key(path, Some(key))
-                .map_err(|e| bad(format!("not a readable conds.pt (torch archive): {e}")))?;
+            let tensors = crate::checkpoint::guarded_pickle(|| {
+                candle_core::pickle::read_all_with_key(path, Some(key))
+            })
+            .map_err(|e| bad(format!("not a readable conds.pt (torch archive): {e}")))?;
             tensors
                 .into_iter()
                 .map(|(k, t)| Ok((k, t.to_device(device)?)))

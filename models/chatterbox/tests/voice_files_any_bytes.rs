@@ -58,6 +58,28 @@ proptest! {
     }
 }
 
+/// Found by the property test above: a byte at 3.1 % of the small `conds.pt` set to 138 makes
+/// Candle's pickle reader shift a `LONG1` integer past 64 bits (a panic in debug builds).
+#[test]
+fn a_pickle_integer_too_long_is_a_named_error() {
+    let original = std::fs::read(common::fixtures().join("conds_small.pt")).unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrovox-conds-long1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("conds.pt");
+    std::fs::write(
+        &path,
+        damaged(&original, 1.0, &[(0.031413680816904266, 138)]),
+    )
+    .unwrap();
+    let read = std::panic::catch_unwind(|| Conditionals::load_pt(&path, &Device::Cpu));
+    std::fs::remove_dir_all(&dir).ok();
+    let err = read.expect("a panic escaped").unwrap_err().to_string();
+    assert!(
+        err.contains("conds.pt") && err.contains("torch archive"),
+        "{err}"
+    );
+}
+
 /// A file name for one case (cases may run in parallel with other tests' files).
 fn rand_name(edits: &[(f64, u8)], cut: f64) -> u64 {
     edits.iter().fold(cut.to_bits(), |h, (a, b)| {
