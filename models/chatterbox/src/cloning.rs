@@ -113,9 +113,7 @@ impl VoiceCloner {
     /// (`ferrovox-voice.json`'s `t3`, `voice_encoder`, `s3tokenizer`, `campplus` and `s3gen`
     /// sections where present, else the released ones).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
-        let multilingual =
-            dir.join(crate::tts::MTL_VOCAB).is_file() && !dir.join("t3_cfg.safetensors").is_file();
-        let sizes = crate::tts::Sizes::of_dir(dir, multilingual)?;
+        let sizes = crate::tts::Sizes::of_dir(dir)?;
         let ve = &sizes.voice_encoder;
         if ve.speaker_embed_size != sizes.t3.speaker_embed_size {
             return Err(Error::Config(format!(

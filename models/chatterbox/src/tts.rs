@@ -130,6 +130,12 @@ pub const MTL_T3: &str = "t3_mtl23ls_v3.safetensors";
 /// The earlier multilingual T3, whose generations need the attention-based stop detector.
 pub const MTL_T3_V2: &str = "t3_mtl23ls_v2.safetensors";
 
+/// Whether `dir` holds the multilingual model: its vocabulary without the English T3 (a full
+/// snapshot of the hub repository holds both models' files, and English wins there).
+pub(crate) fn is_multilingual_dir(dir: &Path) -> bool {
+    dir.join(MTL_VOCAB).is_file() && !dir.join("t3_cfg.safetensors").is_file()
+}
+
 /// A Chatterbox model: English, or multilingual.
 #[derive(Debug)]
 pub struct ChatterboxTts {
@@ -158,8 +164,8 @@ pub(crate) struct Sizes {
 
 impl Sizes {
     /// The sizes of `dir`: its `ferrovox-voice.json`, else the released model's (T3's
-    /// multilingual sizes when `multilingual` and the file gives no `t3`).
-    pub(crate) fn of_dir(dir: &Path, multilingual: bool) -> Result<Self> {
+    /// multilingual sizes for a multilingual directory whose file gives no `t3`).
+    pub(crate) fn of_dir(dir: &Path) -> Result<Self> {
         let marker = dir.join("ferrovox-voice.json");
         let mut sizes = Self::default();
         let mut declares_t3 = false;
@@ -171,7 +177,7 @@ impl Sizes {
             declares_t3 = value.get("t3").is_some();
             sizes = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         }
-        if multilingual && !declares_t3 {
+        if !declares_t3 && is_multilingual_dir(dir) {
             sizes.t3 = T3Config::multilingual();
         }
         Ok(sizes)
@@ -188,8 +194,7 @@ impl ChatterboxTts {
     /// `voice_encoder`, `s3tokenizer` and `campplus`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
         let file = |name: &str| dir.join(name);
-        // A full snapshot of the hub repository holds both models' files: English wins there.
-        let multilingual = file(MTL_VOCAB).is_file() && !file("t3_cfg.safetensors").is_file();
+        let multilingual = is_multilingual_dir(dir);
         let missing = |name: &str| Error::Checkpoint {
             path: file(name).display().to_string(),
             reason: if multilingual {
@@ -233,7 +238,7 @@ impl ChatterboxTts {
                 return Err(missing(name));
             }
         }
-        let sizes = Sizes::of_dir(dir, multilingual)?;
+        let sizes = Sizes::of_dir(dir)?;
         let mut t3 = T3::load(&file(t3_file), &sizes.t3, t3_dtype(device)?, device)?;
         t3.pack_steps(cpu_step_weights()?)?;
         let s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;

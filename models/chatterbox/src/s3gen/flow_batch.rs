@@ -280,12 +280,7 @@ impl FlowBatcher {
     }
 }
 
-/// One job through [`S3Gen::mel`], as a stream without a batcher runs it.
+/// One job through [`S3Gen::mel_drawn`], as a stream without a batcher runs it.
 fn alone(model: &S3Gen, job: &Job) -> Result<Tensor> {
-    let frames = model.noise_frames(&job.reference, job.tokens.len());
-    let bins = model.flow().config().output_size;
-    let cfm = job
-        .noise
-        .cfm(bins, 0..frames, job.reference.prompt_feat.device())?;
-    model.mel(&job.tokens, &job.reference, &cfm)
+    model.mel_drawn(&job.tokens, &job.reference, &job.noise)
 }

@@ -475,11 +475,8 @@ impl<'a> S3GenStream<'a> {
         if let Some((batcher, _)) = &self.batcher {
             return batcher.mel(self.model, &self.tokens, &self.reference, &self.noise);
         }
-        let frames = self.model.noise_frames(&self.reference, self.tokens.len());
-        let bins = self.model.flow().config().output_size;
-        let device = self.reference.prompt_feat.device();
-        let cfm = self.noise.cfm(bins, 0..frames, device)?;
-        self.model.mel(&self.tokens, &self.reference, &cfm)
+        self.model
+            .mel_drawn(&self.tokens, &self.reference, &self.noise)
     }
 }
 

@@ -306,8 +306,9 @@ pub fn trim_fade() -> Vec<f32> {
 /// S3Gen: the flow and the vocoder. Its calls run inside sections of device work
 /// ([`device_work`]), so threads sharing one S3Gen stay out of each other's CUDA graph
 /// captures, and one thread at a time goes through the flow and through the vocoder
-/// ([`ferrovox_device::Serial`]): two threads' vocoder calls interleaving their kernels on the
-/// device's one stream gave one of them wrong audio on the H100.
+/// ([`ferrovox_device::Serial`]), so two threads' kernels never interleave inside either. (Two
+/// threads decoding at once gave one of them wrong audio on the H100; whether this lock cures
+/// it has not been run on a GPU yet.)
 #[derive(Debug)]
 pub struct S3Gen {
     flow: Flow,
@@ -372,15 +373,13 @@ impl S3Gen {
         reference: &SpeakerReference,
         cfm_noise: &Tensor,
     ) -> Result<Tensor> {
-        device_work(|| {
-            self.flow.inference(
-                &reference.prompt_tokens,
-                tokens,
-                &reference.prompt_feat,
-                &reference.xvector,
-                cfm_noise,
-            )
-        })
+        self.flow.inference(
+            &reference.prompt_tokens,
+            tokens,
+            &reference.prompt_feat,
+            &reference.xvector,
+            cfm_noise,
+        )
     }
 
     /// Tokens to audio `[1, 960 · tokens]` at 24 kHz with the given draws.
@@ -414,11 +413,21 @@ impl S3Gen {
         reference: &SpeakerReference,
         noise: &UtteranceNoise,
     ) -> Result<Vec<f32>> {
+        self.vocode(&self.mel_drawn(tokens, reference, noise)?, noise)
+    }
+
+    /// [`Self::mel`] with the CFM start drawn from `noise` for every flow frame (prompt
+    /// frames included).
+    pub fn mel_drawn(
+        &self,
+        tokens: &[u32],
+        reference: &SpeakerReference,
+        noise: &UtteranceNoise,
+    ) -> Result<Tensor> {
         let frames = self.noise_frames(reference, tokens.len());
-        let device = reference.prompt_feat.device();
         let bins = self.flow.config().output_size;
-        let cfm = noise.cfm(bins, 0..frames, device)?;
-        self.vocode(&self.mel(tokens, reference, &cfm)?, noise)
+        let cfm = noise.cfm(bins, 0..frames, reference.prompt_feat.device())?;
+        self.mel(tokens, reference, &cfm)
     }
 
     /// [`Self::synthesize`] with the flow run through `batcher`, batched with the utterances
