@@ -157,9 +157,9 @@ impl Drop for Batcher {
 }
 
 /// Runs the queued jobs: those whose options the model says agree ([`TtsModel::batch_key`])
-/// share batches, each unit with its own seed. A batch that fails is run again job by job, so
-/// each caller gets its own error with its own kind (a bad request does not fail its
-/// neighbours, and an input error stays an input error).
+/// share batches, each unit with its own seed. A batch that fails or panics is run again job
+/// by job, so each caller gets its own error with its own kind (a bad request does not fail
+/// its neighbours, an input error stays an input error, and the worker lives on).
 fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mutex<BatcherStats>) {
     let mut groups: Vec<(BatchKey, Vec<Job>)> = Vec::new();
     for job in jobs {
@@ -204,7 +204,13 @@ fn run_units(
 ) -> Result<Vec<Vec<f32>>, EngineError> {
     let mut audio = Vec::with_capacity(units.len());
     for chunk in units.chunks(max_batch.max(1)) {
-        let out = model.synthesize_units(chunk, options)?;
+        let out =
+            crate::panic::caught(|| model.synthesize_units(chunk, options)).map_err(|what| {
+                EngineError::Panicked {
+                    model: model.id().to_string(),
+                    what,
+                }
+            })??;
         let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
         s.batches += 1;
         s.units += chunk.len();

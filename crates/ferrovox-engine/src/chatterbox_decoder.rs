@@ -172,12 +172,7 @@ impl Generation {
 fn guarded<T>(
     f: impl FnOnce() -> ferrovox_chatterbox::Result<T>,
 ) -> ferrovox_chatterbox::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
+    crate::panic::caught(f).unwrap_or_else(|what| {
         Err(ferrovox_chatterbox::Error::Candle(candle_core::Error::Msg(
             format!("T3 decoding panicked: {what}"),
         )))

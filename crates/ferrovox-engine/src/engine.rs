@@ -132,8 +132,26 @@ impl Voice {
         self.stream_with(text, options, piecewise, true, sink)
     }
 
-    /// `queued`: whole units go through the batcher (when there is one).
+    /// `queued`: whole units go through the batcher (when there is one). A panic on the way
+    /// (in the model, or in `sink`) is this request's [`EngineError::Panicked`].
     fn stream_with(
+        &self,
+        text: &str,
+        options: &SynthesisOptions,
+        piecewise: Piecewise,
+        queued: bool,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        crate::panic::caught(|| self.stream_unguarded(text, options, piecewise, queued, sink))
+            .unwrap_or_else(|what| {
+                Err(EngineError::Panicked {
+                    model: self.model.id().to_string(),
+                    what,
+                })
+            })
+    }
+
+    fn stream_unguarded(
         &self,
         text: &str,
         options: &SynthesisOptions,

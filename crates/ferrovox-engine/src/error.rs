@@ -33,6 +33,15 @@ pub enum EngineError {
     /// Whoever the audio was for stopped listening (a client that went away).
     #[error("cancelled: the receiver went away")]
     Cancelled,
+    /// The model panicked while synthesizing (a bug, or a fault it did not report as an
+    /// error); the requests batched with this one are run again without it.
+    #[error("the model {model} failed: it panicked: {what}")]
+    Panicked {
+        /// The model's id.
+        model: String,
+        /// The panic's message.
+        what: String,
+    },
     /// The batcher stopped.
     #[error("the batcher has shut down")]
     ShutDown,

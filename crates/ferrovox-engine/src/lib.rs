@@ -30,6 +30,7 @@ mod chatterbox_voice;
 mod engine;
 mod error;
 mod model;
+mod panic;
 #[cfg(feature = "espeak")]
 mod piper_voice;
 mod stream;

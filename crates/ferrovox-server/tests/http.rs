@@ -15,31 +15,6 @@ use ferrovox_server::ServerConfig;
 use serde_json::json;
 
 /// What the server should send for `text` with the tone model: the engine's own join.
-fn expected(server: &TestServer, text: &str) -> Vec<f32> {
-    // Past the server's batcher, so its counts stay the server's.
-    let model = server.engine.get("tone").unwrap().model().clone();
-    ferrovox_engine::Voice::new(model, None)
-        .synthesize(text, &quiet())
-        .unwrap()
-        .samples
-}
-
-fn wav_samples(bytes: &[u8]) -> Vec<f32> {
-    let wav = ferrovox_audio::read_wav(bytes).unwrap();
-    assert_eq!((wav.sample_rate, wav.channels), (RATE, 1));
-    wav.samples
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "lengths");
-    let err = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    assert!(err <= tol, "max abs error {err}");
-}
-
 #[test]
 fn each_error_has_its_status_and_names_the_field() {
     let tone = Tone::new();

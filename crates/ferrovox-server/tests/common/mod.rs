@@ -15,7 +15,7 @@ use ferrovox_server::{AppState, Cloning, ServerConfig};
 
 /// A model whose audio is a function of its input: each unit is `40 × ids` samples of a tone
 /// whose pitch is the unit's first id. A unit whose text contains `wait` blocks until the
-/// gate opens.
+/// gate opens; a batch holding a unit whose text contains `panic` panics (an injected fault).
 pub struct Tone {
     gate: Mutex<bool>,
     opened: Condvar,
@@ -27,6 +27,8 @@ pub struct Tone {
 
 /// The id `wait` maps to.
 pub const WAIT: u32 = 999;
+/// The id `panic` maps to.
+pub const PANIC: u32 = 998;
 pub const RATE: u32 = 16_000;
 
 impl Tone {
@@ -101,6 +103,9 @@ impl TtsModel for Tone {
                 if s.contains("wait") {
                     ids[0] = WAIT;
                 }
+                if s.contains("panic") {
+                    ids[0] = PANIC;
+                }
                 Unit::sentence(ids)
             })
             .collect();
@@ -115,6 +120,9 @@ impl TtsModel for Tone {
         _: &SynthesisOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         *self.started.lock().unwrap() += units.len();
+        if units.iter().any(|u| u.ids[0] == PANIC) {
+            panic!("injected fault in a batch of {}", units.len());
+        }
         if units.iter().any(|u| u.ids[0] == WAIT) {
             let mut open = self.gate.lock().unwrap();
             while !*open {
@@ -323,4 +331,30 @@ pub fn openai_python() -> Option<std::ffi::OsString> {
         eprintln!("SKIPPED: FERROVOX_OPENAI_PYTHON is not set");
     }
     python
+}
+
+/// The tone model's audio of `text`, run past the server's batcher.
+pub fn expected(server: &TestServer, text: &str) -> Vec<f32> {
+    // Past the server's batcher, so its counts stay the server's.
+    let model = server.engine.get("tone").unwrap().model().clone();
+    ferrovox_engine::Voice::new(model, None)
+        .synthesize(text, &quiet())
+        .unwrap()
+        .samples
+}
+
+pub fn wav_samples(bytes: &[u8]) -> Vec<f32> {
+    let wav = ferrovox_audio::read_wav(bytes).unwrap();
+    assert_eq!((wav.sample_rate, wav.channels), (RATE, 1));
+    wav.samples
+}
+
+pub fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "lengths");
+    let err = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(err <= tol, "max abs error {err}");
 }

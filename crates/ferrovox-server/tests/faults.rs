@@ -1,0 +1,107 @@
+//! Faults inside the server: a model that panics in the middle of a batch fails only the
+//! requests it was synthesizing, with the reason, and the server goes on serving.
+// ureq's error type is large; returning it by value is fine in tests.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ferrovox_engine::BatcherConfig;
+
+fn metric(server: &TestServer, line_start: &str) -> String {
+    let metrics = server.get("/metrics").unwrap().into_string().unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start} in {metrics}"))
+        .to_string()
+}
+
+#[test]
+fn a_panic_in_a_batch_fails_its_request_and_spares_the_rest() {
+    let tone = Tone::new();
+    let server = Arc::new(TestServer::start(
+        vec![tone.clone()],
+        tone_config(),
+        Some(BatcherConfig {
+            max_batch: 16,
+            max_wait: Duration::from_millis(50),
+            queue_capacity: 64,
+        }),
+        true,
+    ));
+    // The worker is held in a first batch while the others queue, so they share the next one.
+    let post = |text: String| {
+        let server = server.clone();
+        std::thread::spawn(move || (text.clone(), server.post(&request("tone", &text, &[]))))
+    };
+    let holder = post("Hold on and wait.".into());
+    tone.wait_started(1);
+    let faulty = post("This one will panic.".into());
+    let others: Vec<_> = (0..4)
+        .map(|i| post(format!("Client {i} is fine.")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    tone.open();
+
+    let (code, error) = failure(faulty.join().unwrap().1);
+    assert_eq!(code, 500, "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tone") && message.contains("panicked: injected fault"),
+        "{message}"
+    );
+    let served: Vec<(String, Vec<u8>)> = others
+        .into_iter()
+        .chain([holder])
+        .map(|h| {
+            let (text, response) = h.join().unwrap();
+            (text, body_bytes(response.unwrap()))
+        })
+        .collect();
+    // The holder's unit, the batch of five that panicked, then each of those five alone.
+    assert_eq!(
+        tone.started(),
+        1 + 5 + 5,
+        "the faulty request shared its batch"
+    );
+    for (text, bytes) in served {
+        assert_close(
+            &wav_samples(&bytes),
+            &expected(&server, &text),
+            1.0 / 32767.0,
+        );
+    }
+    // The worker lives on.
+    let after = server.post(&request("tone", "And after the fault.", &[]));
+    assert_eq!(after.unwrap().status(), 200);
+    assert_eq!(server.get("/health").unwrap().status(), 200);
+    assert_eq!(
+        metric(&server, "ferrovox_queue_depth"),
+        "ferrovox_queue_depth 0"
+    );
+}
+
+#[test]
+fn a_panic_without_batching_is_a_500_and_the_next_request_is_served() {
+    let tone = Tone::new();
+    let server = TestServer::tone(&tone);
+    for stream in ["audio", "sse"] {
+        let extra = [("stream_format", serde_json::json!(stream))];
+        let (code, error) = failure(server.post(&request("tone", "Time to panic.", &extra)));
+        assert_eq!(code, 500, "{error}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("panicked"));
+    }
+    let ok = server.post(&request("tone", "Fine again.", &[])).unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        metric(&server, "ferrovox_queue_depth"),
+        "ferrovox_queue_depth 0"
+    );
+}
