@@ -21,6 +21,7 @@ mod bench_vits_gpu;
 mod bench_worker;
 mod doctor;
 mod fixtures;
+mod fuzz;
 mod gpu;
 mod memory_sampler;
 mod moto;
@@ -34,6 +35,9 @@ commands:
                          run benchmarks; results go to bench/results/
   fixtures vits|chatterbox
                          regenerate parity fixtures (venvs ../.venv-fixtures, ../.venv-chatterbox)
+  fuzz TARGET|all [--seconds N] [--seed S] [--input FILE]
+                         run fuzz targets on mutations of their corpora (crates/ferrovox-fuzz);
+                         failing inputs go to target/fuzz/TARGET/
   gpu [--cudnn] [--no-chatterbox]
                          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
 
@@ -49,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         "bench-worker" => bench_worker::run(rest),
         "fixtures" => fixtures::run(rest),
         "gpu" => gpu::run(rest),
+        "fuzz" => fuzz::run(rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -27,6 +27,47 @@ pub fn guarded_pickle<T>(
     }
 }
 
+/// Checks every tensor of the PyTorch archive at `path` (under `key`, as Candle's reader
+/// takes it) against the bytes its archive entry holds: Candle allocates what a tensor's
+/// shape claims before reading, so a damaged pickle claiming a huge shape would take that
+/// much memory from a small file.
+pub fn check_pickle_sizes(path: &Path, key: Option<&str>) -> std::result::Result<(), String> {
+    let infos = guarded_pickle(|| candle_core::pickle::read_pth_tensor_info(path, false, key))?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+    for info in infos {
+        let entry = zip.by_name(&info.path).map_err(|e| {
+            format!(
+                "tensor {}: its data ({}) is missing: {e}",
+                info.name, info.path
+            )
+        })?;
+        // Deflate expands at most about 1032:1; torch.save stores its entries uncompressed.
+        let available = entry.size().min(file_len.saturating_mul(1032));
+        let needed = info
+            .layout
+            .dims()
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        let bytes = needed
+            .and_then(|n| n.checked_add(info.layout.start_offset() as u64))
+            .and_then(|n| n.checked_mul(info.dtype.size_in_bytes() as u64));
+        match bytes {
+            Some(b) if b <= available => {}
+            _ => {
+                return Err(format!(
+                    "tensor {}: shape {:?} needs more than the {} bytes its data holds",
+                    info.name,
+                    info.layout.dims(),
+                    entry.size()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether `path` is a PyTorch checkpoint (`torch.save` of a state dict: `.pt`, `.pth`,
 /// `.bin`) rather than safetensors.
 pub fn is_torch_file(path: &Path) -> bool {
@@ -47,6 +88,7 @@ pub fn build_mapped<T>(
 ) -> Result<T> {
     let checkpoint = error(path);
     let vb = if is_torch_file(path) {
+        check_pickle_sizes(path, None).map_err(&checkpoint)?;
         guarded_pickle(|| VarBuilder::from_pth(path, dtype, device)).map_err(&checkpoint)?
     } else {
         // SAFETY: the file is mapped read-only and not modified while the model lives.

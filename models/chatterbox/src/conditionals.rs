@@ -34,10 +34,13 @@ impl Conditionals {
             return Err(bad("file not found".into()));
         }
         let part = |key: &str| -> Result<HashMap<String, Tensor>> {
-            let tensors = crate::checkpoint::guarded_pickle(|| {
-                candle_core::pickle::read_all_with_key(path, Some(key))
-            })
-            .map_err(|e| bad(format!("not a readable conds.pt (torch archive): {e}")))?;
+            let tensors = crate::checkpoint::check_pickle_sizes(path, Some(key))
+                .and_then(|()| {
+                    crate::checkpoint::guarded_pickle(|| {
+                        candle_core::pickle::read_all_with_key(path, Some(key))
+                    })
+                })
+                .map_err(|e| bad(format!("not a readable conds.pt (torch archive): {e}")))?;
             tensors
                 .into_iter()
                 .map(|(k, t)| Ok((k, t.to_device(device)?)))

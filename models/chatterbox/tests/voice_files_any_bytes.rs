@@ -86,3 +86,20 @@ fn rand_name(edits: &[(f64, u8)], cut: f64) -> u64 {
         h.rotate_left(7) ^ a.to_bits() ^ u64::from(*b)
     })
 }
+
+/// A `conds.pt` whose pickle claims a 2³²-element `prompt_token` over the 48 bytes its archive
+/// holds: Candle would allocate the claimed 32 GiB before reading, so the claim is checked
+/// against the archive entry first and refused by name.
+#[test]
+fn a_pickle_claiming_a_huge_tensor_is_refused_before_reading() {
+    let path = common::fixtures().join("conds_huge_shape.pt");
+    let err = Conditionals::load_pt(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conds_huge_shape.pt")
+            && err.contains("prompt_token")
+            && err.contains("[65536, 65536]"),
+        "{err}"
+    );
+}
