@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Skip the warm-up synthesis at load.
     #[arg(long, env = "FERROVOX_NO_WARM_UP")]
     no_warm_up: bool,
+    /// Serve the voices that load when some do not: each failure is logged, listed by
+    /// `/health` and answered with 503 naming why. Without it, a voice that cannot load stops
+    /// the server (exit 2); with no voice loaded it stops either way.
+    #[arg(long, env = "FERROVOX_SKIP_FAILED_VOICES")]
+    skip_failed_voices: bool,
     #[command(flatten)]
     voice: VoiceOptions,
 }
@@ -159,6 +164,7 @@ fn run(
         max_upload_bytes: args.max_upload_bytes,
         max_concurrent_clones: args.max_concurrent_clones.max(1),
         defaults,
+        skip_failed_voices: args.skip_failed_voices,
         ..Default::default()
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -231,7 +237,8 @@ fn run(
                 eprintln!("ready");
             }
         });
-        // A voice that cannot load stops the server: an orchestrator should see the failure.
+        // A voice that cannot load (any, or all with --skip-failed-voices) stops the server: an
+        // orchestrator should see the failure.
         let failure = Arc::new(std::sync::Mutex::new(None::<String>));
         let recorded = failure.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

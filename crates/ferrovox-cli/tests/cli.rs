@@ -335,3 +335,61 @@ fn mp3_and_opus_output_by_extension() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A voice directory whose weights are cut short: `serve` names the file and exits 2, unless
+/// told to serve the voices that load.
+#[test]
+fn serve_with_a_truncated_voice_exits_2_or_serves_the_others() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/vits/tests/fixtures");
+    let dir = std::env::temp_dir().join(format!("ferrovox-cli-truncated-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures.join("tiny_sdp.config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(fixtures.join("vocab.json"), dir.join("vocab.json")).unwrap();
+    let weights = std::fs::read(fixtures.join("tiny_sdp.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
+    let broken = dir.to_str().unwrap().to_string();
+
+    let out = ferrovox()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-warm-up",
+            "--voice",
+            &broken,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
+
+    if voice_available() {
+        let voices = format!("{},{broken}", ferrovox_voices::DEFAULT_VOICE);
+        let (mut child, url) = serve(&["--skip-failed-voices", "--voice", &voices]);
+        let health: serde_json::Value = ureq::get(&format!("{url}/health"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["failed_voices"][0]["voice"], broken.as_str());
+        let body = serde_json::json!({ "model": "tts-1", "voice": broken, "input": "Hello." });
+        match ureq::post(&format!("{url}/v1/audio/speech")).send_json(body) {
+            Err(ureq::Error::Status(503, r)) => {
+                let text = r.into_string().unwrap();
+                assert!(text.contains("failed to load"), "{text}");
+            }
+            other => panic!("expected 503, got {other:?}"),
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

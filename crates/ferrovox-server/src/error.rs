@@ -54,6 +54,14 @@ pub enum ApiError {
     /// Voices are still loading, or the server is shutting down.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A served voice that failed to load (the server was told to serve the others).
+    #[error("voice `{voice}` is unavailable: it failed to load: {reason}")]
+    VoiceUnavailable {
+        /// The voice asked for.
+        voice: String,
+        /// Why it did not load.
+        reason: String,
+    },
     /// Synthesis failed.
     #[error("synthesis failed: {0}")]
     Internal(String),
@@ -70,7 +78,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady(_) | Self::VoiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +95,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Overloaded(_) => "overloaded",
             Self::NotReady(_) => "not_ready",
+            Self::VoiceUnavailable { .. } => "voice_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -95,7 +104,7 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let param = match self {
             Self::InvalidField { field, .. } => Some(field.as_str()),
-            Self::UnknownVoice { .. } => Some("voice"),
+            Self::UnknownVoice { .. } | Self::VoiceUnavailable { .. } => Some("voice"),
             Self::UnknownModel { .. } => Some("model"),
             Self::EmptyInput(_) => Some("input"),
             _ => None,

@@ -53,7 +53,7 @@ pub async fn voices(State(state): State<AppState>) -> Response {
         return e.into_response();
     }
     state.metrics().request("voices", 200);
-    let default = state.default_voice().to_string();
+    let default = state.default_voice();
     let data: Vec<_> = state
         .served_voices()
         .iter()
@@ -106,7 +106,7 @@ async fn check(state: &AppState) -> (StatusCode, serde_json::Value) {
         body["age_seconds"] = json!(c.at.elapsed().as_secs_f64());
         return (c.status, body);
     }
-    let voice = match state.voice(state.default_voice()) {
+    let voice = match state.voice(&state.default_voice()) {
         Ok(v) => v,
         Err(e) => {
             return (
@@ -137,6 +137,15 @@ async fn check(state: &AppState) -> (StatusCode, serde_json::Value) {
         Ok((id, Err(e), _)) => unhealthy(format!("voice {id}: {e}")),
         Err(e) => unhealthy(format!("health synthesis panicked: {e}")),
     };
+    let mut body = body;
+    let failed = state.failed_voices();
+    if !failed.is_empty() {
+        // Served without them (`skip_failed_voices`): healthy, but an operator should see it.
+        body["failed_voices"] = failed
+            .iter()
+            .map(|(voice, reason)| json!({ "voice": voice, "reason": reason }))
+            .collect();
+    }
     let mut reply = body.clone();
     reply["age_seconds"] = json!(Duration::ZERO.as_secs_f64());
     *cached = Some(HealthCheck {

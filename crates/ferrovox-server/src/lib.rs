@@ -64,6 +64,11 @@ pub struct ServerConfig {
     pub defaults: SynthesisOptions,
     /// How long a health check's synthesis result is reused.
     pub health_ttl: Duration,
+    /// Serve the voices that load when some do not: each failure is logged with its reason,
+    /// listed by `/health` and answered with 503 naming it. Off: any voice that fails to load
+    /// fails [`AppState::load_voices`] (and `ferrovox serve` exits). Either way, a server with
+    /// no voice loaded is not ready.
+    pub skip_failed_voices: bool,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +86,7 @@ impl Default for ServerConfig {
                 ..Default::default()
             },
             health_ttl: Duration::from_secs(10),
+            skip_failed_voices: false,
         }
     }
 }
@@ -100,6 +106,8 @@ struct Inner {
     ready: AtomicBool,
     cloning: Option<Cloning>,
     load_error: Mutex<Option<String>>,
+    /// Voices that failed to load, and why (with [`ServerConfig::skip_failed_voices`]).
+    failed: Mutex<Vec<(String, String)>>,
     health: tokio::sync::Mutex<Option<info::HealthCheck>>,
 }
 
@@ -126,6 +134,7 @@ impl AppState {
                 ready: AtomicBool::new(false),
                 cloning,
                 load_error: Mutex::new(None),
+                failed: Mutex::new(Vec::new()),
                 health: tokio::sync::Mutex::new(None),
             }),
         }
@@ -134,16 +143,21 @@ impl AppState {
     /// Loads (and warms up) every configured voice, then marks the server ready. Blocking:
     /// run it on a thread of its own.
     pub fn load_voices(&self) -> Result<(), EngineError> {
-        for id in &self.inner.config.voices {
-            if let Err(e) = self.inner.engine.voice(id) {
-                *self
-                    .inner
-                    .load_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("loading voice `{id}`: {e}"));
-                return Err(e);
+        let voices = &self.inner.config.voices;
+        let mut failures = 0;
+        for id in voices {
+            let Err(e) = self.inner.engine.voice(id) else {
+                continue;
+            };
+            let reason = format!("loading voice `{id}`: {e}");
+            failures += 1;
+            if self.inner.config.skip_failed_voices && failures < voices.len() {
+                tracing::error!(voice = %id, error = %e, "voice failed to load; serving the others");
+                lock(&self.inner.failed).push((id.clone(), e.to_string()));
+                continue;
             }
+            *lock(&self.inner.load_error) = Some(reason);
+            return Err(e);
         }
         if let Some(cloning) = &self.inner.cloning {
             for id in &self.inner.config.voices {
@@ -183,23 +197,27 @@ impl AppState {
     }
 
     fn not_ready(&self) -> ApiError {
-        match &*self
-            .inner
-            .load_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
+        match &*lock(&self.inner.load_error) {
             Some(e) => ApiError::NotReady(e.clone()),
             None => ApiError::NotReady("voices are loading".into()),
         }
     }
 
-    fn default_voice(&self) -> &str {
+    /// The voices that failed to load and why (see [`ServerConfig::skip_failed_voices`]).
+    pub fn failed_voices(&self) -> Vec<(String, String)> {
+        lock(&self.inner.failed).clone()
+    }
+
+    /// The first configured voice that loaded.
+    fn default_voice(&self) -> String {
+        let failed = lock(&self.inner.failed);
         self.inner
             .config
             .voices
-            .first()
+            .iter()
+            .find(|v| !failed.iter().any(|(id, _)| id == *v))
             .map_or(ferrovox_voices::DEFAULT_VOICE, String::as_str)
+            .to_string()
     }
 
     /// The served voice `id` (OpenAI's voice names are the default voice).
@@ -207,11 +225,19 @@ impl AppState {
         if !self.is_ready() {
             return Err(self.not_ready());
         }
+        let default;
         let id = if OPENAI_VOICES.contains(&id) {
-            self.default_voice()
+            default = self.default_voice();
+            default.as_str()
         } else {
             id
         };
+        if let Some((_, reason)) = lock(&self.inner.failed).iter().find(|(v, _)| v == id) {
+            return Err(ApiError::VoiceUnavailable {
+                voice: id.to_string(),
+                reason: reason.clone(),
+            });
+        }
         let served = self.inner.config.voices.iter().any(|v| v == id);
         match self.inner.engine.get(id) {
             Some(v) if served => Ok(v),
@@ -308,4 +334,9 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// A lock that a panicked holder left poisoned still guards plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -105,3 +105,78 @@ fn a_panic_without_batching_is_a_500_and_the_next_request_is_served() {
         "ferrovox_queue_depth 0"
     );
 }
+
+/// A VITS voice directory whose weights file is cut short, as an interrupted copy leaves it.
+fn truncated_voice_dir(tag: &str) -> std::path::PathBuf {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/vits/tests/fixtures");
+    let dir = std::env::temp_dir().join(format!("ferrovox-truncated-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures.join("tiny_sdp.config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(fixtures.join("vocab.json"), dir.join("vocab.json")).unwrap();
+    let weights = std::fs::read(fixtures.join("tiny_sdp.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
+    dir
+}
+
+#[test]
+fn a_truncated_voice_stops_the_server_unless_told_to_serve_the_others() {
+    let broken = truncated_voice_dir("server");
+    let broken_id = broken.to_str().unwrap().to_string();
+    let config = |skip| ferrovox_server::ServerConfig {
+        voices: vec!["tone".into(), broken_id.clone()],
+        skip_failed_voices: skip,
+        ..tone_config()
+    };
+
+    // By default a voice that cannot load fails the load, naming the file and what is wrong.
+    let strict = TestServer::start(vec![Tone::new()], config(false), None, false);
+    let err = strict.state.load_voices().unwrap_err().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    let (code, body) = failure(strict.get("/health"));
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains(&broken_id),
+        "{body}"
+    );
+
+    // Told to serve the others: the tone voice speaks, the broken one is a 503 naming why.
+    let lenient = TestServer::start(vec![Tone::new()], config(true), None, false);
+    lenient.state.load_voices().unwrap();
+    let health: serde_json::Value = lenient.get("/health").unwrap().into_json().unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["failed_voices"][0]["voice"], broken_id.as_str());
+    let ok = lenient.post(&request("alloy", "The default voice speaks.", &[]));
+    assert_eq!(ok.unwrap().status(), 200);
+    let (code, error) = failure(lenient.post(&request(&broken_id, "Hello.", &[])));
+    assert_eq!(code, 503, "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("failed to load") && message.contains("model.safetensors"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(broken).unwrap();
+}
+
+#[test]
+fn a_server_whose_every_voice_fails_is_not_ready() {
+    let broken = truncated_voice_dir("every");
+    let state = TestServer::start(
+        Vec::new(),
+        ferrovox_server::ServerConfig {
+            voices: vec![broken.to_str().unwrap().into()],
+            skip_failed_voices: true,
+            ..tone_config()
+        },
+        None,
+        false,
+    );
+    assert!(state.state.load_voices().is_err());
+    assert!(!state.state.is_ready());
+    std::fs::remove_dir_all(broken).unwrap();
+}

@@ -202,7 +202,8 @@ async fn speak<W: AsyncWrite + Unpin>(
         return Ok(*started);
     }
     let name = voice.get("name").and_then(Value::as_str);
-    let resolved = state.voice(name.unwrap_or_else(|| state.default_voice()));
+    let default = state.default_voice();
+    let resolved = state.voice(name.unwrap_or(&default));
     let voice_ref = match resolved {
         Ok(v) => v,
         Err(e) => {
