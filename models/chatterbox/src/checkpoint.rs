@@ -27,45 +27,60 @@ pub fn guarded_pickle<T>(
     }
 }
 
-/// Checks every tensor of the PyTorch archive at `path` (under `key`, as Candle's reader
-/// takes it) against the bytes its archive entry holds: Candle allocates what a tensor's
-/// shape claims before reading, so a damaged pickle claiming a huge shape would take that
-/// much memory from a small file.
-pub fn check_pickle_sizes(path: &Path, key: Option<&str>) -> std::result::Result<(), String> {
-    let infos = guarded_pickle(|| candle_core::pickle::read_pth_tensor_info(path, false, key))?;
+/// The tensors of the PyTorch archive at `path` (under `key`, as Candle's reader takes it),
+/// read only once the archive is known not to make Candle allocate more than it holds:
+/// Candle allocates what a pickle opcode or a tensor's shape claims before reading it, so a
+/// damaged file of a few kilobytes could ask for gigabytes. Each pickle's lengths are walked
+/// first ([`crate::pickle_scan`]), then each tensor is checked against its archive entry.
+pub fn pickle_tensor_infos(
+    path: &Path,
+    key: Option<&str>,
+) -> std::result::Result<Vec<candle_core::pickle::TensorInfo>, String> {
+    use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    // Deflate expands at most about 1032:1; torch.save stores its entries uncompressed.
+    let most = file_len.saturating_mul(1032);
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
-    for info in infos {
+    for i in 0..zip.len() {
+        let entry = zip.by_index(i).map_err(|e| e.to_string())?;
+        let name = entry.name().map_err(|e| e.to_string())?.into_owned();
+        if !name.ends_with("data.pkl") {
+            continue;
+        }
+        let mut pickle = Vec::new();
+        entry
+            .take(most)
+            .read_to_end(&mut pickle)
+            .map_err(|e| format!("{name}: {e}"))?;
+        crate::pickle_scan::check_lengths(&pickle).map_err(|e| format!("{name}: {e}"))?;
+    }
+    let infos = guarded_pickle(|| candle_core::pickle::read_pth_tensor_info(path, false, key))?;
+    for info in &infos {
         let entry = zip.by_name(&info.path).map_err(|e| {
             format!(
                 "tensor {}: its data ({}) is missing: {e}",
                 info.name, info.path
             )
         })?;
-        // Deflate expands at most about 1032:1; torch.save stores its entries uncompressed.
-        let available = entry.size().min(file_len.saturating_mul(1032));
-        let needed = info
+        let available = entry.size().min(most);
+        let bytes = info
             .layout
             .dims()
             .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d as u64));
-        let bytes = needed
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
             .and_then(|n| n.checked_add(info.layout.start_offset() as u64))
             .and_then(|n| n.checked_mul(info.dtype.size_in_bytes() as u64));
-        match bytes {
-            Some(b) if b <= available => {}
-            _ => {
-                return Err(format!(
-                    "tensor {}: shape {:?} needs more than the {} bytes its data holds",
-                    info.name,
-                    info.layout.dims(),
-                    entry.size()
-                ))
-            }
+        if !bytes.is_some_and(|b| b <= available) {
+            return Err(format!(
+                "tensor {}: shape {:?} needs more than the {} bytes its data holds",
+                info.name,
+                info.layout.dims(),
+                entry.size()
+            ));
         }
     }
-    Ok(())
+    Ok(infos)
 }
 
 /// Whether `path` is a PyTorch checkpoint (`torch.save` of a state dict: `.pt`, `.pth`,
@@ -88,7 +103,7 @@ pub fn build_mapped<T>(
 ) -> Result<T> {
     let checkpoint = error(path);
     let vb = if is_torch_file(path) {
-        check_pickle_sizes(path, None).map_err(&checkpoint)?;
+        pickle_tensor_infos(path, None).map_err(&checkpoint)?;
         guarded_pickle(|| VarBuilder::from_pth(path, dtype, device)).map_err(&checkpoint)?
     } else {
         // SAFETY: the file is mapped read-only and not modified while the model lives.
@@ -122,12 +137,9 @@ pub fn load_checked<T>(
 /// unreadable header is described.
 pub fn tensor_names(path: &Path) -> std::result::Result<Vec<String>, String> {
     if is_torch_file(path) {
-        let names = guarded_pickle(|| {
-            let pth = candle_core::pickle::PthTensors::new(path, None)?;
-            Ok(pth.tensor_infos().keys().cloned().collect())
-        })
-        .map_err(|e| format!("not a readable PyTorch state dict ({e})"))?;
-        return Ok(names);
+        let infos = pickle_tensor_infos(path, None)
+            .map_err(|e| format!("not a readable PyTorch state dict ({e})"))?;
+        return Ok(infos.into_iter().map(|i| i.name).collect());
     }
     // SAFETY: the file is mapped read-only for the length of this call.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }

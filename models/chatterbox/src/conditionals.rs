@@ -34,8 +34,8 @@ impl Conditionals {
             return Err(bad("file not found".into()));
         }
         let part = |key: &str| -> Result<HashMap<String, Tensor>> {
-            let tensors = crate::checkpoint::check_pickle_sizes(path, Some(key))
-                .and_then(|()| {
+            let tensors = crate::checkpoint::pickle_tensor_infos(path, Some(key))
+                .and_then(|_| {
                     crate::checkpoint::guarded_pickle(|| {
                         candle_core::pickle::read_all_with_key(path, Some(key))
                     })

@@ -20,6 +20,7 @@ mod checkpoint;
 pub mod cloning;
 mod conditionals;
 mod error;
+mod pickle_scan;
 pub mod s3gen;
 pub mod s3tokenizer;
 pub mod t3;

@@ -223,3 +223,48 @@ fn a_bad_job_fails_alone_and_its_batch_is_run_again() {
         assert!(max <= 1e-2, "seed {seed}: {max}");
     }
 }
+
+/// The flow's CUDA graphs (the estimator's, captured on a shape's second call and replayed
+/// after) give the mel the eager ops give, whichever input of that shape runs, alone or
+/// batched: a replay that read a stale or foreign buffer would move it.
+#[test]
+fn the_flows_graphs_give_the_eager_mel() {
+    let (model, reference, _) = small_s3gen();
+    let graphs = model.flow().decoder().graphs();
+    let jobs: Vec<(Vec<u32>, UtteranceNoise)> = (0..2u64)
+        .map(|i| {
+            (
+                random_tokens(25, VOCAB, 20 + i),
+                UtteranceNoise::Seeded(11 + i),
+            )
+        })
+        .collect();
+    let items: Vec<(&[u32], &SpeakerReference)> = jobs
+        .iter()
+        .map(|(t, _)| (t.as_slice(), &reference))
+        .collect();
+    let noises: Vec<UtteranceNoise> = jobs.iter().map(|(_, n)| n.clone()).collect();
+    let run = || -> (Vec<candle_core::Tensor>, Vec<candle_core::Tensor>) {
+        let alone = jobs
+            .iter()
+            .map(|(t, n)| model.mel_drawn(t, &reference, n).unwrap())
+            .collect();
+        (alone, model.mel_batch(&items, &noises).unwrap())
+    };
+    graphs.set_enabled(false);
+    let (eager_alone, eager_batch) = run();
+    graphs.set_enabled(true);
+    for call in 0..3 {
+        let (alone, batch) = run();
+        for (i, (got, want)) in alone.iter().zip(&eager_alone).enumerate() {
+            let d = common::max_abs_diff(got, want);
+            eprintln!("call {call} job {i} alone: max|diff| {d:.3e}");
+            assert!(d <= 1e-5, "call {call}, job {i} alone: {d}");
+        }
+        for (i, (got, want)) in batch.iter().zip(&eager_batch).enumerate() {
+            let d = common::max_abs_diff(got, want);
+            eprintln!("call {call} job {i} batched: max|diff| {d:.3e}");
+            assert!(d <= 1e-5, "call {call}, job {i} batched: {d}");
+        }
+    }
+}

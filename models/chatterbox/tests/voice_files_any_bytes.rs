@@ -103,3 +103,20 @@ fn a_pickle_claiming_a_huge_tensor_is_refused_before_reading() {
         "{err}"
     );
 }
+
+/// Found by `cargo xtask fuzz conds-pt` (`crates/ferrovox-fuzz/regressions/conds-pt/
+/// long_string.pt`): two bytes of the small `conds.pt`'s pickle set to `7f ff` make a string
+/// claim 2 GB, which Candle's reader allocated before reading (the process aborted). Here the
+/// same pickle in a well-formed archive (its checksum right, so only the walk of the pickle's
+/// lengths can catch it).
+#[test]
+fn a_pickle_string_longer_than_its_archive_is_refused_before_reading() {
+    let path = common::fixtures().join("conds_long_string.pt");
+    let err = Conditionals::load_pt(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conds_long_string.pt") && err.contains("claims 2130706435 bytes"),
+        "{err}"
+    );
+}
