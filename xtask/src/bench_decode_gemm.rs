@@ -97,7 +97,7 @@ pub fn run(request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
 fn products(
     layers: &[Vec<Linear>],
     i: &[Tensor],
-    product: &dyn Fn(&Linear, &Tensor) -> candle_core::Result<Tensor>,
+    product: &(dyn Fn(&Linear, &Tensor) -> candle_core::Result<Tensor> + Sync),
 ) -> candle_core::Result<Tensor> {
     let mut acc = Vec::with_capacity(LAYERS);
     for layer in layers {
@@ -119,7 +119,7 @@ fn products(
 fn replayed(
     x: &Tensor,
     h: &Tensor,
-    f: &dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+    f: &(dyn Fn(&[Tensor]) -> candle_core::Result<Tensor> + Sync),
 ) -> anyhow::Result<(f64, Tensor)> {
     let graphs = GraphCache::new("bench.decode_gemm");
     let mut y = None;

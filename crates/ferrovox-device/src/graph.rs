@@ -10,6 +10,10 @@
 //! synchronises, a cache miss, a driver error) leaves that shape on the eager path with the
 //! reason logged; results never come from a graph that did not capture cleanly.
 //!
+//! Every capture runs on one long-lived thread (`capture_thread`): the uploads a graph copies
+//! from at each replay live in the capturing thread's cache, and must outlive the thread
+//! that asked for the capture.
+//!
 //! `FERROVOX_CUDA_GRAPHS=0` turns capture off; `FERROVOX_CUDA_GRAPHS_MAX` (default 4) bounds
 //! how many shapes a cache holds, since each graph keeps its intermediate buffers.
 
@@ -137,7 +141,7 @@ impl GraphCache {
     pub fn run(
         &self,
         inputs: &[&Tensor],
-        f: impl Fn(&[Tensor]) -> Result<Tensor>,
+        f: impl Fn(&[Tensor]) -> Result<Tensor> + Sync,
     ) -> Result<(Tensor, GraphRun)> {
         let (mut ys, run) = self.run_many(0, inputs, |i| Ok(vec![f(i)?]))?;
         Ok((ys.remove(0), run))
@@ -150,7 +154,7 @@ impl GraphCache {
         &self,
         variant: usize,
         inputs: &[&Tensor],
-        f: impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+        f: impl Fn(&[Tensor]) -> Result<Vec<Tensor>> + Sync,
     ) -> Result<(Vec<Tensor>, GraphRun)> {
         let owned = || inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>();
         let on_cuda = inputs.first().is_some_and(|t| t.device().is_cuda());
@@ -201,7 +205,12 @@ impl GraphCache {
                 // to end: they may need it.
                 entries.insert(key.clone(), Entry::Capturing);
                 drop(entries);
-                let result = crate::launch_gate::exclusive(|| capture(inputs, &f));
+                // Captured on the capture thread, whose uploads outlive this caller's thread.
+                let result = crate::launch_gate::blocked(|| {
+                    crate::capture_thread::run(|| {
+                        crate::launch_gate::exclusive(|| capture(inputs, &f))
+                    })
+                });
                 let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
                 let (y, captured) = match result {
                     Ok(r) => r,

@@ -17,6 +17,7 @@
 #[cfg(feature = "mimalloc")]
 pub mod allocator;
 mod backend;
+mod capture_thread;
 pub mod doctor;
 mod error;
 pub mod graph;

@@ -166,3 +166,37 @@ fn several_outputs_and_variants_replay_like_eager_runs() {
     assert_eq!(cache.graphs(), 2);
     assert!(cache.fallbacks().is_empty());
 }
+
+/// A graph captured for a thread that has since ended replays like an eager run: the host
+/// data its capture uploaded (here a small weight made inside the captured function) must
+/// outlive that thread, even once the allocator has handed its memory out again.
+#[test]
+fn a_graph_asked_for_by_an_ended_thread_replays_like_eager() {
+    let dev = cuda();
+    let f = |x: &[Tensor]| -> candle_core::Result<Tensor> {
+        let scale = Tensor::new(&[1.5f32, -2.0, 0.5, 4.0], x[0].device())?;
+        x[0].broadcast_mul(&scale)?.tanh()
+    };
+    let cache = GraphCache::new("ended thread");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..2 {
+                let x = Tensor::randn(0f32, 1., (3, 4), &dev).unwrap();
+                cache.run(&[&x], f).unwrap();
+            }
+        });
+    });
+    assert_eq!(cache.graphs(), 1);
+    // Memory freed when the thread ended goes to new tensors of the same size.
+    let filler: Vec<Tensor> = (0..64)
+        .map(|i| Tensor::new(&[i as f32; 4], &dev).unwrap())
+        .collect();
+    for call in 0..3 {
+        let x = Tensor::randn(0f32, 1., (3, 4), &dev).unwrap();
+        let (got, run) = cache.run(&[&x], f).unwrap();
+        assert_eq!(run, GraphRun::Replayed);
+        let diff = ferrovox_kernels::compare::max_abs_diff(&got, &f(&[x]).unwrap()).unwrap();
+        assert_eq!(diff, 0.0, "replay {call} after the capturing thread ended");
+    }
+    drop(filler);
+}

@@ -180,3 +180,103 @@ fn a_server_whose_every_voice_fails_is_not_ready() {
     assert!(!state.state.is_ready());
     std::fs::remove_dir_all(broken).unwrap();
 }
+
+/// Open file descriptors and threads of this process (Linux).
+fn fds_and_threads() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+/// Posts a streamed request over a raw socket, reads until the first audio bytes arrive and
+/// hangs up.
+fn hang_up_after_first_audio(url: &str, text: &str) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    let body = request(
+        "tone",
+        text,
+        &[("stream_format", serde_json::json!("audio"))],
+    );
+    write!(
+        socket,
+        "POST /v1/audio/speech HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < 400 {
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed first");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn a_client_that_hangs_up_stops_its_synthesis_and_leaks_nothing() {
+    let tone = Tone::new();
+    let server = TestServer::tone(&tone);
+    let sentences = 200;
+    let text: String = (0..sentences)
+        .map(|i| format!("Sentence {i} goes on. "))
+        .collect();
+    let settle = || {
+        let mut last = tone.started();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = tone.started();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+
+    hang_up_after_first_audio(&server.url, &text);
+    let started = settle();
+    assert!(
+        started < sentences / 4,
+        "{started} of {sentences} sentences synthesized for a client that left"
+    );
+    assert_eq!(
+        metric(&server, "ferrovox_queue_depth"),
+        "ferrovox_queue_depth 0"
+    );
+
+    // Hang-ups again and again hold no descriptor, thread or request slot.
+    let before = fds_and_threads();
+    for _ in 0..20 {
+        hang_up_after_first_audio(&server.url, &text);
+    }
+    settle();
+    let after = fds_and_threads();
+    eprintln!("descriptors and threads before {before:?}, after 20 hang-ups {after:?}");
+    assert!(
+        after.0 <= before.0 + 2,
+        "descriptors {before:?} → {after:?}"
+    );
+    assert!(after.1 <= before.1 + 4, "threads {before:?} → {after:?}");
+    assert_eq!(
+        metric(&server, "ferrovox_queue_depth"),
+        "ferrovox_queue_depth 0"
+    );
+    let slots = tone_config().max_concurrent_requests;
+    for _ in 0..slots + 1 {
+        let ok = server.post(&request("tone", "Still served.", &[])).unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+}

@@ -71,7 +71,7 @@ pub fn pickle_tensor_infos(
             .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
             .and_then(|n| n.checked_add(info.layout.start_offset() as u64))
             .and_then(|n| n.checked_mul(info.dtype.size_in_bytes() as u64));
-        if !bytes.is_some_and(|b| b <= available) {
+        if bytes.is_none_or(|b| b > available) {
             return Err(format!(
                 "tensor {}: shape {:?} needs more than the {} bytes its data holds",
                 info.name,
