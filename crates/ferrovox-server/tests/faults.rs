@@ -13,6 +13,13 @@ use std::time::Duration;
 use common::*;
 use ferrovox_engine::BatcherConfig;
 
+/// One test at a time: the hang-up test counts this process's descriptors and threads.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn metric(server: &TestServer, line_start: &str) -> String {
     let metrics = server.get("/metrics").unwrap().into_string().unwrap();
     metrics
@@ -24,6 +31,7 @@ fn metric(server: &TestServer, line_start: &str) -> String {
 
 #[test]
 fn a_panic_in_a_batch_fails_its_request_and_spares_the_rest() {
+    let _serial = serial();
     let tone = Tone::new();
     let server = Arc::new(TestServer::start(
         vec![tone.clone()],
@@ -128,6 +136,7 @@ fn truncated_voice_dir(tag: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_truncated_voice_stops_the_server_unless_told_to_serve_the_others() {
+    let _serial = serial();
     let broken = truncated_voice_dir("server");
     let broken_id = broken.to_str().unwrap().to_string();
     let config = |skip| ferrovox_server::ServerConfig {
@@ -167,6 +176,7 @@ fn a_truncated_voice_stops_the_server_unless_told_to_serve_the_others() {
 
 #[test]
 fn a_server_whose_every_voice_fails_is_not_ready() {
+    let _serial = serial();
     let broken = truncated_voice_dir("every");
     let state = TestServer::start(
         Vec::new(),
@@ -236,6 +246,7 @@ fn hang_up_after_first_audio(url: &str, text: &str) {
 
 #[test]
 fn a_client_that_hangs_up_stops_its_synthesis_and_leaks_nothing() {
+    let _serial = serial();
     let tone = Tone::new();
     let server = TestServer::tone(&tone);
     let sentences = 150;
