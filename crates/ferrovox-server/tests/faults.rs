@@ -97,6 +97,7 @@ fn a_panic_in_a_batch_fails_its_request_and_spares_the_rest() {
 
 #[test]
 fn a_panic_without_batching_is_a_500_and_the_next_request_is_served() {
+    let _serial = serial();
     let tone = Tone::new();
     let server = TestServer::tone(&tone);
     for stream in ["audio", "sse"] {
