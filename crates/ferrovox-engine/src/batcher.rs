@@ -39,6 +39,11 @@ pub struct BatcherStats {
     pub units: usize,
     /// Largest batch run.
     pub largest_batch: usize,
+    /// Batches that ran out of device memory and were run again in halves.
+    pub oom_retries: usize,
+    /// The most units a batch holds now: `max_batch`, or less once a batch ran out of memory
+    /// (each such batch halves it, as [`ferrovox_device::BatchPlanner::record_oom`] does).
+    pub ceiling: usize,
     /// Batches by size: entry `i` counts batches of size in `(2^(i-1), 2^i]` (1, 2, 3–4, 5–8,
     /// …, 33–64), the last also every larger one; the bounds are [`BATCH_SIZE_BOUNDS`].
     pub size_histogram: [u64; BATCH_SIZE_BOUNDS.len()],
@@ -76,7 +81,10 @@ impl Batcher {
     /// Starts the worker for `model`.
     pub fn new(model: Arc<dyn TtsModel>, config: BatcherConfig) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Job>(config.queue_capacity.max(1));
-        let stats = Arc::new(Mutex::new(BatcherStats::default()));
+        let stats = Arc::new(Mutex::new(BatcherStats {
+            ceiling: config.max_batch.max(1),
+            ..Default::default()
+        }));
         let worker = {
             let (model, stats) = (model.clone(), stats.clone());
             std::thread::Builder::new()
@@ -98,7 +106,7 @@ impl Batcher {
                                 }
                             }
                         }
-                        run_jobs(model.as_ref(), jobs, config.max_batch, &stats);
+                        run_jobs(model.as_ref(), jobs, &stats);
                     }
                 })
                 .expect("spawning the batcher thread")
@@ -160,7 +168,7 @@ impl Drop for Batcher {
 /// share batches, each unit with its own seed. A batch that fails or panics is run again job
 /// by job, so each caller gets its own error with its own kind (a bad request does not fail
 /// its neighbours, an input error stays an input error, and the worker lives on).
-fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mutex<BatcherStats>) {
+fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, stats: &Mutex<BatcherStats>) {
     let mut groups: Vec<(BatchKey, Vec<Job>)> = Vec::new();
     for job in jobs {
         let key = model.batch_key(&job.options);
@@ -171,7 +179,7 @@ fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mute
     }
     for (_, group) in groups {
         let units: Vec<Unit> = group.iter().flat_map(|j| j.units.iter().cloned()).collect();
-        match run_units(model, &units, &group[0].options, max_batch, stats) {
+        match run_units(model, &units, &group[0].options, stats) {
             Ok(audio) => {
                 let mut rest = audio.into_iter();
                 for job in group {
@@ -186,7 +194,7 @@ fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mute
             }
             Err(_) => {
                 for job in group {
-                    let answer = run_units(model, &job.units, &job.options, max_batch, stats);
+                    let answer = run_units(model, &job.units, &job.options, stats);
                     let _ = job.reply.send(answer);
                 }
             }
@@ -194,33 +202,60 @@ fn run_jobs(model: &dyn TtsModel, jobs: Vec<Job>, max_batch: usize, stats: &Mute
     }
 }
 
-/// `units` in batches of at most `max_batch`, counted in `stats`.
+/// `units` in batches of at most the current ceiling, counted in `stats`. A batch that runs
+/// out of device memory is run again in halves, and the ceiling stays halved for later
+/// batches; a single unit that does not fit fails with the device's error.
 fn run_units(
     model: &dyn TtsModel,
     units: &[Unit],
     options: &SynthesisOptions,
-    max_batch: usize,
     stats: &Mutex<BatcherStats>,
 ) -> Result<Vec<Vec<f32>>, EngineError> {
+    let lock = || stats.lock().unwrap_or_else(|e| e.into_inner());
     let mut audio = Vec::with_capacity(units.len());
-    for chunk in units.chunks(max_batch.max(1)) {
-        let out =
-            crate::panic::caught(|| model.synthesize_units(chunk, options)).map_err(|what| {
-                EngineError::Panicked {
+    let mut at = 0;
+    while at < units.len() {
+        let size = lock().ceiling.max(1).min(units.len() - at);
+        let chunk = &units[at..at + size];
+        let out = match crate::panic::caught(|| model.synthesize_units(chunk, options)) {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) if size > 1 && is_out_of_memory(&e) => {
+                let mut s = lock();
+                s.oom_retries += 1;
+                s.ceiling = s.ceiling.min(size / 2).max(1);
+                tracing::warn!(
+                    model = model.id(),
+                    batch = size,
+                    ceiling = s.ceiling,
+                    error = %e,
+                    "out of memory; running the batch again in smaller ones"
+                );
+                continue;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(what) => {
+                return Err(EngineError::Panicked {
                     model: model.id().to_string(),
                     what,
-                }
-            })??;
-        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                })
+            }
+        };
+        let mut s = lock();
         s.batches += 1;
-        s.units += chunk.len();
-        s.largest_batch = s.largest_batch.max(chunk.len());
+        s.units += size;
+        s.largest_batch = s.largest_batch.max(size);
         let bucket = BATCH_SIZE_BOUNDS
             .iter()
-            .position(|&b| chunk.len() <= b)
+            .position(|&b| size <= b)
             .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
         s.size_histogram[bucket] += 1;
+        drop(s);
         audio.extend(out);
+        at += size;
     }
     Ok(audio)
+}
+
+fn is_out_of_memory(e: &EngineError) -> bool {
+    !e.is_input_error() && ferrovox_device::planner::is_oom_message(&e.to_string())
 }

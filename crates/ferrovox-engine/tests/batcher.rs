@@ -203,3 +203,126 @@ fn a_bad_request_in_a_batch_keeps_its_error_and_spares_the_others() {
         "they did share a batch"
     );
 }
+
+/// A model whose batch needs `per_unit` bytes a unit, out of what a (fake) memory source says
+/// is free: a bigger batch fails as CUDA does when it runs out.
+struct Tight {
+    free: Box<dyn ferrovox_device::MemorySource + Send + Sync>,
+    per_unit: u64,
+    batches: Mutex<Vec<(usize, bool)>>,
+}
+
+impl TtsModel for Tight {
+    fn id(&self) -> &str {
+        "tight"
+    }
+    fn sample_rate(&self) -> u32 {
+        8000
+    }
+    fn speakers(&self) -> usize {
+        1
+    }
+    fn languages(&self) -> Vec<String> {
+        vec!["xx".into()]
+    }
+    fn family(&self) -> ferrovox_voices::Family {
+        ferrovox_voices::Family::Piper
+    }
+    fn validate(&self, _: &SynthesisOptions) -> Result<(), EngineError> {
+        Ok(())
+    }
+    fn batch_key(&self, _: &SynthesisOptions) -> BatchKey {
+        Vec::new()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn prepare(&self, _: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
+        unreachable!("units are given")
+    }
+    fn synthesize_units(
+        &self,
+        units: &[Unit],
+        _: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let free = self.free.memory().unwrap().free;
+        let fits = units.len() as u64 * self.per_unit <= free;
+        self.batches.lock().unwrap().push((units.len(), fits));
+        std::thread::sleep(Duration::from_millis(5));
+        if !fits {
+            return Err(candle_core::Error::Msg(format!(
+                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\") allocating {} bytes",
+                units.len() as u64 * self.per_unit
+            ))
+            .into());
+        }
+        Ok(units.iter().map(|u| vec![u.ids[0] as f32]).collect())
+    }
+}
+
+#[test]
+fn a_batch_out_of_memory_runs_again_smaller_and_every_request_succeeds() {
+    // 3 units' worth free: batches of 8 and 4 run out, 2 fits.
+    let per_unit = 1 << 30;
+    let tight = Arc::new(Tight {
+        free: Box::new(move || {
+            Ok(ferrovox_device::MemoryInfo {
+                total: 80 * per_unit,
+                free: 3 * per_unit,
+            })
+        }),
+        per_unit,
+        batches: Mutex::new(Vec::new()),
+    });
+    let batcher = Arc::new(Batcher::new(
+        tight.clone(),
+        BatcherConfig {
+            max_batch: 8,
+            max_wait: Duration::from_millis(50),
+            queue_capacity: 64,
+        },
+    ));
+    let run = |n: u32| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let b = batcher.clone();
+                std::thread::spawn(move || {
+                    let out = b.synthesize_units(
+                        vec![Unit::sentence(vec![i])],
+                        SynthesisOptions::default(),
+                    );
+                    assert_eq!(out.unwrap(), vec![vec![i as f32]], "request {i}");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    };
+    run(8);
+    let stats = batcher.stats();
+    assert!(stats.oom_retries >= 1, "{stats:?}");
+    assert_eq!(stats.ceiling, 2, "{stats:?}");
+    assert_eq!(stats.units, 8);
+    // Later batches start at the lowered ceiling: nothing runs out of memory again.
+    tight.batches.lock().unwrap().clear();
+    run(8);
+    let later = tight.batches.lock().unwrap().clone();
+    assert!(later.iter().all(|&(n, fits)| n <= 2 && fits), "{later:?}");
+    assert_eq!(batcher.stats().oom_retries, stats.oom_retries);
+}
+
+#[test]
+fn a_single_unit_out_of_memory_fails_with_the_device_error() {
+    let tight = Arc::new(Tight {
+        free: Box::new(|| Ok(ferrovox_device::MemoryInfo { total: 8, free: 0 })),
+        per_unit: 1,
+        batches: Mutex::new(Vec::new()),
+    });
+    let batcher = Batcher::new(tight, BatcherConfig::default());
+    let err = batcher
+        .synthesize_units(vec![Unit::sentence(vec![1])], SynthesisOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("out of memory"), "{err}");
+    assert!(!err.is_input_error());
+}

@@ -155,6 +155,22 @@ impl Metrics {
                 stats.batches, stats.units, stats.batches
             );
         }
+        out.push_str("# HELP ferrovox_batch_oom_retries_total Batches that ran out of device memory and ran again smaller.\n# TYPE ferrovox_batch_oom_retries_total counter\n");
+        for (voice, stats) in batchers {
+            let _ = writeln!(
+                out,
+                "ferrovox_batch_oom_retries_total{{voice=\"{voice}\"}} {}",
+                stats.oom_retries
+            );
+        }
+        out.push_str("# HELP ferrovox_batch_ceiling Most units a model batch holds now (lowered after out-of-memory).\n# TYPE ferrovox_batch_ceiling gauge\n");
+        for (voice, stats) in batchers {
+            let _ = writeln!(
+                out,
+                "ferrovox_batch_ceiling{{voice=\"{voice}\"}} {}",
+                stats.ceiling
+            );
+        }
         out
     }
 }
@@ -175,6 +191,8 @@ mod tests {
             batches: 3,
             units: 7,
             largest_batch: 4,
+            oom_retries: 1,
+            ceiling: 4,
             size_histogram: [1, 0, 2, 0, 0, 0, 0],
         };
         let text = m.render(&[("joe".into(), stats)]);
@@ -183,6 +201,8 @@ mod tests {
             "ferrovox_requests_total{endpoint=\"speech\",status=\"429\"} 1",
             "ferrovox_errors_total{kind=\"overloaded\"} 1",
             "ferrovox_queue_depth 0",
+            "ferrovox_batch_oom_retries_total{voice=\"joe\"} 1",
+            "ferrovox_batch_ceiling{voice=\"joe\"} 4",
             "ferrovox_audio_seconds_total 10",
             "ferrovox_real_time_factor_bucket{le=\"10\"} 1",
             "ferrovox_real_time_factor_bucket{le=\"5\"} 0",
