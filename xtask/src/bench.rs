@@ -157,7 +157,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The CPU's model name as the kernel reports it (results name the CPU they ran on).
-fn cpu_name() -> Option<String> {
+pub(crate) fn cpu_name() -> Option<String> {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

@@ -15,9 +15,9 @@ const FIVE_SENTENCES: &str = "The train leaves at nine. Bring your ticket and a 
     The journey takes about three hours. Lunch is served in the second carriage. \
     We arrive in the city before sunset.";
 
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -29,7 +29,7 @@ impl Drop for Server {
     }
 }
 
-fn start(binary: &std::path::Path, extra: &[&str]) -> anyhow::Result<Server> {
+pub(crate) fn start(binary: &std::path::Path, extra: &[&str]) -> anyhow::Result<Server> {
     let mut child = Command::new(binary)
         .args(["serve", "--bind", "127.0.0.1:0", "--device", "cpu"])
         .args(extra)

@@ -25,6 +25,7 @@ mod fuzz;
 mod gpu;
 mod memory_sampler;
 mod moto;
+mod soak;
 mod util;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -38,6 +39,9 @@ commands:
   fuzz TARGET|all [--seconds N] [--seed S] [--input FILE]
                          run fuzz targets on mutations of their corpora (crates/ferrovox-fuzz);
                          failing inputs go to target/fuzz/TARGET/
+  soak [--seconds N] [--voice ID]
+                         ferrovox serve under open-loop load at its sustained rate, then twice it,
+                         then SIGTERM; statuses, latency, first audio, RSS and descriptors
   gpu [--cudnn] [--no-chatterbox]
                          build the CUDA binaries and pack .gpu-carry/ for the GPU machine";
 
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         "fixtures" => fixtures::run(rest),
         "gpu" => gpu::run(rest),
         "fuzz" => fuzz::run(rest),
+        "soak" => soak::run(rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -104,6 +104,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     metrics: Metrics,
     ready: AtomicBool,
+    /// Shutting down: admitted requests finish, new ones get 503.
+    draining: AtomicBool,
     cloning: Option<Cloning>,
     load_error: Mutex<Option<String>>,
     /// Voices that failed to load, and why (with [`ServerConfig::skip_failed_voices`]).
@@ -132,6 +134,7 @@ impl AppState {
                 config,
                 metrics: Metrics::default(),
                 ready: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
                 cloning,
                 load_error: Mutex::new(None),
                 failed: Mutex::new(Vec::new()),
@@ -301,16 +304,43 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting connections and returns once every
-/// in-flight request (streamed bodies included) has finished.
+/// Serves until `shutdown` resolves; then new synthesis requests get 503 while the admitted
+/// ones finish, and once they have, the listener closes and this returns when every
+/// connection (streamed bodies included) is done.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let draining = state.clone();
+    let drained = async move {
+        shutdown.await;
+        draining.drain().await;
+    };
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(drained)
         .await
+}
+
+/// How long a shutdown waits for admitted requests before closing the listener anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+
+impl AppState {
+    /// Refuses new synthesis requests with 503 (a load balancer retries them elsewhere), then
+    /// waits until the admitted ones are done (at most [`DRAIN_LIMIT`]).
+    async fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+        let all = self.inner.config.max_concurrent_requests.max(1);
+        let start = std::time::Instant::now();
+        while self.inner.permits.available_permits() < all && start.elapsed() < DRAIN_LIMIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the server is shutting down (see [`AppState::drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -302,6 +302,11 @@ pub async fn speech(State(state): State<AppState>, body: Body) -> Response {
 async fn start(state: &AppState, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(body, state.config().max_body_bytes).await?;
     let speech = parse(state, &bytes).await?;
+    if state.is_draining() {
+        return Err(ApiError::NotReady(
+            "shutting down: finishing the requests already admitted".into(),
+        ));
+    }
     let permit = state
         .inner
         .permits

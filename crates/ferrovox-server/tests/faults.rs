@@ -303,3 +303,32 @@ fn a_client_that_hangs_up_stops_its_synthesis_and_leaks_nothing() {
         assert_eq!(ok.status(), 200);
     }
 }
+
+#[test]
+fn during_shutdown_new_requests_get_503_while_admitted_ones_finish() {
+    let _serial = serial();
+    let tone = Tone::new();
+    let mut server = TestServer::tone(&tone);
+    let url = server.url.clone();
+    let body = request("tone", "Admitted before the stop, then wait.", &[]);
+    let admitted = std::thread::spawn(move || {
+        ureq::post(&format!("{url}/v1/audio/speech"))
+            .set("content-type", "application/json")
+            .send_string(&body)
+            .map(body_bytes)
+    });
+    tone.wait_started(1);
+    server.begin_stop();
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, error) = failure(server.post(&request("tone", "Too late.", &[])));
+    assert_eq!(code, 503, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("shutting down"));
+    tone.open();
+    let bytes = admitted.join().unwrap().unwrap();
+    let want = expected(&server, "Admitted before the stop, then wait.");
+    assert_close(&wav_samples(&bytes), &want, 1.0 / 32767.0);
+    assert!(server.stop().is_ok());
+}
