@@ -143,6 +143,21 @@ fn a_wav_claiming_65535_channels_is_refused_not_a_panic() {
     assert!(err.to_string().contains("damaged"), "{err}");
 }
 
+/// Found by `cargo xtask fuzz reference-audio`: an 8 KB AIFF whose header claims 29697 channels
+/// made the decoder size its buffers for them (69 MB held for a file of 8 KB). Channel counts
+/// and rates past any clip's are refused from the header.
+#[test]
+fn an_aiff_claiming_29697_channels_is_refused_from_its_header() {
+    let mut aiff = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/reference/tone440_s16.aiff"),
+    )
+    .unwrap();
+    aiff[20..22].copy_from_slice(&29697u16.to_be_bytes());
+    let err = ReferenceClip::from_bytes(&aiff, 16_000, &ReferenceLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("claims 29697 channels"), "{err}");
+}
+
 /// The undamaged files read back (Ogg Opus is refused by name: there is no Opus decoder on the
 /// upload path), so the damage above starts from files the decoders accept.
 #[test]

@@ -345,12 +345,12 @@ fn serve_with_a_truncated_voice_exits_2_or_serves_the_others() {
     let dir = std::env::temp_dir().join(format!("ferrovox-cli-truncated-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        fixtures.join("tiny_sdp.config.json"),
-        dir.join("config.json"),
-    )
-    .unwrap();
-    std::fs::copy(fixtures.join("vocab.json"), dir.join("vocab.json")).unwrap();
+    for (from, to) in [
+        ("tiny_sdp.config.json", "config.json"),
+        ("vocab.json", "vocab.json"),
+    ] {
+        std::fs::copy(fixtures.join(from), dir.join(to)).unwrap();
+    }
     let weights = std::fs::read(fixtures.join("tiny_sdp.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
     let broken = dir.to_str().unwrap().to_string();

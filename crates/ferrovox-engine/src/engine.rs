@@ -142,45 +142,39 @@ impl Voice {
         queued: bool,
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        crate::panic::caught(|| self.stream_unguarded(text, options, piecewise, queued, sink))
-            .unwrap_or_else(|what| {
-                Err(EngineError::Panicked {
-                    model: self.model.id().to_string(),
-                    what,
-                })
+        crate::panic::caught(|| {
+            let _span =
+                tracing::info_span!("synthesize", voice = self.model.id(), chars = text.len())
+                    .entered();
+            let units = {
+                let _prepare = tracing::info_span!("prepare").entered();
+                self.prepare(text, options)?
+            };
+            stream_units(
+                self.model.as_ref(),
+                &units,
+                options,
+                piecewise,
+                &mut |unit| {
+                    let mut out = match &self.batcher {
+                        Some(b) if queued => {
+                            b.synthesize_units(vec![unit.clone()], options.clone())?
+                        }
+                        _ => self
+                            .model
+                            .synthesize_units(std::slice::from_ref(unit), options)?,
+                    };
+                    Ok(out.pop().unwrap_or_default())
+                },
+                sink,
+            )
+        })
+        .unwrap_or_else(|what| {
+            Err(EngineError::Panicked {
+                model: self.model.id().to_string(),
+                what,
             })
-    }
-
-    fn stream_unguarded(
-        &self,
-        text: &str,
-        options: &SynthesisOptions,
-        piecewise: Piecewise,
-        queued: bool,
-        sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
-    ) -> Result<(), EngineError> {
-        let _span = tracing::info_span!("synthesize", voice = self.model.id(), chars = text.len())
-            .entered();
-        let units = {
-            let _prepare = tracing::info_span!("prepare").entered();
-            self.prepare(text, options)?
-        };
-        stream_units(
-            self.model.as_ref(),
-            &units,
-            options,
-            piecewise,
-            &mut |unit| {
-                let mut out = match &self.batcher {
-                    Some(b) if queued => b.synthesize_units(vec![unit.clone()], options.clone())?,
-                    _ => self
-                        .model
-                        .synthesize_units(std::slice::from_ref(unit), options)?,
-                };
-                Ok(out.pop().unwrap_or_default())
-            },
-            sink,
-        )
+        })
     }
 
     /// Text to audio in one piece.

@@ -124,12 +124,12 @@ fn truncated_voice_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ferrovox-truncated-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        fixtures.join("tiny_sdp.config.json"),
-        dir.join("config.json"),
-    )
-    .unwrap();
-    std::fs::copy(fixtures.join("vocab.json"), dir.join("vocab.json")).unwrap();
+    for (from, to) in [
+        ("tiny_sdp.config.json", "config.json"),
+        ("vocab.json", "vocab.json"),
+    ] {
+        std::fs::copy(fixtures.join(from), dir.join(to)).unwrap();
+    }
     let weights = std::fs::read(fixtures.join("tiny_sdp.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
     dir

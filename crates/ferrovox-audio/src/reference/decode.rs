@@ -32,6 +32,11 @@ pub(crate) struct Decoded {
 }
 
 /// Decodes at most `max_s` seconds from the start of `source`.
+/// Most channels a clip may have (third-order ambisonics has 16).
+const MAX_CHANNELS: usize = 32;
+/// Highest sample rate a clip may have.
+const MAX_RATE: u32 = 384_000;
+
 pub(crate) fn decode<'s>(
     source: Box<dyn MediaSource + 's>,
     hint: &Hint,
@@ -92,6 +97,20 @@ fn decode_unguarded<'s>(
         })?
         .clone();
     let track_id = track.id;
+    // The decoder sizes its buffers from the header: a few kilobytes claiming thousands of
+    // channels or a huge rate would take memory no clip needs.
+    let claimed_channels = params.channels.as_ref().map_or(0, |c| c.count());
+    let claimed_rate = params.sample_rate.unwrap_or(0);
+    if claimed_channels > MAX_CHANNELS || claimed_rate > MAX_RATE {
+        return Err(ReferenceError::Malformed {
+            container: container.into(),
+            codec: codec_name(params.codec),
+            detail: format!(
+                "its header claims {claimed_channels} channels at {claimed_rate} Hz; a clip may \
+                 have at most {MAX_CHANNELS} channels at {MAX_RATE} Hz"
+            ),
+        });
+    }
     let declared_s = match (track.num_frames, params.sample_rate) {
         (Some(n), Some(rate)) if rate > 0 => Some(n as f64 / rate as f64),
         _ => None,
