@@ -1,6 +1,6 @@
 //! Fuzz targets for every reader of untrusted input in ferrovox, and the harness that runs
 //! them: text front ends, the Piper ONNX reader, voice and checkpoint files, configs,
-//! reference audio, the speech request body and Wyoming framing.
+//! reference audio, the speech request body, the voice store's metadata and Wyoming framing.
 //!
 //! Each target takes bytes and must end in a result or a named error: no panic, no case past
 //! its time limit, no allocation beyond what its input justifies (a 10 KB file whose header

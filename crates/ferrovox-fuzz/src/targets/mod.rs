@@ -2,6 +2,7 @@
 
 mod files;
 mod server;
+mod store;
 mod text;
 
 use crate::Target;
@@ -65,6 +66,13 @@ pub(crate) fn all() -> Vec<Target> {
             run: files::reference_audio,
             // 30 s of 48 kHz stereo and its resampled copies, whatever the file's size.
             base_bytes: 64 * MIB,
+            bytes_per_input_byte: 64,
+        },
+        Target {
+            name: "voice-meta",
+            about: "a cloned voice's metadata (voice.json) read through the voice store",
+            run: store::voice_meta,
+            base_bytes: 4 * MIB,
             bytes_per_input_byte: 64,
         },
         Target {
