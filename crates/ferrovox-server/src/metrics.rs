@@ -155,21 +155,25 @@ impl Metrics {
                 stats.batches, stats.units, stats.batches
             );
         }
-        out.push_str("# HELP ferrovox_batch_oom_retries_total Batches that ran out of device memory and ran again smaller.\n# TYPE ferrovox_batch_oom_retries_total counter\n");
-        for (voice, stats) in batchers {
-            let _ = writeln!(
-                out,
-                "ferrovox_batch_oom_retries_total{{voice=\"{voice}\"}} {}",
-                stats.oom_retries
-            );
-        }
-        out.push_str("# HELP ferrovox_batch_ceiling Most units a model batch holds now (lowered after out-of-memory).\n# TYPE ferrovox_batch_ceiling gauge\n");
-        for (voice, stats) in batchers {
-            let _ = writeln!(
-                out,
-                "ferrovox_batch_ceiling{{voice=\"{voice}\"}} {}",
-                stats.ceiling
-            );
+        let per_voice: [(&str, &str, &str, fn(&BatcherStats) -> usize); 2] = [
+            (
+                "ferrovox_batch_oom_retries_total",
+                "Batches that ran out of device memory and ran again smaller.",
+                "counter",
+                |s| s.oom_retries,
+            ),
+            (
+                "ferrovox_batch_ceiling",
+                "Most units a model batch holds now (lowered after out-of-memory).",
+                "gauge",
+                |s| s.ceiling,
+            ),
+        ];
+        for (name, help, kind, value) in per_voice {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (voice, stats) in batchers {
+                let _ = writeln!(out, "{name}{{voice=\"{voice}\"}} {}", value(stats));
+            }
         }
         out
     }
