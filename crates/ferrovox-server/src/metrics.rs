@@ -8,6 +8,14 @@ use std::sync::Mutex;
 
 use ferrovox_engine::{BatcherStats, BATCH_SIZE_BOUNDS};
 
+/// A per-voice metric: name, help, type and its value in a batcher's counts.
+type PerVoice = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&BatcherStats) -> usize,
+);
+
 /// Upper bounds of the real-time-factor histogram (audio seconds per wall second).
 const RTF_BOUNDS: [f64; 9] = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0];
 /// Upper bounds of the time-to-first-audio histogram, in seconds.
@@ -155,7 +163,7 @@ impl Metrics {
                 stats.batches, stats.units, stats.batches
             );
         }
-        let per_voice: [(&str, &str, &str, fn(&BatcherStats) -> usize); 2] = [
+        let per_voice: [PerVoice; 2] = [
             (
                 "ferrovox_batch_oom_retries_total",
                 "Batches that ran out of device memory and ran again smaller.",
