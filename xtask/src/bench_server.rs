@@ -60,22 +60,33 @@ fn timed_request(url: &str, input: &str, format: &str) -> anyhow::Result<(f64, f
     let response = ureq::post(&format!("{url}/v1/audio/speech"))
         .set("content-type", "application/json")
         .send_string(&body.to_string())?;
+    let (first, total) = read_timed(response, start);
+    Ok((
+        first.unwrap_or_default(),
+        start.elapsed().as_secs_f64(),
+        total?,
+    ))
+}
+
+/// Reads `response`'s body to its end: seconds from `start` to its first byte, and its length
+/// (or the error that cut it off).
+pub(crate) fn read_timed(
+    response: ureq::Response,
+    start: Instant,
+) -> (Option<f64>, std::io::Result<usize>) {
     let mut reader = response.into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let (mut first, mut total) = (None, 0usize);
     loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
+        match reader.read(&mut buf) {
+            Ok(0) => return (first, Ok(total)),
+            Ok(n) => {
+                first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                total += n;
+            }
+            Err(e) => return (first, Err(e)),
         }
-        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
-        total += n;
     }
-    Ok((
-        first.unwrap_or_default(),
-        start.elapsed().as_secs_f64(),
-        total,
-    ))
 }
 
 fn throughput(url: &str, clients: usize, per_client: usize) -> anyhow::Result<f64> {

@@ -29,15 +29,7 @@ use serde_json::json;
 
 use crate::bench_chatterbox::FullSize;
 use crate::memory_sampler::MemorySampler;
-use crate::util::{median, repo_root};
-
-/// The value at quantile `q` of `xs`.
-fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(((xs.len() as f64 - 1.0) * q).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
-}
+use crate::util::{median, quantile, repo_root};
 
 pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;

@@ -7,15 +7,14 @@
 //! exact); the server's RSS and open descriptors are sampled each second. Results:
 //! `bench/results/MACHINE-DATE-soak.json`.
 
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::bench_server::{start, Server};
-use crate::util::{machine_name, repo_root, run_cmd, today};
+use crate::bench_server::{read_timed, start, Server};
+use crate::util::{machine_name, quantile, repo_root, run_cmd, today};
 
 const TEXTS: [&str; 4] = [
     "The train leaves at nine.",
@@ -51,21 +50,9 @@ fn send(agent: &ureq::Agent, url: &str, text: &str) -> (u16, Option<f64>, usize)
     {
         Ok(response) => {
             let status = response.status();
-            let mut reader = response.into_reader();
-            let mut buf = vec![0u8; 1 << 16];
-            let (mut first, mut total) = (None, 0usize);
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
-                        total += n;
-                    }
-                    // A body cut off: counted as incomplete.
-                    Err(_) => return (status, first, usize::MAX),
-                }
-            }
-            (status, first, total)
+            let (first, total) = read_timed(response, start);
+            // A body cut off is counted as incomplete.
+            (status, first, total.unwrap_or(usize::MAX))
         }
         Err(ureq::Error::Status(code, _)) => (code, None, 0),
         Err(_) => (0, None, 0),
@@ -135,14 +122,6 @@ fn sample(pid: u32, t0: Instant) -> Option<(f64, u64, usize)> {
     Some((t0.elapsed().as_secs_f64(), rss, fds))
 }
 
-fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs.sort_by(f64::total_cmp);
-    xs[((xs.len() - 1) as f64 * p).round() as usize]
-}
-
 fn summary(phase: &str, rate: f64, all: &[Outcome]) -> serde_json::Value {
     let of: Vec<&Outcome> = all.iter().filter(|o| o.phase == phase).collect();
     let mut statuses = std::collections::BTreeMap::new();
@@ -159,8 +138,8 @@ fn summary(phase: &str, rate: f64, all: &[Outcome]) -> serde_json::Value {
         "requests": of.len(),
         "statuses": statuses,
         "incomplete_200": incomplete,
-        "latency_s": {"p50": percentile(lat.clone(), 0.5), "p95": percentile(lat.clone(), 0.95), "p99": percentile(lat, 0.99)},
-        "first_audio_s": {"p50": percentile(ttfa.clone(), 0.5), "p95": percentile(ttfa.clone(), 0.95), "p99": percentile(ttfa, 0.99)},
+        "latency_s": {"p50": quantile(lat.clone(), 0.5), "p95": quantile(lat.clone(), 0.95), "p99": quantile(lat, 0.99)},
+        "first_audio_s": {"p50": quantile(ttfa.clone(), 0.5), "p95": quantile(ttfa.clone(), 0.95), "p99": quantile(ttfa, 0.99)},
     })
 }
 

@@ -113,6 +113,14 @@ pub fn stage_line(stages: &serde_json::Value) -> String {
         .unwrap_or_default()
 }
 
+/// The value at quantile `q` of `xs` (NaN when empty).
+pub fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(((xs.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

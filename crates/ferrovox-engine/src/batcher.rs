@@ -217,9 +217,10 @@ fn run_units(
     while at < units.len() {
         let size = lock().ceiling.max(1).min(units.len() - at);
         let chunk = &units[at..at + size];
-        let out = match crate::panic::caught(|| model.synthesize_units(chunk, options)) {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) if size > 1 && is_out_of_memory(&e) => {
+        let out = match crate::panic::guarded(model.id(), || model.synthesize_units(chunk, options))
+        {
+            Ok(out) => out,
+            Err(e) if size > 1 && is_out_of_memory(&e) => {
                 let mut s = lock();
                 s.oom_retries += 1;
                 s.ceiling = s.ceiling.min(size / 2).max(1);
@@ -232,13 +233,7 @@ fn run_units(
                 );
                 continue;
             }
-            Ok(Err(e)) => return Err(e),
-            Err(what) => {
-                return Err(EngineError::Panicked {
-                    model: model.id().to_string(),
-                    what,
-                })
-            }
+            Err(e) => return Err(e),
         };
         let mut s = lock();
         s.batches += 1;
@@ -256,6 +251,9 @@ fn run_units(
     Ok(audio)
 }
 
+/// An error the device returned for want of memory (not the caller's input, not a panic).
 fn is_out_of_memory(e: &EngineError) -> bool {
-    !e.is_input_error() && ferrovox_device::planner::is_oom_message(&e.to_string())
+    !e.is_input_error()
+        && !matches!(e, EngineError::Panicked { .. })
+        && ferrovox_device::planner::is_oom_message(&e.to_string())
 }

@@ -142,7 +142,7 @@ impl Voice {
         queued: bool,
         sink: &mut dyn FnMut(&[f32]) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        crate::panic::caught(|| {
+        crate::panic::guarded(self.model.id(), || {
             let _span =
                 tracing::info_span!("synthesize", voice = self.model.id(), chars = text.len())
                     .entered();
@@ -168,12 +168,6 @@ impl Voice {
                 },
                 sink,
             )
-        })
-        .unwrap_or_else(|what| {
-            Err(EngineError::Panicked {
-                model: self.model.id().to_string(),
-                what,
-            })
         })
     }
 

@@ -12,8 +12,33 @@ use ferrovox_engine::{
 const REFUSED: u32 = 999_999;
 
 /// Returns, for each unit, its ids as samples; records each batch size; sleeps per batch.
+/// With a memory budget, a batch needs `per_unit` bytes a unit out of what a (fake) memory
+/// source says is free, and a bigger one fails as CUDA does when it runs out.
 struct Echo {
     batches: Mutex<Vec<usize>>,
+    budget: Option<(Box<dyn ferrovox_device::MemorySource + Send + Sync>, u64)>,
+}
+
+impl Echo {
+    fn new() -> Self {
+        Self {
+            batches: Mutex::new(Vec::new()),
+            budget: None,
+        }
+    }
+
+    fn tight(free: u64, per_unit: u64) -> Self {
+        let memory = move || {
+            Ok(ferrovox_device::MemoryInfo {
+                total: free.max(1) * 8,
+                free,
+            })
+        };
+        Self {
+            budget: Some((Box::new(memory), per_unit)),
+            ..Self::new()
+        }
+    }
 }
 
 impl TtsModel for Echo {
@@ -55,6 +80,15 @@ impl TtsModel for Echo {
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         self.batches.lock().unwrap().push(units.len());
         std::thread::sleep(Duration::from_millis(20));
+        if let Some((memory, per_unit)) = &self.budget {
+            let needed = units.len() as u64 * per_unit;
+            if needed > memory.memory().unwrap().free {
+                return Err(candle_core::Error::Msg(format!(
+                    "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\") allocating {needed} bytes"
+                ))
+                .into());
+            }
+        }
         // A unit starting with REFUSED is input the model refuses.
         if units.iter().any(|u| u.ids.first() == Some(&REFUSED)) {
             return Err(EngineError::InvalidOption {
@@ -71,9 +105,7 @@ impl TtsModel for Echo {
 
 #[test]
 fn concurrent_requests_are_batched_and_routed_back() {
-    let echo = Arc::new(Echo {
-        batches: Mutex::new(Vec::new()),
-    });
+    let echo = Arc::new(Echo::new());
     let config = BatcherConfig {
         max_batch: 8,
         max_wait: Duration::from_millis(30),
@@ -120,9 +152,7 @@ fn concurrent_requests_are_batched_and_routed_back() {
 
 #[test]
 fn a_full_queue_refuses_and_nothing_inside_the_bound_is_lost() {
-    let echo = Arc::new(Echo {
-        batches: Mutex::new(Vec::new()),
-    });
+    let echo = Arc::new(Echo::new());
     let config = BatcherConfig {
         max_batch: 1,
         max_wait: Duration::ZERO,
@@ -149,9 +179,7 @@ fn a_full_queue_refuses_and_nothing_inside_the_bound_is_lost() {
 
 #[test]
 fn invalid_options_are_refused_before_queueing() {
-    let echo = Arc::new(Echo {
-        batches: Mutex::new(Vec::new()),
-    });
+    let echo = Arc::new(Echo::new());
     let batcher = Batcher::new(echo.clone(), BatcherConfig::default());
     let options = SynthesisOptions {
         vits: VitsOptions {
@@ -171,9 +199,7 @@ fn invalid_options_are_refused_before_queueing() {
 /// kept), and the others their audio.
 #[test]
 fn a_bad_request_in_a_batch_keeps_its_error_and_spares_the_others() {
-    let echo = Arc::new(Echo {
-        batches: Mutex::new(Vec::new()),
-    });
+    let echo = Arc::new(Echo::new());
     let config = BatcherConfig {
         max_batch: 8,
         max_wait: Duration::from_millis(100),
@@ -204,76 +230,11 @@ fn a_bad_request_in_a_batch_keeps_its_error_and_spares_the_others() {
     );
 }
 
-/// A model whose batch needs `per_unit` bytes a unit, out of what a (fake) memory source says
-/// is free: a bigger batch fails as CUDA does when it runs out.
-struct Tight {
-    free: Box<dyn ferrovox_device::MemorySource + Send + Sync>,
-    per_unit: u64,
-    batches: Mutex<Vec<(usize, bool)>>,
-}
-
-impl TtsModel for Tight {
-    fn id(&self) -> &str {
-        "tight"
-    }
-    fn sample_rate(&self) -> u32 {
-        8000
-    }
-    fn speakers(&self) -> usize {
-        1
-    }
-    fn languages(&self) -> Vec<String> {
-        vec!["xx".into()]
-    }
-    fn family(&self) -> ferrovox_voices::Family {
-        ferrovox_voices::Family::Piper
-    }
-    fn validate(&self, _: &SynthesisOptions) -> Result<(), EngineError> {
-        Ok(())
-    }
-    fn batch_key(&self, _: &SynthesisOptions) -> BatchKey {
-        Vec::new()
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn prepare(&self, _: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
-        unreachable!("units are given")
-    }
-    fn synthesize_units(
-        &self,
-        units: &[Unit],
-        _: &SynthesisOptions,
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let free = self.free.memory().unwrap().free;
-        let fits = units.len() as u64 * self.per_unit <= free;
-        self.batches.lock().unwrap().push((units.len(), fits));
-        std::thread::sleep(Duration::from_millis(5));
-        if !fits {
-            return Err(candle_core::Error::Msg(format!(
-                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\") allocating {} bytes",
-                units.len() as u64 * self.per_unit
-            ))
-            .into());
-        }
-        Ok(units.iter().map(|u| vec![u.ids[0] as f32]).collect())
-    }
-}
-
 #[test]
 fn a_batch_out_of_memory_runs_again_smaller_and_every_request_succeeds() {
     // 3 units' worth free: batches of 8 and 4 run out, 2 fits.
     let per_unit = 1 << 30;
-    let tight = Arc::new(Tight {
-        free: Box::new(move || {
-            Ok(ferrovox_device::MemoryInfo {
-                total: 80 * per_unit,
-                free: 3 * per_unit,
-            })
-        }),
-        per_unit,
-        batches: Mutex::new(Vec::new()),
-    });
+    let tight = Arc::new(Echo::tight(3 * per_unit, per_unit));
     let batcher = Arc::new(Batcher::new(
         tight.clone(),
         BatcherConfig {
@@ -308,17 +269,18 @@ fn a_batch_out_of_memory_runs_again_smaller_and_every_request_succeeds() {
     tight.batches.lock().unwrap().clear();
     run(8);
     let later = tight.batches.lock().unwrap().clone();
-    assert!(later.iter().all(|&(n, fits)| n <= 2 && fits), "{later:?}");
+    assert!(
+        later
+            .iter()
+            .all(|&n| n <= 2 && n as u64 * per_unit <= 3 * per_unit),
+        "{later:?}"
+    );
     assert_eq!(batcher.stats().oom_retries, stats.oom_retries);
 }
 
 #[test]
 fn a_single_unit_out_of_memory_fails_with_the_device_error() {
-    let tight = Arc::new(Tight {
-        free: Box::new(|| Ok(ferrovox_device::MemoryInfo { total: 8, free: 0 })),
-        per_unit: 1,
-        batches: Mutex::new(Vec::new()),
-    });
+    let tight = Arc::new(Echo::tight(0, 1));
     let batcher = Batcher::new(tight, BatcherConfig::default());
     let err = batcher
         .synthesize_units(vec![Unit::sentence(vec![1])], SynthesisOptions::default())

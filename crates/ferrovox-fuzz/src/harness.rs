@@ -129,6 +129,13 @@ pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
 }
 
+/// Where a run keeps `target`'s failing inputs: `target/fuzz/NAME/` of the workspace.
+pub fn findings_dir(target: &Target) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/fuzz")
+        .join(target.name)
+}
+
 fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .map(|entries| {

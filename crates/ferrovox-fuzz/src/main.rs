@@ -71,12 +71,11 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fuzz");
     let mut failed = false;
     println!("| target | cases | findings | slowest case |\n|---|---|---|---|");
     for name in &a.targets {
         let target = ferrovox_fuzz::target(name).with_context(|| format!("no target {name}"))?;
-        let dir = out.join(name);
+        let dir = ferrovox_fuzz::harness::findings_dir(&target);
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
         let current = dir.join("current");
         let budget = Budget::Time(Duration::from_secs_f64(a.seconds));

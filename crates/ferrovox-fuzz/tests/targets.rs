@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferrovox_fuzz::harness::{campaign, Budget};
+use ferrovox_fuzz::harness::{campaign, findings_dir, Budget};
 
 #[global_allocator]
 static COUNTING: ferrovox_fuzz::Counting = ferrovox_fuzz::Counting;
@@ -34,9 +34,7 @@ fn every_target_survives_its_corpus_and_mutations() {
             report.findings.len(),
             report.slowest.as_secs_f64() * 1e3
         );
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/fuzz")
-            .join(target.name);
+        let dir = findings_dir(&target);
         for (i, (input, finding)) in report.findings.into_iter().enumerate() {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::write(dir.join(format!("test-finding-{i}")), &input);

@@ -35,6 +35,7 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::Router;
 use ferrovox_engine::{Engine, EngineError, SynthesisOptions, Voice};
+use metrics::lock;
 use tokio::sync::Semaphore;
 
 pub use cloned_voices::Cloning;
@@ -364,9 +365,4 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
-}
-
-/// A lock that a panicked holder left poisoned still guards plain data.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -31,12 +31,12 @@ pub(crate) struct Decoded {
     pub skipped_packets: usize,
 }
 
-/// Decodes at most `max_s` seconds from the start of `source`.
 /// Most channels a clip may have (third-order ambisonics has 16).
 const MAX_CHANNELS: usize = 32;
 /// Highest sample rate a clip may have.
 const MAX_RATE: u32 = 384_000;
 
+/// Decodes at most `max_s` seconds from the start of `source`.
 pub(crate) fn decode<'s>(
     source: Box<dyn MediaSource + 's>,
     hint: &Hint,
