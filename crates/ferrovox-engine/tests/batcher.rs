@@ -288,3 +288,127 @@ fn a_single_unit_out_of_memory_fails_with_the_device_error() {
     assert!(err.to_string().contains("out of memory"), "{err}");
     assert!(!err.is_input_error());
 }
+
+/// The same on a real GPU: a planner that reads the device's free memory before most of it was
+/// taken plans batches of 8, the device then has room for 2, and CUDA itself refuses the
+/// larger batches. Each unit allocates `per_unit` bytes on the device, and its output passes
+/// through that memory.
+#[cfg(feature = "cuda")]
+#[test]
+fn on_cuda_a_batch_the_device_cannot_hold_runs_again_smaller() {
+    use candle_core::{DType, Device, Tensor};
+    use ferrovox_device::planner::{BatchPlanner, ItemCost, PlannerConfig};
+
+    struct OnDevice {
+        device: Device,
+        per_unit: usize,
+        batches: Mutex<Vec<usize>>,
+    }
+    impl TtsModel for OnDevice {
+        fn id(&self) -> &str {
+            "on-device"
+        }
+        fn sample_rate(&self) -> u32 {
+            8000
+        }
+        fn speakers(&self) -> usize {
+            1
+        }
+        fn languages(&self) -> Vec<String> {
+            vec!["xx".into()]
+        }
+        fn family(&self) -> ferrovox_voices::Family {
+            ferrovox_voices::Family::Piper
+        }
+        fn validate(&self, _: &SynthesisOptions) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn batch_key(&self, _: &SynthesisOptions) -> BatchKey {
+            Vec::new()
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn prepare(&self, _: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
+            unreachable!("the test passes units")
+        }
+        fn synthesize_units(
+            &self,
+            units: &[Unit],
+            _: &SynthesisOptions,
+        ) -> Result<Vec<Vec<f32>>, EngineError> {
+            self.batches.lock().unwrap().push(units.len());
+            let work = Tensor::ones((units.len(), self.per_unit / 4), DType::F32, &self.device)?;
+            let ones = (work.mean(1)?.to_vec1::<f32>())?;
+            Ok(units
+                .iter()
+                .zip(ones)
+                .map(|(u, one)| u.ids.iter().map(|&i| i as f32 * one).collect())
+                .collect())
+        }
+    }
+
+    let device = Device::new_cuda(0).expect("a CUDA device");
+    let gib = 1usize << 30;
+    let per_unit = 2 * gib;
+    let before = ferrovox_device::memory::device_memory(&device).unwrap();
+    let planner = BatchPlanner::new(
+        PlannerConfig {
+            margin: 0.9,
+            max_batch: 8,
+        },
+        ItemCost {
+            fixed: 0,
+            per_item: per_unit as u64,
+        },
+    );
+    let planned = planner.plan_for_free(before.free);
+    assert_eq!(planned, 8, "{before:?}");
+    // Leave 5 GiB: batches of 8 (16 GiB) and 4 (8 GiB) cannot be held, 2 (4 GiB) can.
+    let ballast =
+        Tensor::zeros(((before.free as usize - 5 * gib) / 4,), DType::F32, &device).unwrap();
+    let after = ferrovox_device::memory::device_memory(&device).unwrap();
+    eprintln!(
+        "device memory: {} MiB free planned on, {} MiB free with the ballast",
+        before.free >> 20,
+        after.free >> 20
+    );
+    let model = Arc::new(OnDevice {
+        device,
+        per_unit,
+        batches: Mutex::new(Vec::new()),
+    });
+    let batcher = Arc::new(Batcher::new(
+        model.clone(),
+        BatcherConfig {
+            max_batch: planned,
+            max_wait: Duration::from_millis(100),
+            queue_capacity: 64,
+        },
+    ));
+    let run = |n: u32| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let b = batcher.clone();
+                std::thread::spawn(move || {
+                    b.synthesize_units(vec![Unit::sentence(vec![i + 1])], Default::default())
+                })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let out = h.join().unwrap().expect("every request succeeds");
+            assert_eq!(out, vec![vec![i as f32 + 1.0]], "request {i}");
+        }
+    };
+    run(8);
+    let stats = batcher.stats();
+    eprintln!("batches {:?}, {stats:?}", model.batches.lock().unwrap());
+    assert!(stats.oom_retries >= 1, "{stats:?}");
+    assert_eq!(stats.ceiling, 2, "{stats:?}");
+    assert_eq!(stats.units, 8);
+    model.batches.lock().unwrap().clear();
+    run(8);
+    assert!(model.batches.lock().unwrap().iter().all(|&n| n <= 2));
+    assert_eq!(batcher.stats().oom_retries, stats.oom_retries);
+    drop(ballast);
+}

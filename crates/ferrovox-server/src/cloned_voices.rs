@@ -87,6 +87,7 @@ fn store_error(id: &str, e: ferrovox_voice_store::Error) -> ApiError {
             field: "voice".into(),
             reason: e.to_string(),
         },
+        e if e.is_out_of_space() => ApiError::OutOfStorage(format!("voice store: {e}")),
         e => ApiError::Internal(format!("voice store: {e}")),
     }
 }

@@ -62,6 +62,9 @@ pub enum ApiError {
         /// Why it did not load.
         reason: String,
     },
+    /// The server's storage has no room for what the request would store (a cloned voice).
+    #[error("insufficient storage: {0}")]
+    OutOfStorage(String),
     /// Synthesis failed.
     #[error("synthesis failed: {0}")]
     Internal(String),
@@ -79,6 +82,7 @@ impl ApiError {
             }
             Self::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady(_) | Self::VoiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OutOfStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +100,7 @@ impl ApiError {
             Self::Overloaded(_) => "overloaded",
             Self::NotReady(_) => "not_ready",
             Self::VoiceUnavailable { .. } => "voice_unavailable",
+            Self::OutOfStorage(_) => "insufficient_storage",
             Self::Internal(_) => "internal",
         }
     }

@@ -37,7 +37,11 @@ impl Drop for Served {
 
 fn serve(tag: &str, config: ServerConfig) -> Served {
     let dir = cloning_chatterbox_dir(tag);
-    let store_dir = temp_dir(&format!("{tag}-store"));
+    serve_with_store(dir, config, temp_dir(&format!("{tag}-store")))
+}
+
+/// Serves the model in `dir` with a store in `store_dir`.
+fn serve_with_store(dir: PathBuf, config: ServerConfig, store_dir: PathBuf) -> Served {
     let id = dir.to_str().unwrap().to_string();
     let model = ferrovox_engine::open_voice(&id, &Device::Cpu).unwrap();
     let store = VoiceStore::open(Some(store_dir.to_str().unwrap())).unwrap();
@@ -412,4 +416,37 @@ fn the_openai_client_clones_and_speaks() {
         report["bad"][2].as_str().unwrap().contains("minimum"),
         "{report}"
     );
+}
+
+/// The store's disk is full (a file-size limit the kernel enforces, in a child process): the
+/// upload gets 507 naming the store's path, nothing of it is left in the store, and the server
+/// goes on serving.
+#[test]
+fn a_full_disk_refuses_the_upload_with_507_and_the_server_lives_on() {
+    use ferrovox_faults::{Fault, Scratch, Side};
+    let scratch = Scratch::new().unwrap();
+    let store_dir = scratch.path().join("store");
+    // The model is written before the disk fills.
+    let model = ferrovox_faults::in_child().then(|| cloning_chatterbox_dir("clone-full"));
+    match scratch.run(Fault::DiskFull { bytes: 512 }) {
+        Side::Child => {
+            let model = model.expect("made in the child");
+            let served = serve_with_store(model, ServerConfig::default(), store_dir.clone());
+            let (status, body) = failure(upload(
+                &served,
+                &[("name", "Ada")],
+                Some(reference_wav().as_slice()),
+            ));
+            eprintln!("upload on a full disk: {status} {body}");
+            assert_eq!(status, 507, "{body}");
+            assert_eq!(body["error"]["code"], "insufficient_storage");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(store_dir.to_str().unwrap()), "{message}");
+            let listed = json_of(served.server.get("/v1/audio/voices").unwrap());
+            assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "{listed}");
+            let served_voice = json!(served.dir.to_str().unwrap());
+            assert_eq!(speak(&served, served_voice, 1).unwrap().status(), 200);
+        }
+        Side::Parent => assert_eq!(scratch.files(), Vec::<PathBuf>::new()),
+    }
 }

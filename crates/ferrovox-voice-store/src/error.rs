@@ -60,6 +60,32 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The I/O failure underneath, if the store met one: the device full or over quota, a file
+    /// past the size the system allows, a read-only or forbidden directory. Callers tell a
+    /// full disk from a refused one by its [`kind`](std::io::Error::kind).
+    pub fn io_cause(&self) -> Option<&std::io::Error> {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Some(io);
+            }
+            cause = e.source();
+        }
+        None
+    }
+
+    /// Whether the store failed for want of room: the device full or over quota, or a file
+    /// past the size the system allows.
+    pub fn is_out_of_space(&self) -> bool {
+        use std::io::ErrorKind as K;
+        self.io_cause().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::StorageFull | K::QuotaExceeded | K::FileTooLarge
+            )
+        })
+    }
+
     pub(crate) fn corrupt(id: &str, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             id: id.to_string(),

