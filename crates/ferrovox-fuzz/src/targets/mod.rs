@@ -83,6 +83,13 @@ pub(crate) fn all() -> Vec<Target> {
             bytes_per_input_byte: 1024,
         },
         Target {
+            name: "voice-upload",
+            about: "the multipart body of POST /v1/audio/voices, through the server's router",
+            run: server::voice_upload,
+            base_bytes: 16 * MIB,
+            bytes_per_input_byte: 256,
+        },
+        Target {
             name: "wyoming",
             about: "Wyoming protocol framing (header line, data and payload)",
             run: server::wyoming,

@@ -1,5 +1,6 @@
 //! The server's readers: the speech request body (through the real router, so validation,
-//! voice lookup, synthesis and encoding all run) and Wyoming framing.
+//! voice lookup, synthesis and encoding all run), the voice upload's multipart body, and
+//! Wyoming framing.
 
 use std::sync::{Arc, OnceLock};
 
@@ -83,13 +84,25 @@ fn server() -> Result<&'static Server, String> {
                 ..Default::default()
             }));
             engine.insert(Arc::new(Clicks)).map_err(|e| e.to_string())?;
-            let state = AppState::new(
+            // Voice cloning on, with a store of its own and no model that clones: an upload is
+            // read and checked in full and then refused for want of a model (a 4xx), and a
+            // speech request's unknown voice is looked up in the store as well.
+            let store_dir =
+                std::env::temp_dir().join(format!("ferrovox-fuzz-store-{}", std::process::id()));
+            let store = ferrovox_voice_store::VoiceStore::open(store_dir.to_str())
+                .map_err(|e| e.to_string())?;
+            let service = Arc::new(ferrovox_cloning::CloningService::new(
+                candle_core::Device::Cpu,
+            ));
+            let state = AppState::with_cloning(
                 engine,
                 ServerConfig {
                     voices: vec!["clicks".into()],
                     max_input_chars: 512,
+                    max_upload_bytes: 1 << 20,
                     ..Default::default()
                 },
+                ferrovox_server::Cloning::new(service, store, 2),
             );
             state.load_voices().map_err(|e| e.to_string())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,11 +116,24 @@ fn server() -> Result<&'static Server, String> {
 }
 
 pub(super) fn speech_request(bytes: &[u8]) -> Result<(), String> {
+    post("/v1/audio/speech", "application/json", bytes)
+}
+
+/// The boundary the voice-upload corpus is written with.
+const BOUNDARY: &str = "ferrovox-fuzz-7d1f";
+
+pub(super) fn voice_upload(bytes: &[u8]) -> Result<(), String> {
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    post("/v1/audio/voices", &content_type, bytes)
+}
+
+/// `bytes` posted to `uri` through the router; a 5xx is the defect.
+fn post(uri: &str, content_type: &str, bytes: &[u8]) -> Result<(), String> {
     let server = server()?;
     let request = Request::builder()
         .method(Method::POST)
-        .uri("/v1/audio/speech")
-        .header(header::CONTENT_TYPE, "application/json")
+        .uri(uri)
+        .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(bytes.to_vec()))
         .map_err(|e| e.to_string())?;
     let router = ferrovox_server::router(server.state.clone());
