@@ -99,6 +99,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_full_keys.py",
         "gen_cloning.py",
         "gen_mtl_tokenizer.py",
+        "gen_t3_mtl.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

@@ -79,7 +79,16 @@ impl ChatterboxVoice {
     /// request runs T3 alone, one at a time on the fixed-shape path), and S3Gen's flow run
     /// per request (see [`Self::with_flow_batch`]).
     pub fn with_slots(id: &str, tts: ChatterboxTts, slots: usize) -> Result<Self, EngineError> {
-        let decoder = if slots == 0 {
+        // A T3 with a stop detector reads each generation's attention on the host every step:
+        // its generations run alone.
+        let detector = !tts.t3().config().alignment_heads.is_empty();
+        if detector && slots > 0 {
+            tracing::info!(
+                voice = id,
+                "T3 with a stop detector: generations decode one at a time"
+            );
+        }
+        let decoder = if slots == 0 || detector {
             None
         } else {
             let config = Self::batch_config(&tts, slots);

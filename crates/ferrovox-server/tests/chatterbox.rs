@@ -314,8 +314,9 @@ fn a_full_decode_queue_refuses_and_recovers() {
 /// A multilingual model directory (the multilingual repository's layout) is found as a
 /// Chatterbox voice, speaks the language a request names (its tag and preprocessing reach T3;
 /// English when none is named) and refuses one it does not speak with a 422 naming the 23. The
-/// English model refuses other languages; a directory whose only multilingual T3 is v2 is
-/// refused at load, naming the file and why.
+/// English model refuses other languages; a directory whose only multilingual T3 is v2 loads it
+/// with the stop detector, refused here naming the file and why (the small T3 has too few
+/// layers for the detector's heads).
 #[test]
 fn a_multilingual_voice_speaks_the_language_asked_for() {
     use common::chatterbox::multilingual_chatterbox_dir;
@@ -387,13 +388,48 @@ fn a_multilingual_voice_speaks_the_language_asked_for() {
         dir.join("t3_mtl23ls_v2.safetensors"),
     )
     .unwrap();
+    // v2 runs the stop detector on heads of layers 9, 12 and 13, which this 2-layer T3 lacks.
     let e = ChatterboxTts::from_dir(&dir, &Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("t3_mtl23ls_v2.safetensors") && e.contains("t3_mtl23ls_v3.safetensors"),
+        e.contains("t3_mtl23ls_v2.safetensors") && e.contains("stop detector"),
         "{e}"
     );
     std::fs::remove_dir_all(dir).ok();
     std::fs::remove_dir_all(english).ok();
+}
+
+/// A multilingual directory whose T3 is v2 loads it with upstream's stop detector on: its
+/// generations decode alone (no decode batch), and it speaks the language asked for, through
+/// the server, ending on a stop the detector allowed or forced.
+#[test]
+fn a_multilingual_v2_voice_speaks_with_its_stop_detector() {
+    use common::chatterbox::multilingual_v2_chatterbox_dir;
+    use ferrovox_chatterbox::ChatterboxTts;
+    let dir = multilingual_v2_chatterbox_dir("mtl-v2");
+    let tts = ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
+    assert_eq!(
+        tts.t3().config().alignment_heads,
+        ferrovox_chatterbox::t3::ALIGNED_HEADS.to_vec()
+    );
+    let voice = ferrovox_engine::ChatterboxVoice::with_slots("mtl-v2", tts, 4).unwrap();
+    assert!(
+        voice.decoder().is_none(),
+        "a detector's generations decode alone"
+    );
+    drop(voice);
+
+    let server = serve(&dir);
+    let audio = body_bytes(
+        server
+            .post(&speech(
+                &dir,
+                json!({"language": "fr", "input": "Bonjour à tous.", "seed": 3}),
+            ))
+            .unwrap(),
+    );
+    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+    drop(server);
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -2,7 +2,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A config that does not describe a usable model.
-    #[error("invalid S3Gen config: {0}")]
+    #[error("invalid model config: {0}")]
     Config(String),
     /// A checkpoint that lacks a tensor or has one of the wrong shape.
     #[error("checkpoint {path}: {reason}")]

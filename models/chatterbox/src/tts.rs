@@ -125,9 +125,10 @@ impl TextFrontEnd {
 
 /// The multilingual model's files, beside `ve.pt`, `s3gen.pt` and `conds.pt`.
 pub const MTL_VOCAB: &str = "grapheme_mtl_merged_expanded_v1.json";
-/// The multilingual T3 ferrovox runs (v3: no attention-based stop detector).
+/// The multilingual T3 ferrovox prefers (v3: no attention-based stop detector).
 pub const MTL_T3: &str = "t3_mtl23ls_v3.safetensors";
-/// The earlier multilingual T3, whose generations need the attention-based stop detector.
+/// The earlier multilingual T3 (upstream's default), whose generations run the attention-based
+/// stop detector ([`crate::t3::alignment`]); loaded when the directory has no v3.
 pub const MTL_T3_V2: &str = "t3_mtl23ls_v2.safetensors";
 
 /// Whether `dir` holds the multilingual model: its vocabulary without the English T3 (a full
@@ -199,7 +200,7 @@ impl ChatterboxTts {
             path: file(name).display().to_string(),
             reason: if multilingual {
                 format!(
-                    "file not found (a multilingual Chatterbox directory holds {MTL_T3}, \
+                    "file not found (a multilingual Chatterbox directory holds {MTL_T3} or {MTL_T3_V2}, \
                      s3gen.pt or s3gen.safetensors, {MTL_VOCAB} and conds.pt)"
                 )
             } else {
@@ -208,19 +209,12 @@ impl ChatterboxTts {
                     .into()
             },
         };
-        let t3_file = if multilingual {
-            if !file(MTL_T3).is_file() && file(MTL_T3_V2).is_file() {
-                return Err(Error::Checkpoint {
-                    path: file(MTL_T3_V2).display().to_string(),
-                    reason: format!(
-                        "multilingual T3 v2 stops through an attention-based detector that \
-                         ferrovox does not run yet; use {MTL_T3} from the same repository"
-                    ),
-                });
-            }
-            MTL_T3
-        } else {
-            "t3_cfg.safetensors"
+        // v3 when the directory has it (upstream's recommendation), else v2 with its detector.
+        let v2 = multilingual && !file(MTL_T3).is_file() && file(MTL_T3_V2).is_file();
+        let t3_file = match (multilingual, v2) {
+            (true, true) => MTL_T3_V2,
+            (true, false) => MTL_T3,
+            (false, _) => "t3_cfg.safetensors",
         };
         let s3gen_file = ["s3gen.safetensors", "s3gen.pt"]
             .into_iter()
@@ -238,7 +232,14 @@ impl ChatterboxTts {
                 return Err(missing(name));
             }
         }
-        let sizes = Sizes::of_dir(dir)?;
+        let mut sizes = Sizes::of_dir(dir)?;
+        if v2 && sizes.t3.alignment_heads.is_empty() {
+            sizes.t3.alignment_heads = crate::t3::ALIGNED_HEADS.to_vec();
+            sizes.t3.validate().map_err(|e| Error::Checkpoint {
+                path: file(MTL_T3_V2).display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
         let mut t3 = T3::load(&file(t3_file), &sizes.t3, t3_dtype(device)?, device)?;
         t3.pack_steps(cpu_step_weights()?)?;
         let s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;

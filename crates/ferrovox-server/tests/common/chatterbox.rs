@@ -173,6 +173,25 @@ pub fn multilingual_chatterbox_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The multilingual layout with only a v2 T3 (`t3_mtl23ls_v2.safetensors`): the 14-layer small
+/// T3 of `t3_mtl.safetensors`, which has the heads the v2 stop detector reads.
+pub fn multilingual_v2_chatterbox_dir(tag: &str) -> PathBuf {
+    let dir = multilingual_chatterbox_dir(tag);
+    std::fs::remove_file(dir.join("t3_mtl23ls_v3.safetensors")).unwrap();
+    save(
+        &tensors("t3_mtl", &T3_MODULES),
+        &dir.join("t3_mtl23ls_v2.safetensors"),
+    );
+    let config = fixture_config("t3_mtl");
+    let mut t3 = config["t3_config"].clone();
+    t3["llama"] = config["llama_config"].clone();
+    t3["perceiver"] = config["perceiver"].clone();
+    let mut sizes = small_sizes();
+    sizes["t3"] = t3;
+    std::fs::write(dir.join("ferrovox-voice.json"), sizes.to_string()).unwrap();
+    dir
+}
+
 /// The fixtures' 3 s reference clip (24 kHz) as a 16-bit WAV file.
 pub fn reference_wav() -> Vec<u8> {
     let pcm = tensors("cloning", &["short.pcm"])

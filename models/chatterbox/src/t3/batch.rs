@@ -240,6 +240,13 @@ impl T3Batch {
     }
 
     fn join_now(&mut self, mut request: Request) -> Result<Joined> {
+        if !self.t3.config().alignment_heads.is_empty() {
+            return Err(Error::Input(
+                "this T3's stop detector reads each generation's attention: it decodes alone \
+                 (T3::generate), not in a batch"
+                    .into(),
+            ));
+        }
         let o = request.options;
         o.validate()
             .map_err(|(field, reason)| Error::Input(format!("{field}: {reason}")))?;

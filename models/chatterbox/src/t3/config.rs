@@ -26,6 +26,9 @@ pub struct T3Config {
     pub emotion_adv: bool,
     pub llama: LlamaConfig,
     pub perceiver: PerceiverConfig,
+    /// `(layer, head)` of the attention heads the stop detector reads
+    /// ([`super::alignment`]); empty for models without one (English, multilingual v3).
+    pub alignment_heads: Vec<(usize, usize)>,
 }
 
 impl Default for T3Config {
@@ -45,6 +48,7 @@ impl Default for T3Config {
             emotion_adv: true,
             llama: LlamaConfig::default(),
             perceiver: PerceiverConfig::default(),
+            alignment_heads: Vec::new(),
         }
     }
 }
@@ -53,11 +57,21 @@ impl Default for T3Config {
 pub const SPEECH_CODES: u32 = 6561;
 
 impl T3Config {
-    /// The multilingual model's config (`T3Config.multilingual()`).
+    /// The multilingual model's config (`T3Config.multilingual()`), as v3 runs it: without the
+    /// stop detector.
     pub fn multilingual() -> Self {
         Self {
             text_tokens_dict_size: 2454,
             ..Self::default()
+        }
+    }
+
+    /// The multilingual v2 model's config: [`T3Config::multilingual`] with the stop detector
+    /// on upstream's heads.
+    pub fn multilingual_v2() -> Self {
+        Self {
+            alignment_heads: super::alignment::ALIGNED_HEADS.to_vec(),
+            ..Self::multilingual()
         }
     }
 
@@ -107,6 +121,17 @@ impl T3Config {
         }
         if !l.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for RoPE", l.head_dim));
+        }
+        if let Some((layer, head)) = self
+            .alignment_heads
+            .iter()
+            .find(|&&(layer, head)| layer >= l.num_hidden_layers || head >= l.num_attention_heads)
+        {
+            return bad(format!(
+                "the stop detector reads head {head} of layer {layer}, outside a backbone of {} \
+                 layers of {} heads",
+                l.num_hidden_layers, l.num_attention_heads
+            ));
         }
         for (name, t) in [
             ("start_speech_token", self.start_speech_token),

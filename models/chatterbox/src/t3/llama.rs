@@ -2,7 +2,7 @@
 //! embeddings in (T3 builds its own), final-normed hidden states out, llama3-scaled RoPE, and a
 //! key/value cache preallocated for the longest generation rather than grown by concatenation.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 use ferrovox_kernels::cuda_decode;
 use ferrovox_layers::{RowFormat, StepLinear};
@@ -243,14 +243,15 @@ impl Attention {
     }
 
     /// `x` `[b, t, hidden]` at positions `start..start + t`, its keys and values written into
-    /// `cache` (the caller advances the length once every layer has run).
+    /// `cache` (the caller advances the length once every layer has run), and the attention
+    /// probabilities `[b, heads, t, start + t]`.
     fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         cache: &mut LayerCache,
         start: usize,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
         let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
         // `[b, heads + 2·kv_heads, t, d]`: at one position (a decode step) a view, no copy.
@@ -280,7 +281,10 @@ impl Attention {
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?;
-        self.o.forward(&y.transpose(1, 2)?.reshape((b, t, h * d))?)
+        let out = self
+            .o
+            .forward(&y.transpose(1, 2)?.reshape((b, t, h * d))?)?;
+        Ok((out, probs))
     }
 
     /// One position `x` `[b, 1, hidden]` at `at.position`, attending the cache's first
@@ -582,6 +586,18 @@ impl Llama {
     /// Final-normed hidden states `[b, t, hidden]` of `embeds` `[b, t, hidden]`, which follow
     /// the `cache.len()` positions already cached; their keys and values join the cache.
     pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        Ok(self.forward_probed(embeds, cache, &[], 0)?.0)
+    }
+
+    /// [`Llama::forward`], with the attention probabilities `[t, positions attended]` of batch
+    /// row `row` at each `(layer, head)` of `heads`, in that order.
+    pub fn forward_probed(
+        &self,
+        embeds: &Tensor,
+        cache: &mut KvCache,
+        heads: &[(usize, usize)],
+        row: usize,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let (b, t, _) = embeds.dims3()?;
         let start = cache.len;
         if start + t > cache.capacity || start + t > self.rope.positions() {
@@ -599,17 +615,38 @@ impl Llama {
         {
             candle_core::bail!("batch of {b} rows against a cache built for another batch");
         }
+        if let Some(&(layer, head)) = heads
+            .iter()
+            .find(|&&(l, h)| l >= self.layers.len() || h >= self.cfg.num_attention_heads)
+        {
+            candle_core::bail!(
+                "attention head ({layer}, {head}) outside a backbone of {} layers of {} heads",
+                self.layers.len(),
+                self.cfg.num_attention_heads
+            );
+        }
+        let mut probed = vec![None; heads.len()];
         let mut x = embeds.clone();
-        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = layer
-                .attn
-                .forward(&layer.input_norm.forward(&x)?, &self.rope, lc, start)?;
+        for (i, (layer, lc)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let (h, probs) =
+                layer
+                    .attn
+                    .forward(&layer.input_norm.forward(&x)?, &self.rope, lc, start)?;
+            for (slot, &(l, head)) in probed.iter_mut().zip(heads) {
+                if l == i {
+                    *slot = Some(probs.i((row, head))?);
+                }
+            }
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.post_attention_norm.forward(&x)?)?;
             x = (x + h)?;
         }
         cache.len = start + t;
-        self.norm.forward(&x)
+        let probed = probed
+            .into_iter()
+            .map(|p| p.expect("checked above"))
+            .collect();
+        Ok((self.norm.forward(&x)?, probed))
     }
 
     /// Final-normed hidden states `[b, 1, hidden]` of one position `embed` `[b, 1, hidden]`

@@ -4,6 +4,7 @@
 //! | module | upstream |
 //! |---|---|
 //! | [`model`] | `t3/t3.py` (`T3`, `T3.inference`) |
+//! | [`alignment`] | `t3/inference/alignment_stream_analyzer.py` (the multilingual v2 stop detector) |
 //! | [`config`] | `t3/modules/t3_config.py`, `t3/llama_configs.py` |
 //! | [`cond_enc`] | `t3/modules/cond_enc.py` |
 //! | [`perceiver`] | `t3/modules/perceiver.py` |
@@ -12,6 +13,7 @@
 //! | [`batch`] | continuous batching: concurrent generations' decode steps as one batch |
 //! | [`sampling`] | transformers' logits processors as `T3.inference` applies them |
 
+pub mod alignment;
 pub mod batch;
 pub mod cond_enc;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod model;
 pub mod perceiver;
 pub mod sampling;
 
+pub use alignment::{AlignmentDetector, StepReport, ALIGNED_HEADS};
 pub use batch::{BatchConfig, Event, Joined, Request, T3Batch};
 pub use cond_enc::T3Cond;
 pub use config::{LlamaConfig, PerceiverConfig, RopeScaling, T3Config, SPEECH_CODES};

@@ -11,6 +11,7 @@ use candle_nn::{Embedding, VarBuilder};
 use ferrovox_device::device_work;
 use ferrovox_layers::{RowFormat, StepLinear};
 
+use super::alignment::AlignmentDetector;
 use super::cond_enc::{T3Cond, T3CondEnc};
 use super::config::T3Config;
 use super::decode::{DecodePath, FixedDecoder, SlotGuard};
@@ -327,6 +328,26 @@ impl T3 {
         Ok(self.speech_head.forward(&hidden)?)
     }
 
+    /// [`T3::forward`], with the stop detector's attention: the mean over
+    /// [`T3Config::alignment_heads`] of the conditional row's attention, from query row
+    /// `first_row` on, one `Vec` per query position.
+    pub fn forward_aligned(
+        &self,
+        embeds: &Tensor,
+        cache: &mut KvCache,
+        first_row: usize,
+    ) -> Result<(Tensor, Vec<Vec<f32>>)> {
+        let (hidden, maps) =
+            self.tfmr
+                .forward_probed(embeds, cache, &self.cfg.alignment_heads, 0)?;
+        let mean = Tensor::stack(&maps, 0)?.to_dtype(DType::F32)?.mean(0)?;
+        let rows = mean.dim(0)?;
+        let attention = mean
+            .narrow(0, first_row.min(rows), rows - first_row.min(rows))?
+            .to_vec2::<f32>()?;
+        Ok((self.speech_head.forward(&hidden)?, attention))
+    }
+
     /// Speech-head logits `[b, 1, vocab]` of one fixed-shape step (see [`Llama::step_at`]),
     /// for parity checks of the fixed path; the caller advances the cache.
     pub fn backbone_step_at(
@@ -383,7 +404,19 @@ impl T3 {
         let embeds = self.prefill_embeds(&cond_emb, text_tokens, cfg)?;
         let device = embeds.device().clone();
         let positions = embeds.dim(1)? + max_new;
-        let mut steps = if let Some(window) = self.decode.window_on(&device) {
+        // The stop detector reads attention maps, which only the dynamic path computes.
+        let mut detector = (!self.cfg.alignment_heads.is_empty()).then(|| {
+            let text_start = cond_emb.dim(1).unwrap_or(0);
+            AlignmentDetector::new(
+                text_start..text_start + text_tokens.len(),
+                self.cfg.stop_speech_token,
+            )
+        });
+        let window = self
+            .decode
+            .window_on(&device)
+            .filter(|_| detector.is_none());
+        let mut steps = if let Some(window) = window {
             match self
                 .fixed
                 .acquire(self, rows, positions, window, embeds.dtype(), &device)?
@@ -404,11 +437,23 @@ impl T3 {
         let mut sampler = Sampler::with_tables(*options, tables, self.cfg.start_speech_token)?;
         // Launches go in sections that a CUDA graph capture on another thread waits out
         // (`ferrovox_device::launch_gate`); the callback runs outside them.
+        let start = self.cfg.start_speech_token;
         let mut token = device_work(|| -> Result<Tensor> {
-            let logits = self.forward(&embeds, steps.cache()?)?;
-            sampler
-                .sample(&logits.i((.., logits.dim(1)? - 1, ..))?, 0, noise)
-                .map_err(Error::from)
+            let cache = steps.cache()?;
+            match &mut detector {
+                None => {
+                    let logits = self.forward(&embeds, cache)?;
+                    let last = logits.i((.., logits.dim(1)? - 1, ..))?;
+                    Ok(sampler.sample(&last, 0, noise)?)
+                }
+                Some(d) => {
+                    let (logits, rows) = self.forward_aligned(&embeds, cache, d.first_rows())?;
+                    let last = logits.i((.., logits.dim(1)? - 1, ..))?;
+                    Ok(sampler.sample_adjusted(&last, 0, noise, &mut |l| {
+                        d.step(&rows, start, l);
+                    })?)
+                }
+            }
         })?;
         let stop = self.cfg.stop_speech_token;
         let report_every = report_every.max(1);
@@ -448,8 +493,24 @@ impl T3 {
                     }
                     Steps::Dynamic(cache) => {
                         let next = self.speech_step_embed(&token, step + 1, rows)?;
-                        let logits = self.forward(&next, cache)?;
-                        sampler.sample(&logits.squeeze(1)?, step + 1, noise)?
+                        match &mut detector {
+                            None => {
+                                let logits = self.forward(&next, cache)?;
+                                sampler.sample(&logits.squeeze(1)?, step + 1, noise)?
+                            }
+                            Some(d) => {
+                                let previous = token.to_vec1::<u32>()?[0];
+                                let (logits, attention) = self.forward_aligned(&next, cache, 0)?;
+                                sampler.sample_adjusted(
+                                    &logits.squeeze(1)?,
+                                    step + 1,
+                                    noise,
+                                    &mut |l| {
+                                        d.step(&attention, previous, l);
+                                    },
+                                )?
+                            }
+                        }
                     }
                 };
             }

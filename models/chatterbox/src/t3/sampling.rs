@@ -338,8 +338,18 @@ impl Draw<'_> {
     /// `[n, vocab]` (unread when every generation is greedy), and the histories `seen` with
     /// them added.
     pub fn token(&self, rows: &Tensor, seen: &Tensor, q: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.token_of_guided(&self.guide(rows)?, seen, q)
+    }
+
+    /// [`Draw::token`] from logits already guided (`[n, vocab]` f32).
+    pub fn token_of_guided(
+        &self,
+        guided: &Tensor,
+        seen: &Tensor,
+        q: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let n = self.controls.dim(0)?;
-        let penalized = self.penalized(&self.guide(rows)?, seen)?;
+        let penalized = self.penalized(guided, seen)?;
         let sampled = || (self.probabilities(&penalized)? / q)?.argmax(D::Minus1);
         let token = match (self.which.greedy, self.which.sampled) {
             (true, false) => penalized.argmax(D::Minus1)?,
@@ -468,6 +478,33 @@ impl Sampler {
             noise.exponentials(step, self.tables.vocab(), rows.device())?
         };
         let (token, seen) = self.draw().token(rows, &self.seen, &q)?;
+        self.seen = seen;
+        Ok(token)
+    }
+
+    /// [`Sampler::sample`] with `adjust` applied on the host to the guided logits of the one
+    /// generation, before the repetition penalty (where upstream's stop detector works).
+    pub fn sample_adjusted(
+        &mut self,
+        rows: &Tensor,
+        step: usize,
+        noise: &mut dyn SamplingNoise,
+        adjust: &mut dyn FnMut(&mut [f32]),
+    ) -> Result<Tensor> {
+        let guided = self.guide(rows)?;
+        let (n, vocab) = guided.dims2()?;
+        if n != 1 {
+            candle_core::bail!("logits adjusted on the host are one generation's, not {n}");
+        }
+        let mut host = guided.flatten_all()?.to_vec1::<f32>()?;
+        adjust(&mut host);
+        let guided = Tensor::from_vec(host, (1, vocab), rows.device())?;
+        let q = if !self.which.sampled {
+            self.tables.neg_inf.clone()
+        } else {
+            noise.exponentials(step, self.tables.vocab(), rows.device())?
+        };
+        let (token, seen) = self.draw().token_of_guided(&guided, &self.seen, &q)?;
         self.seen = seen;
         Ok(token)
     }
