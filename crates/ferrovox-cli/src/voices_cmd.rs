@@ -150,11 +150,24 @@ fn describe(files: &VoiceFiles) -> String {
         } => {
             format!("mms-vits {} + {}", weights.display(), config.display())
         }
-        VoiceFiles::Chatterbox { dir } => format!(
-            "chatterbox {} ({})",
-            dir.display(),
-            ferrovox_voices::CHATTERBOX_FILES.join(", ")
-        ),
+        VoiceFiles::Chatterbox { dir, model } => match model {
+            ferrovox_voices::ChatterboxModel::English => format!(
+                "chatterbox {} ({})",
+                dir.display(),
+                ferrovox_voices::CHATTERBOX_FILES.join(", ")
+            ),
+            ferrovox_voices::ChatterboxModel::Multilingual => {
+                let files: Vec<String> = ferrovox_voices::CHATTERBOX_MULTILINGUAL
+                    .iter()
+                    .map(|names| names.join(" or "))
+                    .collect();
+                format!(
+                    "chatterbox multilingual {} ({})",
+                    dir.display(),
+                    files.join(", ")
+                )
+            }
+        },
     }
 }
 

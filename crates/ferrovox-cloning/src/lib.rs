@@ -218,7 +218,7 @@ impl CloningService {
             source,
         })?;
         let dir = match files {
-            VoiceFiles::Chatterbox { dir } => dir,
+            VoiceFiles::Chatterbox { dir, .. } => dir,
             other => {
                 return Err(CloneError::NotClonable {
                     model: model.to_string(),

@@ -71,8 +71,10 @@ pub fn open_voice(
             let dir = weights.parent().unwrap_or(std::path::Path::new("."));
             Ok(Arc::new(MmsVoice::load(id, dir, device)?))
         }
-        ferrovox_voices::VoiceFiles::Chatterbox { dir } => {
-            Ok(Arc::new(ChatterboxVoice::load(id, &dir, device)?))
+        ferrovox_voices::VoiceFiles::Chatterbox { dir, model } => {
+            let multilingual = model == ferrovox_voices::ChatterboxModel::Multilingual;
+            let tts = ferrovox_chatterbox::ChatterboxTts::from_dir_as(&dir, multilingual, device)?;
+            Ok(Arc::new(ChatterboxVoice::new(id, tts)?))
         }
     }
 }

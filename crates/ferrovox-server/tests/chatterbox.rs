@@ -433,3 +433,33 @@ fn a_multilingual_v2_voice_speaks_with_its_stop_detector() {
     drop(server);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A directory holding both of the repository's models (a whole hub snapshot) loads English by
+/// default and the multilingual model when asked for it (what `chatterbox-multilingual`
+/// resolves to).
+#[test]
+fn a_snapshot_with_both_models_loads_either() {
+    use common::chatterbox::{multilingual_chatterbox_dir, small_chatterbox_dir};
+    use ferrovox_chatterbox::ChatterboxTts;
+    let dir = multilingual_chatterbox_dir("both");
+    let english = small_chatterbox_dir("both-en");
+    for f in ["t3_cfg.safetensors", "tokenizer.json"] {
+        std::fs::copy(english.join(f), dir.join(f)).unwrap();
+    }
+    let languages = |multilingual| {
+        ChatterboxTts::from_dir_as(&dir, multilingual, &Device::Cpu)
+            .unwrap()
+            .languages()
+            .len()
+    };
+    assert_eq!(
+        ChatterboxTts::from_dir(&dir, &Device::Cpu)
+            .unwrap()
+            .languages()
+            .len(),
+        1
+    );
+    assert_eq!((languages(false), languages(true)), (1, 23));
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(english).ok();
+}

@@ -19,6 +19,18 @@ pub enum Family {
     Chatterbox,
 }
 
+/// Which of the `ResembleAI/chatterbox` repository's models a Chatterbox voice is: the two
+/// share a repository (and so a hub snapshot) and a family, their files differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChatterboxModel {
+    /// `t3_cfg.safetensors`, `tokenizer.json`: English only.
+    #[default]
+    English,
+    /// `t3_mtl23ls_v3` (or v2), `grapheme_mtl_merged_expanded_v1.json`: 23 languages.
+    Multilingual,
+}
+
 /// The marker a directory may hold to declare its family: `{"family": "chatterbox"}`.
 pub const MARKER: &str = "ferrovox-voice.json";
 
@@ -32,8 +44,9 @@ pub const CHATTERBOX_FILES: &[&str] = &[
 ];
 const CHATTERBOX_OPTIONAL: &[&str] = &["ve.safetensors"];
 /// The multilingual model's files in the same repository: each entry is satisfied by any of
-/// its names (T3 v3 or v2, S3Gen and the voice as `.pt` or safetensors).
-const CHATTERBOX_MULTILINGUAL: &[&[&str]] = &[
+/// its names (T3 v3 or v2, S3Gen and the voice as `.pt` or safetensors); on the hub the first
+/// name of each is fetched when the repository has it, else the next.
+pub const CHATTERBOX_MULTILINGUAL: &[&[&str]] = &[
     &["grapheme_mtl_merged_expanded_v1.json"],
     &["t3_mtl23ls_v3.safetensors", "t3_mtl23ls_v2.safetensors"],
     &["s3gen.pt", "s3gen.safetensors"],
@@ -42,9 +55,38 @@ const CHATTERBOX_MULTILINGUAL: &[&[&str]] = &[
 /// The built-in voice may also be saved as safetensors (`Conditionals::save`).
 const CHATTERBOX_VOICE_ALTERNATIVE: &str = "conds.safetensors";
 
-/// Hub repositories of a known family, and the short ids that name them.
-pub const KNOWN_REPOS: &[(&str, &str, Family)] =
-    &[("chatterbox", "ResembleAI/chatterbox", Family::Chatterbox)];
+/// Fetched from the multilingual model's repository when present: the Chinese Cangjie table and
+/// the voice encoder (for cloning).
+const CHATTERBOX_MULTILINGUAL_OPTIONAL: &[&str] = &["Cangjie5_TC.json", "ve.pt"];
+
+/// A hub repository of a known family, and the short id that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownRepo {
+    /// The short id (`chatterbox`).
+    pub short: &'static str,
+    /// The repository (`owner/name`).
+    pub repo: &'static str,
+    pub family: Family,
+    /// For Chatterbox, which of the repository's models.
+    pub chatterbox: ChatterboxModel,
+}
+
+/// Hub repositories of a known family, by short id; a repository named by itself is its first
+/// entry here.
+pub const KNOWN_REPOS: &[KnownRepo] = &[
+    KnownRepo {
+        short: "chatterbox",
+        repo: "ResembleAI/chatterbox",
+        family: Family::Chatterbox,
+        chatterbox: ChatterboxModel::English,
+    },
+    KnownRepo {
+        short: "chatterbox-multilingual",
+        repo: "ResembleAI/chatterbox",
+        family: Family::Chatterbox,
+        chatterbox: ChatterboxModel::Multilingual,
+    },
+];
 
 impl Family {
     /// The name the server reports as a voice's `model` and a marker file declares.
@@ -64,6 +106,13 @@ impl Family {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
+    /// The multilingual Chatterbox model's files on the hub: each entry's names in the order
+    /// they are tried, and the ones fetched when present.
+    pub fn chatterbox_multilingual_hub_files(
+    ) -> (&'static [&'static [&'static str]], &'static [&'static str]) {
+        (CHATTERBOX_MULTILINGUAL, CHATTERBOX_MULTILINGUAL_OPTIONAL)
+    }
+
     /// Files a hub repository of this family must have, and ones fetched when present.
     pub fn hub_files(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
@@ -76,12 +125,12 @@ impl Family {
         }
     }
 
-    /// A known repository's family and id for `id` (a short name or the repository itself).
-    pub fn known_repo(id: &str) -> Option<(&'static str, Family)> {
+    /// The known repository `id` names (a short id, or the repository itself).
+    pub fn known_repo(id: &str) -> Option<&'static KnownRepo> {
         KNOWN_REPOS
             .iter()
-            .find(|(short, repo, _)| *short == id || repo.eq_ignore_ascii_case(id))
-            .map(|&(_, repo, family)| (repo, family))
+            .find(|k| k.short == id)
+            .or_else(|| KNOWN_REPOS.iter().find(|k| k.repo.eq_ignore_ascii_case(id)))
     }
 }
 
@@ -172,8 +221,16 @@ fn files_of(family: Family, dir: &Path) -> Option<VoiceFiles> {
             let multilingual = CHATTERBOX_MULTILINGUAL
                 .iter()
                 .all(|names| names.iter().any(|f| dir.join(f).is_file()));
+            // Both in one directory (a whole snapshot of the repository): English, as the
+            // loader reads it; the hub id `chatterbox-multilingual` asks for the other.
+            let model = if english {
+                ChatterboxModel::English
+            } else {
+                ChatterboxModel::Multilingual
+            };
             (english || multilingual).then(|| VoiceFiles::Chatterbox {
                 dir: dir.to_path_buf(),
+                model,
             })
         }
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use hf_hub::{Cache, Repo};
 
-use crate::{offline, voice_in_dir, Family, VoiceError, VoiceFiles};
+use crate::{offline, voice_in_dir, ChatterboxModel, Family, KnownRepo, VoiceError, VoiceFiles};
 
 /// Whether `id` looks like a hub repository (`owner/name`).
 pub fn is_repo_id(id: &str) -> bool {
@@ -42,6 +42,95 @@ pub fn resolve_repo(
         });
     }
     fetch_repo(id, required, optional, cache)
+}
+
+/// Resolves a known repository as its entry says: Chatterbox's multilingual model by its own
+/// files (a snapshot may also hold the English model's, which a directory loads by default).
+pub fn resolve_known(known: &KnownRepo, cache: &Cache) -> Result<VoiceFiles, VoiceError> {
+    if known.family != Family::Chatterbox || known.chatterbox == ChatterboxModel::English {
+        return resolve_repo(known.repo, Some(known.family), cache).map(|files| match files {
+            VoiceFiles::Chatterbox { dir, .. } => VoiceFiles::Chatterbox {
+                dir,
+                model: known.chatterbox,
+            },
+            other => other,
+        });
+    }
+    let (groups, optional) = Family::chatterbox_multilingual_hub_files();
+    let repo = cache.repo(Repo::model(known.repo.to_string()));
+    let dir = match cached_alternatives(&repo, groups) {
+        Some(dir) => dir,
+        None if offline() => {
+            return Err(VoiceError::Offline {
+                id: known.short.to_string(),
+                cache: cache.path().display().to_string(),
+            })
+        }
+        None => fetch_alternatives(known.repo, groups, optional, cache)?,
+    };
+    Ok(VoiceFiles::Chatterbox {
+        dir,
+        model: known.chatterbox,
+    })
+}
+
+/// The snapshot holding one file of each of `groups`, if the cache has it.
+fn cached_alternatives(repo: &hf_hub::CacheRepo, groups: &[&[&str]]) -> Option<PathBuf> {
+    let first = groups
+        .iter()
+        .map(|names| names.iter().find_map(|f| repo.get(f)))
+        .collect::<Option<Vec<PathBuf>>>()?;
+    first.first()?.parent().map(PathBuf::from)
+}
+
+/// Downloads the first of each group's names that the repository has (and whichever of
+/// `optional` exist) through `hf-hub`.
+#[cfg(feature = "download")]
+fn fetch_alternatives(
+    id: &str,
+    groups: &[&[&str]],
+    optional: &[&str],
+    cache: &Cache,
+) -> Result<PathBuf, VoiceError> {
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+        .with_progress(true)
+        .build()
+        .map_err(|e| download_error(id, cache, e))?
+        .model(id.to_string());
+    let mut dir = None;
+    for names in groups {
+        let mut last = None;
+        let found = names.iter().find_map(|name| match api.get(name) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                last = Some(e);
+                None
+            }
+        });
+        match (found, last) {
+            (Some(path), _) => dir = path.parent().map(PathBuf::from),
+            (None, Some(e)) => return Err(download_error(id, cache, e)),
+            (None, None) => unreachable!("every group names a file"),
+        }
+    }
+    for name in optional {
+        // Optional files are absent from some snapshots of the repository.
+        let _ = api.get(name);
+    }
+    Ok(dir.expect("the model has files"))
+}
+
+#[cfg(not(feature = "download"))]
+fn fetch_alternatives(
+    id: &str,
+    _: &[&[&str]],
+    _: &[&str],
+    cache: &Cache,
+) -> Result<PathBuf, VoiceError> {
+    Err(VoiceError::NoDownloads {
+        id: id.to_string(),
+        cache: cache.path().display().to_string(),
+    })
 }
 
 /// Downloads `required` (and whichever of `optional` exist) through `hf-hub`.
@@ -145,6 +234,48 @@ mod tests {
         };
         assert!(weights.ends_with("snapshots/0123abcd/model.safetensors"));
         assert!(vocab.is_some());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A snapshot holding both of the repository's models: the short ids pick theirs, and the
+    /// multilingual one takes whichever T3 the snapshot has.
+    #[test]
+    fn the_multilingual_short_id_picks_its_model_from_a_shared_snapshot() {
+        let root = std::env::temp_dir().join(format!("ferrovox-hub-cb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let repo = root.join("models--ResembleAI--chatterbox");
+        let snapshot = repo.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+        let files = crate::CHATTERBOX_FILES.iter().chain(&[
+            "grapheme_mtl_merged_expanded_v1.json",
+            "t3_mtl23ls_v2.safetensors",
+            "s3gen.pt",
+        ]);
+        for f in files {
+            std::fs::write(snapshot.join(f), b"x").unwrap();
+        }
+        let cache = Cache::new(root.clone());
+        let resolve = |id: &str| resolve_known(Family::known_repo(id).unwrap(), &cache).unwrap();
+        for (id, model) in [
+            ("chatterbox", ChatterboxModel::English),
+            ("chatterbox-multilingual", ChatterboxModel::Multilingual),
+        ] {
+            let VoiceFiles::Chatterbox { dir, model: got } = resolve(id) else {
+                panic!("{id}")
+            };
+            assert!(dir.ends_with("snapshots/0123abcd"), "{}", dir.display());
+            assert_eq!(got, model, "{id}");
+        }
+        // Without its vocabulary the multilingual model is not in the cache (and offline,
+        // nothing is fetched).
+        std::fs::remove_file(snapshot.join("grapheme_mtl_merged_expanded_v1.json")).unwrap();
+        assert!(cached_alternatives(
+            &cache.repo(Repo::model("ResembleAI/chatterbox".into())),
+            crate::CHATTERBOX_MULTILINGUAL
+        )
+        .is_none());
         std::fs::remove_dir_all(root).unwrap();
     }
 

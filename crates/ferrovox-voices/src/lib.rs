@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 pub use cache::cache_dir;
 pub use catalog::{VoiceEntry, CATALOG, DEFAULT_VOICE};
-pub use family::{declared_family, Family, CHATTERBOX_FILES, KNOWN_REPOS, MARKER};
+pub use family::{
+    declared_family, ChatterboxModel, Family, KnownRepo, CHATTERBOX_FILES, CHATTERBOX_MULTILINGUAL,
+    KNOWN_REPOS, MARKER,
+};
 pub use hub::is_repo_id;
 
 /// Errors of voice resolution.
@@ -77,8 +80,12 @@ pub enum VoiceFiles {
         config: PathBuf,
         vocab: Option<PathBuf>,
     },
-    /// A Chatterbox directory laid out as the `ResembleAI/chatterbox` repository.
-    Chatterbox { dir: PathBuf },
+    /// A Chatterbox directory laid out as the `ResembleAI/chatterbox` repository, and which of
+    /// its models to load.
+    Chatterbox {
+        dir: PathBuf,
+        model: ChatterboxModel,
+    },
 }
 
 impl VoiceFiles {
@@ -114,8 +121,8 @@ pub fn resolve(id: &str) -> Result<VoiceFiles, VoiceError> {
     if as_path.is_dir() {
         return voice_in_dir(as_path);
     }
-    if let Some((repo, family)) = Family::known_repo(id) {
-        return hub::resolve_repo(repo, Some(family), &hf_hub::Cache::from_env());
+    if let Some(known) = Family::known_repo(id) {
+        return hub::resolve_known(known, &hf_hub::Cache::from_env());
     }
     if catalog::find(id).is_none() && hub::is_repo_id(id) {
         return hub::resolve_repo(id, None, &hf_hub::Cache::from_env());
@@ -195,7 +202,10 @@ mod tests {
         }
         assert_eq!(
             voice_in_dir(&cb).unwrap(),
-            VoiceFiles::Chatterbox { dir: cb.clone() }
+            VoiceFiles::Chatterbox {
+                dir: cb.clone(),
+                model: ChatterboxModel::English
+            }
         );
         // A marker wins, and a bad one is named.
         std::fs::write(cb.join(MARKER), br#"{"family": "mms-vits"}"#).unwrap();
@@ -211,9 +221,19 @@ mod tests {
 
     #[test]
     fn known_repositories_have_short_ids() {
+        let short = |id: &str| Family::known_repo(id).map(|k| (k.repo, k.chatterbox));
         assert_eq!(
-            Family::known_repo("chatterbox"),
-            Some(("ResembleAI/chatterbox", Family::Chatterbox))
+            short("chatterbox"),
+            Some(("ResembleAI/chatterbox", ChatterboxModel::English))
+        );
+        assert_eq!(
+            short("chatterbox-multilingual"),
+            Some(("ResembleAI/chatterbox", ChatterboxModel::Multilingual))
+        );
+        // The repository by itself is its English model, as a whole snapshot loads.
+        assert_eq!(
+            short("resembleai/chatterbox"),
+            Some(("ResembleAI/chatterbox", ChatterboxModel::English))
         );
         assert_eq!(Family::known_repo("facebook/mms-tts-eng"), None);
     }

@@ -167,6 +167,11 @@ impl Sizes {
     /// The sizes of `dir`: its `ferrovox-voice.json`, else the released model's (T3's
     /// multilingual sizes for a multilingual directory whose file gives no `t3`).
     pub(crate) fn of_dir(dir: &Path) -> Result<Self> {
+        Self::of_dir_as(dir, is_multilingual_dir(dir))
+    }
+
+    /// [`Sizes::of_dir`] for the model `multilingual` names, whatever else `dir` holds.
+    pub(crate) fn of_dir_as(dir: &Path, multilingual: bool) -> Result<Self> {
         let marker = dir.join("ferrovox-voice.json");
         let mut sizes = Self::default();
         let mut declares_t3 = false;
@@ -178,7 +183,7 @@ impl Sizes {
             declares_t3 = value.get("t3").is_some();
             sizes = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         }
-        if !declares_t3 && is_multilingual_dir(dir) {
+        if !declares_t3 && multilingual {
             sizes.t3 = T3Config::multilingual();
         }
         Ok(sizes)
@@ -194,8 +199,13 @@ impl ChatterboxTts {
     /// (upstream's own configs, field for field; [`VoiceCloner::from_dir`] also reads
     /// `voice_encoder`, `s3tokenizer` and `campplus`).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        Self::from_dir_as(dir, is_multilingual_dir(dir), device)
+    }
+
+    /// [`ChatterboxTts::from_dir`] for the multilingual model when `multilingual`, else the
+    /// English one, whatever else `dir` holds (a whole snapshot of the repository holds both).
+    pub fn from_dir_as(dir: &Path, multilingual: bool, device: &Device) -> Result<Self> {
         let file = |name: &str| dir.join(name);
-        let multilingual = is_multilingual_dir(dir);
         let missing = |name: &str| Error::Checkpoint {
             path: file(name).display().to_string(),
             reason: if multilingual {
@@ -232,7 +242,7 @@ impl ChatterboxTts {
                 return Err(missing(name));
             }
         }
-        let mut sizes = Sizes::of_dir(dir)?;
+        let mut sizes = Sizes::of_dir_as(dir, multilingual)?;
         if v2 && sizes.t3.alignment_heads.is_empty() {
             sizes.t3.alignment_heads = crate::t3::ALIGNED_HEADS.to_vec();
             sizes.t3.validate().map_err(|e| Error::Checkpoint {
