@@ -17,6 +17,8 @@ const REFUSED: u32 = 999_999;
 struct Echo {
     batches: Mutex<Vec<usize>>,
     budget: Option<(Box<dyn ferrovox_device::MemorySource + Send + Sync>, u64)>,
+    /// A device each unit allocates this many bytes on, its output passing through them.
+    on_device: Option<(candle_core::Device, usize)>,
 }
 
 impl Echo {
@@ -24,6 +26,7 @@ impl Echo {
         Self {
             batches: Mutex::new(Vec::new()),
             budget: None,
+            on_device: None,
         }
     }
 
@@ -88,6 +91,19 @@ impl TtsModel for Echo {
                 ))
                 .into());
             }
+        }
+        if let Some((device, per_unit)) = &self.on_device {
+            let work = candle_core::Tensor::ones(
+                (units.len(), per_unit / 4),
+                candle_core::DType::F32,
+                device,
+            )?;
+            let ones = work.mean(1)?.to_vec1::<f32>()?;
+            return Ok(units
+                .iter()
+                .zip(ones)
+                .map(|(u, one)| u.ids.iter().map(|&i| i as f32 * one).collect())
+                .collect());
         }
         // A unit starting with REFUSED is input the model refuses.
         if units.iter().any(|u| u.ids.first() == Some(&REFUSED)) {
@@ -299,55 +315,6 @@ fn on_cuda_a_batch_the_device_cannot_hold_runs_again_smaller() {
     use candle_core::{DType, Device, Tensor};
     use ferrovox_device::planner::{BatchPlanner, ItemCost, PlannerConfig};
 
-    struct OnDevice {
-        device: Device,
-        per_unit: usize,
-        batches: Mutex<Vec<usize>>,
-    }
-    impl TtsModel for OnDevice {
-        fn id(&self) -> &str {
-            "on-device"
-        }
-        fn sample_rate(&self) -> u32 {
-            8000
-        }
-        fn speakers(&self) -> usize {
-            1
-        }
-        fn languages(&self) -> Vec<String> {
-            vec!["xx".into()]
-        }
-        fn family(&self) -> ferrovox_voices::Family {
-            ferrovox_voices::Family::Piper
-        }
-        fn validate(&self, _: &SynthesisOptions) -> Result<(), EngineError> {
-            Ok(())
-        }
-        fn batch_key(&self, _: &SynthesisOptions) -> BatchKey {
-            Vec::new()
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-        fn prepare(&self, _: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
-            unreachable!("the test passes units")
-        }
-        fn synthesize_units(
-            &self,
-            units: &[Unit],
-            _: &SynthesisOptions,
-        ) -> Result<Vec<Vec<f32>>, EngineError> {
-            self.batches.lock().unwrap().push(units.len());
-            let work = Tensor::ones((units.len(), self.per_unit / 4), DType::F32, &self.device)?;
-            let ones = (work.mean(1)?.to_vec1::<f32>())?;
-            Ok(units
-                .iter()
-                .zip(ones)
-                .map(|(u, one)| u.ids.iter().map(|&i| i as f32 * one).collect())
-                .collect())
-        }
-    }
-
     let device = Device::new_cuda(0).expect("a CUDA device");
     let gib = 1usize << 30;
     let per_unit = 2 * gib;
@@ -373,10 +340,9 @@ fn on_cuda_a_batch_the_device_cannot_hold_runs_again_smaller() {
         before.free >> 20,
         after.free >> 20
     );
-    let model = Arc::new(OnDevice {
-        device,
-        per_unit,
-        batches: Mutex::new(Vec::new()),
+    let model = Arc::new(Echo {
+        on_device: Some((device, per_unit)),
+        ..Echo::new()
     });
     let batcher = Arc::new(Batcher::new(
         model.clone(),

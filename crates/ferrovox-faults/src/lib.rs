@@ -112,6 +112,22 @@ impl Scratch {
         }
     }
 
+    /// `name` under the directory, made read-only ([`read_only_dir`]) by the test process
+    /// before it starts the child; the child gets the same path.
+    pub fn read_only(&self, name: &str) -> std::io::Result<PathBuf> {
+        let dir = self.path.join(name);
+        if !in_child() {
+            read_only_dir(&dir)?;
+        }
+        Ok(dir)
+    }
+
+    /// Panics naming them if any file is left under the directory.
+    pub fn assert_nothing_left(&self) {
+        let files = self.files();
+        assert!(files.is_empty(), "left behind: {files:?}");
+    }
+
     /// Every file under the directory (not directories), as paths relative to it, sorted.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -300,10 +316,7 @@ mod tests {
     #[test]
     fn a_read_only_directory_refuses_even_root_in_every_thread() {
         let scratch = Scratch::new().unwrap();
-        let dir = scratch.path().join("ro");
-        if !in_child() {
-            read_only_dir(&dir).unwrap();
-        }
+        let dir = scratch.read_only("ro").unwrap();
         match scratch.run(Fault::ReadOnly) {
             Side::Child => {
                 let err = std::fs::File::create(dir.join("f")).unwrap_err();
@@ -314,7 +327,7 @@ mod tests {
                     .unwrap();
             }
             Side::Parent => {
-                assert!(scratch.files().is_empty(), "{:?}", scratch.files());
+                scratch.assert_nothing_left();
                 writable_dir(&dir).unwrap();
             }
         }

@@ -351,15 +351,7 @@ fn a_multilingual_voice_speaks_the_language_asked_for() {
     let server = serve(&dir);
     let voices: serde_json::Value = server.get("/v1/voices").unwrap().into_json().unwrap();
     assert_eq!(voices["data"][0]["languages"].as_array().unwrap().len(), 23);
-    let audio = body_bytes(
-        server
-            .post(&speech(
-                &dir,
-                json!({"language": "fr", "input": "Bonjour à tous.", "seed": 3}),
-            ))
-            .unwrap(),
-    );
-    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+    speaks_french(&server, &dir);
     let err = server
         .post(&speech(&dir, json!({"language": "xx"})))
         .unwrap_err();
@@ -400,6 +392,19 @@ fn a_multilingual_voice_speaks_the_language_asked_for() {
     std::fs::remove_dir_all(english).ok();
 }
 
+/// `dir`'s voice speaks a French sentence of a fifth of a second or more.
+fn speaks_french(server: &TestServer, dir: &Path) {
+    let audio = body_bytes(
+        server
+            .post(&speech(
+                dir,
+                json!({"language": "fr", "input": "Bonjour à tous.", "seed": 3}),
+            ))
+            .unwrap(),
+    );
+    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+}
+
 /// A multilingual directory whose T3 is v2 loads it with upstream's stop detector on: its
 /// generations decode alone (no decode batch), and it speaks the language asked for, through
 /// the server, ending on a stop the detector allowed or forced.
@@ -421,15 +426,7 @@ fn a_multilingual_v2_voice_speaks_with_its_stop_detector() {
     drop(voice);
 
     let server = serve(&dir);
-    let audio = body_bytes(
-        server
-            .post(&speech(
-                &dir,
-                json!({"language": "fr", "input": "Bonjour à tous.", "seed": 3}),
-            ))
-            .unwrap(),
-    );
-    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+    speaks_french(&server, &dir);
     drop(server);
     std::fs::remove_dir_all(dir).ok();
 }

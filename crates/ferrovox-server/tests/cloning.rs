@@ -447,6 +447,6 @@ fn a_full_disk_refuses_the_upload_with_507_and_the_server_lives_on() {
             let served_voice = json!(served.dir.to_str().unwrap());
             assert_eq!(speak(&served, served_voice, 1).unwrap().status(), 200);
         }
-        Side::Parent => assert_eq!(scratch.files(), Vec::<PathBuf>::new()),
+        Side::Parent => scratch.assert_nothing_left(),
     }
 }

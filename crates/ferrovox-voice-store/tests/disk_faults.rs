@@ -4,7 +4,7 @@
 
 mod support;
 
-use ferrovox_faults::{read_only_dir, writable_dir, Fault, Scratch, Side};
+use ferrovox_faults::{writable_dir, Fault, Scratch, Side};
 use ferrovox_voice_store::BlockingVoiceStore;
 
 fn open(scratch: &Scratch) -> BlockingVoiceStore {
@@ -31,7 +31,7 @@ fn a_full_disk_fails_the_payload_and_leaves_nothing() {
             assert!(store.list().unwrap().is_empty());
         }
         Side::Parent => {
-            assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+            scratch.assert_nothing_left();
             // The same add on the same directory works once there is room.
             let store = open(&scratch);
             store.add(support::voice("anna", 1, 64 << 10, 0)).unwrap();
@@ -54,17 +54,14 @@ fn a_full_disk_at_the_commit_removes_the_payload() {
             assert!(text.contains("voice.json"), "{text}");
             assert!(store.list().unwrap().is_empty());
         }
-        Side::Parent => assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new()),
+        Side::Parent => scratch.assert_nothing_left(),
     }
 }
 
 #[test]
 fn a_read_only_directory_fails_with_its_path() {
     let scratch = Scratch::new().unwrap();
-    let root = scratch.path().join("store");
-    if !ferrovox_faults::in_child() {
-        read_only_dir(&root).unwrap();
-    }
+    let root = scratch.read_only("store").unwrap();
     match scratch.run(Fault::ReadOnly) {
         Side::Child => {
             let store = open(&scratch);
@@ -82,7 +79,7 @@ fn a_read_only_directory_fails_with_its_path() {
             assert!(store.list().unwrap().is_empty());
         }
         Side::Parent => {
-            assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+            scratch.assert_nothing_left();
             writable_dir(&root).unwrap();
         }
     }

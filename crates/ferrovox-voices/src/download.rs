@@ -113,7 +113,7 @@ fn download(entry: &VoiceEntry, dest: &Path) -> Result<(), VoiceError> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use ferrovox_faults::{read_only_dir, writable_dir, Fault, Scratch, Side};
+    use ferrovox_faults::{writable_dir, Fault, Scratch, Side};
     use std::io::Cursor;
     use std::net::TcpListener;
 
@@ -179,7 +179,7 @@ mod tests {
                 fails_naming(&scratch, err, "too large");
             }
             Side::Parent => {
-                assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+                scratch.assert_nothing_left();
                 assert!(!voice_dir(&scratch).exists());
             }
         }
@@ -197,7 +197,7 @@ mod tests {
                 fails_naming(&scratch, err, "too large");
             }
             Side::Parent => {
-                assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+                scratch.assert_nothing_left();
                 // With room, the same fetch completes.
                 let entry = served_package(1 << 20, zip::CompressionMethod::Deflated);
                 fetch_into(&entry, &voice_dir(&scratch)).unwrap();
@@ -210,10 +210,7 @@ mod tests {
     #[test]
     fn a_read_only_cache_names_the_path() {
         let scratch = Scratch::new().unwrap();
-        let cache = scratch.path().join("cache");
-        if !ferrovox_faults::in_child() {
-            read_only_dir(&cache).unwrap();
-        }
+        let cache = scratch.read_only("cache").unwrap();
         match scratch.run(Fault::ReadOnly) {
             Side::Child => {
                 let entry = served_package(1 << 10, zip::CompressionMethod::Deflated);
@@ -221,7 +218,7 @@ mod tests {
                 fails_naming(&scratch, err, "Permission denied");
             }
             Side::Parent => {
-                assert_eq!(scratch.files(), Vec::<std::path::PathBuf>::new());
+                scratch.assert_nothing_left();
                 writable_dir(&cache).unwrap();
             }
         }

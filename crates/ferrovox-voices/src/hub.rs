@@ -31,17 +31,8 @@ pub fn resolve_repo(
     cache: &Cache,
 ) -> Result<VoiceFiles, VoiceError> {
     let (required, optional) = family.unwrap_or(Family::MmsVits).hub_files();
-    let repo = cache.repo(Repo::model(id.to_string()));
-    if let Some(dir) = cached_snapshot(&repo, required) {
-        return voice_in_dir(&dir);
-    }
-    if offline() {
-        return Err(VoiceError::Offline {
-            id: id.to_string(),
-            cache: cache.path().display().to_string(),
-        });
-    }
-    fetch_repo(id, required, optional, cache)
+    let groups: Vec<&[&str]> = required.iter().map(std::slice::from_ref).collect();
+    voice_in_dir(&snapshot(id, id, &groups, optional, cache)?)
 }
 
 /// Resolves a known repository as its entry says: Chatterbox's multilingual model by its own
@@ -57,36 +48,47 @@ pub fn resolve_known(known: &KnownRepo, cache: &Cache) -> Result<VoiceFiles, Voi
         });
     }
     let (groups, optional) = Family::chatterbox_multilingual_hub_files();
-    let repo = cache.repo(Repo::model(known.repo.to_string()));
-    let dir = match cached_alternatives(&repo, groups) {
-        Some(dir) => dir,
-        None if offline() => {
-            return Err(VoiceError::Offline {
-                id: known.short.to_string(),
-                cache: cache.path().display().to_string(),
-            })
-        }
-        None => fetch_alternatives(known.repo, groups, optional, cache)?,
-    };
     Ok(VoiceFiles::Chatterbox {
-        dir,
+        dir: snapshot(known.short, known.repo, groups, optional, cache)?,
         model: known.chatterbox,
     })
 }
 
+/// The snapshot of `repo` holding one file of each of `groups` (the first the repository has,
+/// in order) and whichever of `optional` exist: from the cache, else downloaded unless
+/// offline. `voice` is what the caller asked for, for the errors.
+fn snapshot(
+    voice: &str,
+    repo: &str,
+    groups: &[&[&str]],
+    optional: &[&str],
+    cache: &Cache,
+) -> Result<PathBuf, VoiceError> {
+    if let Some(dir) = cached_snapshot(&cache.repo(Repo::model(repo.to_string())), groups) {
+        return Ok(dir);
+    }
+    if offline() {
+        return Err(VoiceError::Offline {
+            id: voice.to_string(),
+            cache: cache.path().display().to_string(),
+        });
+    }
+    fetch(repo, groups, optional, cache)
+}
+
 /// The snapshot holding one file of each of `groups`, if the cache has it.
-fn cached_alternatives(repo: &hf_hub::CacheRepo, groups: &[&[&str]]) -> Option<PathBuf> {
-    let first = groups
+fn cached_snapshot(repo: &hf_hub::CacheRepo, groups: &[&[&str]]) -> Option<PathBuf> {
+    let found = groups
         .iter()
         .map(|names| names.iter().find_map(|f| repo.get(f)))
         .collect::<Option<Vec<PathBuf>>>()?;
-    first.first()?.parent().map(PathBuf::from)
+    found.first()?.parent().map(PathBuf::from)
 }
 
 /// Downloads the first of each group's names that the repository has (and whichever of
 /// `optional` exist) through `hf-hub`.
 #[cfg(feature = "download")]
-fn fetch_alternatives(
+fn fetch(
     id: &str,
     groups: &[&[&str]],
     optional: &[&str],
@@ -114,64 +116,18 @@ fn fetch_alternatives(
         }
     }
     for name in optional {
-        // Optional files are absent from some snapshots of the repository.
-        let _ = api.get(name);
-    }
-    Ok(dir.expect("the model has files"))
-}
-
-#[cfg(not(feature = "download"))]
-fn fetch_alternatives(
-    id: &str,
-    _: &[&[&str]],
-    _: &[&str],
-    cache: &Cache,
-) -> Result<PathBuf, VoiceError> {
-    Err(VoiceError::NoDownloads {
-        id: id.to_string(),
-        cache: cache.path().display().to_string(),
-    })
-}
-
-/// Downloads `required` (and whichever of `optional` exist) through `hf-hub`.
-#[cfg(feature = "download")]
-fn fetch_repo(
-    id: &str,
-    required: &[&str],
-    optional: &[&str],
-    cache: &Cache,
-) -> Result<VoiceFiles, VoiceError> {
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-        .with_progress(true)
-        .build()
-        .map_err(|e| download_error(id, cache, e))?
-        .model(id.to_string());
-    let mut dir = None;
-    for name in required {
-        let path = api.get(name).map_err(|e| download_error(id, cache, e))?;
-        dir = path.parent().map(PathBuf::from);
-    }
-    for name in optional {
         // Optional files are absent from some repositories.
         let _ = api.get(name);
     }
-    voice_in_dir(&dir.expect("every family needs files"))
+    Ok(dir.expect("every family needs files"))
 }
 
 #[cfg(not(feature = "download"))]
-fn fetch_repo(id: &str, _: &[&str], _: &[&str], cache: &Cache) -> Result<VoiceFiles, VoiceError> {
+fn fetch(id: &str, _: &[&[&str]], _: &[&str], cache: &Cache) -> Result<PathBuf, VoiceError> {
     Err(VoiceError::NoDownloads {
         id: id.to_string(),
         cache: cache.path().display().to_string(),
     })
-}
-
-fn cached_snapshot(repo: &hf_hub::CacheRepo, required: &[&str]) -> Option<PathBuf> {
-    let paths: Vec<PathBuf> = required
-        .iter()
-        .map(|f| repo.get(f))
-        .collect::<Option<_>>()?;
-    paths.first()?.parent().map(PathBuf::from)
 }
 
 /// A failed hub download; one that the cache refused (a full disk, a read-only directory) names
@@ -271,7 +227,7 @@ mod tests {
         // Without its vocabulary the multilingual model is not in the cache (and offline,
         // nothing is fetched).
         std::fs::remove_file(snapshot.join("grapheme_mtl_merged_expanded_v1.json")).unwrap();
-        assert!(cached_alternatives(
+        assert!(cached_snapshot(
             &cache.repo(Repo::model("ResembleAI/chatterbox".into())),
             crate::CHATTERBOX_MULTILINGUAL
         )
@@ -282,9 +238,15 @@ mod tests {
     #[test]
     fn a_partial_snapshot_is_not_taken_for_a_voice() {
         let (root, cache) = fake_cache("partial", &["config.json"]);
+        let groups: Vec<&[&str]> = Family::MmsVits
+            .hub_files()
+            .0
+            .iter()
+            .map(std::slice::from_ref)
+            .collect();
         assert!(cached_snapshot(
             &cache.repo(Repo::model("facebook/mms-tts-tiny".into())),
-            Family::MmsVits.hub_files().0
+            &groups
         )
         .is_none());
         std::fs::remove_dir_all(root).unwrap();
