@@ -16,7 +16,7 @@
 //! own gets upstream's voice; [`VoiceCloner::conditionals`] makes `embed_ref`'s copy with
 //! [`ferrovox_audio::resample`], and [`VoiceCloner::from_clip`] both 16 kHz copies.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use ferrovox_audio::{MelSpectrogram, ReferenceClip};
@@ -107,12 +107,38 @@ impl VoiceCloner {
         })
     }
 
+    /// The voice encoder's and S3Gen's checkpoints in a model directory: the English model's
+    /// safetensors, else the multilingual model's PyTorch files (`ve.pt`, `s3gen.pt`). The
+    /// voice encoder's is named missing when neither is there.
+    pub fn encoder_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        let first = |names: [&str; 2]| {
+            names
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.is_file())
+                .ok_or_else(|| Error::Checkpoint {
+                    path: dir.join(names[0]).display().to_string(),
+                    reason: format!(
+                        "file not found (nor {}): cloning a voice needs the voice encoder and \
+                         S3Gen of the hub repository",
+                        names[1]
+                    ),
+                })
+        };
+        Ok((
+            first(["ve.safetensors", "ve.pt"])?,
+            first(["s3gen.safetensors", "s3gen.pt"])?,
+        ))
+    }
+
     /// Loads the encoders of a model directory laid out as the hub repository: the voice
-    /// encoder from `ve.safetensors`, the S3 tokenizer (`tokenizer.*`) and CAMPPlus
-    /// (`speaker_encoder.*`) from `s3gen.safetensors`, T3's prompt length from the sizes
+    /// encoder from `ve.safetensors` (or `ve.pt`), the S3 tokenizer (`tokenizer.*`) and
+    /// CAMPPlus (`speaker_encoder.*`) from `s3gen.safetensors` (or `s3gen.pt`; see
+    /// [`VoiceCloner::encoder_files`]), T3's prompt length from the sizes
     /// (`ferrovox-voice.json`'s `t3`, `voice_encoder`, `s3tokenizer`, `campplus` and `s3gen`
     /// sections where present, else the released ones).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let (ve_file, s3gen_file) = Self::encoder_files(dir)?;
         let sizes = crate::tts::Sizes::of_dir(dir)?;
         let ve = &sizes.voice_encoder;
         if ve.speaker_embed_size != sizes.t3.speaker_embed_size {
@@ -131,13 +157,9 @@ impl VoiceCloner {
                 sizes.s3gen.flow.spk_embed_dim
             )));
         }
-        let voice_encoder = VoiceEncoder::load(&dir.join("ve.safetensors"), ve, device)?;
-        let (tokenizer, speaker_encoder) = load_s3gen_encoders(
-            &dir.join("s3gen.safetensors"),
-            &sizes.s3tokenizer,
-            &sizes.campplus,
-            device,
-        )?;
+        let voice_encoder = VoiceEncoder::load(&ve_file, ve, device)?;
+        let (tokenizer, speaker_encoder) =
+            load_s3gen_encoders(&s3gen_file, &sizes.s3tokenizer, &sizes.campplus, device)?;
         Self::new(
             voice_encoder,
             tokenizer,

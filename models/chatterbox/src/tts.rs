@@ -282,8 +282,8 @@ impl ChatterboxTts {
     }
 
     /// The encoders that make a voice from a reference clip, loaded from the directory this
-    /// model came from ([`VoiceCloner::from_dir`]: `ve.safetensors`, and the S3 tokenizer and
-    /// CAMPPlus of `s3gen.safetensors`), with T3's prompt length. They are not kept in memory
+    /// model came from ([`VoiceCloner::from_dir`]: `ve.safetensors` or `ve.pt`, and the S3
+    /// tokenizer and CAMPPlus of `s3gen.safetensors` or `s3gen.pt`), with T3's prompt length. They are not kept in memory
     /// with the model (the full-size tokenizer alone is about 0.5 GB), so each call loads
     /// them; keep the cloner while cloning several voices. A model built from parts
     /// ([`ChatterboxTts::new`]) has no directory: build a [`VoiceCloner`] from parts too.
@@ -295,14 +295,6 @@ impl ChatterboxTts {
                     .into(),
             )
         })?;
-        if !dir.join("ve.safetensors").is_file() {
-            return Err(Error::Checkpoint {
-                path: dir.join("ve.safetensors").display().to_string(),
-                reason: "file not found (cloning a voice needs the voice encoder of the hub \
-                         repository)"
-                    .into(),
-            });
-        }
         let cloner = VoiceCloner::from_dir(dir, &self.device)?;
         let t3 = self.t3.config();
         let embed = cloner.voice_encoder().config().speaker_embed_size;

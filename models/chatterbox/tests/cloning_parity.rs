@@ -550,6 +550,54 @@ fn a_model_directory_loads_the_cloner_and_names_bad_checkpoints() {
     assert!(matches!(parts.cloner(), Err(Error::Input(_))));
 }
 
+/// The multilingual repository keeps the encoders as PyTorch files (`ve.pt`, `s3gen.pt`): the
+/// cloner reads them as it reads the safetensors, and clones the same voice.
+#[test]
+fn the_encoders_load_from_pytorch_files_too() {
+    let (enc, fx) = setup();
+    let dir = small_model_dir(&enc, "pt");
+    let device = common::device();
+    let (c24, c16, e16) = short_audio(&fx);
+    let audio = ReferenceAudio {
+        clip_24k: &c24,
+        clip_16k: &c16,
+        s3gen_16k: Some(&e16),
+    };
+    let want = VoiceCloner::from_dir(&dir, &device)
+        .unwrap()
+        .conditionals_with(&audio, EXAGGERATION)
+        .unwrap();
+    for name in ["ve", "s3gen"] {
+        let from = dir.join(format!("{name}.safetensors"));
+        let tensors = candle_core::safetensors::load(&from, &Device::Cpu).unwrap();
+        common::torch_save::save_pt(&tensors, &dir.join(format!("{name}.pt")));
+        std::fs::remove_file(from).unwrap();
+    }
+    let (ve, s3gen) = VoiceCloner::encoder_files(&dir).unwrap();
+    assert!(ve.ends_with("ve.pt") && s3gen.ends_with("s3gen.pt"));
+    let got = VoiceCloner::from_dir(&dir, &device)
+        .unwrap()
+        .conditionals_with(&audio, EXAGGERATION)
+        .unwrap();
+    assert_eq!(max_abs_diff(&got.t3.speaker_emb, &want.t3.speaker_emb), 0.0);
+    assert_eq!(
+        max_abs_diff(&got.gen.prompt_feat, &want.gen.prompt_feat),
+        0.0
+    );
+    assert_eq!(max_abs_diff(&got.gen.xvector, &want.gen.xvector), 0.0);
+    assert_eq!(got.gen.prompt_tokens, want.gen.prompt_tokens);
+    // Neither file: the voice encoder is named, with the other name it may have.
+    std::fs::remove_file(dir.join("ve.pt")).unwrap();
+    let err = VoiceCloner::from_dir(&dir, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ve.safetensors") && err.contains("ve.pt"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Audio with no voice in it, two signals that are not the same clip, and an exaggeration
 /// outside 0..=2 are input errors, never a panic.
 #[test]

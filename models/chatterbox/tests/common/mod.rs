@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod t3;
+pub mod torch_save;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
