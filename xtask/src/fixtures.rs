@@ -100,6 +100,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_cloning.py",
         "gen_mtl_tokenizer.py",
         "gen_t3_mtl.py",
+        "gen_t3_turbo.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

@@ -12,22 +12,31 @@
 //! | [`decode`] | how the decode steps run (fixed shapes and CUDA graphs, or dynamic) |
 //! | [`batch`] | continuous batching: concurrent generations' decode steps as one batch |
 //! | [`sampling`] | transformers' logits processors as `T3.inference` applies them |
+//! | [`turbo`] | Turbo's T3 (`T3` on `GPT2_medium`, `T3.inference_turbo`, `tts_turbo.py`'s hyper-parameters) |
+//! | [`gpt2`] | transformers' `GPT2Model` |
+//! | [`turbo_sampling`] | the processors `T3.inference_turbo` applies, in its order |
 
 pub mod alignment;
 pub mod batch;
 pub mod cond_enc;
 pub mod config;
 pub mod decode;
+pub mod gpt2;
 pub mod llama;
 pub mod model;
 pub mod perceiver;
 pub mod sampling;
+pub mod turbo;
+pub mod turbo_sampling;
 
 pub use alignment::{AlignmentDetector, StepReport, ALIGNED_HEADS};
 pub use batch::{BatchConfig, Event, Joined, Request, T3Batch};
 pub use cond_enc::T3Cond;
 pub use config::{LlamaConfig, PerceiverConfig, RopeScaling, T3Config, SPEECH_CODES};
 pub use decode::DecodePath;
+pub use gpt2::{Gpt2, Gpt2Cache, Gpt2Config};
 pub use llama::KvCache;
 pub use model::{Flow, Generated, T3};
 pub use sampling::{ReplayedNoise, Sampler, SamplingNoise, SamplingOptions, SeededNoise};
+pub use turbo::T3Turbo;
+pub use turbo_sampling::TurboOptions;

@@ -1,0 +1,234 @@
+//! transformers' `GPT2Model` as Chatterbox Turbo's T3 runs it (`GPT2_medium` of
+//! `t3/llama_configs.py`): inputs given as embeddings, GPT-2's own learned positions added,
+//! pre-norm blocks with fused q/k/v (`Conv1D`: weights stored `[in, out]`), `gelu_new`, and the
+//! final `ln_f`. `wte` is not read: upstream deletes it after loading.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use serde::Deserialize;
+
+/// The fields of upstream's GPT-2 config that shape the model; `Default` is `GPT2_medium`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Gpt2Config {
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_layer: usize,
+    pub n_positions: usize,
+    pub layer_norm_epsilon: f64,
+    pub activation_function: String,
+}
+
+impl Default for Gpt2Config {
+    fn default() -> Self {
+        Self {
+            n_embd: 1024,
+            n_head: 16,
+            n_layer: 24,
+            n_positions: 8196,
+            layer_norm_epsilon: 1e-5,
+            activation_function: "gelu_new".into(),
+        }
+    }
+}
+
+impl Gpt2Config {
+    /// A config that describes a model this module runs, or why not.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.activation_function != "gelu_new" {
+            return Err(format!(
+                "activation `{}` (Turbo's GPT-2 uses gelu_new)",
+                self.activation_function
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// transformers' `Conv1D`: `x @ weight + bias` with `weight` `[in, out]`.
+#[derive(Debug, Clone)]
+struct Conv1D {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn new(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((inputs, outputs), "weight")?;
+        Ok(Self {
+            // Stored as a Linear's `[out, in]` so the product is Candle's GEMM with a
+            // transposed operand, as for every other projection.
+            weight_t: weight.t()?.contiguous()?,
+            bias: vb.get(outputs, "bias")?,
+        })
+    }
+}
+
+impl Module for Conv1D {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::Linear::new(self.weight_t.clone(), Some(self.bias.clone())).forward(x)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Conv1D,
+    attn_proj: Conv1D,
+    ln_2: LayerNorm,
+    c_fc: Conv1D,
+    mlp_proj: Conv1D,
+}
+
+/// One layer's keys and values so far, `[b, heads, t, head_dim]`.
+#[derive(Debug, Clone, Default)]
+struct LayerCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+/// The keys and values of every layer, grown by each forward.
+#[derive(Debug, Clone, Default)]
+pub struct Gpt2Cache {
+    layers: Vec<LayerCache>,
+    len: usize,
+}
+
+impl Gpt2Cache {
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// GPT-2's transformer under `tfmr.*`: `wpe`, `h.{i}`, `ln_f`.
+#[derive(Debug, Clone)]
+pub struct Gpt2 {
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    cfg: Gpt2Config,
+}
+
+fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    candle_nn::layer_norm(dim, eps, vb)
+}
+
+impl Gpt2 {
+    pub fn new(cfg: &Gpt2Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::Msg)?;
+        let (d, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+        let blocks = (0..cfg.n_layer)
+            .map(|i| {
+                let vb = vb.pp(format!("h.{i}"));
+                Ok(Block {
+                    ln_1: layer_norm(d, eps, vb.pp("ln_1"))?,
+                    c_attn: Conv1D::new(d, 3 * d, vb.pp("attn.c_attn"))?,
+                    attn_proj: Conv1D::new(d, d, vb.pp("attn.c_proj"))?,
+                    ln_2: layer_norm(d, eps, vb.pp("ln_2"))?,
+                    c_fc: Conv1D::new(d, 4 * d, vb.pp("mlp.c_fc"))?,
+                    mlp_proj: Conv1D::new(4 * d, d, vb.pp("mlp.c_proj"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            wpe: candle_nn::embedding(cfg.n_positions, d, vb.pp("wpe"))?,
+            blocks,
+            ln_f: layer_norm(d, eps, vb.pp("ln_f"))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.cfg
+    }
+
+    /// Final-normed hidden states `[b, t, n_embd]` of `embeds` `[b, t, n_embd]`, which follow
+    /// the positions `cache` holds; their keys and values join it.
+    pub fn forward(&self, embeds: &Tensor, cache: &mut Gpt2Cache) -> Result<Tensor> {
+        let (b, t, _) = embeds.dims3()?;
+        let start = cache.len;
+        if start + t > self.cfg.n_positions {
+            candle_core::bail!(
+                "GPT-2 context of {} positions exceeds its {} positions",
+                start + t,
+                self.cfg.n_positions
+            );
+        }
+        if cache.layers.is_empty() {
+            cache.layers = vec![LayerCache::default(); self.blocks.len()];
+        }
+        let positions = Tensor::arange(start as u32, (start + t) as u32, embeds.device())?;
+        let mut x = embeds.broadcast_add(&self.wpe.forward(&positions)?.unsqueeze(0)?)?;
+        let (h, d) = (self.cfg.n_head, self.cfg.n_embd / self.cfg.n_head);
+        let scale = 1.0 / (d as f64).sqrt();
+        for (block, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let qkv = block.c_attn.forward(&block.ln_1.forward(&x)?)?;
+            let heads = |i: usize| -> Result<Tensor> {
+                qkv.narrow(D::Minus1, i * h * d, h * d)?
+                    .reshape((b, t, h, d))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+            let k = match &lc.k {
+                Some(past) => Tensor::cat(&[past, &k], 2)?,
+                None => k,
+            };
+            let v = match &lc.v {
+                Some(past) => Tensor::cat(&[past, &v], 2)?,
+                None => v,
+            };
+            lc.k = Some(k.clone());
+            lc.v = Some(v.clone());
+            let mut scores = (q.matmul(&k.t()?)? * scale)?;
+            if t > 1 {
+                scores = scores.broadcast_add(&causal_mask(t, start + t, embeds)?)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
+            x = (x + block.attn_proj.forward(&y)?)?;
+            let m = block
+                .mlp_proj
+                .forward(&gelu_new(&block.c_fc.forward(&block.ln_2.forward(&x)?)?)?)?;
+            x = (x + m)?;
+        }
+        cache.len = start + t;
+        self.ln_f.forward(&x)
+    }
+}
+
+/// `[t, seen]`: 0 where query `i` (at position `seen - t + i`) may look, −∞ past it.
+fn causal_mask(t: usize, seen: usize, like: &Tensor) -> Result<Tensor> {
+    let past = seen - t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..seen).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, seen), like.device())?.to_dtype(like.dtype())
+}
+
+/// transformers' `gelu_new` (the tanh approximation), written out as upstream computes it.
+fn gelu_new(x: &Tensor) -> Result<Tensor> {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let cube = (x * x)?.mul(x)?;
+    let inner = ((x + (cube * 0.044715)?)? * c)?;
+    (x * 0.5)? * (inner.tanh()? + 1.0)?
+}
