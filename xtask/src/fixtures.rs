@@ -101,6 +101,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_mtl_tokenizer.py",
         "gen_t3_mtl.py",
         "gen_t3_turbo.py",
+        "gen_s3gen_meanflow.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

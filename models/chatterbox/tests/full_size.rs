@@ -87,3 +87,44 @@ fn another_models_file_is_named_not_loaded_as_s3gen() {
         "{err}"
     );
 }
+
+/// Turbo's `s3gen_meanflow.safetensors` at the released size (`S3Gen(meanflow=True)`, recorded
+/// as what it adds to `S3Gen()`'s key set): `S3GenConfig::turbo()` reads every synthesis
+/// tensor of it, the time mixer at its shape; the English config is refused it.
+#[test]
+fn the_meanflow_s3gen_key_set_loads_unchanged() {
+    let mut shapes = common::full_size_shapes("s3gen_full_keys.json");
+    let diff: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixtures().join("s3gen_meanflow_full_keys.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(diff["removed"].as_array().unwrap().is_empty());
+    assert!(diff["changed"].as_object().unwrap().is_empty());
+    for (k, v) in diff["added"].as_object().unwrap() {
+        shapes.insert(
+            k.clone(),
+            serde_json::from_value(v["shape"].clone()).unwrap(),
+        );
+    }
+    let mixer = "flow.decoder.estimator.time_embed_mixer.weight";
+    assert_eq!(shapes[mixer], [1024, 2048]);
+    let (vb, read) = common::manifest_vb(&shapes, &candle_core::Device::Cpu);
+    S3Gen::new(&S3GenConfig::turbo(), vb).expect("Turbo's S3Gen reads the released shapes");
+    let read: HashSet<String> = read.lock().unwrap().iter().cloned().collect();
+    assert!(read.contains(mixer));
+    let synthesis = shapes
+        .keys()
+        .filter(|k| k.starts_with("flow.") || k.starts_with("mel2wav."))
+        .count();
+    assert_eq!(
+        read.len(),
+        synthesis,
+        "every flow and vocoder tensor is read"
+    );
+    let english = common::full_size_shapes("s3gen_full_keys.json");
+    let (vb, _) = common::manifest_vb(&english, &candle_core::Device::Cpu);
+    let err = S3Gen::new(&S3GenConfig::turbo(), vb)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("time_embed_mixer"), "{err}");
+}

@@ -49,20 +49,28 @@ impl CausalConditionalCfm {
         &self.estimator
     }
 
-    /// `1 − cos(linspace(0, 1, n + 1) · π/2)`, in f32 with torch's `linspace` (the first half
-    /// counted up from 0, the second down from 1), so the steps match upstream's to the bit.
+    /// `1 − cos(linspace(0, 1, n + 1) · π/2)` (see [`Self::linspace`]).
     pub fn t_span(n_timesteps: usize) -> Vec<f32> {
+        Self::linspace(n_timesteps)
+            .into_iter()
+            .map(|lin| 1f32 - (lin * 0.5 * std::f32::consts::PI).cos())
+            .collect()
+    }
+
+    /// `linspace(0, 1, n + 1)` in f32 as torch computes it (the first half counted up from 0,
+    /// the second down from 1), so the steps match upstream's to the bit; a meanflow
+    /// estimator's schedule as it is.
+    pub fn linspace(n_timesteps: usize) -> Vec<f32> {
         let n = n_timesteps.max(1);
         let steps = n + 1;
         let step = 1f32 / n as f32;
         (0..steps)
             .map(|i| {
-                let lin = if i < steps / 2 {
+                if i < steps / 2 {
                     step * i as f32
                 } else {
                     1f32 - step * (steps - 1 - i) as f32
-                };
-                1f32 - (lin * 0.5 * std::f32::consts::PI).cos()
+                }
             })
             .collect()
     }
@@ -92,6 +100,9 @@ impl CausalConditionalCfm {
         cond: &Tensor,
         record: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<Tensor> {
+        if self.estimator.is_meanflow() {
+            return self.meanflow_euler(noise, mu, mask, spks, cond, self.n_timesteps, record);
+        }
         let b = mu.dim(0)?;
         // Rows [0, b) are conditional, [b, 2b) the same x with mu, spks and cond zeroed.
         let doubled = |cond_half: &Tensor, zero_uncond: bool| -> Result<Tensor> {
@@ -123,6 +134,39 @@ impl CausalConditionalCfm {
             let (v_cond, v_uncond) = (v.narrow(0, 0, b)?, v.narrow(0, b, b)?);
             let guided = (v_cond.affine(1.0 + w, 0.0)? - v_uncond.affine(w, 0.0)?)?;
             x = (x + guided.affine((r - t) as f64, 0.0)?)?;
+        }
+        Ok(x)
+    }
+
+    /// A meanflow estimator's solve (`basic_euler`): `steps` Euler steps over
+    /// [`Self::linspace`], each the field from its start to its end time, no guidance row
+    /// (the distilled model was trained on guided outputs). Turbo runs 2; 1 is the one-step
+    /// option.
+    #[allow(clippy::too_many_arguments)]
+    pub fn meanflow_euler(
+        &self,
+        noise: &Tensor,
+        mu: &Tensor,
+        mask: &Tensor,
+        spks: &Tensor,
+        cond: &Tensor,
+        steps: usize,
+        record: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<Tensor> {
+        let b = mu.dim(0)?;
+        let mut x = noise.clone();
+        for (k, pair) in Self::linspace(steps).windows(2).enumerate() {
+            let (t, r) = (pair[0], pair[1]);
+            record(&format!("x_steps.{k}"), &x);
+            let at = |v: f32| Tensor::full(v, b, x.device())?.to_dtype(x.dtype());
+            let (t_in, r_in) = (at(t)?, at(r)?);
+            let (v, _) = self
+                .graphs
+                .run(&[&x, mask, mu, &t_in, &r_in, spks, cond], |i| {
+                    self.estimator
+                        .forward_meanflow(&i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &i[6])
+                })?;
+            x = (x + v.affine((r - t) as f64, 0.0)?)?;
         }
         Ok(x)
     }

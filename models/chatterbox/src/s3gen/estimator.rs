@@ -139,6 +139,8 @@ impl UNetBlock {
 pub struct ConditionalDecoder {
     time_linear_1: Linear,
     time_linear_2: Linear,
+    /// Meanflow's `time_embed_mixer`: `[time_dim, 2·time_dim]`, no bias.
+    time_mixer: Option<Linear>,
     down: UNetBlock,
     down_conv: CausalConv1d,
     mid: Vec<UNetBlock>,
@@ -164,6 +166,12 @@ impl ConditionalDecoder {
                 vb.pp("time_mlp.linear_1"),
             )?,
             time_linear_2: candle_nn::linear(time_dim, time_dim, vb.pp("time_mlp.linear_2"))?,
+            time_mixer: cfg
+                .meanflow
+                .then(|| {
+                    candle_nn::linear_no_bias(2 * time_dim, time_dim, vb.pp("time_embed_mixer"))
+                })
+                .transpose()?,
             down: UNetBlock::new(cfg.in_channels, c, cfg, vb.pp("down_blocks.0"))?,
             down_conv: CausalConv1d::new(c, c, 3, vb.pp("down_blocks.0.2"))?,
             mid,
@@ -197,6 +205,39 @@ impl ConditionalDecoder {
         Tensor::cat(&[e.sin()?, e.cos()?], 1)
     }
 
+    /// Whether this is a meanflow estimator (it takes the step's end time too).
+    pub fn is_meanflow(&self) -> bool {
+        self.time_mixer.is_some()
+    }
+
+    /// `time_mlp` of a time embedding, `[b, in_channels]` -> `[b, time_dim]`.
+    fn time_mlp(&self, time_emb: &Tensor) -> Result<Tensor> {
+        self.time_linear_2.forward(&candle_nn::ops::silu(
+            &self.time_linear_1.forward(time_emb)?,
+        )?)
+    }
+
+    /// A meanflow estimator's field over the step from `t` to `r` (both `[b]`); the other
+    /// arguments as [`Self::forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_meanflow(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        mu: &Tensor,
+        t: &Tensor,
+        r: &Tensor,
+        spks: &Tensor,
+        cond: &Tensor,
+    ) -> Result<Tensor> {
+        let Some(mixer) = &self.time_mixer else {
+            candle_core::bail!("this estimator is not a meanflow one: it takes no end time");
+        };
+        let embed = |t: &Tensor| self.time_mlp(&self.time_embedding(t)?);
+        let temb = mixer.forward(&Tensor::cat(&[embed(t)?, embed(r)?], 1)?)?;
+        self.forward_with_temb(x, mask, mu, &temb, spks, cond, &mut |_, _| {})
+    }
+
     /// `x`, `mu`, `cond` `[b, out, t]`; `mask` `[b, 1, t]`; `t` `[b]`; `spks` `[b, out]`.
     /// Returns `[b, out, t]`, zero on masked frames.
     pub fn forward(
@@ -228,10 +269,24 @@ impl ConditionalDecoder {
     ) -> Result<Tensor> {
         let time_emb = self.time_embedding(t)?;
         record("time_emb", &time_emb);
-        let temb = self.time_linear_2.forward(&candle_nn::ops::silu(
-            &self.time_linear_1.forward(&time_emb)?,
-        )?)?;
+        let temb = self.time_mlp(&time_emb)?;
         record("time_mlp", &temb);
+        self.forward_with_temb(x, mask, mu, &temb, spks, cond, record)
+    }
+
+    /// The U-Net under the time embedding `temb` `[b, time_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_with_temb(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        mu: &Tensor,
+        temb: &Tensor,
+        spks: &Tensor,
+        cond: &Tensor,
+        record: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<Tensor> {
+        let temb = temb.clone();
         let (_, _, frames) = x.dims3()?;
         let spks = spks.unsqueeze(2)?.repeat((1, 1, frames))?;
         let h = Tensor::cat(&[x, mu, &spks, cond], 1)?;

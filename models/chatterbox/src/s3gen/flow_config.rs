@@ -157,6 +157,10 @@ pub struct EstimatorConfig {
     /// Transformer blocks per U-Net block.
     pub n_blocks: usize,
     pub num_mid_blocks: usize,
+    /// The meanflow estimator (Turbo's `s3gen_meanflow.safetensors`): its time embedding
+    /// mixes the step's start and end times (`time_embed_mixer`), and the CFM solves it
+    /// without guidance on a linear schedule.
+    pub meanflow: bool,
 }
 
 impl Default for EstimatorConfig {
@@ -169,6 +173,7 @@ impl Default for EstimatorConfig {
             num_heads: 8,
             n_blocks: 4,
             num_mid_blocks: 12,
+            meanflow: false,
         }
     }
 }
@@ -205,7 +210,8 @@ impl EstimatorConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct CfmConfig {
-    /// Euler steps on the cosine time schedule.
+    /// Euler steps: on the cosine time schedule, or a linear one for a meanflow estimator
+    /// (Turbo runs 2).
     pub n_timesteps: usize,
     /// Classifier-free guidance weight: `(1 + w) · cond − w · uncond`.
     pub inference_cfg_rate: f64,

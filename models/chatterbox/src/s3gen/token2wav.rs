@@ -33,6 +33,17 @@ pub struct S3GenConfig {
     pub hift: HiftConfig,
 }
 
+impl S3GenConfig {
+    /// Turbo's S3Gen (`S3Gen(meanflow=True)`, `s3gen_meanflow.safetensors`, solved in
+    /// `tts_turbo.py`'s 2 steps).
+    pub fn turbo() -> Self {
+        let mut cfg = Self::default();
+        cfg.flow.estimator.meanflow = true;
+        cfg.flow.cfm.n_timesteps = 2;
+        cfg
+    }
+}
+
 /// Who speaks: the reference's S3 tokens, its 24 kHz log-mel and its x-vector (upstream's
 /// `ref_dict`: `prompt_token`, `prompt_feat`, `embedding`).
 #[derive(Debug, Clone)]
