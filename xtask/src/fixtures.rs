@@ -102,6 +102,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_t3_mtl.py",
         "gen_t3_turbo.py",
         "gen_s3gen_meanflow.py",
+        "gen_turbo_tokenizer.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);
