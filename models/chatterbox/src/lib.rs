@@ -26,6 +26,7 @@ pub mod s3tokenizer;
 pub mod t3;
 pub mod tokenizer;
 mod tts;
+mod turbo_tts;
 pub mod voice_encoder;
 
 pub use cloning::{ReferenceAudio, VoiceCloner};
@@ -41,4 +42,7 @@ pub use s3gen::{
 pub use tts::{
     cpu_step_weights, speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome,
     TextFrontEnd, CPU_STEP_WEIGHTS, MODEL_FILES, MTL_T3, MTL_T3_V2, MTL_VOCAB, STREAM_CHUNKS,
+};
+pub use turbo_tts::{
+    TurboTts, GUARD_FLOOR, GUARD_TOKENS_PER_TEXT_TOKEN, S3GEN_SILENCE, TURBO_S3GEN, TURBO_T3,
 };

@@ -269,13 +269,7 @@ impl ChatterboxTts {
         } else {
             EnTokenizer::from_file(&file("tokenizer.json"))?.into()
         };
-        let builtin = if file("conds.pt").is_file() {
-            Conditionals::load_pt(&file("conds.pt"), device)?
-        } else if file("conds.safetensors").is_file() {
-            Conditionals::load(&file("conds.safetensors"), device)?
-        } else {
-            return Err(missing("conds.pt"));
-        };
+        let builtin = builtin_voice(dir, device)?.ok_or_else(|| missing("conds.pt"))?;
         let mut tts = Self::new(t3, s3gen, tokenizer, builtin, device)?;
         tts.dir = Some(dir.to_path_buf());
         Ok(tts)
@@ -677,6 +671,19 @@ impl ChatterboxTts {
             }
         }
         Ok(cond)
+    }
+}
+
+/// A model directory's built-in voice: upstream's `conds.pt`, else ferrovox's
+/// `conds.safetensors`; `None` when it has neither.
+pub(crate) fn builtin_voice(dir: &Path, device: &Device) -> Result<Option<Conditionals>> {
+    let (pt, st) = (dir.join("conds.pt"), dir.join("conds.safetensors"));
+    if pt.is_file() {
+        Conditionals::load_pt(&pt, device).map(Some)
+    } else if st.is_file() {
+        Conditionals::load(&st, device).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

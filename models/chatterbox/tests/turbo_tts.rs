@@ -1,0 +1,182 @@
+//! Chatterbox Turbo end to end on a directory laid out as the released one, built from the
+//! small parity fixtures (Turbo's T3 of `t3_turbo.safetensors`, S3Gen's encoder and HiFT with
+//! the meanflow decoder of `s3gen_meanflow.safetensors`, the synthetic Turbo tokenizer): text
+//! to audio through the stop guard and the silence tokens, and bad directories named. Each
+//! stage's parity with upstream is in its own test (`t3_turbo_parity.rs`,
+//! `s3gen_meanflow_parity.rs`, `turbo_tokenizer_parity.rs`, `s3gen_parity.rs`); no upstream
+//! audio of the whole pipeline is compared here.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use common::{ids, Fixture};
+use ferrovox_chatterbox::t3::{SeededNoise, T3Cond, TurboOptions};
+use ferrovox_chatterbox::{Conditionals, SpeakerReference, TurboTts, GUARD_FLOOR};
+
+/// The silence token of the small S3Gen (256 codes; upstream's 4299 is outside them).
+const SILENCE: u32 = 200;
+
+fn part(fx: &Fixture, prefixes: &[&str]) -> HashMap<String, Tensor> {
+    fx.tensors
+        .iter()
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn turbo_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrovox-turbo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t3 = Fixture::load("t3_turbo");
+    let save = |tensors: &HashMap<String, Tensor>, name: &str| {
+        candle_core::safetensors::save(tensors, dir.join(name)).unwrap()
+    };
+    save(
+        &part(
+            &t3,
+            &[
+                "cond_enc.",
+                "text_emb.",
+                "speech_emb.",
+                "speech_head.",
+                "tfmr.",
+                "text_head.",
+            ],
+        ),
+        "t3_turbo_v1.safetensors",
+    );
+    let mut s3gen = part(&Fixture::load("encoder"), &["flow."]);
+    s3gen.retain(|k, _| !k.starts_with("flow.decoder."));
+    s3gen.extend(part(
+        &Fixture::load("cfm"),
+        &["flow.spk_embed_affine_layer."],
+    ));
+    s3gen.extend(part(&Fixture::load("s3gen_meanflow"), &["flow.decoder."]));
+    s3gen.extend(part(&Fixture::load("hift"), &["mel2wav."]));
+    save(&s3gen, "s3gen_meanflow.safetensors");
+    for f in std::fs::read_dir(common::fixtures().join("turbo_tokenizer")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let small: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixtures().join("small_model.json")).unwrap(),
+    )
+    .unwrap();
+    let sizes = serde_json::json!({
+        "family": "chatterbox",
+        "t3": t3.config["t3_config"],
+        "gpt2": t3.config["gpt2_config"],
+        "s3gen": small["s3gen"],
+        "silence_token": SILENCE,
+    });
+    std::fs::write(dir.join("ferrovox-voice.json"), sizes.to_string()).unwrap();
+    let e2e = Fixture::load("s3gen_e2e");
+    let voice = Conditionals {
+        t3: T3Cond {
+            speaker_emb: t3.get("in.speaker_emb"),
+            cond_prompt_speech_tokens: Some(t3.get("in.cond_prompt_speech_tokens")),
+            emotion_adv: 0.0,
+        },
+        gen: SpeakerReference {
+            prompt_tokens: ids(&e2e.get("in.prompt_tokens")),
+            prompt_feat: e2e.get("in.prompt_feat"),
+            xvector: e2e.get("in.xvector"),
+        },
+    };
+    voice.save(&dir.join("conds.safetensors")).unwrap();
+    dir
+}
+
+fn load(dir: &Path) -> TurboTts {
+    TurboTts::from_dir(dir, &Device::Cpu).unwrap()
+}
+
+/// Text with a tag to audio: the tag is one text token, S3Gen decodes the speech tokens and
+/// the three silence tokens (960 samples each), and the same seed gives the same audio.
+#[test]
+fn text_becomes_audio_with_the_silence_tokens() {
+    let dir = turbo_dir("speak");
+    let tts = load(&dir);
+    assert!(TurboTts::is_turbo_dir(&dir));
+    let text = tts.text_tokens("hello there [laugh] how are you").unwrap();
+    // punc_norm ends it with a full stop: the tag, then ".".
+    let tag = tts.text_tokens("[laugh]").unwrap();
+    assert_eq!(tag.len(), 2);
+    assert!(text.contains(&tag[0]), "{text:?}");
+    assert!(tts.text_tokens("  ").is_err());
+    let options = TurboOptions {
+        max_new_tokens: 40,
+        ..TurboOptions::default()
+    };
+    let voice = tts.builtin_voice().clone();
+    let run = || {
+        tts.synthesize(&text, &voice, &options, 7, &mut SeededNoise::new(3))
+            .unwrap()
+    };
+    let (audio, outcome) = run();
+    assert!(outcome.tokens > 0 && outcome.tokens <= 40, "{outcome:?}");
+    assert_eq!(audio.len(), (outcome.tokens + 3) * 960, "{outcome:?}");
+    assert!(audio.iter().all(|s| s.is_finite()));
+    assert!(audio.iter().map(|s| s.abs()).fold(0f32, f32::max) > 1e-3);
+    assert_eq!(run().0, audio);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Turbo has no stop detector: a generation is capped by the text's length.
+#[test]
+fn the_stop_guard_caps_a_run_on_generation() {
+    assert_eq!(TurboTts::token_budget(2, 1000), GUARD_FLOOR);
+    assert_eq!(TurboTts::token_budget(100, 1000), 1000);
+    assert_eq!(TurboTts::token_budget(30, 1000), 600);
+    assert_eq!(TurboTts::token_budget(30, 100), 100);
+    let dir = turbo_dir("guard");
+    let tts = load(&dir);
+    let text = tts.text_tokens("A").unwrap();
+    assert!(text.len() * 20 < GUARD_FLOOR);
+    let generated = tts
+        .generate_tokens(
+            &text,
+            tts.builtin_voice(),
+            &TurboOptions::default(),
+            &mut SeededNoise::new(1),
+        )
+        .unwrap();
+    assert!(
+        generated.tokens.len() <= GUARD_FLOOR,
+        "{}",
+        generated.tokens.len()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A missing checkpoint or tokenizer file is named; a silence token outside S3Gen's vocabulary
+/// is refused at load.
+#[test]
+fn bad_directories_are_named() {
+    let dir = turbo_dir("bad");
+    std::fs::rename(dir.join("merges.txt"), dir.join("merges.bak")).unwrap();
+    let err = TurboTts::from_dir(&dir, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("merges.txt"), "{err}");
+    std::fs::rename(dir.join("merges.bak"), dir.join("merges.txt")).unwrap();
+    let marker = dir.join("ferrovox-voice.json");
+    let mut sizes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+    sizes["silence_token"] = 4299.into();
+    std::fs::write(&marker, sizes.to_string()).unwrap();
+    let err = TurboTts::from_dir(&dir, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("silence token 4299"), "{err}");
+    std::fs::remove_file(dir.join("s3gen_meanflow.safetensors")).unwrap();
+    let err = TurboTts::from_dir(&dir, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("s3gen_meanflow.safetensors"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
