@@ -156,16 +156,15 @@ fn describe(files: &VoiceFiles) -> String {
                 dir.display(),
                 ferrovox_voices::CHATTERBOX_FILES.join(", ")
             ),
-            ferrovox_voices::ChatterboxModel::Multilingual => {
-                let files: Vec<String> = ferrovox_voices::CHATTERBOX_MULTILINGUAL
-                    .iter()
-                    .map(|names| names.join(" or "))
-                    .collect();
-                format!(
-                    "chatterbox multilingual {} ({})",
-                    dir.display(),
-                    files.join(", ")
-                )
+            other => {
+                let (name, groups) = match other {
+                    ferrovox_voices::ChatterboxModel::Turbo => {
+                        ("turbo", ferrovox_voices::CHATTERBOX_TURBO)
+                    }
+                    _ => ("multilingual", ferrovox_voices::CHATTERBOX_MULTILINGUAL),
+                };
+                let files: Vec<String> = groups.iter().map(|names| names.join(" or ")).collect();
+                format!("chatterbox {name} {} ({})", dir.display(), files.join(", "))
             }
         },
     }

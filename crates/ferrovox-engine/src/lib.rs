@@ -34,6 +34,7 @@ mod panic;
 #[cfg(feature = "espeak")]
 mod piper_voice;
 mod stream;
+mod turbo_voice;
 mod vits_voice;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherStats, BATCH_SIZE_BOUNDS};
@@ -47,6 +48,7 @@ pub use model::{
 };
 #[cfg(feature = "espeak")]
 pub use piper_voice::{PiperFrontend, PiperVoice};
+pub use turbo_voice::TurboVoice;
 pub use vits_voice::{MmsFrontend, MmsVoice, VitsVoice};
 
 use std::sync::Arc;
@@ -72,7 +74,11 @@ pub fn open_voice(
             Ok(Arc::new(MmsVoice::load(id, dir, device)?))
         }
         ferrovox_voices::VoiceFiles::Chatterbox { dir, model } => {
-            let multilingual = model == ferrovox_voices::ChatterboxModel::Multilingual;
+            use ferrovox_voices::ChatterboxModel as M;
+            if model == M::Turbo {
+                return Ok(Arc::new(TurboVoice::load(id, &dir, device)?));
+            }
+            let multilingual = model == M::Multilingual;
             let tts = ferrovox_chatterbox::ChatterboxTts::from_dir_as(&dir, multilingual, device)?;
             Ok(Arc::new(ChatterboxVoice::new(id, tts)?))
         }

@@ -460,3 +460,38 @@ fn a_snapshot_with_both_models_loads_either() {
     std::fs::remove_dir_all(dir).ok();
     std::fs::remove_dir_all(english).ok();
 }
+
+/// A Chatterbox Turbo directory is found as a Turbo voice and speaks through the server with
+/// Turbo's controls; the controls Turbo lacks are a 422 naming them.
+#[test]
+fn a_turbo_voice_speaks_and_refuses_the_controls_it_lacks() {
+    use common::chatterbox::turbo_chatterbox_dir;
+    let dir = turbo_chatterbox_dir("turbo");
+    match ferrovox_voices::resolve(dir.to_str().unwrap()).unwrap() {
+        ferrovox_voices::VoiceFiles::Chatterbox { model, .. } => {
+            assert_eq!(model, ferrovox_voices::ChatterboxModel::Turbo)
+        }
+        other => panic!("{other:?}"),
+    }
+    let server = serve(&dir);
+    let voices: serde_json::Value = server.get("/v1/voices").unwrap().into_json().unwrap();
+    assert_eq!(voices["data"][0]["languages"], json!(["en"]));
+    let controls = json!({"input": "Oh, that's funny [laugh] really.", "temperature": 0.9, "top_p": 0.9, "seed": 4});
+    let audio = body_bytes(server.post(&speech(&dir, controls.clone())).unwrap());
+    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+    assert_eq!(
+        body_bytes(server.post(&speech(&dir, controls)).unwrap()),
+        audio,
+        "the same seed, the same audio"
+    );
+    for field in ["cfg_weight", "exaggeration", "min_p"] {
+        let (status, body) = failure(server.post(&speech(&dir, json!({ field: 0.3 }))));
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{body}"
+        );
+    }
+    drop(server);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -29,6 +29,9 @@ pub enum ChatterboxModel {
     English,
     /// `t3_mtl23ls_v3` (or v2), `grapheme_mtl_merged_expanded_v1.json`: 23 languages.
     Multilingual,
+    /// Chatterbox Turbo (`ResembleAI/chatterbox-turbo`): `t3_turbo_v1.safetensors`,
+    /// `s3gen_meanflow.safetensors`, GPT-2's tokenizer files.
+    Turbo,
 }
 
 /// The marker a directory may hold to declare its family: `{"family": "chatterbox"}`.
@@ -54,6 +57,24 @@ pub const CHATTERBOX_MULTILINGUAL: &[&[&str]] = &[
 ];
 /// The built-in voice may also be saved as safetensors (`Conditionals::save`).
 const CHATTERBOX_VOICE_ALTERNATIVE: &str = "conds.safetensors";
+
+/// Chatterbox Turbo's files (`ResembleAI/chatterbox-turbo`): each entry satisfied by any of its
+/// names, on the hub the first the repository has.
+pub const CHATTERBOX_TURBO: &[&[&str]] = &[
+    &["t3_turbo_v1.safetensors"],
+    &["s3gen_meanflow.safetensors"],
+    &["conds.pt", "conds.safetensors"],
+    &["tokenizer.json", "vocab.json"],
+];
+/// Fetched from Turbo's repository when present: the rest of the tokenizer's files and the voice
+/// encoder (for cloning).
+const CHATTERBOX_TURBO_OPTIONAL: &[&str] = &[
+    "merges.txt",
+    "tokenizer_config.json",
+    "added_tokens.json",
+    "special_tokens_map.json",
+    "ve.safetensors",
+];
 
 /// Fetched from the multilingual model's repository when present: the Chinese Cangjie table and
 /// the voice encoder (for cloning).
@@ -86,6 +107,12 @@ pub const KNOWN_REPOS: &[KnownRepo] = &[
         family: Family::Chatterbox,
         chatterbox: ChatterboxModel::Multilingual,
     },
+    KnownRepo {
+        short: "chatterbox-turbo",
+        repo: "ResembleAI/chatterbox-turbo",
+        family: Family::Chatterbox,
+        chatterbox: ChatterboxModel::Turbo,
+    },
 ];
 
 impl Family {
@@ -106,11 +133,15 @@ impl Family {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// The multilingual Chatterbox model's files on the hub: each entry's names in the order
-    /// they are tried, and the ones fetched when present.
-    pub fn chatterbox_multilingual_hub_files(
+    /// A Chatterbox model's files on the hub beyond the English ones: each entry's names in
+    /// the order they are tried, and the ones fetched when present.
+    pub fn chatterbox_hub_files(
+        model: ChatterboxModel,
     ) -> (&'static [&'static [&'static str]], &'static [&'static str]) {
-        (CHATTERBOX_MULTILINGUAL, CHATTERBOX_MULTILINGUAL_OPTIONAL)
+        match model {
+            ChatterboxModel::Turbo => (CHATTERBOX_TURBO, CHATTERBOX_TURBO_OPTIONAL),
+            _ => (CHATTERBOX_MULTILINGUAL, CHATTERBOX_MULTILINGUAL_OPTIONAL),
+        }
     }
 
     /// Files a hub repository of this family must have, and ones fetched when present.
@@ -218,17 +249,23 @@ fn files_of(family: Family, dir: &Path) -> Option<VoiceFiles> {
                 dir.join(f).is_file()
                     || (f == "conds.pt" && dir.join(CHATTERBOX_VOICE_ALTERNATIVE).is_file())
             });
-            let multilingual = CHATTERBOX_MULTILINGUAL
-                .iter()
-                .all(|names| names.iter().any(|f| dir.join(f).is_file()));
+            let has = |groups: &[&[&str]]| {
+                groups
+                    .iter()
+                    .all(|names| names.iter().any(|f| dir.join(f).is_file()))
+            };
             // Both in one directory (a whole snapshot of the repository): English, as the
             // loader reads it; the hub id `chatterbox-multilingual` asks for the other.
             let model = if english {
                 ChatterboxModel::English
-            } else {
+            } else if has(CHATTERBOX_MULTILINGUAL) {
                 ChatterboxModel::Multilingual
+            } else if has(CHATTERBOX_TURBO) {
+                ChatterboxModel::Turbo
+            } else {
+                return None;
             };
-            (english || multilingual).then(|| VoiceFiles::Chatterbox {
+            Some(VoiceFiles::Chatterbox {
                 dir: dir.to_path_buf(),
                 model,
             })

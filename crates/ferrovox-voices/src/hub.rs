@@ -35,8 +35,9 @@ pub fn resolve_repo(
     voice_in_dir(&snapshot(id, id, &groups, optional, cache)?)
 }
 
-/// Resolves a known repository as its entry says: Chatterbox's multilingual model by its own
-/// files (a snapshot may also hold the English model's, which a directory loads by default).
+/// Resolves a known repository as its entry says: Chatterbox's multilingual model and Turbo by
+/// their own files (a snapshot of `ResembleAI/chatterbox` may also hold the English model's,
+/// which a directory loads by default).
 pub fn resolve_known(known: &KnownRepo, cache: &Cache) -> Result<VoiceFiles, VoiceError> {
     if known.family != Family::Chatterbox || known.chatterbox == ChatterboxModel::English {
         return resolve_repo(known.repo, Some(known.family), cache).map(|files| match files {
@@ -47,7 +48,7 @@ pub fn resolve_known(known: &KnownRepo, cache: &Cache) -> Result<VoiceFiles, Voi
             other => other,
         });
     }
-    let (groups, optional) = Family::chatterbox_multilingual_hub_files();
+    let (groups, optional) = Family::chatterbox_hub_files(known.chatterbox);
     Ok(VoiceFiles::Chatterbox {
         dir: snapshot(known.short, known.repo, groups, optional, cache)?,
         model: known.chatterbox,

@@ -18,7 +18,7 @@ pub use cache::cache_dir;
 pub use catalog::{VoiceEntry, CATALOG, DEFAULT_VOICE};
 pub use family::{
     declared_family, ChatterboxModel, Family, KnownRepo, CHATTERBOX_FILES, CHATTERBOX_MULTILINGUAL,
-    KNOWN_REPOS, MARKER,
+    CHATTERBOX_TURBO, KNOWN_REPOS, MARKER,
 };
 pub use hub::is_repo_id;
 
@@ -229,6 +229,10 @@ mod tests {
         assert_eq!(
             short("chatterbox-multilingual"),
             Some(("ResembleAI/chatterbox", ChatterboxModel::Multilingual))
+        );
+        assert_eq!(
+            short("chatterbox-turbo"),
+            Some(("ResembleAI/chatterbox-turbo", ChatterboxModel::Turbo))
         );
         // The repository by itself is its English model, as a whole snapshot loads.
         assert_eq!(

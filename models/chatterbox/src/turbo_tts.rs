@@ -168,7 +168,8 @@ impl TurboTts {
         requested.min((GUARD_TOKENS_PER_TEXT_TOKEN * text_tokens).max(GUARD_FLOOR))
     }
 
-    /// T3's speech tokens for `text_tokens` in `voice`, under the stop guard.
+    /// T3's speech tokens for `text_tokens` in `voice`, under the stop guard and within the
+    /// positions GPT-2 has left.
     pub fn generate_tokens(
         &self,
         text_tokens: &[u32],
@@ -183,8 +184,16 @@ impl TurboTts {
                 cond.cond_prompt_speech_tokens = Some(tokens.narrow(1, 0, limit)?);
             }
         }
+        let budget = Self::token_budget(text_tokens.len(), options.max_new_tokens);
+        let room = self.t3.room(&cond, text_tokens.len())?;
+        if room == 0 {
+            return Err(Error::Input(format!(
+                "{} text tokens leave no room in T3's context",
+                text_tokens.len()
+            )));
+        }
         let options = TurboOptions {
-            max_new_tokens: Self::token_budget(text_tokens.len(), options.max_new_tokens),
+            max_new_tokens: budget.min(room),
             ..*options
         };
         self.t3

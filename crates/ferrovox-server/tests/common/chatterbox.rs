@@ -192,6 +192,33 @@ pub fn multilingual_v2_chatterbox_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Chatterbox Turbo's layout (`ResembleAI/chatterbox-turbo`) from the small fixtures: Turbo's
+/// T3, S3Gen with the meanflow decoder, the synthetic GPT-2 tokenizer, the built-in voice; its
+/// silence token inside the small S3Gen's 256 codes.
+pub fn turbo_chatterbox_dir(tag: &str) -> PathBuf {
+    let dir = temp_dir(tag);
+    save(
+        &tensors("t3_turbo", &T3_MODULES),
+        &dir.join("t3_turbo_v1.safetensors"),
+    );
+    let (_, mut s3gen) = t3_and_s3gen();
+    s3gen.retain(|k, _| !k.starts_with("flow.decoder."));
+    s3gen.extend(tensors("s3gen_meanflow", &["flow.decoder."]));
+    save(&s3gen, &dir.join("s3gen_meanflow.safetensors"));
+    save(&builtin_voice(), &dir.join("conds.safetensors"));
+    for f in std::fs::read_dir(fixtures().join("turbo_tokenizer")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let t3 = fixture_config("t3_turbo");
+    let sizes = serde_json::json!({
+        "family": "chatterbox", "t3": t3["t3_config"], "gpt2": t3["gpt2_config"],
+        "s3gen": small_sizes()["s3gen"], "silence_token": 200,
+    });
+    std::fs::write(dir.join("ferrovox-voice.json"), sizes.to_string()).unwrap();
+    dir
+}
+
 /// The fixtures' 3 s reference clip (24 kHz) as a 16-bit WAV file.
 pub fn reference_wav() -> Vec<u8> {
     let pcm = tensors("cloning", &["short.pcm"])

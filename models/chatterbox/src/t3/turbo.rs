@@ -167,6 +167,17 @@ impl T3Turbo {
         )?)
     }
 
+    /// Tokens a generation for `cond` and `text_tokens` text tokens can draw before GPT-2's
+    /// positions run out.
+    pub fn room(&self, cond: &T3Cond, text_tokens: usize) -> Result<usize> {
+        let prompt = match &cond.cond_prompt_speech_tokens {
+            Some(t) => t.dim(1)?,
+            None => 0,
+        };
+        let prefill = 1 + prompt + text_tokens + 1;
+        Ok(self.tfmr.config().n_positions.saturating_sub(prefill))
+    }
+
     /// Speech-head logits `[1, t, vocab]` of `embeds` after what `cache` holds.
     pub fn forward(&self, embeds: &Tensor, cache: &mut Gpt2Cache) -> Result<Tensor> {
         let hidden = self.tfmr.forward(embeds, cache)?;

@@ -1,0 +1,197 @@
+//! Chatterbox Turbo served as a voice: each piece of text through [`TurboTts`] on its own (no
+//! guidance row, no decode batch), with the sampling controls Turbo has. The controls it lacks
+//! (exaggeration, guidance, min-p) are refused by name rather than ignored as upstream does.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::Device;
+use ferrovox_chatterbox::t3::{SeededNoise, TurboOptions};
+use ferrovox_chatterbox::{Conditionals, TurboTts};
+use ferrovox_text::chunk_text;
+use ferrovox_voices::Family;
+
+use crate::chatterbox_voice::MAX_PIECE_CHARS;
+use crate::model::{check_language, check_range};
+use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
+
+/// Chatterbox Turbo as the engine serves it.
+#[derive(Debug)]
+pub struct TurboVoice {
+    id: String,
+    tts: TurboTts,
+    /// Generations that ran to their budget (the stop guard's or the request's) unstopped.
+    unstopped: AtomicU64,
+}
+
+impl TurboVoice {
+    /// Loads a directory laid out as the `ResembleAI/chatterbox-turbo` repository.
+    pub fn load(id: &str, dir: &Path, device: &Device) -> Result<Self, EngineError> {
+        Ok(Self::new(id, TurboTts::from_dir(dir, device)?))
+    }
+
+    /// Wraps a model built elsewhere.
+    pub fn new(id: &str, tts: TurboTts) -> Self {
+        Self {
+            id: id.to_string(),
+            tts,
+            unstopped: AtomicU64::new(0),
+        }
+    }
+
+    /// The model.
+    pub fn tts(&self) -> &TurboTts {
+        &self.tts
+    }
+
+    fn options(&self, options: &SynthesisOptions) -> TurboOptions {
+        let o = &options.chatterbox;
+        let d = TurboOptions::default();
+        TurboOptions {
+            temperature: o.temperature.unwrap_or(d.temperature),
+            top_p: o.top_p.unwrap_or(d.top_p),
+            repetition_penalty: o.repetition_penalty.unwrap_or(d.repetition_penalty),
+            max_new_tokens: o.max_new_tokens.unwrap_or(d.max_new_tokens),
+            ..d
+        }
+    }
+
+    fn voice<'a>(&'a self, options: &'a SynthesisOptions) -> &'a Conditionals {
+        options
+            .cloned
+            .as_ref()
+            .and_then(|c| c.prompt::<Conditionals>())
+            .unwrap_or_else(|| self.tts.builtin_voice())
+    }
+}
+
+impl TtsModel for TurboVoice {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn family(&self) -> Family {
+        Family::Chatterbox
+    }
+
+    fn sample_rate(&self) -> u32 {
+        ferrovox_chatterbox::s3gen::SAMPLE_RATE
+    }
+
+    fn speakers(&self) -> usize {
+        1
+    }
+
+    fn languages(&self) -> Vec<String> {
+        vec!["en".into()]
+    }
+
+    fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
+        if let Some(field) = options.vits.first_set() {
+            return Err(EngineError::InvalidOption {
+                field,
+                reason: format!("does not apply to voice `{}` (chatterbox turbo)", self.id),
+            });
+        }
+        if options.speed.is_some_and(|s| s != 1.0) {
+            return Err(EngineError::InvalidOption {
+                field: "speed",
+                reason: "Chatterbox has no speed control; only 1.0 is accepted".into(),
+            });
+        }
+        let o = &options.chatterbox;
+        for (field, set) in [
+            ("exaggeration", o.exaggeration.is_some()),
+            ("cfg_weight", o.cfg_weight.is_some()),
+            ("min_p", o.min_p.is_some()),
+        ] {
+            if set {
+                return Err(EngineError::InvalidOption {
+                    field,
+                    reason: format!(
+                        "Chatterbox Turbo has no {field} (voice `{}`); leave it out",
+                        self.id
+                    ),
+                });
+            }
+        }
+        check_range("temperature", o.temperature, 1e-6, 10.0)?;
+        check_range("top_p", o.top_p, 1e-6, 1.0)?;
+        check_range("repetition_penalty", o.repetition_penalty, 1e-6, 10.0)?;
+        check_range("max_new_tokens", o.max_new_tokens, 1, 1000)?;
+        if let Some(c) = &options.cloned {
+            if c.family != Family::Chatterbox || c.prompt::<Conditionals>().is_none() {
+                return Err(EngineError::InvalidOption {
+                    field: "voice",
+                    reason: format!(
+                        "cloned voice `{}` was made for {}, not for `{}` (chatterbox)",
+                        c.id,
+                        c.family.name(),
+                        self.id
+                    ),
+                });
+            }
+        }
+        check_language(self, options)
+    }
+
+    fn batch_key(&self, _: &SynthesisOptions) -> BatchKey {
+        Vec::new()
+    }
+
+    fn prepare(&self, text: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
+        let mut units = Vec::new();
+        for chunk in chunk_text(text, MAX_PIECE_CHARS) {
+            if !chunk.text.chars().any(char::is_alphanumeric) {
+                continue;
+            }
+            units.push(Unit {
+                ids: self.tts.text_tokens(chunk.text)?,
+                ends_sentence: chunk.ends_sentence,
+                seed: 0,
+            });
+        }
+        Ok(units)
+    }
+
+    fn synthesize_units(
+        &self,
+        units: &[Unit],
+        options: &SynthesisOptions,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let turbo = self.options(options);
+        let voice = self.voice(options);
+        units
+            .iter()
+            .map(|unit| {
+                let (audio, outcome) = self.tts.synthesize(
+                    &unit.ids,
+                    voice,
+                    &turbo,
+                    unit.seed,
+                    &mut SeededNoise::new(unit.seed),
+                )?;
+                if !outcome.stopped {
+                    self.unstopped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        voice = %self.id,
+                        tokens = outcome.tokens,
+                        "Turbo's T3 reached its token budget without its stop token"
+                    );
+                }
+                Ok(audio)
+            })
+            .collect()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![(
+            "chatterbox_unstopped_generations_total",
+            self.unstopped.load(Ordering::Relaxed),
+        )]
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
