@@ -99,6 +99,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "formats" => {
                 results.insert("formats".into(), crate::bench_formats::run()?);
             }
+            "chatterbox-turbo" => {
+                results.insert(
+                    "chatterbox_turbo".into(),
+                    crate::bench_turbo::run(quick, &device)?,
+                );
+            }
             "chatterbox-streams" => {
                 results.insert(
                     "chatterbox_streams".into(),
@@ -130,7 +136,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, decode-gemm, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, clone, formats)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, decode-gemm, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, chatterbox-turbo, clone, formats)")
             }
         }
     }

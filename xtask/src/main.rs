@@ -16,6 +16,7 @@ mod bench_s3gen;
 mod bench_server;
 mod bench_streams;
 mod bench_texts;
+mod bench_turbo;
 mod bench_vits;
 mod bench_vits_gpu;
 mod bench_worker;

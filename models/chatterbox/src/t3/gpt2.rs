@@ -5,6 +5,7 @@
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use ferrovox_layers::{RowFormat, StepLinear};
 use serde::Deserialize;
 
 /// The fields of upstream's GPT-2 config that shape the model; `Default` is `GPT2_medium`.
@@ -53,26 +54,22 @@ impl Gpt2Config {
 
 /// transformers' `Conv1D`: `x @ weight + bias` with `weight` `[in, out]`.
 #[derive(Debug, Clone)]
-struct Conv1D {
-    weight_t: Tensor,
-    bias: Tensor,
-}
+struct Conv1D(StepLinear);
 
 impl Conv1D {
     fn new(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get((inputs, outputs), "weight")?;
-        Ok(Self {
-            // Stored as a Linear's `[out, in]` so the product is Candle's GEMM with a
-            // transposed operand, as for every other projection.
-            weight_t: weight.t()?.contiguous()?,
-            bias: vb.get(outputs, "bias")?,
-        })
+        // Held as a Linear's `[out, in]`, so decode steps take ferrovox's few-row products
+        // (and packed weights on the CPU) as every other projection does.
+        let dense =
+            candle_nn::Linear::new(weight.t()?.contiguous()?, Some(vb.get(outputs, "bias")?));
+        Ok(Self(StepLinear::new(dense)))
     }
 }
 
 impl Module for Conv1D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::Linear::new(self.weight_t.clone(), Some(self.bias.clone())).forward(x)
+        self.0.forward(x)
     }
 }
 
@@ -151,6 +148,21 @@ impl Gpt2 {
 
     pub fn config(&self) -> &Gpt2Config {
         &self.cfg
+    }
+
+    /// Every projection's decode steps read its weight as `format` (see [`StepLinear`]).
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        for b in &mut self.blocks {
+            for p in [
+                &mut b.c_attn,
+                &mut b.attn_proj,
+                &mut b.c_fc,
+                &mut b.mlp_proj,
+            ] {
+                p.0.pack_steps(format)?;
+            }
+        }
+        Ok(())
     }
 
     /// Final-normed hidden states `[b, t, n_embd]` of `embeds` `[b, t, n_embd]`, which follow

@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
+use ferrovox_layers::{RowFormat, StepLinear};
 
 use super::cond_enc::T3Cond;
 use super::config::T3Config;
@@ -40,7 +41,7 @@ pub struct T3Turbo {
     spkr_enc: Linear,
     text_emb: Embedding,
     speech_emb: Embedding,
-    speech_head: Linear,
+    speech_head: StepLinear,
     tfmr: Gpt2,
     cfg: T3Config,
 }
@@ -62,7 +63,11 @@ impl T3Turbo {
             spkr_enc: candle_nn::linear(cfg.speaker_embed_size, dim, vb.pp("cond_enc.spkr_enc"))?,
             text_emb: candle_nn::embedding(cfg.text_tokens_dict_size, dim, vb.pp("text_emb"))?,
             speech_emb: candle_nn::embedding(speech_vocab, dim, vb.pp("speech_emb"))?,
-            speech_head: candle_nn::linear(dim, speech_vocab, vb.pp("speech_head"))?,
+            speech_head: StepLinear::new(candle_nn::linear(
+                dim,
+                speech_vocab,
+                vb.pp("speech_head"),
+            )?),
             tfmr: Gpt2::new(gpt2, vb.pp("tfmr"))?,
             cfg: cfg.clone(),
         })
@@ -123,6 +128,18 @@ impl T3Turbo {
 
     pub fn config(&self) -> &T3Config {
         &self.cfg
+    }
+
+    /// GPT-2's projections and the speech head read their weights as `format` in decode
+    /// steps on the CPU (bf16, or int8 with a scale per 32 weights); prefills keep f32.
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        self.tfmr.pack_steps(format)?;
+        Ok(self.speech_head.pack_steps(format)?)
+    }
+
+    /// The format decode steps read the weights in.
+    pub fn step_format(&self) -> RowFormat {
+        self.speech_head.step_format()
     }
 
     pub fn device(&self) -> &Device {

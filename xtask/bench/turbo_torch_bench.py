@@ -1,0 +1,137 @@
+"""Times upstream Chatterbox Turbo (chatterbox-tts, PyTorch eager) at full size with random
+weights: T3's tokens per second (`T3.inference_turbo`, GPT-2 medium, no guidance) and S3Gen's
+meanflow decoder on a sentence's tokens in 2 steps and in 1.
+
+Usage: turbo_torch_bench.py SPEC_JSON  (spec: dir, threads, device, tf32, reps, new_tokens,
+sentence_tokens, prompt_tokens, text_tokens; `weights_only`: write the files, time nothing)
+On first use writes `dir/t3_turbo_v1.safetensors` (T3 with tts_turbo.py's hyper-parameters,
+seed 0), `dir/s3gen_meanflow.safetensors` (S3Gen(meanflow=True)'s flow and HiFT, seed 0) and
+`dir/turbo_inputs.safetensors` (speaker embedding, prompt speech tokens, GPT-2 text ids, the
+S3Gen reference), so ferrovox runs the same models on the same inputs. Prints one JSON line.
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upstream import bare_chatterbox_package, device_from  # noqa: E402
+
+bare_chatterbox_package()
+from chatterbox.models.s3gen import S3Gen  # noqa: E402
+from chatterbox.models.t3 import T3  # noqa: E402
+from chatterbox.models.t3.modules.cond_enc import T3Cond  # noqa: E402
+from chatterbox.models.t3.modules.t3_config import T3Config  # noqa: E402
+
+
+def turbo_hp():
+    """What ChatterboxTurboTTS.from_local sets."""
+    hp = T3Config(text_tokens_dict_size=50276)
+    hp.llama_config_name = "GPT2_medium"
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    return hp
+
+
+def main() -> None:
+    spec = json.load(open(sys.argv[1]))
+    device, sync = device_from(spec)
+    out = spec["dir"]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    t3 = T3(turbo_hp()).eval()
+    path = os.path.join(out, "t3_turbo_v1.safetensors")
+    if not os.path.exists(path):
+        save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, path)
+    t3.load_state_dict(load_file(path))
+    del t3.tfmr.wte  # as ChatterboxTurboTTS.from_local does
+    s3gen = S3Gen(meanflow=True).eval()
+    s3_path = os.path.join(out, "s3gen_meanflow.safetensors")
+    if not os.path.exists(s3_path):
+        state = {k: v.contiguous() for k, v in s3gen.state_dict().items() if k.startswith(("flow.", "mel2wav."))}
+        save_file(state, s3_path)
+    s3gen.load_state_dict(load_file(s3_path), strict=False)
+    inputs_path = os.path.join(out, "turbo_inputs.safetensors")
+    if not os.path.exists(inputs_path):
+        g = torch.Generator().manual_seed(1)
+        n_prompt = spec["prompt_tokens"]
+        spk = torch.randn(1, 256, generator=g)
+        save_file({
+            "speaker_emb": spk / spk.norm(),
+            "cond_prompt_speech_tokens": torch.randint(0, 6561, (1, n_prompt), generator=g),
+            "text_tokens": torch.randint(0, 50257, (1, spec["text_tokens"]), generator=g),
+            "prompt_token": torch.randint(0, 6561, (1, 250), generator=g),
+            "prompt_feat": torch.randn(1, 500, 80, generator=g),
+            "embedding": torch.randn(1, 192, generator=g),
+            "sentence": torch.randint(0, 6561, (spec["sentence_tokens"],), generator=g),
+        }, inputs_path)
+    inputs = load_file(inputs_path)
+    if spec.get("weights_only"):
+        print(json.dumps({"written": out}))
+        return
+    t3.to(device)
+    s3gen.to(device)
+    cond = lambda: T3Cond(  # noqa: E731 - upstream caches embeddings inside the T3Cond
+        speaker_emb=inputs["speaker_emb"].to(device),
+        cond_prompt_speech_tokens=inputs["cond_prompt_speech_tokens"].to(device),
+        emotion_adv=None,
+    )
+    text = inputs["text_tokens"].to(device)
+    ref = dict(
+        prompt_token=inputs["prompt_token"].to(device),
+        prompt_token_len=torch.tensor([inputs["prompt_token"].shape[1]], device=device),
+        prompt_feat=inputs["prompt_feat"].to(device),
+        prompt_feat_len=None,
+        embedding=inputs["embedding"].to(device),
+    )
+
+    def generate(n):
+        # inference_turbo draws once after the prefill, then max_gen_len more.
+        return t3.inference_turbo(cond(), text, max_gen_len=n - 1)
+
+    generate(8)
+    sync()
+    rates, counts = [], []
+    for rep in range(spec["reps"]):
+        torch.manual_seed(100 + rep)
+        sync()
+        t0 = time.perf_counter()
+        tokens = generate(spec["new_tokens"])
+        sync()
+        counts.append(int(tokens.shape[1]))
+        rates.append(tokens.shape[1] / (time.perf_counter() - t0))
+    sentence = torch.cat([inputs["sentence"], torch.tensor([4299, 4299, 4299])]).to(device)
+    decode = {}
+    for steps in (2, 1):
+        with torch.inference_mode():
+            s3gen.inference(speech_tokens=sentence, ref_dict=ref, n_cfm_timesteps=steps)
+        sync()
+        walls = []
+        for rep in range(spec["reps"]):
+            torch.manual_seed(300 + rep)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                s3gen.inference(speech_tokens=sentence, ref_dict=ref, n_cfm_timesteps=steps)
+            sync()
+            walls.append(time.perf_counter() - t0)
+        decode[f"{steps}_step"] = sorted(walls)[len(walls) // 2]
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print(json.dumps({
+        "tokens_per_s": median(rates),
+        "tokens_per_s_all": rates,
+        "tokens": counts,
+        "s3gen_s": decode,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
