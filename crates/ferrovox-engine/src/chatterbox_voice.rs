@@ -277,11 +277,7 @@ impl ChatterboxVoice {
     /// The voice a request speaks in: its cloned voice (checked by `validate`), else the
     /// built-in one.
     fn voice<'a>(&'a self, options: &'a SynthesisOptions) -> &'a Conditionals {
-        options
-            .cloned
-            .as_ref()
-            .and_then(|c| c.prompt::<Conditionals>())
-            .unwrap_or_else(|| self.tts.builtin_voice())
+        voice_or(self.tts.builtin_voice(), options)
     }
 
     /// Speech tokens T3 generates for each unit of `text` (what `ferrovox say --dump-tokens`
@@ -340,18 +336,7 @@ impl TtsModel for ChatterboxVoice {
     }
 
     fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
-        if let Some(field) = options.vits.first_set() {
-            return Err(EngineError::InvalidOption {
-                field,
-                reason: format!("does not apply to voice `{}` (chatterbox)", self.id),
-            });
-        }
-        if options.speed.is_some_and(|s| s != 1.0) {
-            return Err(EngineError::InvalidOption {
-                field: "speed",
-                reason: "Chatterbox has no speed control; only 1.0 is accepted".into(),
-            });
-        }
+        check_not_vits(&self.id, options)?;
         let o = &options.chatterbox;
         check_range("exaggeration", o.exaggeration, 0.0, 2.0)?;
         check_range("cfg_weight", o.cfg_weight, 0.0, 10.0)?;
@@ -362,17 +347,7 @@ impl TtsModel for ChatterboxVoice {
         let limit = self.tts.t3().config().max_speech_tokens;
         check_range("max_new_tokens", o.max_new_tokens, 1, limit)?;
         if let Some(c) = &options.cloned {
-            if c.family != Family::Chatterbox || c.prompt::<Conditionals>().is_none() {
-                return Err(EngineError::InvalidOption {
-                    field: "voice",
-                    reason: format!(
-                        "cloned voice `{}` was made for {}, not for `{}` (chatterbox)",
-                        c.id,
-                        c.family.name(),
-                        self.id
-                    ),
-                });
-            }
+            check_cloned_family(&self.id, c)?;
             if let Some(voice) = c.prompt::<Conditionals>() {
                 self.tts
                     .check_voice(voice)
@@ -588,4 +563,51 @@ impl TtsModel for ChatterboxVoice {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// The request's cloned voice, else `builtin`.
+pub(crate) fn voice_or<'a>(
+    builtin: &'a Conditionals,
+    options: &'a SynthesisOptions,
+) -> &'a Conditionals {
+    options
+        .cloned
+        .as_ref()
+        .and_then(|c| c.prompt::<Conditionals>())
+        .unwrap_or(builtin)
+}
+
+/// Refuses VITS's controls and a speed other than 1 for Chatterbox voice `id`.
+pub(crate) fn check_not_vits(id: &str, options: &SynthesisOptions) -> Result<(), EngineError> {
+    if let Some(field) = options.vits.first_set() {
+        return Err(EngineError::InvalidOption {
+            field,
+            reason: format!("does not apply to voice `{id}` (chatterbox)"),
+        });
+    }
+    if options.speed.is_some_and(|s| s != 1.0) {
+        return Err(EngineError::InvalidOption {
+            field: "speed",
+            reason: "Chatterbox has no speed control; only 1.0 is accepted".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a cloned voice that is not a Chatterbox one for Chatterbox voice `id`.
+pub(crate) fn check_cloned_family(
+    id: &str,
+    cloned: &crate::model::ClonedVoice,
+) -> Result<(), EngineError> {
+    if cloned.family != Family::Chatterbox || cloned.prompt::<Conditionals>().is_none() {
+        return Err(EngineError::InvalidOption {
+            field: "voice",
+            reason: format!(
+                "cloned voice `{}` was made for {}, not for `{id}` (chatterbox)",
+                cloned.id,
+                cloned.family.name(),
+            ),
+        });
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use ferrovox_chatterbox::{Conditionals, TurboTts};
 use ferrovox_text::chunk_text;
 use ferrovox_voices::Family;
 
-use crate::chatterbox_voice::MAX_PIECE_CHARS;
+use crate::chatterbox_voice::{check_cloned_family, check_not_vits, voice_or, MAX_PIECE_CHARS};
 use crate::model::{check_language, check_range};
 use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
 
@@ -57,11 +57,7 @@ impl TurboVoice {
     }
 
     fn voice<'a>(&'a self, options: &'a SynthesisOptions) -> &'a Conditionals {
-        options
-            .cloned
-            .as_ref()
-            .and_then(|c| c.prompt::<Conditionals>())
-            .unwrap_or_else(|| self.tts.builtin_voice())
+        voice_or(self.tts.builtin_voice(), options)
     }
 }
 
@@ -87,18 +83,7 @@ impl TtsModel for TurboVoice {
     }
 
     fn validate(&self, options: &SynthesisOptions) -> Result<(), EngineError> {
-        if let Some(field) = options.vits.first_set() {
-            return Err(EngineError::InvalidOption {
-                field,
-                reason: format!("does not apply to voice `{}` (chatterbox turbo)", self.id),
-            });
-        }
-        if options.speed.is_some_and(|s| s != 1.0) {
-            return Err(EngineError::InvalidOption {
-                field: "speed",
-                reason: "Chatterbox has no speed control; only 1.0 is accepted".into(),
-            });
-        }
+        check_not_vits(&self.id, options)?;
         let o = &options.chatterbox;
         for (field, set) in [
             ("exaggeration", o.exaggeration.is_some()),
@@ -120,17 +105,7 @@ impl TtsModel for TurboVoice {
         check_range("repetition_penalty", o.repetition_penalty, 1e-6, 10.0)?;
         check_range("max_new_tokens", o.max_new_tokens, 1, 1000)?;
         if let Some(c) = &options.cloned {
-            if c.family != Family::Chatterbox || c.prompt::<Conditionals>().is_none() {
-                return Err(EngineError::InvalidOption {
-                    field: "voice",
-                    reason: format!(
-                        "cloned voice `{}` was made for {}, not for `{}` (chatterbox)",
-                        c.id,
-                        c.family.name(),
-                        self.id
-                    ),
-                });
-            }
+            check_cloned_family(&self.id, c)?;
         }
         check_language(self, options)
     }

@@ -22,18 +22,8 @@ const REPLACEMENTS: [(&str, &str); 12] = [
     ("’", "'"),
 ];
 
-/// `tts_turbo.py`'s replacements: the same but for `...`, ` - ` and `;`, which it keeps.
-const TURBO_REPLACEMENTS: [(&str, &str); 9] = [
-    ("…", ", "),
-    (":", ","),
-    ("—", "-"),
-    ("–", "-"),
-    (" ,", ","),
-    ("“", "\""),
-    ("”", "\""),
-    ("‘", "'"),
-    ("’", "'"),
-];
+/// What `tts_turbo.py` keeps that `tts.py` replaces.
+const TURBO_KEEPS: [&str; 3] = ["...", " - ", ";"];
 
 /// Sentence ends of `tts.py`.
 const ENDS: [&str; 5] = [".", "!", "?", "-", ","];
@@ -45,20 +35,21 @@ const MTL_ENDS: [&str; 10] = [".", "!", "?", "-", ",", "、", "，", "。", "？
 /// single spaces, uncommon punctuation replaced, and a full stop added where the text does not
 /// end like a sentence.
 pub fn punc_norm(text: &str) -> String {
-    normalize(text, &REPLACEMENTS, &ENDS)
+    normalize(text, &[], &ENDS)
 }
 
 /// [`punc_norm`] of the multilingual model (`mtl_tts.punc_norm`): CJK sentence ends count too.
 pub fn mtl_punc_norm(text: &str) -> String {
-    normalize(text, &REPLACEMENTS, &MTL_ENDS)
+    normalize(text, &[], &MTL_ENDS)
 }
 
 /// [`punc_norm`] of Turbo (`tts_turbo.punc_norm`): `...`, ` - ` and `;` stay as they are.
 pub fn turbo_punc_norm(text: &str) -> String {
-    normalize(text, &TURBO_REPLACEMENTS, &ENDS)
+    normalize(text, &TURBO_KEEPS, &ENDS)
 }
 
-fn normalize(text: &str, replacements: &[(&str, &str)], ends: &[&str]) -> String {
+/// Upstream's steps, the [`REPLACEMENTS`] but those of `kept`.
+fn normalize(text: &str, kept: &[&str], ends: &[&str]) -> String {
     if text.is_empty() {
         return EMPTY.to_string();
     }
@@ -76,7 +67,7 @@ fn normalize(text: &str, replacements: &[(&str, &str)], ends: &[&str]) -> String
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    for (old, new) in replacements {
+    for (old, new) in REPLACEMENTS.iter().filter(|(old, _)| !kept.contains(old)) {
         t = t.replace(old, new);
     }
     let mut t = t.trim_end_matches(' ').to_string();
