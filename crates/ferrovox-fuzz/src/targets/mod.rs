@@ -27,7 +27,7 @@ pub(crate) fn all() -> Vec<Target> {
         },
         Target {
             name: "chatterbox-text",
-            about: "Chatterbox's English and multilingual tokenizers, any language",
+            about: "Chatterbox's English, multilingual and Turbo tokenizers, any language",
             run: text::chatterbox_tokenizers,
             base_bytes: 8 * MIB,
             bytes_per_input_byte: 512,

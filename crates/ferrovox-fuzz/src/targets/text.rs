@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ferrovox_chatterbox::tokenizer::{
-    mtl_punc_norm, punc_norm, EnTokenizer, Language, MtlTokenizer, LANGUAGES,
+    mtl_punc_norm, punc_norm, turbo_punc_norm, EnTokenizer, Language, MtlTokenizer, TurboTokenizer,
+    LANGUAGES,
 };
 use ferrovox_text::{chunk_text, normalize_english, split_sentences, EspeakPhonemizer};
 
@@ -46,8 +47,9 @@ fn fixtures() -> PathBuf {
 }
 
 pub(super) fn chatterbox_tokenizers(bytes: &[u8]) -> Result<(), String> {
-    static TOKENIZERS: OnceLock<Result<(EnTokenizer, MtlTokenizer), String>> = OnceLock::new();
-    let (en, mtl) = TOKENIZERS
+    type Tokenizers = (EnTokenizer, MtlTokenizer, TurboTokenizer);
+    static TOKENIZERS: OnceLock<Result<Tokenizers, String>> = OnceLock::new();
+    let (en, mtl, turbo) = TOKENIZERS
         .get_or_init(|| {
             let dir = fixtures();
             let en = EnTokenizer::from_file(&dir.join("t3_tokenizer_vocab.json"));
@@ -55,9 +57,11 @@ pub(super) fn chatterbox_tokenizers(bytes: &[u8]) -> Result<(), String> {
                 &dir.join("mtl_tokenizer_vocab.json"),
                 Some(&dir.join("mtl_cangjie.json")),
             );
+            let turbo = TurboTokenizer::from_dir(&dir.join("turbo_tokenizer"));
             Ok((
                 en.map_err(|e| e.to_string())?,
                 mtl.map_err(|e| e.to_string())?,
+                turbo.map_err(|e| e.to_string())?,
             ))
         })
         .as_ref()
@@ -74,6 +78,12 @@ pub(super) fn chatterbox_tokenizers(bytes: &[u8]) -> Result<(), String> {
     let ids = en.encode(&punc_norm(&text)).map_err(|e| e.to_string())?;
     if let Some(id) = ids.iter().find(|&&i| i as usize >= en.vocab_size()) {
         return Err(format!("English id {id} outside the vocabulary"));
+    }
+    let ids = turbo
+        .encode(&turbo_punc_norm(&text))
+        .map_err(|e| e.to_string())?;
+    if let Some(id) = ids.iter().find(|&&i| i as usize >= turbo.vocab_size()) {
+        return Err(format!("Turbo id {id} outside the vocabulary"));
     }
     // A language code from the text itself: known, or refused with the supported list.
     let code: String = text.chars().take(8).collect();
