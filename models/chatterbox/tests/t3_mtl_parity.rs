@@ -84,7 +84,7 @@ fn each_step_attends_and_adjusts_as_upstream() {
         let mut detector = AlignmentDetector::new(text_start..text_start + text.len(), stop);
         let mut cache = t3.cache(2, 256, DType::F32, &device).unwrap();
         let (mut logits, mut attention) = t3
-            .forward_aligned(&embeds, &mut cache, detector.first_rows())
+            .forward_aligned(&embeds, &mut cache, detector.first_row())
             .unwrap();
         let mut sampler = Sampler::new(opts, 264, start, &device).unwrap();
         let (mut worst_attn, mut worst_logits) = (0f32, 0f32);

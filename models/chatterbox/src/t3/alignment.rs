@@ -68,14 +68,19 @@ impl AlignmentDetector {
         }
     }
 
-    /// The prefill's rows of speech positions (those after the text) that the first step reads.
-    pub fn first_rows(&self) -> usize {
-        self.text.end
+    /// The first query row of this step's attention the detector reads: on the first step the
+    /// prefill's speech positions (those after the text), then the one new position.
+    pub fn first_row(&self) -> usize {
+        if self.frame == 0 {
+            self.text.end
+        } else {
+            0
+        }
     }
 
     /// One step: `attention` holds the aligned heads' mean attention rows of the conditional
     /// guidance row (every position attended so far: on the first step the prefill's rows from
-    /// [`first_rows`](Self::first_rows) on, then the new position's row), `last_token` the
+    /// [`first_row`](Self::first_row) on, then the new position's row), `last_token` the
     /// token before this step's (the start token first). Adjusts the guided `logits` over the
     /// speech vocabulary as upstream does.
     pub fn step(

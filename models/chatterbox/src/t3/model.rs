@@ -348,6 +348,32 @@ impl T3 {
         Ok((self.speech_head.forward(&hidden)?, attention))
     }
 
+    /// The dynamic path's forward of `embeds` and the draw from its last position: with a stop
+    /// detector, its attention read and the guided logits adjusted (`previous` is the token
+    /// before this draw), else the sampler alone.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_draw(
+        &self,
+        embeds: &Tensor,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
+        detector: Option<&mut AlignmentDetector>,
+        previous: u32,
+        step: usize,
+        noise: &mut dyn SamplingNoise,
+    ) -> Result<Tensor> {
+        let last = |logits: &Tensor| logits.i((.., logits.dim(1)? - 1, ..));
+        Ok(match detector {
+            None => sampler.sample(&last(&self.forward(embeds, cache)?)?, step, noise)?,
+            Some(d) => {
+                let (logits, attention) = self.forward_aligned(embeds, cache, d.first_row())?;
+                sampler.sample_adjusted(&last(&logits)?, step, noise, &mut |l| {
+                    d.step(&attention, previous, l);
+                })?
+            }
+        })
+    }
+
     /// Speech-head logits `[b, 1, vocab]` of one fixed-shape step (see [`Llama::step_at`]),
     /// for parity checks of the fixed path; the caller advances the cache.
     pub fn backbone_step_at(
@@ -438,22 +464,17 @@ impl T3 {
         // Launches go in sections that a CUDA graph capture on another thread waits out
         // (`ferrovox_device::launch_gate`); the callback runs outside them.
         let start = self.cfg.start_speech_token;
-        let mut token = device_work(|| -> Result<Tensor> {
+        let mut token = device_work(|| {
             let cache = steps.cache()?;
-            match &mut detector {
-                None => {
-                    let logits = self.forward(&embeds, cache)?;
-                    let last = logits.i((.., logits.dim(1)? - 1, ..))?;
-                    Ok(sampler.sample(&last, 0, noise)?)
-                }
-                Some(d) => {
-                    let (logits, rows) = self.forward_aligned(&embeds, cache, d.first_rows())?;
-                    let last = logits.i((.., logits.dim(1)? - 1, ..))?;
-                    Ok(sampler.sample_adjusted(&last, 0, noise, &mut |l| {
-                        d.step(&rows, start, l);
-                    })?)
-                }
-            }
+            self.forward_draw(
+                &embeds,
+                cache,
+                &mut sampler,
+                detector.as_mut(),
+                start,
+                0,
+                noise,
+            )
         })?;
         let stop = self.cfg.stop_speech_token;
         let report_every = report_every.max(1);
@@ -493,24 +514,13 @@ impl T3 {
                     }
                     Steps::Dynamic(cache) => {
                         let next = self.speech_step_embed(&token, step + 1, rows)?;
-                        match &mut detector {
-                            None => {
-                                let logits = self.forward(&next, cache)?;
-                                sampler.sample(&logits.squeeze(1)?, step + 1, noise)?
-                            }
-                            Some(d) => {
-                                let previous = token.to_vec1::<u32>()?[0];
-                                let (logits, attention) = self.forward_aligned(&next, cache, 0)?;
-                                sampler.sample_adjusted(
-                                    &logits.squeeze(1)?,
-                                    step + 1,
-                                    noise,
-                                    &mut |l| {
-                                        d.step(&attention, previous, l);
-                                    },
-                                )?
-                            }
-                        }
+                        // Only the detector needs the previous token on the host.
+                        let previous = match detector {
+                            Some(_) => token.to_vec1::<u32>()?[0],
+                            None => start,
+                        };
+                        let d = detector.as_mut();
+                        self.forward_draw(&next, cache, &mut sampler, d, previous, step + 1, noise)?
                     }
                 };
             }

@@ -472,12 +472,23 @@ impl Sampler {
         step: usize,
         noise: &mut dyn SamplingNoise,
     ) -> Result<Tensor> {
+        let guided = self.guide(rows)?;
+        self.sample_guided(&guided, step, noise)
+    }
+
+    /// One token from logits already guided, with its draw, recorded in the history.
+    fn sample_guided(
+        &mut self,
+        guided: &Tensor,
+        step: usize,
+        noise: &mut dyn SamplingNoise,
+    ) -> Result<Tensor> {
         let q = if !self.which.sampled {
             self.tables.neg_inf.clone()
         } else {
-            noise.exponentials(step, self.tables.vocab(), rows.device())?
+            noise.exponentials(step, self.tables.vocab(), guided.device())?
         };
-        let (token, seen) = self.draw().token(rows, &self.seen, &q)?;
+        let (token, seen) = self.draw().token_of_guided(guided, &self.seen, &q)?;
         self.seen = seen;
         Ok(token)
     }
@@ -499,14 +510,7 @@ impl Sampler {
         let mut host = guided.flatten_all()?.to_vec1::<f32>()?;
         adjust(&mut host);
         let guided = Tensor::from_vec(host, (1, vocab), rows.device())?;
-        let q = if !self.which.sampled {
-            self.tables.neg_inf.clone()
-        } else {
-            noise.exponentials(step, self.tables.vocab(), rows.device())?
-        };
-        let (token, seen) = self.draw().token_of_guided(&guided, &self.seen, &q)?;
-        self.seen = seen;
-        Ok(token)
+        self.sample_guided(&guided, step, noise)
     }
 }
 
