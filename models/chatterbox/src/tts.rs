@@ -172,17 +172,10 @@ impl Sizes {
 
     /// [`Sizes::of_dir`] for the model `multilingual` names, whatever else `dir` holds.
     pub(crate) fn of_dir_as(dir: &Path, multilingual: bool) -> Result<Self> {
-        let marker = dir.join("ferrovox-voice.json");
-        let mut sizes = Self::default();
-        let mut declares_t3 = false;
-        if marker.is_file() {
-            let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
-            let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-            declares_t3 = value.get("t3").is_some();
-            sizes = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        }
+        let (mut sizes, declares_t3) = match marker_sizes::<Self>(dir)? {
+            Some((sizes, value)) => (sizes, value.get("t3").is_some()),
+            None => (Self::default(), false),
+        };
         if !declares_t3 && multilingual {
             sizes.t3 = T3Config::multilingual();
         }
@@ -662,16 +655,37 @@ impl ChatterboxTts {
                 options.exaggeration
             )));
         }
-        let mut cond = voice.t3.clone();
+        let mut cond = prompt_within(&voice.t3, self.t3.config().speech_cond_prompt_len)?;
         cond.emotion_adv = options.exaggeration;
-        if let Some(tokens) = &cond.cond_prompt_speech_tokens {
-            let limit = self.t3.config().speech_cond_prompt_len;
-            if tokens.dim(1)? > limit {
-                cond.cond_prompt_speech_tokens = Some(tokens.narrow(1, 0, limit)?);
-            }
-        }
         Ok(cond)
     }
+}
+
+/// `cond` with its prompt's speech tokens cut to T3's `limit` (a voice may carry more).
+pub(crate) fn prompt_within(cond: &crate::t3::T3Cond, limit: usize) -> Result<crate::t3::T3Cond> {
+    let mut cond = cond.clone();
+    if let Some(tokens) = &cond.cond_prompt_speech_tokens {
+        if tokens.dim(1)? > limit {
+            cond.cond_prompt_speech_tokens = Some(tokens.narrow(1, 0, limit)?);
+        }
+    }
+    Ok(cond)
+}
+
+/// `dir`'s `ferrovox-voice.json` read as `T` (the sizes it declares), with the JSON itself;
+/// `None` without one. An unreadable or malformed file is named.
+pub(crate) fn marker_sizes<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+) -> Result<Option<(T, serde_json::Value)>> {
+    let marker = dir.join("ferrovox-voice.json");
+    if !marker.is_file() {
+        return Ok(None);
+    }
+    let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
+    let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let sizes = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
+    Ok(Some((sizes, value)))
 }
 
 /// A model directory's built-in voice: upstream's `conds.pt`, else ferrovox's

@@ -12,7 +12,7 @@ use crate::s3gen::{S3Gen, S3GenConfig};
 use crate::t3::model::{Flow, Generated};
 use crate::t3::{Gpt2Config, SamplingNoise, T3Config, T3Turbo, TurboOptions};
 use crate::tokenizer::{turbo_punc_norm, TurboTokenizer};
-use crate::tts::{builtin_voice, speech_tokens, Outcome};
+use crate::tts::{builtin_voice, marker_sizes, prompt_within, speech_tokens, Outcome};
 use crate::{Conditionals, Error, Result};
 
 /// Turbo's T3 checkpoint.
@@ -77,7 +77,7 @@ impl TurboTts {
     /// [`TURBO_S3GEN`], the tokenizer files and `conds.pt` (or `conds.safetensors`); each
     /// missing or bad file is named.
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
-        let sizes = Self::sizes(dir)?;
+        let sizes = marker_sizes::<TurboSizes>(dir)?.map_or_else(TurboSizes::default, |(s, _)| s);
         let missing = |name: &str| Error::Checkpoint {
             path: dir.join(name).display().to_string(),
             reason: format!(
@@ -121,16 +121,6 @@ impl TurboTts {
             device: device.clone(),
             dir: dir.to_path_buf(),
         })
-    }
-
-    fn sizes(dir: &Path) -> Result<TurboSizes> {
-        let marker = dir.join("ferrovox-voice.json");
-        if !marker.is_file() {
-            return Ok(TurboSizes::default());
-        }
-        let bad = |reason: String| Error::Config(format!("{}: {reason}", marker.display()));
-        let text = std::fs::read_to_string(&marker).map_err(|e| bad(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
     }
 
     pub fn t3(&self) -> &T3Turbo {
@@ -177,13 +167,7 @@ impl TurboTts {
         options: &TurboOptions,
         noise: &mut dyn SamplingNoise,
     ) -> Result<Generated> {
-        let mut cond = voice.t3.clone();
-        if let Some(tokens) = &cond.cond_prompt_speech_tokens {
-            let limit = self.t3.config().speech_cond_prompt_len;
-            if tokens.dim(1)? > limit {
-                cond.cond_prompt_speech_tokens = Some(tokens.narrow(1, 0, limit)?);
-            }
-        }
+        let cond = prompt_within(&voice.t3, self.t3.config().speech_cond_prompt_len)?;
         let budget = Self::token_budget(text_tokens.len(), options.max_new_tokens);
         let room = self.t3.room(&cond, text_tokens.len())?;
         if room == 0 {
