@@ -381,20 +381,9 @@ impl TtsModel for ChatterboxVoice {
     }
 
     fn prepare(&self, text: &str, options: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
-        let mut units = Vec::new();
-        for chunk in chunk_text(text, MAX_PIECE_CHARS) {
-            if !chunk.text.chars().any(char::is_alphanumeric) {
-                continue;
-            }
-            units.push(Unit {
-                ids: self
-                    .tts
-                    .text_tokens_in(chunk.text, options.language.as_deref())?,
-                ends_sentence: chunk.ends_sentence,
-                seed: 0,
-            });
-        }
-        Ok(units)
+        text_units(text, |piece| {
+            self.tts.text_tokens_in(piece, options.language.as_deref())
+        })
     }
 
     fn synthesize_units(
@@ -610,4 +599,23 @@ pub(crate) fn check_cloned_family(
         });
     }
     Ok(())
+}
+
+/// `text` in pieces of at most [`MAX_PIECE_CHARS`] (those with something to say), each to a
+/// unit of the ids `encode` gives it.
+pub(crate) fn text_units(
+    text: &str,
+    encode: impl Fn(&str) -> ferrovox_chatterbox::Result<Vec<u32>>,
+) -> Result<Vec<Unit>, EngineError> {
+    chunk_text(text, MAX_PIECE_CHARS)
+        .into_iter()
+        .filter(|chunk| chunk.text.chars().any(char::is_alphanumeric))
+        .map(|chunk| {
+            Ok(Unit {
+                ids: encode(chunk.text)?,
+                ends_sentence: chunk.ends_sentence,
+                seed: 0,
+            })
+        })
+        .collect()
 }

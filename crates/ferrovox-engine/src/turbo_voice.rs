@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::Device;
 use ferrovox_chatterbox::t3::{SeededNoise, TurboOptions};
 use ferrovox_chatterbox::{Conditionals, TurboTts};
-use ferrovox_text::chunk_text;
 use ferrovox_voices::Family;
 
-use crate::chatterbox_voice::{check_cloned_family, check_not_vits, voice_or, MAX_PIECE_CHARS};
+use crate::chatterbox_voice::{check_cloned_family, check_not_vits, text_units, voice_or};
 use crate::model::{check_language, check_range};
 use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
 
@@ -115,18 +114,7 @@ impl TtsModel for TurboVoice {
     }
 
     fn prepare(&self, text: &str, _: &SynthesisOptions) -> Result<Vec<Unit>, EngineError> {
-        let mut units = Vec::new();
-        for chunk in chunk_text(text, MAX_PIECE_CHARS) {
-            if !chunk.text.chars().any(char::is_alphanumeric) {
-                continue;
-            }
-            units.push(Unit {
-                ids: self.tts.text_tokens(chunk.text)?,
-                ends_sentence: chunk.ends_sentence,
-                seed: 0,
-            });
-        }
-        Ok(units)
+        text_units(text, |piece| self.tts.text_tokens(piece))
     }
 
     fn synthesize_units(
