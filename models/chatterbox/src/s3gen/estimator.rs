@@ -286,7 +286,6 @@ impl ConditionalDecoder {
         cond: &Tensor,
         record: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<Tensor> {
-        let temb = temb.clone();
         let (_, _, frames) = x.dims3()?;
         let spks = spks.unsqueeze(2)?.repeat((1, 1, frames))?;
         let h = Tensor::cat(&[x, mu, &spks, cond], 1)?;
@@ -295,17 +294,15 @@ impl ConditionalDecoder {
 
         let h = self
             .down
-            .forward(&h, mask, &temb, &key_bias, "down.0", record)?;
+            .forward(&h, mask, temb, &key_bias, "down.0", record)?;
         let skip = h.clone();
         let mut h = self.down_conv.forward(&h.broadcast_mul(mask)?)?;
         record("down.0.downsample", &h);
         for (m, block) in self.mid.iter().enumerate() {
-            h = block.forward(&h, mask, &temb, &key_bias, &format!("mid.{m}"), record)?;
+            h = block.forward(&h, mask, temb, &key_bias, &format!("mid.{m}"), record)?;
         }
         let h = Tensor::cat(&[&h, &skip], 1)?;
-        let h = self
-            .up
-            .forward(&h, mask, &temb, &key_bias, "up.0", record)?;
+        let h = self.up.forward(&h, mask, temb, &key_bias, "up.0", record)?;
         let h = self.up_conv.forward(&h.broadcast_mul(mask)?)?;
         record("up.0.upsample", &h);
         let h = self.final_block.forward(&h, mask)?;

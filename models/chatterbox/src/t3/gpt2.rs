@@ -210,9 +210,10 @@ impl Gpt2 {
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
             x = (x + block.attn_proj.forward(&y)?)?;
+            // Candle's `gelu` is the tanh approximation, transformers' `gelu_new`.
             let m = block
                 .mlp_proj
-                .forward(&gelu_new(&block.c_fc.forward(&block.ln_2.forward(&x)?)?)?)?;
+                .forward(&block.c_fc.forward(&block.ln_2.forward(&x)?)?.gelu()?)?;
             x = (x + m)?;
         }
         cache.len = start + t;
@@ -235,12 +236,4 @@ fn causal_mask(t: usize, seen: usize, like: &Tensor) -> Result<Tensor> {
         })
         .collect();
     Tensor::from_vec(mask, (t, seen), like.device())?.to_dtype(like.dtype())
-}
-
-/// transformers' `gelu_new` (the tanh approximation), written out as upstream computes it.
-fn gelu_new(x: &Tensor) -> Result<Tensor> {
-    let c = (2.0f64 / std::f64::consts::PI).sqrt();
-    let cube = (x * x)?.mul(x)?;
-    let inner = ((x + (cube * 0.044715)?)? * c)?;
-    (x * 0.5)? * (inner.tanh()? + 1.0)?
 }
