@@ -8,6 +8,8 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use ferrovox_layers::{RowFormat, StepLinear};
 use serde::Deserialize;
 
+use super::llama::causal_mask;
+
 /// The fields of upstream's GPT-2 config that shape the model; `Default` is `GPT2_medium`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -205,7 +207,12 @@ impl Gpt2 {
             lc.v = Some(v.clone());
             let mut scores = (q.matmul(&k.t()?)? * scale)?;
             if t > 1 {
-                scores = scores.broadcast_add(&causal_mask(t, start + t, embeds)?)?;
+                scores = scores.broadcast_add(&causal_mask(
+                    t,
+                    start + t,
+                    embeds.dtype(),
+                    embeds.device(),
+                )?)?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
@@ -219,21 +226,4 @@ impl Gpt2 {
         cache.len = start + t;
         self.ln_f.forward(&x)
     }
-}
-
-/// `[t, seen]`: 0 where query `i` (at position `seen - t + i`) may look, −∞ past it.
-fn causal_mask(t: usize, seen: usize, like: &Tensor) -> Result<Tensor> {
-    let past = seen - t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..seen).map(move |j| {
-                if j <= past + i {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(mask, (t, seen), like.device())?.to_dtype(like.dtype())
 }

@@ -449,7 +449,7 @@ impl StepShared {
 }
 
 /// `[t, seen]` additive mask: query `i` (at position `seen - t + i`) sees keys up to its own.
-fn causal_mask(t: usize, seen: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+pub(crate) fn causal_mask(t: usize, seen: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let offset = seen - t;
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| {
