@@ -1,14 +1,16 @@
-"""Times upstream Chatterbox Turbo (chatterbox-tts, PyTorch eager) at full size with random
-weights: T3's tokens per second (`T3.inference_turbo`, GPT-2 medium, no guidance) and S3Gen's
-meanflow decoder on a sentence's tokens in 2 steps and in 1.
+"""Times upstream Chatterbox Turbo or Nano (chatterbox-tts, PyTorch eager) at full size with
+random weights: T3's tokens per second (`T3.inference_turbo`, GPT-2 medium, or GPT-2 small for
+Nano, no guidance) and S3Gen's meanflow decoder on a sentence's tokens in 2 steps and in 1.
 
 Usage: turbo_torch_bench.py SPEC_JSON  (spec: dir, threads, device, tf32, reps, new_tokens,
-sentence_tokens, prompt_tokens, text_tokens; `weights_only`: write the files, time nothing)
+sentence_tokens, prompt_tokens, text_tokens, nano; `weights_only`: write the files, time nothing)
 On first use writes `dir/t3_turbo_v1.safetensors` (T3 with tts_turbo.py's hyper-parameters,
-seed 0), `dir/s3gen_meanflow.safetensors` (S3Gen(meanflow=True)'s flow and HiFT, seed 0) and
+seed 0; for Nano `dir/t3_nano_v1.safetensors`, the same on a `GPT2_small` entry of
+`LLAMA_CONFIGS` as later upstream loaders add it: GPT2_medium's at 768 wide, 12 heads, 12 layers), `dir/s3gen_meanflow.safetensors` (S3Gen(meanflow=True)'s flow and HiFT, seed 0) and
 `dir/turbo_inputs.safetensors` (speaker embedding, prompt speech tokens, GPT-2 text ids, the
 S3Gen reference), so ferrovox runs the same models on the same inputs. Prints one JSON line.
 """
+import copy
 import json
 import os
 import resource
@@ -24,6 +26,7 @@ from upstream import bare_chatterbox_package, device_from  # noqa: E402
 bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
 from chatterbox.models.t3 import T3  # noqa: E402
+from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS  # noqa: E402
 from chatterbox.models.t3.modules.cond_enc import T3Cond  # noqa: E402
 from chatterbox.models.t3.modules.t3_config import T3Config  # noqa: E402
 
@@ -40,14 +43,25 @@ def turbo_hp():
     return hp
 
 
+def nano_hp():
+    """Turbo's hyper-parameters on GPT-2 small (Chatterbox Nano)."""
+    small = copy.deepcopy(LLAMA_CONFIGS["GPT2_medium"])
+    small.update(n_embd=768, hidden_size=768, n_head=12, n_layer=12)
+    LLAMA_CONFIGS.setdefault("GPT2_small", small)
+    hp = turbo_hp()
+    hp.llama_config_name = "GPT2_small"
+    return hp
+
+
 def main() -> None:
     spec = json.load(open(sys.argv[1]))
     device, sync = device_from(spec)
     out = spec["dir"]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    t3 = T3(turbo_hp()).eval()
-    path = os.path.join(out, "t3_turbo_v1.safetensors")
+    nano = spec.get("nano", False)
+    t3 = T3(nano_hp() if nano else turbo_hp()).eval()
+    path = os.path.join(out, "t3_nano_v1.safetensors" if nano else "t3_turbo_v1.safetensors")
     if not os.path.exists(path):
         save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, path)
     t3.load_state_dict(load_file(path))

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: measured speed, each figure a ratio against a baseline from the same run.
 
 use anyhow::bail;
+use ferrovox_chatterbox::TurboSize;
 use ferrovox_device::{doctor, DeviceRequest, Runtime, TuningConfig};
 
 use crate::util::{machine_name, repo_root, today};
@@ -102,7 +103,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "chatterbox-turbo" => {
                 results.insert(
                     "chatterbox_turbo".into(),
-                    crate::bench_turbo::run(quick, &device)?,
+                    crate::bench_turbo::run(quick, &device, TurboSize::Turbo)?,
+                );
+            }
+            "chatterbox-nano" => {
+                results.insert(
+                    "chatterbox_nano".into(),
+                    crate::bench_turbo::run(quick, &device, TurboSize::Nano)?,
                 );
             }
             "chatterbox-streams" => {
@@ -136,7 +143,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 results.insert("server".into(), crate::bench_server::run(quick)?);
             }
             other => {
-                bail!("unknown bench case `{other}` (known: matmul, kernels, decode-gemm, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, chatterbox-turbo, clone, formats)")
+                bail!("unknown bench case `{other}` (known: matmul, kernels, decode-gemm, vits, vits-gpu, vits-gpu-planner, batching, server, s3gen, s3gen-stream, chatterbox, chatterbox-streams, chatterbox-turbo, chatterbox-nano, clone, formats)")
             }
         }
     }

@@ -1,8 +1,9 @@
-//! `cargo xtask bench chatterbox-turbo [--device cuda]`: Chatterbox Turbo at full size with
-//! random weights (the same `t3_turbo_v1.safetensors`, `s3gen_meanflow.safetensors` and inputs
-//! on both sides), ferrovox against upstream PyTorch eager on the same device: Turbo's T3
-//! tokens per second (GPT-2 medium, no guidance row), S3Gen's meanflow decoder on a 3 s
-//! sentence in 2 steps and in 1, the real-time factor of the sentence, peak memory.
+//! `cargo xtask bench chatterbox-turbo | chatterbox-nano [--device cuda]`: Chatterbox Turbo
+//! (or Nano) at full size with random weights (the same `t3_turbo_v1.safetensors` or
+//! `t3_nano_v1.safetensors`, `s3gen_meanflow.safetensors` and inputs on both sides), ferrovox
+//! against upstream PyTorch eager on the same device: T3's tokens per second (GPT-2 medium or
+//! small, no guidance row), S3Gen's meanflow decoder on a 3 s sentence in 2 steps and in 1, the
+//! real-time factor of the sentence, peak memory.
 
 use std::process::Command;
 use std::time::Instant;
@@ -10,10 +11,8 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{DType, Tensor};
 use ferrovox_chatterbox::s3gen::{S3Gen, S3GenConfig, SpeakerReference};
-use ferrovox_chatterbox::t3::{
-    Flow, Gpt2Config, SeededNoise, T3Cond, T3Config, T3Turbo, TurboOptions,
-};
-use ferrovox_chatterbox::RowFormat;
+use ferrovox_chatterbox::t3::{Flow, SeededNoise, T3Cond, T3Config, T3Turbo, TurboOptions};
+use ferrovox_chatterbox::{RowFormat, TurboSize};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
@@ -22,12 +21,21 @@ use crate::util::{median, repo_root};
 /// Speech tokens of the timed sentence (3 s at 25 a second), before the 3 silence tokens.
 const SENTENCE: usize = 75;
 
-pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
+pub fn run(
+    quick: bool,
+    request: &DeviceRequest,
+    size: TurboSize,
+) -> anyhow::Result<serde_json::Value> {
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
     let device = runtime.device().clone();
     let on_gpu = !device.is_cpu();
     let threads = runtime.tuning.threads.threads;
-    let dir = std::env::temp_dir().join("ferrovox-bench-turbo");
+    let nano = size == TurboSize::Nano;
+    let dir = std::env::temp_dir().join(if nano {
+        "ferrovox-bench-nano"
+    } else {
+        "ferrovox-bench-turbo"
+    });
     let (reps, new_tokens) = match (quick, on_gpu) {
         (true, _) => (1, 20),
         (false, true) => (5, 300),
@@ -36,7 +44,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let spec = json!({
         "dir": dir, "threads": threads, "device": if on_gpu { "cuda" } else { "cpu" },
         "tf32": runtime.tuning.tf32, "reps": reps, "new_tokens": new_tokens,
-        "sentence_tokens": SENTENCE, "prompt_tokens": 375, "text_tokens": 40,
+        "sentence_tokens": SENTENCE, "prompt_tokens": 375, "text_tokens": 40, "nano": nano,
     });
     let spec_path = dir.with_extension("json");
     std::fs::create_dir_all(&dir)?;
@@ -52,9 +60,9 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
 
     let load = Instant::now();
     let t3 = T3Turbo::load(
-        &dir.join("t3_turbo_v1.safetensors"),
+        &dir.join(size.t3_file()),
         &T3Config::turbo(),
-        &Gpt2Config::default(),
+        &size.gpt2(),
         DType::F32,
         &device,
     )?;
@@ -160,7 +168,8 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let theirs_2 = torch["s3gen_s"]["2_step"].as_f64().unwrap_or(f64::NAN);
     let theirs_1 = torch["s3gen_s"]["1_step"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "| Chatterbox Turbo, {} | ferrovox | PyTorch {} | ferrovox / PyTorch |\n|---|---|---|---|",
+        "| {}, {} | ferrovox | PyTorch {} | ferrovox / PyTorch |\n|---|---|---|---|",
+        size.name(),
         if on_gpu { "cuda" } else { "cpu" },
         torch["torch"].as_str().unwrap_or("?")
     );
@@ -210,7 +219,7 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         torch["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
     );
     Ok(json!({
-        "device": if on_gpu { "cuda" } else { "cpu" }, "threads": threads,
+        "model": size.name(), "device": if on_gpu { "cuda" } else { "cpu" }, "threads": threads,
         "ferrovox": {"tokens_per_s": ours, "tokens_per_s_all": rates, "tokens": counts,
             "step_weights": by_format,
             "s3gen_s": decode, "rtf": rtf(ours, ours_2), "load_s": load_s,

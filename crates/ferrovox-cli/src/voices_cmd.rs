@@ -161,6 +161,9 @@ fn describe(files: &VoiceFiles) -> String {
                     ferrovox_voices::ChatterboxModel::Turbo => {
                         ("turbo", ferrovox_voices::CHATTERBOX_TURBO)
                     }
+                    ferrovox_voices::ChatterboxModel::Nano => {
+                        ("nano", ferrovox_voices::CHATTERBOX_NANO)
+                    }
                     _ => ("multilingual", ferrovox_voices::CHATTERBOX_MULTILINGUAL),
                 };
                 let files: Vec<String> = groups.iter().map(|names| names.join(" or ")).collect();

@@ -75,8 +75,12 @@ pub fn open_voice(
         }
         ferrovox_voices::VoiceFiles::Chatterbox { dir, model } => {
             use ferrovox_voices::ChatterboxModel as M;
-            if model == M::Turbo {
-                return Ok(Arc::new(TurboVoice::load(id, &dir, device)?));
+            if let Some(size) = match model {
+                M::Turbo => Some(ferrovox_chatterbox::TurboSize::Turbo),
+                M::Nano => Some(ferrovox_chatterbox::TurboSize::Nano),
+                _ => None,
+            } {
+                return Ok(Arc::new(TurboVoice::load(id, &dir, size, device)?));
             }
             let multilingual = model == M::Multilingual;
             let tts = ferrovox_chatterbox::ChatterboxTts::from_dir_as(&dir, multilingual, device)?;

@@ -1,4 +1,4 @@
-//! Chatterbox Turbo served as a voice: each piece of text through [`TurboTts`] on its own (no
+//! Chatterbox Turbo (and Nano, the same model on GPT-2 small) served as a voice: each piece of text through [`TurboTts`] on its own (no
 //! guidance row, no decode batch), with the sampling controls Turbo has. The controls it lacks
 //! (exaggeration, guidance, min-p) are refused by name rather than ignored as upstream does.
 
@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::Device;
 use ferrovox_chatterbox::t3::{SeededNoise, TurboOptions};
-use ferrovox_chatterbox::{Conditionals, TurboTts};
+use ferrovox_chatterbox::{Conditionals, TurboSize, TurboTts};
 use ferrovox_voices::Family;
 
 use crate::chatterbox_voice::{check_cloned_family, check_not_vits, text_units, voice_or};
@@ -24,9 +24,15 @@ pub struct TurboVoice {
 }
 
 impl TurboVoice {
-    /// Loads a directory laid out as the `ResembleAI/chatterbox-turbo` repository.
-    pub fn load(id: &str, dir: &Path, device: &Device) -> Result<Self, EngineError> {
-        Ok(Self::new(id, TurboTts::from_dir(dir, device)?))
+    /// Loads a directory laid out as the `ResembleAI/chatterbox-turbo` repository (`size`
+    /// Turbo) or `ResembleAI/chatterbox-nano` (Nano).
+    pub fn load(
+        id: &str,
+        dir: &Path,
+        size: TurboSize,
+        device: &Device,
+    ) -> Result<Self, EngineError> {
+        Ok(Self::new(id, TurboTts::from_dir_as(dir, size, device)?))
     }
 
     /// Wraps a model built elsewhere.
@@ -93,7 +99,8 @@ impl TtsModel for TurboVoice {
                 return Err(EngineError::InvalidOption {
                     field,
                     reason: format!(
-                        "Chatterbox Turbo has no {field} (voice `{}`); leave it out",
+                        "{} has no {field} (voice `{}`); leave it out",
+                        self.tts.size().name(),
                         self.id
                     ),
                 });

@@ -32,6 +32,9 @@ pub enum ChatterboxModel {
     /// Chatterbox Turbo (`ResembleAI/chatterbox-turbo`): `t3_turbo_v1.safetensors`,
     /// `s3gen_meanflow.safetensors`, GPT-2's tokenizer files.
     Turbo,
+    /// Chatterbox Nano (`ResembleAI/chatterbox-nano`): Turbo's files with
+    /// `t3_nano_v1.safetensors` (GPT-2 small) as T3.
+    Nano,
 }
 
 /// The marker a directory may hold to declare its family: `{"family": "chatterbox"}`.
@@ -66,7 +69,15 @@ pub const CHATTERBOX_TURBO: &[&[&str]] = &[
     &["conds.pt", "conds.safetensors"],
     &["tokenizer.json", "vocab.json"],
 ];
-/// Fetched from Turbo's repository when present: the rest of the tokenizer's files and the voice
+/// Chatterbox Nano's files (`ResembleAI/chatterbox-nano`): Turbo's, with Nano's T3.
+pub const CHATTERBOX_NANO: &[&[&str]] = &[
+    &["t3_nano_v1.safetensors"],
+    &["s3gen_meanflow.safetensors"],
+    &["conds.pt", "conds.safetensors"],
+    &["tokenizer.json", "vocab.json"],
+];
+
+/// Fetched from Turbo's (and Nano's) repository when present: the rest of the tokenizer's files and the voice
 /// encoder (for cloning).
 const CHATTERBOX_TURBO_OPTIONAL: &[&str] = &[
     "merges.txt",
@@ -113,6 +124,12 @@ pub const KNOWN_REPOS: &[KnownRepo] = &[
         family: Family::Chatterbox,
         chatterbox: ChatterboxModel::Turbo,
     },
+    KnownRepo {
+        short: "chatterbox-nano",
+        repo: "ResembleAI/chatterbox-nano",
+        family: Family::Chatterbox,
+        chatterbox: ChatterboxModel::Nano,
+    },
 ];
 
 impl Family {
@@ -140,6 +157,7 @@ impl Family {
     ) -> (&'static [&'static [&'static str]], &'static [&'static str]) {
         match model {
             ChatterboxModel::Turbo => (CHATTERBOX_TURBO, CHATTERBOX_TURBO_OPTIONAL),
+            ChatterboxModel::Nano => (CHATTERBOX_NANO, CHATTERBOX_TURBO_OPTIONAL),
             _ => (CHATTERBOX_MULTILINGUAL, CHATTERBOX_MULTILINGUAL_OPTIONAL),
         }
     }
@@ -262,6 +280,8 @@ fn files_of(family: Family, dir: &Path) -> Option<VoiceFiles> {
                 ChatterboxModel::Multilingual
             } else if has(CHATTERBOX_TURBO) {
                 ChatterboxModel::Turbo
+            } else if has(CHATTERBOX_NANO) {
+                ChatterboxModel::Nano
             } else {
                 return None;
             };

@@ -236,6 +236,32 @@ mod tests {
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// `chatterbox-nano` resolves a cached snapshot of Nano's repository (Turbo's files with
+    /// Nano's T3) as Nano, and the same files in a directory are found as Nano.
+    #[test]
+    fn the_nano_short_id_resolves_nanos_snapshot() {
+        let root = std::env::temp_dir().join(format!("ferrovox-hub-nano-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let repo = root.join("models--ResembleAI--chatterbox-nano");
+        let snapshot = repo.join("snapshots/89abcdef");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "89abcdef").unwrap();
+        for names in crate::CHATTERBOX_NANO {
+            std::fs::write(snapshot.join(names[0]), b"x").unwrap();
+        }
+        let cache = Cache::new(root.clone());
+        let known = Family::known_repo("chatterbox-nano").unwrap();
+        let files = resolve_known(known, &cache).unwrap();
+        let expected = VoiceFiles::Chatterbox {
+            dir: snapshot.clone(),
+            model: ChatterboxModel::Nano,
+        };
+        assert_eq!(files, expected);
+        assert_eq!(crate::voice_in_dir(&snapshot).unwrap(), expected);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn a_partial_snapshot_is_not_taken_for_a_voice() {
         let (root, cache) = fake_cache("partial", &["config.json"]);

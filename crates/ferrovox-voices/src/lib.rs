@@ -18,7 +18,7 @@ pub use cache::cache_dir;
 pub use catalog::{VoiceEntry, CATALOG, DEFAULT_VOICE};
 pub use family::{
     declared_family, ChatterboxModel, Family, KnownRepo, CHATTERBOX_FILES, CHATTERBOX_MULTILINGUAL,
-    CHATTERBOX_TURBO, KNOWN_REPOS, MARKER,
+    CHATTERBOX_NANO, CHATTERBOX_TURBO, KNOWN_REPOS, MARKER,
 };
 pub use hub::is_repo_id;
 
@@ -233,6 +233,10 @@ mod tests {
         assert_eq!(
             short("chatterbox-turbo"),
             Some(("ResembleAI/chatterbox-turbo", ChatterboxModel::Turbo))
+        );
+        assert_eq!(
+            short("chatterbox-nano"),
+            Some(("ResembleAI/chatterbox-nano", ChatterboxModel::Nano))
         );
         // The repository by itself is its English model, as a whole snapshot loads.
         assert_eq!(

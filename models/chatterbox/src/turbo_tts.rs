@@ -1,5 +1,5 @@
 //! Chatterbox Turbo as `tts_turbo.py` runs it: `punc_norm` and GPT-2 BPE text, Turbo's T3
-//! ([`T3Turbo`]), the tokens S3Gen can decode with three silence tokens appended, and S3Gen's
+//! ([`T3Turbo`], on GPT-2 medium; Chatterbox Nano's is the same model on GPT-2 small), the tokens S3Gen can decode with three silence tokens appended, and S3Gen's
 //! meanflow decoder in 2 steps. Upstream's Perth watermark is left out, as for the other
 //! models. One thing is ferrovox's own: the stop guard ([`TurboTts::token_budget`]), since
 //! Turbo's T3 has no stop detector and can run on to its 1000-token budget.
@@ -17,6 +17,8 @@ use crate::{Conditionals, Error, Result};
 
 /// Turbo's T3 checkpoint.
 pub const TURBO_T3: &str = "t3_turbo_v1.safetensors";
+/// Nano's T3 checkpoint (`ResembleAI/chatterbox-nano`; its other files are Turbo's).
+pub const NANO_T3: &str = "t3_nano_v1.safetensors";
 /// Turbo's S3Gen checkpoint (the meanflow decoder).
 pub const TURBO_S3GEN: &str = "s3gen_meanflow.safetensors";
 /// S3Gen's silence token (`S3GEN_SIL`), three of which end every utterance.
@@ -38,7 +40,8 @@ pub const GUARD_FLOOR: usize = 50;
 #[serde(default)]
 struct TurboSizes {
     t3: T3Config,
-    gpt2: Gpt2Config,
+    /// The released model's ([`TurboSize::gpt2`]) when not declared.
+    gpt2: Option<Gpt2Config>,
     s3gen: S3GenConfig,
     /// The S3 token of silence ([`S3GEN_SILENCE`] in the released vocabulary).
     silence_token: u32,
@@ -48,10 +51,52 @@ impl Default for TurboSizes {
     fn default() -> Self {
         Self {
             t3: T3Config::turbo(),
-            gpt2: Gpt2Config::default(),
+            gpt2: None,
             s3gen: S3GenConfig::turbo(),
             silence_token: S3GEN_SILENCE,
         }
+    }
+}
+
+/// Which GPT-2 a Turbo-layout directory's T3 runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurboSize {
+    /// Chatterbox Turbo: GPT-2 medium, [`TURBO_T3`].
+    Turbo,
+    /// Chatterbox Nano: GPT-2 small, [`NANO_T3`].
+    Nano,
+}
+
+impl TurboSize {
+    /// The model's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Turbo => "Chatterbox Turbo",
+            Self::Nano => "Chatterbox Nano",
+        }
+    }
+
+    /// The T3 checkpoint's file name.
+    pub fn t3_file(self) -> &'static str {
+        match self {
+            Self::Turbo => TURBO_T3,
+            Self::Nano => NANO_T3,
+        }
+    }
+
+    /// The released GPT-2 config.
+    pub fn gpt2(self) -> Gpt2Config {
+        match self {
+            Self::Turbo => Gpt2Config::default(),
+            Self::Nano => Gpt2Config::small(),
+        }
+    }
+
+    /// The model `dir` holds: Turbo when its T3 is there, else Nano when Nano's is.
+    pub fn of_dir(dir: &Path) -> Option<Self> {
+        [Self::Turbo, Self::Nano]
+            .into_iter()
+            .find(|s| dir.join(s.t3_file()).is_file())
     }
 }
 
@@ -63,29 +108,42 @@ pub struct TurboTts {
     tokenizer: TurboTokenizer,
     builtin: Conditionals,
     silence_token: u32,
+    size: TurboSize,
     device: Device,
     dir: PathBuf,
 }
 
 impl TurboTts {
-    /// Whether `dir` holds Turbo's model (its T3).
+    /// Whether `dir` holds Turbo's or Nano's model (its T3).
     pub fn is_turbo_dir(dir: &Path) -> bool {
-        dir.join(TURBO_T3).is_file()
+        TurboSize::of_dir(dir).is_some()
     }
 
     /// Loads a directory laid out as the `ResembleAI/chatterbox-turbo` repository: [`TURBO_T3`],
     /// [`TURBO_S3GEN`], the tokenizer files and `conds.pt` (or `conds.safetensors`); each
-    /// missing or bad file is named.
+    /// missing or bad file is named. A directory laid out as `ResembleAI/chatterbox-nano`
+    /// ([`NANO_T3`] in place of Turbo's T3) loads Nano.
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        Self::from_dir_as(
+            dir,
+            TurboSize::of_dir(dir).unwrap_or(TurboSize::Turbo),
+            device,
+        )
+    }
+
+    /// [`Self::from_dir`] for the model `size` (a directory may hold both T3s).
+    pub fn from_dir_as(dir: &Path, size: TurboSize, device: &Device) -> Result<Self> {
         let sizes = marker_sizes::<TurboSizes>(dir)?.map_or_else(TurboSizes::default, |(s, _)| s);
+        let gpt2 = sizes.gpt2.unwrap_or_else(|| size.gpt2());
+        let t3_file = size.t3_file();
         let missing = |name: &str| Error::Checkpoint {
             path: dir.join(name).display().to_string(),
             reason: format!(
-                "file not found (a Chatterbox Turbo directory holds {TURBO_T3}, {TURBO_S3GEN}, \
-                 the GPT-2 tokenizer files and conds.pt)"
+                "file not found (a Chatterbox Turbo directory holds {TURBO_T3}, a Nano one \
+                 {NANO_T3}; both {TURBO_S3GEN}, the GPT-2 tokenizer files and conds.pt)"
             ),
         };
-        for name in [TURBO_T3, TURBO_S3GEN] {
+        for name in [t3_file, TURBO_S3GEN] {
             if !dir.join(name).is_file() {
                 return Err(missing(name));
             }
@@ -102,13 +160,7 @@ impl TurboTts {
         // Upstream builds S3Gen(meanflow=True) and solves it in 2 steps, whatever else it says.
         s3gen_cfg.flow.estimator.meanflow = true;
         s3gen_cfg.flow.cfm.n_timesteps = 2;
-        let t3 = T3Turbo::load(
-            &dir.join(TURBO_T3),
-            &sizes.t3,
-            &sizes.gpt2,
-            DType::F32,
-            device,
-        )?;
+        let t3 = T3Turbo::load(&dir.join(t3_file), &sizes.t3, &gpt2, DType::F32, device)?;
         let s3gen = S3Gen::load(&dir.join(TURBO_S3GEN), &s3gen_cfg, device)?;
         let tokenizer = TurboTokenizer::from_dir(dir)?;
         let builtin = builtin_voice(dir, device)?.ok_or_else(|| missing("conds.pt"))?;
@@ -118,9 +170,15 @@ impl TurboTts {
             tokenizer,
             builtin,
             silence_token: sizes.silence_token,
+            size,
             device: device.clone(),
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Turbo or Nano.
+    pub fn size(&self) -> TurboSize {
+        self.size
     }
 
     pub fn t3(&self) -> &T3Turbo {

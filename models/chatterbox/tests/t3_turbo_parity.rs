@@ -224,10 +224,29 @@ fn bad_input_is_an_error_not_a_panic() {
 /// read. A model with another layer count is refused naming what it lacks.
 #[test]
 fn the_released_full_size_key_set_loads_unchanged() {
+    released_key_set_loads("t3_turbo_full_keys.json", 299, Gpt2Config::default());
+}
+
+/// Nano's T3 at the released size (`t3_nano_full_keys.json`: the same hyper-parameters on
+/// GPT-2 small), read unchanged by `Gpt2Config::small()` as Turbo's is by the default.
+#[test]
+fn nanos_released_full_size_key_set_loads_unchanged() {
+    released_key_set_loads("t3_nano_full_keys.json", 155, Gpt2Config::small());
+    let shapes = common::full_size_shapes("t3_nano_full_keys.json");
+    let (vb, _) = common::manifest_vb(&shapes, &candle_core::Device::Cpu);
+    let err = T3Turbo::new(&T3Config::turbo(), &Gpt2Config::default(), vb)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("read as"),
+        "Turbo's sizes over Nano's file: {err}"
+    );
+}
+
+fn released_key_set_loads(manifest: &str, tensors: usize, gpt2: Gpt2Config) {
     use candle_core::Device;
-    let shapes = common::full_size_shapes("t3_turbo_full_keys.json");
-    assert_eq!(shapes.len(), 299);
-    let gpt2 = Gpt2Config::default();
+    let shapes = common::full_size_shapes(manifest);
+    assert_eq!(shapes.len(), tensors);
     let expected = T3Turbo::expected_keys(&gpt2);
     let mut unused: Vec<&String> = shapes.keys().filter(|k| !expected.contains(k)).collect();
     unused.sort();
@@ -238,11 +257,11 @@ fn the_released_full_size_key_set_loads_unchanged() {
     assert_eq!(read.lock().unwrap().len(), expected.len());
     let (vb, _) = common::manifest_vb(&shapes, &Device::Cpu);
     let deeper = Gpt2Config {
-        n_layer: 25,
-        ..Gpt2Config::default()
+        n_layer: gpt2.n_layer + 1,
+        ..gpt2.clone()
     };
     let err = T3Turbo::new(&T3Config::turbo(), &deeper, vb)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("h.24"), "{err}");
+    assert!(err.contains(&format!("h.{}", gpt2.n_layer)), "{err}");
 }

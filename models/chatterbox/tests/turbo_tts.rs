@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use common::{ids, Fixture};
 use ferrovox_chatterbox::t3::{SeededNoise, T3Cond, TurboOptions};
-use ferrovox_chatterbox::{Conditionals, SpeakerReference, TurboTts, GUARD_FLOOR};
+use ferrovox_chatterbox::{
+    Conditionals, SpeakerReference, TurboSize, TurboTts, GUARD_FLOOR, NANO_T3, TURBO_T3,
+};
 
 /// The silence token of the small S3Gen (256 codes; upstream's 4299 is outside them).
 const SILENCE: u32 = 200;
@@ -124,6 +126,45 @@ fn text_becomes_audio_with_the_silence_tokens() {
     assert!(audio.iter().map(|s| s.abs()).fold(0f32, f32::max) > 1e-3);
     assert_eq!(run().0, audio);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A directory laid out as `ResembleAI/chatterbox-nano` (Nano's T3 file where Turbo's was)
+/// loads as Nano: with the sizes its marker declares it speaks as the same weights do in a
+/// Turbo directory; without them Nano's released GPT-2 (small) is expected, and the fixture's
+/// file is refused by name.
+#[test]
+fn a_nano_directory_loads_nanos_t3() {
+    let (turbo, nano) = (turbo_dir("as-turbo"), turbo_dir("nano"));
+    std::fs::rename(nano.join(TURBO_T3), nano.join(NANO_T3)).unwrap();
+    assert_eq!(TurboSize::of_dir(&turbo), Some(TurboSize::Turbo));
+    assert_eq!(TurboSize::of_dir(&nano), Some(TurboSize::Nano));
+    let speak = |dir: &Path| {
+        let tts = load(dir);
+        let text = tts.text_tokens("hello there").unwrap();
+        let options = TurboOptions {
+            max_new_tokens: 30,
+            ..TurboOptions::default()
+        };
+        let voice = tts.builtin_voice().clone();
+        tts.synthesize(&text, &voice, &options, 5, &mut SeededNoise::new(9))
+            .unwrap()
+            .0
+    };
+    let audio = speak(&nano);
+    assert!(!audio.is_empty());
+    assert_eq!(audio, speak(&turbo));
+    let marker = nano.join("ferrovox-voice.json");
+    let mut sizes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+    sizes.as_object_mut().unwrap().remove("gpt2");
+    std::fs::write(&marker, sizes.to_string()).unwrap();
+    let err = TurboTts::from_dir(&nano, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(NANO_T3), "{err}");
+    for dir in [turbo, nano] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 /// Turbo has no stop detector: a generation is capped by the text's length.

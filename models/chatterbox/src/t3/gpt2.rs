@@ -36,6 +36,17 @@ impl Default for Gpt2Config {
 }
 
 impl Gpt2Config {
+    /// `GPT2_small`: Chatterbox Nano's backbone (GPT-2 medium's entry at 12 layers, 768 wide,
+    /// 12 heads).
+    pub fn small() -> Self {
+        Self {
+            n_embd: 768,
+            n_head: 12,
+            n_layer: 12,
+            ..Self::default()
+        }
+    }
+
     /// A config that describes a model this module runs, or why not.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
