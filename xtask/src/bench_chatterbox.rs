@@ -7,7 +7,6 @@
 //! The PyTorch side runs under `FERROVOX_BENCH_PYTHON` when set (a Python that already has
 //! chatterbox-tts, as on the GPU machine), else the fixtures venv.
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -44,25 +43,12 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     let spec_path = dir.with_extension("json");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(&spec_path, spec.to_string())?;
-    // `FERROVOX_BENCH_TORCH=0`: ferrovox alone, for comparing its own variants (the weights and
-    // inputs of an earlier run must be in the bench directory).
-    let torch = if std::env::var("FERROVOX_BENCH_TORCH").as_deref() == Ok("0") {
-        if !dir.join("t3_inputs.safetensors").is_file() {
-            anyhow::bail!(
-                "FERROVOX_BENCH_TORCH=0 needs the weights of an earlier `bench chatterbox` in {}",
-                dir.display()
-            );
-        }
-        json!({})
-    } else {
-        let python = crate::bench_s3gen::bench_python()?;
-        crate::bench_vits::json_output(
-            Command::new(python)
-                .arg(repo_root().join("xtask/bench/t3_torch_bench.py"))
-                .arg(&spec_path),
-        )
-        .context("PyTorch T3 bench")?
-    };
+    let torch = crate::util::torch_side(
+        "t3_torch_bench.py",
+        &spec_path,
+        &dir.join("t3_inputs.safetensors"),
+        "chatterbox",
+    )?;
 
     let sampler = MemorySampler::start(&device);
     let FullSize {

@@ -5,7 +5,6 @@
 //! small, no guidance row), S3Gen's meanflow decoder on a 3 s sentence in 2 steps and in 1, the
 //! real-time factor of the sentence, peak memory.
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,7 +15,7 @@ use ferrovox_chatterbox::{RowFormat, TurboSize};
 use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
-use crate::util::{median, repo_root};
+use crate::util::median;
 
 /// Speech tokens of the timed sentence (3 s at 25 a second), before the 3 silence tokens.
 const SENTENCE: usize = 75;
@@ -49,14 +48,16 @@ pub fn run(
     let spec_path = dir.with_extension("json");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(&spec_path, spec.to_string())?;
-    let python = crate::bench_s3gen::bench_python()?;
-    let torch = crate::bench_vits::json_output(
-        Command::new(python)
-            .arg(repo_root().join("xtask/bench/turbo_torch_bench.py"))
-            .arg(&spec_path)
-            .env("TQDM_DISABLE", "1"),
-    )
-    .context("PyTorch Turbo bench")?;
+    let torch = crate::util::torch_side(
+        "turbo_torch_bench.py",
+        &spec_path,
+        &dir.join("turbo_inputs.safetensors"),
+        if nano {
+            "chatterbox-nano"
+        } else {
+            "chatterbox-turbo"
+        },
+    )?;
 
     let load = Instant::now();
     let t3 = T3Turbo::load(

@@ -121,6 +121,34 @@ pub fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The PyTorch side of a bench: the JSON line `script` prints for `spec`, or, under
+/// `FERROVOX_BENCH_TORCH=0`, nothing (ferrovox alone, for comparing its own variants or
+/// profiling), which needs the weights and inputs an earlier run left (`inputs`).
+pub fn torch_side(
+    script: &str,
+    spec: &std::path::Path,
+    inputs: &std::path::Path,
+    bench: &str,
+) -> anyhow::Result<serde_json::Value> {
+    if std::env::var("FERROVOX_BENCH_TORCH").as_deref() == Ok("0") {
+        if !inputs.is_file() {
+            bail!(
+                "FERROVOX_BENCH_TORCH=0 needs the weights of an earlier `bench {bench}` ({} is missing)",
+                inputs.display()
+            );
+        }
+        return Ok(serde_json::json!({}));
+    }
+    let python = crate::bench_s3gen::bench_python()?;
+    crate::bench_vits::json_output(
+        Command::new(python)
+            .arg(repo_root().join("xtask/bench").join(script))
+            .arg(spec)
+            .env("TQDM_DISABLE", "1"),
+    )
+    .with_context(|| format!("the PyTorch side of `bench {bench}`"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
