@@ -1,8 +1,9 @@
-//! Vectorised `tanh` and WaveNet's gate `tanh(a) · sigmoid(b)` on the CPU.
+//! Vectorised `tanh`, WaveNet's gate `tanh(a) · sigmoid(b)`, exact GELU and Mish on the CPU.
 //!
-//! Candle's CPU `tanh` calls libm's scalar `tanhf` per element, and the gate costs three
-//! passes (tanh, sigmoid, product) plus two buffers. Here `exp` is a branch-free polynomial
-//! the compiler vectorises, and the gate is one pass.
+//! Candle's CPU `tanh` calls libm's scalar `tanhf` per element, its `gelu_erf` libm's scalar
+//! `erff`, the gate costs three passes (tanh, sigmoid, product) plus two buffers, and Mish
+//! (`x · tanh(softplus(x))`) four. Here `exp` is a branch-free polynomial the compiler
+//! vectorises, and each activation is one pass.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -48,6 +49,43 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// `erf(x)` within 1e-6 absolute (Abramowitz & Stegun 7.1.26, 1.5e-7, evaluated in f32 over
+/// the vectorised `exp`).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let p = 1.061_405_4;
+    let p = p * t - 1.453_152_1;
+    let p = p * t + 1.421_413_7;
+    let p = p * t - 0.284_496_74;
+    let p = p * t + 0.254_829_6;
+    let y = 1.0 - p * t * exp(-z * z);
+    y.copysign(x)
+}
+
+/// Exact (erf) GELU: `x/2 · (1 + erf(x/√2))`.
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Mish, `x · tanh(softplus(x))`: with `e = eˣ`, `tanh(ln(1 + e)) = n / (n + 2)` for
+/// `n = e·(e + 2)`; past `x = 20` that is 1 in f32.
+#[inline(always)]
+fn mish(x: f32) -> f32 {
+    let e = exp(x.min(20.0));
+    let n = e * (e + 2.0);
+    x * (n / (n + 2.0))
+}
+
+#[inline(always)]
+fn map_slice(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
+    }
+}
+
 #[inline(always)]
 fn tanh_slice(out: &mut [f32], x: &[f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
@@ -74,6 +112,62 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub unsafe fn gate_slice(out: &mut [f32], a: &[f32], b: &[f32]) {
         super::gate_slice(out, a, b)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub unsafe fn gelu_erf_slice(out: &mut [f32], x: &[f32]) {
+        super::map_slice(out, x, super::gelu_erf)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub unsafe fn mish_slice(out: &mut [f32], x: &[f32]) {
+        super::map_slice(out, x, super::mish)
+    }
+}
+
+/// The element-wise activations with a one-pass CPU kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU (`gelu_erf`, torch's default `GELU()`).
+    GeluErf,
+    /// `nn.Mish`.
+    Mish,
+}
+
+impl Activation {
+    fn widest(self, out: &mut [f32], x: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::direct::cpu_has_avx512f() {
+            // SAFETY: the CPU has the features the functions are compiled for.
+            return unsafe {
+                match self {
+                    Self::GeluErf => avx512::gelu_erf_slice(out, x),
+                    Self::Mish => avx512::mish_slice(out, x),
+                }
+            };
+        }
+        match self {
+            Self::GeluErf => map_slice(out, x, gelu_erf),
+            Self::Mish => map_slice(out, x, mish),
+        }
+    }
+}
+
+impl CustomOp1 for Activation {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::GeluErf => "ferrovox-gelu-erf",
+            Self::Mish => "ferrovox-mish",
+        }
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = super::contiguous_f32(self.name(), storage, layout)?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, x)| self.widest(o, x));
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -185,6 +279,60 @@ mod tests {
         let x = Tensor::randn(0f32, 3., (2, 3, 20_000), &dev).unwrap();
         let err = super::super::max_abs_diff(&x.apply_op1(Tanh).unwrap(), &x.tanh().unwrap());
         assert!(err < 1e-6, "tanh: {err}");
+    }
+
+    #[test]
+    fn erf_gelu_and_mish_match_libm() {
+        let mut worst = [0f32; 3];
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            let exact = libm_erf(x as f64);
+            worst[0] = worst[0].max((erf(x) as f64 - exact).abs() as f32);
+            let g = 0.5 * x as f64 * (1.0 + libm_erf(x as f64 / 2f64.sqrt()));
+            worst[1] = worst[1].max((gelu_erf(x) as f64 - g).abs() as f32);
+            let m = x as f64 * (x as f64).exp().ln_1p().tanh();
+            worst[2] = worst[2].max((mish(x) as f64 - m).abs() as f32 / (1.0 + x.abs()));
+        }
+        assert!(worst[0] < 1e-6, "erf error {}", worst[0]);
+        assert!(worst[1] < 1e-6, "gelu error {}", worst[1]);
+        assert!(
+            worst[2] < 1e-6,
+            "mish error (relative to 1 + |x|) {}",
+            worst[2]
+        );
+        for x in [30.0f32, 100.0, 1e6] {
+            assert_eq!(mish(x), x);
+            assert_eq!(gelu_erf(x), x);
+        }
+        assert_eq!(gelu_erf(-30.0), 0.0);
+        assert!(mish(-100.0).abs() < 1e-30);
+    }
+
+    /// erf in f64 (Candle's own, as its `gelu_erf` reference).
+    fn libm_erf(x: f64) -> f64 {
+        candle_core::cpu::erf::erf_f64(x)
+    }
+
+    #[test]
+    fn activations_match_candle_composition() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 4., (2, 3, 20_000), &dev).unwrap();
+        let gelu = x.apply_op1(Activation::GeluErf).unwrap();
+        let err = super::super::max_abs_diff(&gelu, &x.gelu_erf().unwrap());
+        assert!(err < 2e-6, "gelu_erf: {err}");
+        let mish = x.apply_op1(Activation::Mish).unwrap();
+        let reference = (&x
+            * x.exp()
+                .unwrap()
+                .affine(1.0, 1.0)
+                .unwrap()
+                .log()
+                .unwrap()
+                .tanh()
+                .unwrap())
+        .unwrap();
+        let err = super::super::max_abs_diff(&mish, &reference);
+        assert!(err < 2e-6, "mish: {err}");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! against what it replaces.
 
 mod activations;
+mod attention;
 mod channel_norm;
 pub mod compare;
 mod conv1d;
@@ -50,7 +51,8 @@ mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod winograd_avx512;
 
-pub use activations::{GatedTanh, Tanh};
+pub use activations::{Activation, GatedTanh, Tanh};
+pub use attention::CpuSelfAttention;
 pub use channel_norm::ChannelNorm;
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;

@@ -2,8 +2,38 @@
 //! U-Net: layer norm, bias-free self-attention, layer norm, exact-GELU feed-forward. No
 //! cross-attention and no ada-norm, so the timestep it is passed upstream is unused.
 
+use std::sync::Arc;
+
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
+use ferrovox_kernels::{Activation, CpuSelfAttention};
+
+/// The scores' key bias of one estimator call: upstream's `(1 − mask) · −1e10`, as a tensor
+/// `[b, 1, 1, t]` for Candle's ops and, where the CPU kernels run, as rows `[b, t]` on the host
+/// for [`CpuSelfAttention`].
+#[derive(Debug, Clone)]
+pub struct KeyBias {
+    tensor: Tensor,
+    host: Option<Arc<Vec<f32>>>,
+}
+
+impl KeyBias {
+    /// From the frame mask `[b, 1, t]`.
+    pub fn from_mask(mask: &Tensor) -> Result<Self> {
+        let tensor = ((mask.affine(-1.0, 1.0))? * -1e10)?.unsqueeze(1)?;
+        let host = if cpu_kernels(mask) {
+            Some(Arc::new(tensor.flatten_all()?.to_vec1::<f32>()?))
+        } else {
+            None
+        };
+        Ok(Self { tensor, host })
+    }
+}
+
+/// Whether the block runs ferrovox's CPU kernels for `x` (f32 on the CPU, kernels on).
+fn cpu_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && ferrovox_kernels::enabled()
+}
 
 /// One pre-norm self-attention + feed-forward block over time-major `[b, t, dim]`.
 #[derive(Debug, Clone)]
@@ -46,9 +76,8 @@ impl BasicTransformerBlock {
         })
     }
 
-    /// `x` `[b, t, dim]`; `key_bias` `[b, 1, 1, t]` added to the scores (upstream's
-    /// `(1 − mask) · −1e10`).
-    pub fn forward(&self, x: &Tensor, key_bias: &Tensor) -> Result<Tensor> {
+    /// `x` `[b, t, dim]`; `key_bias` added to the scores.
+    pub fn forward(&self, x: &Tensor, key_bias: &KeyBias) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, hd) = (self.heads, self.head_dim);
         let n = self.norm1.forward(x)?;
@@ -60,18 +89,28 @@ impl BasicTransformerBlock {
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let scores = q.matmul(&k.t()?)?.broadcast_add(key_bias)?;
-        let attn = candle_nn::ops::softmax_last_dim(&scores)?;
-        let a = attn
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, t, h * hd))?;
+        let cpu = cpu_kernels(x);
+        let a = match &key_bias.host {
+            Some(bias) if cpu => {
+                q.apply_op3(&k, &v, CpuSelfAttention::with_key_bias(bias.clone()))?
+            }
+            _ => {
+                let scores = q.matmul(&k.t()?)?.broadcast_add(&key_bias.tensor)?;
+                candle_nn::ops::softmax_last_dim(&scores)?
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((b, t, h * hd))?
+            }
+        };
         let x = (x + self.to_out.forward(&a)?)?;
         let n = self.norm3.forward(&x)?;
-        let ff = self
-            .ff_out
-            .forward(&self.ff_proj.forward(&n)?.gelu_erf()?)?;
-        x + ff
+        let ff = self.ff_proj.forward(&n)?;
+        let ff = if cpu {
+            ff.apply_op1(Activation::GeluErf)?
+        } else {
+            ff.gelu_erf()?
+        };
+        x + self.ff_out.forward(&ff)?
     }
 }

@@ -6,7 +6,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use ferrovox_layers::{Conv1d, ConvSpec};
 
-use crate::s3gen::basic_transformer::BasicTransformerBlock;
+use crate::s3gen::basic_transformer::{BasicTransformerBlock, KeyBias};
 use crate::s3gen::flow_config::EstimatorConfig;
 
 /// `CausalConv1d`: `kernel − 1` zeros on the left, none on the right.
@@ -119,7 +119,7 @@ impl UNetBlock {
         x: &Tensor,
         mask: &Tensor,
         temb: &Tensor,
-        key_bias: &Tensor,
+        key_bias: &KeyBias,
         name: &str,
         record: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<Tensor> {
@@ -290,7 +290,7 @@ impl ConditionalDecoder {
         let spks = spks.unsqueeze(2)?.repeat((1, 1, frames))?;
         let h = Tensor::cat(&[x, mu, &spks, cond], 1)?;
         // diffusers adds the bias to the scores; −1e10 rather than −∞ (upstream's `mask_to_bias`).
-        let key_bias = ((mask.affine(-1.0, 1.0))? * -1e10)?.unsqueeze(1)?;
+        let key_bias = KeyBias::from_mask(mask)?;
 
         let h = self
             .down
@@ -313,8 +313,13 @@ impl ConditionalDecoder {
     }
 }
 
-/// `nn.Mish`: `x · tanh(softplus(x))`. Where `exp` overflows, `softplus` is `∞` and `tanh` 1,
-/// the limit torch's thresholded softplus reaches too.
+/// `nn.Mish`: `x · tanh(softplus(x))`, in one pass on the CPU. Where `exp` overflows,
+/// `softplus` is `∞` and `tanh` 1, the limit torch's thresholded softplus reaches too.
 fn mish(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && ferrovox_kernels::enabled() {
+        return x
+            .contiguous()?
+            .apply_op1(ferrovox_kernels::Activation::Mish);
+    }
     x * x.exp()?.affine(1.0, 1.0)?.log()?.tanh()?
 }
