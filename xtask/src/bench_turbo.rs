@@ -160,6 +160,9 @@ pub fn run(
         }
         decode.insert(format!("{steps}_step"), json!(median(walls)));
     }
+    let (_, stages, stage_line) =
+        crate::util::stage_split(|| Ok(two.synthesize(&sentence, &reference, 0)?))?;
+    decode.insert("2_step_stages".into(), stages);
     let ours = median(rates.clone());
     let theirs = torch["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     let audio_s = (SENTENCE + 3) as f64 * 0.04;
@@ -209,6 +212,7 @@ pub fn run(
         theirs_1 * 1e3,
         theirs_1 / ours_1
     );
+    println!("(S3Gen's 2 steps by stage, synchronized: {stage_line})");
     println!(
         "| real-time factor of the 3.1 s sentence (T3 + 2-step S3Gen) | {:.2} | {:.2} | |",
         rtf(ours, ours_2),

@@ -79,6 +79,32 @@ fn mish(x: f32) -> f32 {
     x * (n / (n + 2.0))
 }
 
+/// `sin²(x)` within 2e-7 absolute for `|x| < 1e5`: `x` less the nearest multiple of π
+/// (Cody–Waite in three parts; `sin²` has period π, so the multiple's parity does not matter),
+/// then the sine's Taylor series to `r¹¹` on `[−π/2, π/2]` (truncation below 6e-8). Clamped to
+/// `[0, 1]`, so even inputs past the reduction's range give a bounded result.
+#[inline(always)]
+fn sin_squared(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::FRAC_1_PI + MAGIC) - MAGIC;
+    let r = x - n * 3.140_625 - n * 9.675_026e-4 - n * 1.509_958e-7;
+    let r2 = r * r;
+    let p = -2.505_210_8e-8;
+    let p = p * r2 + 2.755_731_9e-6;
+    let p = p * r2 - 1.984_127e-4;
+    let p = p * r2 + 8.333_333e-3;
+    let p = p * r2 - 0.166_666_67;
+    let sin = r + r * r2 * p;
+    (sin * sin).clamp(0.0, 1.0)
+}
+
+#[inline(always)]
+fn snake_slice(out: &mut [f32], x: &[f32], alpha: f32, inv_alpha: f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v + inv_alpha * sin_squared(alpha * v);
+    }
+}
+
 #[inline(always)]
 fn map_slice(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
     for (o, &v) in out.iter_mut().zip(x) {
@@ -122,6 +148,71 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub unsafe fn mish_slice(out: &mut [f32], x: &[f32]) {
         super::map_slice(out, x, super::mish)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub unsafe fn snake_slice(out: &mut [f32], x: &[f32], alpha: f32, inv_alpha: f32) {
+        super::snake_slice(out, x, alpha, inv_alpha)
+    }
+}
+
+fn snake_widest(out: &mut [f32], x: &[f32], alpha: f32, inv_alpha: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::cpu_has_avx512f() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { avx512::snake_slice(out, x, alpha, inv_alpha) };
+    }
+    snake_slice(out, x, alpha, inv_alpha)
+}
+
+/// BigVGAN's Snake on `[batch, channels, len]`: `x + inv_alpha[c] · sin²(alpha[c] · x)`, one
+/// pass (Candle's ops take five, with libm's scalar `sinf`). The caller gives `inv_alpha` as its
+/// model defines it (HiFT: `1 / (α + 1e-9)`).
+#[derive(Debug, Clone)]
+pub struct Snake {
+    alpha: Vec<f32>,
+    inv_alpha: Vec<f32>,
+}
+
+impl Snake {
+    /// Per-channel `alpha` and `inv_alpha`, of one length.
+    pub fn new(alpha: Vec<f32>, inv_alpha: Vec<f32>) -> Result<Self> {
+        if alpha.len() != inv_alpha.len() {
+            candle_core::bail!(
+                "ferrovox-snake: {} alphas and {} inverse alphas",
+                alpha.len(),
+                inv_alpha.len()
+            );
+        }
+        Ok(Self { alpha, inv_alpha })
+    }
+}
+
+impl CustomOp1 for Snake {
+    fn name(&self) -> &'static str {
+        "ferrovox-snake"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = super::contiguous_f32(self.name(), storage, layout)?;
+        let (_, channels, len) = layout.shape().dims3()?;
+        if channels != self.alpha.len() {
+            candle_core::bail!(
+                "ferrovox-snake: {channels} channels, {} alphas",
+                self.alpha.len()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        if len > 0 {
+            out.par_chunks_mut(len)
+                .zip(x.par_chunks(len))
+                .enumerate()
+                .for_each(|(row, (o, x))| {
+                    let c = row % channels;
+                    snake_widest(o, x, self.alpha[c], self.inv_alpha[c]);
+                });
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -333,6 +424,47 @@ mod tests {
         .unwrap();
         let err = super::super::max_abs_diff(&mish, &reference);
         assert!(err < 2e-6, "mish: {err}");
+    }
+
+    #[test]
+    fn sin_squared_matches_libm() {
+        let mut worst = 0f64;
+        for i in -1_000_000..=1_000_000 {
+            let x = i as f32 * 1e-3;
+            let exact = (x as f64).sin().powi(2);
+            worst = worst.max((sin_squared(x) as f64 - exact).abs());
+        }
+        assert!(worst < 5e-7, "sin² error {worst}");
+        for x in [1e9f32, -3e12, f32::MAX] {
+            assert!((0.0..=1.0).contains(&sin_squared(x)), "{x}");
+        }
+    }
+
+    #[test]
+    fn snake_matches_candle_composition() {
+        let dev = Device::Cpu;
+        let (b, c, len) = (2, 5, 3000);
+        let x = Tensor::randn(0f32, 3., (b, c, len), &dev).unwrap();
+        let alpha: Vec<f32> = (0..c).map(|i| 0.2 + 0.7 * i as f32).collect();
+        let inv: Vec<f32> = alpha.iter().map(|a| 1.0 / (a + 1e-9)).collect();
+        let a = Tensor::from_vec(alpha.clone(), (1, c, 1), &dev).unwrap();
+        let ia = Tensor::from_vec(inv.clone(), (1, c, 1), &dev).unwrap();
+        let reference = (&x
+            + x.broadcast_mul(&a)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .broadcast_mul(&ia)
+                .unwrap())
+        .unwrap();
+        let ours = x.apply_op1(Snake::new(alpha, inv).unwrap()).unwrap();
+        let err = super::super::max_abs_diff(&ours, &reference);
+        assert!(err < 2e-6, "snake: {err}");
+        let wrong = Snake::new(vec![1.0; 3], vec![1.0; 3]).unwrap();
+        assert!(x.apply_op1(wrong).is_err());
+        assert!(Snake::new(vec![1.0; 3], vec![1.0; 2]).is_err());
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod winograd_avx512;
 
-pub use activations::{Activation, GatedTanh, Tanh};
+pub use activations::{Activation, GatedTanh, Snake, Tanh};
 pub use attention::CpuSelfAttention;
 pub use channel_norm::ChannelNorm;
 pub use conv1d::PackedConv1d;

@@ -14,6 +14,8 @@ pub struct Snake {
     alpha: Tensor,
     /// `1 / (α + 1e-9)`, `[1, C, 1]`, computed once in f32 as torch does per call.
     inv_alpha: Tensor,
+    /// The one-pass CPU kernel over the same values, for f32 weights on the CPU.
+    cpu: Option<ferrovox_kernels::Snake>,
 }
 
 impl Snake {
@@ -25,12 +27,33 @@ impl Snake {
         })?;
         let alpha = alpha.reshape((1, channels, 1))?;
         let inv_alpha = (alpha.affine(1.0, 1e-9)?).recip()?;
-        Ok(Self { alpha, inv_alpha })
+        let cpu = if alpha.device().is_cpu() && alpha.dtype() == candle_core::DType::F32 {
+            let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            Some(ferrovox_kernels::Snake::new(
+                host(&alpha)?,
+                host(&inv_alpha)?,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            alpha,
+            inv_alpha,
+            cpu,
+        })
     }
 }
 
 impl Module for Snake {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(op) = &self.cpu {
+            if x.device().is_cpu()
+                && x.dtype() == candle_core::DType::F32
+                && ferrovox_kernels::enabled()
+            {
+                return x.contiguous()?.apply_op1(op.clone());
+            }
+        }
         let wave = x.broadcast_mul(&self.alpha)?.sin()?.sqr()?;
         x + wave.broadcast_mul(&self.inv_alpha)?
     }
