@@ -103,6 +103,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_t3_turbo.py",
         "gen_s3gen_meanflow.py",
         "gen_turbo_tokenizer.py",
+        "gen_loudness.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

@@ -7,6 +7,7 @@ mod fbank;
 mod filterbank;
 mod flac;
 mod join;
+mod loudness_norm;
 mod mel;
 mod reference;
 mod resample;
@@ -18,6 +19,7 @@ pub use fbank::{kaldi_mel_banks, povey_window, Fbank, FbankConfig, KaldiFbank};
 pub use filterbank::SparseFilterbank;
 pub use flac::{encode_flac, FlacError};
 pub use join::{Join, Joiner};
+pub use loudness_norm::{loudness_gain, normalize_loudness, upstream_integrated_loudness};
 pub use mel::{mel_filterbank, LogMel, MelConfig, MelSpectrogram};
 pub use reference::{
     decode_audio, ClipHash, ReferenceClip, ReferenceError, ReferenceLimits, UsedSpan,

@@ -83,12 +83,16 @@ pub(crate) fn encode(
     clip: &ReferenceClip,
 ) -> Result<(Vec<u8>, serde_json::Value), CloneError> {
     let conditionals = conditionals(cloner, clip)?;
-    let params = serde_json::json!({
+    let rule = cloner.rule();
+    let mut params = serde_json::json!({
         "rate": CLONE_RATE,
         "exaggeration": STORED_EXAGGERATION,
-        "t3_prompt_s": 6,
+        "t3_prompt_s": rule.t3_prompt_s,
         "s3gen_prompt_s": 10,
     });
+    if let Some(lufs) = rule.target_lufs {
+        params["loudness_lufs"] = lufs.into();
+    }
     Ok((conditionals.to_safetensors()?, params))
 }
 

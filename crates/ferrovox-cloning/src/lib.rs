@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
 use ferrovox_audio::{ReferenceClip, ReferenceLimits};
-use ferrovox_chatterbox::VoiceCloner;
+use ferrovox_chatterbox::{ReferenceRule, VoiceCloner};
 use ferrovox_engine::ClonedVoice;
 use ferrovox_voice_store::{NewVoice, VoiceMeta};
 use ferrovox_voices::{Family, VoiceFiles};
@@ -63,6 +63,8 @@ struct Registered {
     /// The rate its encoders read a clip at, and the limits the clip is held to.
     rate: u32,
     limits: ReferenceLimits,
+    /// How the model conditions on a clip (Turbo's and Nano's differ from Chatterbox's).
+    rule: ReferenceRule,
     /// The encoders, loaded on first use and kept (the released S3 tokenizer alone is about
     /// 0.5 GB, too much to read again for each clip).
     cloner: Mutex<Option<Arc<VoiceCloner>>>,
@@ -217,8 +219,19 @@ impl CloningService {
             model: model.to_string(),
             source,
         })?;
-        let dir = match files {
-            VoiceFiles::Chatterbox { dir, .. } => dir,
+        let (dir, rule) = match files {
+            VoiceFiles::Chatterbox { dir, model } => {
+                use ferrovox_voices::ChatterboxModel as M;
+                let turbo = matches!(model, M::Turbo | M::Nano);
+                (
+                    dir,
+                    if turbo {
+                        ReferenceRule::TURBO
+                    } else {
+                        ReferenceRule::CHATTERBOX
+                    },
+                )
+            }
             other => {
                 return Err(CloneError::NotClonable {
                     model: model.to_string(),
@@ -235,7 +248,12 @@ impl CloningService {
                 version,
             },
             rate: chatterbox::CLONE_RATE,
-            limits: ReferenceLimits::chatterbox(),
+            limits: if rule == ReferenceRule::TURBO {
+                ReferenceLimits::chatterbox_turbo()
+            } else {
+                ReferenceLimits::chatterbox()
+            },
+            rule,
             cloner: Mutex::new(None),
         });
         let mut models = self.lock();
@@ -255,7 +273,11 @@ impl CloningService {
             return Ok(c.clone());
         }
         let started = std::time::Instant::now();
-        let cloner = Arc::new(VoiceCloner::from_dir(&entry.model.dir, &self.device)?);
+        let cloner = Arc::new(VoiceCloner::from_dir_as(
+            &entry.model.dir,
+            entry.rule,
+            &self.device,
+        )?);
         tracing::info!(
             model = %entry.model.id,
             seconds = started.elapsed().as_secs_f64(),

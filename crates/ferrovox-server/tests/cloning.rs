@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
-use common::chatterbox::{cloning_chatterbox_dir, reference_wav, temp_dir};
+use common::chatterbox::{
+    cloning_chatterbox_dir, reference_wav, reference_wav_repeated, temp_dir,
+    turbo_cloning_chatterbox_dir,
+};
 use common::*;
 use ferrovox_cloning::CloningService;
 use ferrovox_server::{Cloning, ServerConfig};
@@ -449,4 +452,62 @@ fn a_full_disk_refuses_the_upload_with_507_and_the_server_lives_on() {
         }
         Side::Parent => scratch.assert_nothing_left(),
     }
+}
+
+/// Turbo clones under its own rule: a 3 s clip is refused (more than 5 s is needed), a 9 s one
+/// is stored with Turbo's parameters (15 s of T3 prompt, −27 LUFS) and speaks, and the stored
+/// voice is the library's clone of the same clip.
+#[test]
+fn a_turbo_model_clones_under_its_rule_and_speaks_the_voice() {
+    let dir = turbo_cloning_chatterbox_dir("clone-turbo");
+    let served = serve_with_store(dir, ServerConfig::default(), temp_dir("clone-turbo-store"));
+    let model = served.dir.to_str().unwrap().to_string();
+    let short = upload(
+        &served,
+        &[("name", "Short")],
+        Some(reference_wav().as_slice()),
+    );
+    let (status, body) = failure(short);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("5"),
+        "{body}"
+    );
+
+    let clip = reference_wav_repeated(3);
+    let created = upload(&served, &[("name", "Tess")], Some(clip.as_slice())).unwrap();
+    assert_eq!(created.status(), 201);
+    let voice = json_of(created);
+    let id = voice["id"].as_str().unwrap().to_string();
+    let store =
+        ferrovox_voice_store::BlockingVoiceStore::open(Some(served.store_dir.to_str().unwrap()))
+            .unwrap();
+    let stored = store.get(&id).unwrap();
+    assert_eq!(stored.meta.encoder_params["t3_prompt_s"], 15);
+    assert_eq!(stored.meta.encoder_params["loudness_lufs"], -27.0);
+    let service = CloningService::new(Device::Cpu);
+    let direct = service
+        .encode(&model, &service.read_clip(&model, &clip).unwrap(), "Tess")
+        .unwrap();
+    assert_eq!(stored.conditionals.as_ref(), direct.conditionals.as_slice());
+
+    let body = json!({
+        "model": "chatterbox", "voice": id, "input": "Hello there, a cloned voice.",
+        "response_format": "pcm", "max_new_tokens": 40, "seed": 5,
+    });
+    let response = served.server.post(&body.to_string());
+    if let Err(ureq::Error::Status(..)) = &response {
+        panic!("{:?}", failure(response));
+    }
+    let audio = body_bytes(response.unwrap());
+    assert!(audio.len() > 24_000 / 5, "{} bytes", audio.len());
+    let builtin = json!({
+        "model": "chatterbox", "voice": model, "input": "Hello there, a cloned voice.",
+        "response_format": "pcm", "max_new_tokens": 40, "seed": 5,
+    });
+    assert_ne!(
+        body_bytes(served.server.post(&builtin.to_string()).unwrap()),
+        audio,
+        "the cloned voice must condition the audio"
+    );
 }

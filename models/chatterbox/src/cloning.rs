@@ -12,6 +12,10 @@
 //! | T3's prompt tokens | the first 6 s of the 16 kHz clip, at most `speech_cond_prompt_len` tokens |
 //! | T3's speaker embedding | the whole 16 kHz clip (the voice encoder trims it itself) |
 //!
+//! Chatterbox Turbo and Nano (`tts_turbo.py`) differ by [`ReferenceRule::TURBO`]: the clip must
+//! be longer than 5 s, is first scaled to −27 LUFS (pyloudnorm's meter), and T3's prompt tokens
+//! come from its first 15 s.
+//!
 //! [`VoiceCloner::conditionals_with`] takes all three signals, so a caller holding upstream's
 //! own gets upstream's voice; [`VoiceCloner::conditionals`] makes `embed_ref`'s copy with
 //! [`ferrovox_audio::resample`], and [`VoiceCloner::from_clip`] both 16 kHz copies.
@@ -39,6 +43,52 @@ pub const DEC_COND_LEN: usize = 10 * S3GEN_RATE as usize;
 const DEC_COND_LEN_16K: usize = 10 * ENCODER_RATE as usize;
 /// Samples of the 16 kHz clip T3's prompt tokens come from (`ENC_COND_LEN`, 6 s).
 pub const ENC_COND_LEN: usize = 6 * ENCODER_RATE as usize;
+
+/// How a model family conditions on a reference clip, where its `prepare_conditionals` differs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReferenceRule {
+    /// Seconds of the 16 kHz clip T3's prompt tokens come from (`ENC_COND_LEN`).
+    pub t3_prompt_s: usize,
+    /// The loudness (LUFS, pyloudnorm's meter) the clip is scaled to first, if any.
+    pub target_lufs: Option<f64>,
+    /// A clip must be longer than this many seconds.
+    pub longer_than_s: f64,
+}
+
+impl ReferenceRule {
+    /// English and multilingual Chatterbox (`tts.py`, `mtl_tts.py`).
+    pub const CHATTERBOX: Self = Self {
+        t3_prompt_s: ENC_COND_LEN / ENCODER_RATE as usize,
+        target_lufs: None,
+        longer_than_s: 0.0,
+    };
+    /// Chatterbox Turbo and Nano (`tts_turbo.py`): more than 5 s, −27 LUFS, 15 s of prompt.
+    pub const TURBO: Self = Self {
+        t3_prompt_s: 15,
+        target_lufs: Some(-27.0),
+        longer_than_s: 5.0,
+    };
+
+    /// The rule of the model in `dir`: Turbo's for a Turbo or Nano directory that holds no
+    /// English or multilingual T3, else Chatterbox's.
+    pub fn of_dir(dir: &Path) -> Self {
+        let other_t3 = ["t3_cfg.safetensors", crate::MTL_T3, crate::MTL_T3_V2]
+            .iter()
+            .any(|f| dir.join(f).is_file());
+        if !other_t3 && crate::TurboSize::of_dir(dir).is_some() {
+            Self::TURBO
+        } else {
+            Self::CHATTERBOX
+        }
+    }
+
+    /// The gain upstream applies to a 24 kHz clip before anything else (1 without a target).
+    fn gain(&self, clip_24k: &[f32]) -> f32 {
+        self.target_lufs
+            .and_then(|target| ferrovox_audio::loudness_gain(clip_24k, S3GEN_RATE, target))
+            .unwrap_or(1.0)
+    }
+}
 
 /// A clip whose RMS is below this carries no voice: the encoders' outputs would be the
 /// normalisation of (near) zero.
@@ -70,6 +120,7 @@ pub struct VoiceCloner {
     speaker_encoder: CampPlus,
     mel: MelSpectrogram,
     prompt_len: usize,
+    rule: ReferenceRule,
     device: Device,
 }
 
@@ -104,14 +155,27 @@ impl VoiceCloner {
             speaker_encoder,
             mel,
             prompt_len: speech_cond_prompt_len,
+            rule: ReferenceRule::CHATTERBOX,
         })
     }
 
+    /// The same encoders under `rule` (Turbo's, for Turbo and Nano).
+    pub fn with_rule(mut self, rule: ReferenceRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// How this cloner conditions on a clip.
+    pub fn rule(&self) -> ReferenceRule {
+        self.rule
+    }
+
     /// The voice encoder's and S3Gen's checkpoints in a model directory: the English model's
-    /// safetensors, else the multilingual model's PyTorch files (`ve.pt`, `s3gen.pt`). The
-    /// voice encoder's is named missing when neither is there.
+    /// safetensors, else the multilingual model's PyTorch files (`ve.pt`, `s3gen.pt`), else
+    /// Turbo's meanflow S3Gen (`s3gen_meanflow.safetensors`, which holds the same encoders).
+    /// The voice encoder's is named missing when none is there.
     pub fn encoder_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-        let first = |names: [&str; 2]| {
+        let first = |names: &[&str]| {
             names
                 .iter()
                 .map(|n| dir.join(n))
@@ -121,13 +185,17 @@ impl VoiceCloner {
                     reason: format!(
                         "file not found (nor {}): cloning a voice needs the voice encoder and \
                          S3Gen of the hub repository",
-                        names[1]
+                        names[1..].join(", ")
                     ),
                 })
         };
         Ok((
-            first(["ve.safetensors", "ve.pt"])?,
-            first(["s3gen.safetensors", "s3gen.pt"])?,
+            first(&["ve.safetensors", "ve.pt"])?,
+            first(&[
+                "s3gen.safetensors",
+                "s3gen.pt",
+                crate::turbo_tts::TURBO_S3GEN,
+            ])?,
         ))
     }
 
@@ -138,8 +206,18 @@ impl VoiceCloner {
     /// (`ferrovox-voice.json`'s `t3`, `voice_encoder`, `s3tokenizer`, `campplus` and `s3gen`
     /// sections where present, else the released ones).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        Self::from_dir_as(dir, ReferenceRule::of_dir(dir), device)
+    }
+
+    /// [`Self::from_dir`] under `rule`; Turbo's rule takes T3's prompt length from Turbo's
+    /// sizes (375 tokens) where the directory declares none.
+    pub fn from_dir_as(dir: &Path, rule: ReferenceRule, device: &Device) -> Result<Self> {
         let (ve_file, s3gen_file) = Self::encoder_files(dir)?;
-        let sizes = crate::tts::Sizes::of_dir(dir)?;
+        let sizes = if rule == ReferenceRule::TURBO {
+            crate::tts::Sizes::with_t3(dir, Some(crate::t3::T3Config::turbo()))?
+        } else {
+            crate::tts::Sizes::of_dir(dir)?
+        };
         let ve = &sizes.voice_encoder;
         if ve.speaker_embed_size != sizes.t3.speaker_embed_size {
             return Err(Error::Config(format!(
@@ -160,12 +238,13 @@ impl VoiceCloner {
         let voice_encoder = VoiceEncoder::load(&ve_file, ve, device)?;
         let (tokenizer, speaker_encoder) =
             load_s3gen_encoders(&s3gen_file, &sizes.s3tokenizer, &sizes.campplus, device)?;
-        Self::new(
+        Ok(Self::new(
             voice_encoder,
             tokenizer,
             speaker_encoder,
             sizes.t3.speech_cond_prompt_len,
-        )
+        )?
+        .with_rule(rule))
     }
 
     pub fn voice_encoder(&self) -> &VoiceEncoder {
@@ -241,6 +320,32 @@ impl VoiceCloner {
             ("24 kHz clip", audio.clip_24k, S3GEN_RATE),
             ("16 kHz clip", audio.clip_16k, ENCODER_RATE),
         )?;
+        let seconds = audio.clip_24k.len() as f64 / S3GEN_RATE as f64;
+        if seconds <= self.rule.longer_than_s {
+            return Err(Error::Input(format!(
+                "the reference clip is {seconds:.2} s long; this model needs more than {} s",
+                self.rule.longer_than_s
+            )));
+        }
+        // Upstream scales the 24 kHz clip and resamples the result; resampling is linear, so
+        // the same gain on each copy.
+        let gain = self.rule.gain(audio.clip_24k);
+        let scale = |w: &[f32]| w.iter().map(|&s| s * gain).collect::<Vec<f32>>();
+        let scaled;
+        let audio = if gain == 1.0 {
+            *audio
+        } else {
+            scaled = (
+                scale(audio.clip_24k),
+                scale(audio.clip_16k),
+                audio.s3gen_16k.map(scale),
+            );
+            ReferenceAudio {
+                clip_24k: &scaled.0,
+                clip_16k: &scaled.1,
+                s3gen_16k: scaled.2.as_deref(),
+            }
+        };
         let s3gen_24k = head(audio.clip_24k, DEC_COND_LEN);
         let s3gen_16k = audio.s3gen_16k.map(|w| head(w, DEC_COND_LEN_16K));
         if let Some(w) = s3gen_16k {
@@ -300,14 +405,18 @@ impl VoiceCloner {
     }
 
     /// T3's half of `prepare_conditionals` from the whole 16 kHz clip: the tokens of its first
-    /// 6 s (at most `speech_cond_prompt_len`), the voice encoder's speaker embedding of all of
+    /// 6 s (15 s under Turbo's rule; at most `speech_cond_prompt_len`), the voice encoder's speaker embedding of all of
     /// it, and `exaggeration` as `emotion_adv`.
     pub fn t3_cond(&self, clip_16k: &[f32], exaggeration: f32) -> Result<T3Cond> {
         check_exaggeration(exaggeration)?;
         check_clip("the 16 kHz reference clip", clip_16k, ENCODER_RATE)?;
-        let (mut tokens, _) = self
-            .tokenizer
-            .tokenize(&[head(clip_16k, ENC_COND_LEN)], Some(self.prompt_len))?;
+        let (mut tokens, _) = self.tokenizer.tokenize(
+            &[head(
+                clip_16k,
+                self.rule.t3_prompt_s * ENCODER_RATE as usize,
+            )],
+            Some(self.prompt_len),
+        )?;
         let tokens = tokens.swap_remove(0);
         let n = tokens.len();
         let cond_prompt_speech_tokens = Tensor::from_vec(tokens, (1, n), &self.device)?;

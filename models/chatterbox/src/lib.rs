@@ -29,7 +29,7 @@ mod tts;
 mod turbo_tts;
 pub mod voice_encoder;
 
-pub use cloning::{ReferenceAudio, VoiceCloner};
+pub use cloning::{ReferenceAudio, ReferenceRule, VoiceCloner};
 pub use conditionals::Conditionals;
 pub use error::{Error, Result};
 pub use ferrovox_layers::RowFormat;

@@ -172,12 +172,17 @@ impl Sizes {
 
     /// [`Sizes::of_dir`] for the model `multilingual` names, whatever else `dir` holds.
     pub(crate) fn of_dir_as(dir: &Path, multilingual: bool) -> Result<Self> {
+        Self::with_t3(dir, multilingual.then(T3Config::multilingual))
+    }
+
+    /// The sizes of `dir` with `t3` (else the English model's) where its file gives no `t3`.
+    pub(crate) fn with_t3(dir: &Path, t3: Option<T3Config>) -> Result<Self> {
         let (mut sizes, declares_t3) = match marker_sizes::<Self>(dir)? {
             Some((sizes, value)) => (sizes, value.get("t3").is_some()),
             None => (Self::default(), false),
         };
-        if !declares_t3 && multilingual {
-            sizes.t3 = T3Config::multilingual();
+        if let (false, Some(t3)) = (declares_t3, t3) {
+            sizes.t3 = t3;
         }
         Ok(sizes)
     }

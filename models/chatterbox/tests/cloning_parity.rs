@@ -18,7 +18,9 @@ use ferrovox_chatterbox::campplus::{self, CampPlus, CampPlusConfig};
 use ferrovox_chatterbox::s3tokenizer::{self, S3Tokenizer, S3TokenizerConfig};
 use ferrovox_chatterbox::t3::T3Config;
 use ferrovox_chatterbox::voice_encoder::{VoiceEncConfig, VoiceEncoder};
-use ferrovox_chatterbox::{ChatterboxTts, Conditionals, Error, ReferenceAudio, VoiceCloner};
+use ferrovox_chatterbox::{
+    ChatterboxTts, Conditionals, Error, ReferenceAudio, ReferenceRule, VoiceCloner,
+};
 
 const EXAGGERATION: f32 = 0.7;
 /// Every float part against upstream, given upstream's signals.
@@ -691,5 +693,145 @@ fn the_released_key_set_passes_the_key_checks() {
         ),
         other => panic!("{other:?}"),
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The clip `gen_loudness.py` describes by its parameters, computed as it computes it (f64,
+/// then f32).
+fn loudness_clip(case: &serde_json::Value) -> (Vec<f32>, u32) {
+    let rate = case["rate"].as_u64().unwrap() as u32;
+    let seconds = case["seconds"].as_f64().unwrap();
+    let amplitude = case["amplitude"].as_f64().unwrap();
+    let quiet = case["quiet"].as_array().map(|q| {
+        let q: Vec<f64> = q.iter().map(|v| v.as_f64().unwrap()).collect();
+        (q[0], q[1], q[2])
+    });
+    let tau = 2.0 * std::f64::consts::PI;
+    let samples = (0..(seconds * rate as f64) as usize)
+        .map(|i| {
+            let t = i as f64 / rate as f64;
+            let mut x =
+                amplitude * (0.7 * (tau * 220.0 * t).sin() + 0.3 * (tau * 3100.0 * t).sin());
+            x *= 0.6 + 0.4 * (tau * 3.0 * t).sin();
+            if let Some((start, end, level)) = quiet {
+                if t >= start && t < end {
+                    x *= level;
+                }
+            }
+            x as f32
+        })
+        .collect();
+    (samples, rate)
+}
+
+/// Turbo's loudness rule against pyloudnorm and `norm_loudness` (`turbo_loudness.json`): the
+/// integrated loudness of four clips (three rates, two with a quiet stretch under the relative
+/// gate) within 1e-6 LU, the gain within 1e-6 relative, the scaled samples within 2 ulp.
+#[test]
+fn turbos_loudness_rule_matches_pyloudnorm() {
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("turbo_loudness.json")).unwrap(),
+    )
+    .unwrap();
+    let target = doc["target_lufs"].as_f64().unwrap();
+    assert_eq!(Some(target), ReferenceRule::TURBO.target_lufs);
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let (clip, rate) = loudness_clip(case);
+        let got = ferrovox_audio::upstream_integrated_loudness(&clip, rate).unwrap();
+        let want = case["loudness_lufs"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "{case}: {got} LUFS");
+        let gain = ferrovox_audio::loudness_gain(&clip, rate, target).unwrap() as f64;
+        let want_gain = case["gain"].as_f64().unwrap();
+        assert!((gain / want_gain - 1.0).abs() < 1e-6, "{case}: gain {gain}");
+        let scaled = ferrovox_audio::normalize_loudness(&clip, rate, target);
+        for (i, want) in case["normalized_head"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            // The clip's f64 sines may round to the neighbouring f32 on either side.
+            let want = want.as_f64().unwrap() as f32;
+            let ulps =
+                (scaled[i] - want).abs() / (f32::EPSILON * want.abs()).max(f32::MIN_POSITIVE);
+            assert!(
+                ulps <= 2.0,
+                "{case}: sample {i}: {} against {want}",
+                scaled[i]
+            );
+        }
+    }
+}
+
+/// A directory laid out as Turbo's (`t3_turbo_v1.safetensors`, the encoders inside
+/// `s3gen_meanflow.safetensors`) clones under Turbo's rule: a clip of 5 s or less is refused by
+/// its length; a longer one is scaled by upstream's loudness gain before every encoder, and T3's
+/// prompt tokens come from its first 15 s (375 tokens at most), not 6 s.
+#[test]
+fn a_turbo_directory_clones_under_turbos_rule() {
+    let (enc, fx) = setup();
+    let device = common::device();
+    let dir = small_model_dir(&enc, "turbo");
+    std::fs::rename(
+        dir.join("t3_cfg.safetensors"),
+        dir.join("t3_turbo_v1.safetensors"),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.join("s3gen.safetensors"),
+        dir.join("s3gen_meanflow.safetensors"),
+    )
+    .unwrap();
+    let marker = dir.join("ferrovox-voice.json");
+    let mut sizes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
+    // The small voice encoder is 32 wide: the marker keeps the small T3, with Turbo's prompt.
+    sizes["t3"]["speech_cond_prompt_len"] = 375.into();
+    std::fs::write(&marker, sizes.to_string()).unwrap();
+    assert_eq!(ReferenceRule::of_dir(&dir), ReferenceRule::TURBO);
+    let cloner = VoiceCloner::from_dir(&dir, &device).unwrap();
+    assert_eq!(cloner.rule(), ReferenceRule::TURBO);
+    assert_eq!(
+        cloner.speech_cond_prompt_len(),
+        T3Config::turbo().speech_cond_prompt_len
+    );
+
+    let (c24, c16) = (long_clip(&fx, 24_000), long_clip(&fx, 16_000));
+    let got = cloner.conditionals(&c24, &c16, EXAGGERATION).unwrap();
+    let gain = ferrovox_audio::loudness_gain(&c24, 24_000, -27.0).unwrap();
+    assert!(
+        (gain - 1.0).abs() > 0.05,
+        "the clip is already at -27 LUFS: {gain}"
+    );
+    let scale = |w: &[f32]| w.iter().map(|&s| s * gain).collect::<Vec<f32>>();
+    let (s24, s16) = (scale(&c24), scale(&c16));
+    let english = enc.cloner(T3Config::turbo().speech_cond_prompt_len);
+    let want_gen = english.speaker_reference(&s24[..240_000], None).unwrap();
+    assert_eq!(
+        max_abs_diff(&got.gen.prompt_feat, &want_gen.prompt_feat),
+        0.0
+    );
+    assert_eq!(max_abs_diff(&got.gen.xvector, &want_gen.xvector), 0.0);
+    assert_eq!(got.gen.prompt_tokens, want_gen.prompt_tokens);
+    // All 11 s of the clip (25 tokens a second) where the English rule takes 6 s.
+    let (tokens, _) = english
+        .tokenizer()
+        .tokenize(&[&s16[..]], Some(375))
+        .unwrap();
+    let prompt = ids(got.t3.cond_prompt_speech_tokens.as_ref().unwrap());
+    assert_eq!(prompt, tokens[0]);
+    assert_eq!(prompt.len(), 11 * 25);
+    let want_t3 = english.t3_cond(&s16, EXAGGERATION).unwrap();
+    assert_eq!(max_abs_diff(&got.t3.speaker_emb, &want_t3.speaker_emb), 0.0);
+
+    let err = cloner
+        .conditionals(&c24[..5 * 24_000], &c16[..5 * 16_000], EXAGGERATION)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Input(m) if m.contains("more than 5 s")),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -63,6 +63,15 @@ impl ReferenceLimits {
         Self::default()
     }
 
+    /// Chatterbox Turbo's (and Nano's): as [`Self::chatterbox`], but at least 5 s (upstream
+    /// refuses a prompt of 5 s or less).
+    pub fn chatterbox_turbo() -> Self {
+        Self {
+            min_s: 5.0,
+            ..Self::default()
+        }
+    }
+
     /// Refuses limits that contradict each other or cannot be met by any clip.
     pub(crate) fn check(&self) -> Result<(), ReferenceError> {
         let bad = |reason: String| Err(ReferenceError::InvalidRequest { reason });

@@ -219,8 +219,64 @@ pub fn turbo_chatterbox_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Turbo's layout with everything cloning needs (as [`cloning_chatterbox_dir`] makes the
+/// English one): the encoders inside `s3gen_meanflow.safetensors`, `ve.safetensors`, and T3's
+/// and S3Gen's speech vocabularies widened to the tokenizer's 6561 codes by repeating rows.
+pub fn turbo_cloning_chatterbox_dir(tag: &str) -> PathBuf {
+    // Room for a cloned prompt of up to 15 s (375 tokens) in GPT-2's positions.
+    let positions: usize = 1024;
+    let dir = turbo_chatterbox_dir(tag);
+    let t3_path = dir.join("t3_turbo_v1.safetensors");
+    let mut t3 = candle_core::safetensors::load(&t3_path, &Device::Cpu).unwrap();
+    for key in [
+        "speech_emb.weight",
+        "speech_head.weight",
+        "speech_head.bias",
+    ] {
+        let grown = tile_rows(&t3[key], SPEECH_CODES + 2);
+        t3.insert(key.into(), grown);
+    }
+    let grown = tile_rows(&t3["tfmr.wpe.weight"], positions);
+    t3.insert("tfmr.wpe.weight".into(), grown);
+    save(&t3, &t3_path);
+    let s3gen_path = dir.join("s3gen_meanflow.safetensors");
+    let mut s3gen = candle_core::safetensors::load(&s3gen_path, &Device::Cpu).unwrap();
+    let key = "flow.input_embedding.weight";
+    let grown = tile_rows(&s3gen[key], SPEECH_CODES);
+    s3gen.insert(key.into(), grown);
+    s3gen.extend(tensors("s3tokenizer", &["tokenizer."]));
+    s3gen.extend(tensors("campplus", &["speaker_encoder."]));
+    save(&s3gen, &s3gen_path);
+    let marker = dir.join("ferrovox-voice.json");
+    let mut sizes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+    let codes = SPEECH_CODES as u64;
+    sizes["t3"]["speech_tokens_dict_size"] = (codes + 2).into();
+    sizes["t3"]["start_speech_token"] = codes.into();
+    sizes["t3"]["stop_speech_token"] = (codes + 1).into();
+    sizes["t3"]["speech_cond_prompt_len"] = 375.into();
+    sizes["gpt2"]["n_positions"] = positions.into();
+    sizes["s3gen"]["flow"]["vocab_size"] = codes.into();
+    sizes["voice_encoder"] = fixture_config("ve")["ve_config"].clone();
+    sizes["s3tokenizer"] = fixture_config("s3tokenizer")["model_config"].clone();
+    sizes["campplus"] = fixture_config("campplus")["campplus"].clone();
+    std::fs::write(&marker, sizes.to_string()).unwrap();
+    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
+    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
+        .into_iter()
+        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
+        .collect();
+    save(&ve, &dir.join("ve.safetensors"));
+    dir
+}
+
 /// The fixtures' 3 s reference clip (24 kHz) as a 16-bit WAV file.
 pub fn reference_wav() -> Vec<u8> {
+    reference_wav_repeated(1)
+}
+
+/// The fixtures' 3 s reference clip played `times` times over, as a 16-bit WAV file.
+pub fn reference_wav_repeated(times: usize) -> Vec<u8> {
     let pcm = tensors("cloning", &["short.pcm"])
         .remove("short.pcm")
         .unwrap();
@@ -231,6 +287,6 @@ pub fn reference_wav() -> Vec<u8> {
         .map(|s| f32::from(s) / 32768.0)
         .collect();
     let mut wav = Vec::new();
-    ferrovox_audio::write_wav(&mut wav, &samples, 24_000).unwrap();
+    ferrovox_audio::write_wav(&mut wav, &samples.repeat(times), 24_000).unwrap();
     wav
 }
