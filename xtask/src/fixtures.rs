@@ -104,6 +104,7 @@ fn chatterbox(args: &[String]) -> anyhow::Result<()> {
         "gen_s3gen_meanflow.py",
         "gen_turbo_tokenizer.py",
         "gen_loudness.py",
+        "gen_turbo_e2e.py",
     ] {
         println!("== {script}");
         let mut cmd = Command::new(&python);

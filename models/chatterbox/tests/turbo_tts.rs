@@ -3,8 +3,9 @@
 //! the meanflow decoder of `s3gen_meanflow.safetensors`, the synthetic Turbo tokenizer): text
 //! to audio through the stop guard and the silence tokens, and bad directories named. Each
 //! stage's parity with upstream is in its own test (`t3_turbo_parity.rs`,
-//! `s3gen_meanflow_parity.rs`, `turbo_tokenizer_parity.rs`, `s3gen_parity.rs`); no upstream
-//! audio of the whole pipeline is compared here.
+//! `s3gen_meanflow_parity.rs`, `turbo_tokenizer_parity.rs`, `s3gen_parity.rs`); the whole
+//! pipeline against upstream's `generate` is `text_to_audio_matches_upstream`
+//! (`turbo_e2e.safetensors`).
 
 mod common;
 
@@ -13,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use common::{ids, Fixture};
-use ferrovox_chatterbox::t3::{SeededNoise, T3Cond, TurboOptions};
+use ferrovox_chatterbox::t3::{Flow, ReplayedNoise, SeededNoise, T3Cond, TurboOptions};
 use ferrovox_chatterbox::{
-    Conditionals, SpeakerReference, TurboSize, TurboTts, GUARD_FLOOR, NANO_T3, TURBO_T3,
+    speech_tokens, Conditionals, RecordedSourceNoise, S3GenNoise, SpeakerReference, TurboSize,
+    TurboTts, GUARD_FLOOR, NANO_T3, TURBO_T3,
 };
 
 /// The silence token of the small S3Gen (256 codes; upstream's 4299 is outside them).
@@ -125,6 +127,81 @@ fn text_becomes_audio_with_the_silence_tokens() {
     assert!(audio.iter().all(|s| s.is_finite()));
     assert!(audio.iter().map(|s| s.abs()).fold(0f32, f32::max) > 1e-3);
     assert_eq!(run().0, audio);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The whole pipeline against upstream's `ChatterboxTurboTTS.generate` (`turbo_e2e.safetensors`,
+/// `gen_turbo_e2e.py`, whose own cross-check is bit-identical audio from upstream's `generate`):
+/// text ids identical; speech tokens identical under the recorded draws, the stop token drawn;
+/// the three silence tokens appended; audio within 1e-3 under the recorded S3Gen noise (S3Gen's
+/// end-to-end bound: HiFT's F0 path amplifies f32 rounding).
+#[test]
+fn text_to_audio_matches_upstream() {
+    let fx = Fixture::load("turbo_e2e");
+    let dir = turbo_dir("e2e");
+    let tts = load(&dir);
+    let text = fx.config["text"]
+        .as_str()
+        .expect("the fixture names its text");
+    let text_tokens = tts.text_tokens(text).unwrap();
+    assert_eq!(text_tokens, ids(&fx.get("in.text_tokens")), "text tokens");
+    let cond = T3Cond {
+        speaker_emb: fx.get("voice.t3.speaker_emb"),
+        cond_prompt_speech_tokens: Some(fx.get("voice.t3.cond_prompt_speech_tokens")),
+        emotion_adv: 0.0,
+    };
+    let drawn = ids(&fx.get("out.drawn"));
+    let draws = (0..drawn.len())
+        .map(|i| fx.get(&format!("draw.q{i}")))
+        .collect();
+    // Upstream's 1000 would overrun the small GPT-2's 128 positions, which ferrovox refuses
+    // up front; the run stops long before either.
+    let options = TurboOptions {
+        max_new_tokens: tts.t3().room(&cond, text_tokens.len()).unwrap(),
+        ..TurboOptions::default()
+    };
+    let generated = tts
+        .t3()
+        .generate(
+            &cond,
+            &text_tokens,
+            &options,
+            &mut ReplayedNoise::new(draws),
+            &mut |_| Ok(Flow::Continue),
+        )
+        .unwrap();
+    assert_eq!(generated.tokens, drawn[..drawn.len() - 1], "T3 tokens");
+    assert!(generated.stopped);
+    let silence = fx.config["silence_token"].as_u64().unwrap() as u32;
+    let mut speech = speech_tokens(&generated.tokens, tts.t3().config().start_speech_token);
+    speech.extend([silence; 3]);
+    assert_eq!(speech, ids(&fx.get("out.speech_tokens")), "speech tokens");
+    let reference = SpeakerReference {
+        prompt_tokens: ids(&fx.get("voice.gen.prompt_token")),
+        prompt_feat: fx.get("voice.gen.prompt_feat"),
+        xvector: fx.get("voice.gen.embedding"),
+    };
+    let mut source = RecordedSourceNoise {
+        phase_rand: fx.get("s3gen.noise.phase_rand"),
+        sine: fx.get("s3gen.noise.sine"),
+    };
+    let audio = tts
+        .s3gen()
+        .inference(
+            &speech,
+            &reference,
+            S3GenNoise {
+                cfm: fx.get("s3gen.noise.cfm"),
+                source: &mut source,
+            },
+        )
+        .unwrap();
+    let err = common::max_abs_diff(&audio, &fx.get("out.audio"));
+    eprintln!(
+        "text -> audio: {} speech tokens identical, audio max|diff| {err:.2e} (bound 1e-3)",
+        generated.tokens.len()
+    );
+    assert!(err <= 1e-3, "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
