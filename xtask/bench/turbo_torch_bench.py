@@ -10,7 +10,6 @@ seed 0; for Nano `dir/t3_nano_v1.safetensors`, the same on a `GPT2_small` entry 
 `dir/turbo_inputs.safetensors` (speaker embedding, prompt speech tokens, GPT-2 text ids, the
 S3Gen reference), so ferrovox runs the same models on the same inputs. Prints one JSON line.
 """
-import copy
 import json
 import os
 import resource
@@ -21,36 +20,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from upstream import bare_chatterbox_package, device_from  # noqa: E402
+from upstream import bare_chatterbox_package, device_from, nano_hp, turbo_hp  # noqa: E402
 
 bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
 from chatterbox.models.t3 import T3  # noqa: E402
-from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS  # noqa: E402
 from chatterbox.models.t3.modules.cond_enc import T3Cond  # noqa: E402
-from chatterbox.models.t3.modules.t3_config import T3Config  # noqa: E402
-
-
-def turbo_hp():
-    """What ChatterboxTurboTTS.from_local sets."""
-    hp = T3Config(text_tokens_dict_size=50276)
-    hp.llama_config_name = "GPT2_medium"
-    hp.speech_tokens_dict_size = 6563
-    hp.input_pos_emb = None
-    hp.speech_cond_prompt_len = 375
-    hp.use_perceiver_resampler = False
-    hp.emotion_adv = False
-    return hp
-
-
-def nano_hp():
-    """Turbo's hyper-parameters on GPT-2 small (Chatterbox Nano)."""
-    small = copy.deepcopy(LLAMA_CONFIGS["GPT2_medium"])
-    small.update(n_embd=768, hidden_size=768, n_head=12, n_layer=12)
-    LLAMA_CONFIGS.setdefault("GPT2_small", small)
-    hp = turbo_hp()
-    hp.llama_config_name = "GPT2_small"
-    return hp
 
 
 def main() -> None:

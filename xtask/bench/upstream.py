@@ -16,6 +16,36 @@ def bare_chatterbox_package() -> None:
     sys.modules["chatterbox"] = pkg
 
 
+def turbo_hp():
+    """The T3Config ChatterboxTurboTTS.from_local sets (tts_turbo.py)."""
+    from chatterbox.models.t3.modules.t3_config import T3Config
+
+    hp = T3Config(text_tokens_dict_size=50276)
+    hp.llama_config_name = "GPT2_medium"
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    return hp
+
+
+def nano_hp():
+    """Turbo's hyper-parameters on GPT-2 small (Chatterbox Nano): a `GPT2_small` entry added to
+    upstream's LLAMA_CONFIGS as later upstream loaders add it (GPT2_medium's at 768 wide, 12
+    heads, 12 layers), which chatterbox-tts 0.1.7 lacks."""
+    import copy
+
+    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+
+    small = copy.deepcopy(LLAMA_CONFIGS["GPT2_medium"])
+    small.update(n_embd=768, hidden_size=768, n_head=12, n_layer=12)
+    LLAMA_CONFIGS.setdefault("GPT2_small", small)
+    hp = turbo_hp()
+    hp.llama_config_name = "GPT2_small"
+    return hp
+
+
 def device_from(spec: dict):
     """The spec's device with its threads and TF32 applied, and a function that waits for it."""
     torch.set_num_threads(spec["threads"])

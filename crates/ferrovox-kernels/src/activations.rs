@@ -64,9 +64,9 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// Exact (erf) GELU: `x/2 · (1 + erf(x/√2))`.
+/// Exact (erf) GELU, torch's `GELU()`: `x/2 · (1 + erf(x/√2))`.
 #[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
+pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 

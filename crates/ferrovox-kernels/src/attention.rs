@@ -88,63 +88,72 @@ impl CustomOp3 for CpuSelfAttention {
             SCORES.with_borrow_mut(|scores| {
                 scores.clear();
                 scores.resize(rows * t, 0.0);
+                let row_stride = h * d;
                 // SAFETY: q, k and v hold `b·h` planes of `t × d`; the scores buffer is
                 // `rows × t`; each job writes rows `r0..r0 + rows` of head `hi`'s `d` columns of
                 // item `bi`, which no other job writes.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        t,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        t as isize,
-                        false,
-                        q.as_ptr().add(plane + r0 * d),
-                        1,
-                        d as isize,
-                        k.as_ptr().add(plane),
-                        d as isize,
-                        1,
-                        0.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                    // scores = q[r0..] · kᵀ: k's rows read as columns.
+                    product(
+                        (rows, t, d),
+                        (scores.as_mut_ptr(), t),
+                        (q.as_ptr().add(plane + r0 * d), d),
+                        (k.as_ptr().add(plane), 1, d),
                     );
-                }
-                for row in scores.chunks_exact_mut(t) {
-                    softmax_widest(row, bias);
-                }
-                let row_stride = h * d;
-                // SAFETY: as above.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        d,
-                        t,
-                        dst.get().add((bi * t + r0) * row_stride + hi * d),
-                        1,
-                        row_stride as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        t as isize,
-                        v.as_ptr().add(plane),
-                        1,
-                        d as isize,
-                        0.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                    for row in scores.chunks_exact_mut(t) {
+                        softmax_widest(row, bias);
+                    }
+                    product(
+                        (rows, d, t),
+                        (
+                            dst.get().add((bi * t + r0) * row_stride + hi * d),
+                            row_stride,
+                        ),
+                        (scores.as_ptr(), t),
+                        (v.as_ptr().add(plane), d, 1),
                     );
                 }
             });
         });
         Ok((CpuStorage::F32(out), Shape::from((b, t, h * d))))
+    }
+}
+
+/// `dst = lhs · rhs` for `(m, n, k)`, one thread: `dst` and `lhs` row-major with the given row
+/// strides, `rhs` with its row and column strides.
+///
+/// # Safety
+/// The pointers must be valid for the extents the sizes and strides describe, and `dst` must not
+/// alias the inputs.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 

@@ -6,28 +6,10 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::activations::gelu_erf;
+
 /// Time steps per parallel job.
 const COLUMNS: usize = 256;
-
-/// `erf(x)` within 1.5e-7 absolute (Abramowitz & Stegun 7.1.26), branch-free so it vectorises.
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let p = 1.061_405_4;
-    let p = p * t - 1.453_152_1;
-    let p = p * t + 1.421_413_8;
-    let p = p * t - 0.284_496_74;
-    let p = p * t + 0.254_829_6;
-    let erfc = p * t * super::activations::exp(-z * z);
-    (1.0 - erfc).copysign(x)
-}
-
-/// `x · Φ(x)`: torch's exact (`erf`) GELU.
-#[inline(always)]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
 
 /// Normalises columns `[t0, t0 + n)` of one item: `x` and `y` are `channels` rows of `len`.
 #[inline(always)]
@@ -58,7 +40,7 @@ fn columns(op: &ChannelNorm, x: &[f32], y: *mut f32, len: usize, t0: usize, n: u
         let out = unsafe { std::slice::from_raw_parts_mut(y.add(c * len + t0), n) };
         for (((o, &v), &m), &r) in out.iter_mut().zip(row).zip(mean.iter()).zip(var.iter()) {
             let v = (v - m) * r * w + b;
-            *o = if op.gelu { gelu(v) } else { v };
+            *o = if op.gelu { gelu_erf(v) } else { v };
         }
     }
 }
@@ -159,7 +141,7 @@ mod tests {
             let x = i as f32 * 1e-4;
             let reference =
                 0.5 * x as f64 * (1.0 + series_erf(x as f64 / std::f64::consts::SQRT_2));
-            worst = worst.max((gelu(x) as f64 - reference).abs() as f32);
+            worst = worst.max((gelu_erf(x) as f64 - reference).abs() as f32);
         }
         assert!(worst < 5e-7, "gelu error {worst}");
     }

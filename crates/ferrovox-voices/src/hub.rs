@@ -162,23 +162,28 @@ mod tests {
         assert!(!is_repo_id("bad name/x"));
     }
 
-    fn fake_cache(tag: &str, files: &[&str]) -> (PathBuf, Cache) {
+    /// A hub cache in a fresh temporary root with one snapshot of `models--{repo}` holding
+    /// `files`: the root, the snapshot and the cache.
+    fn snapshot_cache(tag: &str, repo: &str, files: &[&str]) -> (PathBuf, PathBuf, Cache) {
         let root = std::env::temp_dir().join(format!("ferrovox-hub-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let repo = root.join("models--facebook--mms-tts-tiny");
+        let repo = root.join(format!("models--{repo}"));
         let snapshot = repo.join("snapshots/0123abcd");
         std::fs::create_dir_all(&snapshot).unwrap();
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
         for f in files {
-            let body: &[u8] = if *f == "config.json" {
-                br#"{"model_type": "vits"}"#
-            } else {
-                b"x"
-            };
-            std::fs::write(snapshot.join(f), body).unwrap();
+            std::fs::write(snapshot.join(f), b"x").unwrap();
         }
-        (root.clone(), Cache::new(root))
+        (root.clone(), snapshot, Cache::new(root))
+    }
+
+    fn fake_cache(tag: &str, files: &[&str]) -> (PathBuf, Cache) {
+        let (root, snapshot, cache) = snapshot_cache(tag, "facebook--mms-tts-tiny", files);
+        if files.contains(&"config.json") {
+            std::fs::write(snapshot.join("config.json"), br#"{"model_type": "vits"}"#).unwrap();
+        }
+        (root, cache)
     }
 
     #[test]
@@ -198,22 +203,16 @@ mod tests {
     /// multilingual one takes whichever T3 the snapshot has.
     #[test]
     fn the_multilingual_short_id_picks_its_model_from_a_shared_snapshot() {
-        let root = std::env::temp_dir().join(format!("ferrovox-hub-cb-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let repo = root.join("models--ResembleAI--chatterbox");
-        let snapshot = repo.join("snapshots/0123abcd");
-        std::fs::create_dir_all(&snapshot).unwrap();
-        std::fs::create_dir_all(repo.join("refs")).unwrap();
-        std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
-        let files = crate::CHATTERBOX_FILES.iter().chain(&[
-            "grapheme_mtl_merged_expanded_v1.json",
-            "t3_mtl23ls_v2.safetensors",
-            "s3gen.pt",
-        ]);
-        for f in files {
-            std::fs::write(snapshot.join(f), b"x").unwrap();
-        }
-        let cache = Cache::new(root.clone());
+        let files: Vec<&str> = crate::CHATTERBOX_FILES
+            .iter()
+            .copied()
+            .chain([
+                "grapheme_mtl_merged_expanded_v1.json",
+                "t3_mtl23ls_v2.safetensors",
+                "s3gen.pt",
+            ])
+            .collect();
+        let (root, snapshot, cache) = snapshot_cache("cb", "ResembleAI--chatterbox", &files);
         let resolve = |id: &str| resolve_known(Family::known_repo(id).unwrap(), &cache).unwrap();
         for (id, model) in [
             ("chatterbox", ChatterboxModel::English),
@@ -240,17 +239,8 @@ mod tests {
     /// Nano's T3) as Nano, and the same files in a directory are found as Nano.
     #[test]
     fn the_nano_short_id_resolves_nanos_snapshot() {
-        let root = std::env::temp_dir().join(format!("ferrovox-hub-nano-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let repo = root.join("models--ResembleAI--chatterbox-nano");
-        let snapshot = repo.join("snapshots/89abcdef");
-        std::fs::create_dir_all(&snapshot).unwrap();
-        std::fs::create_dir_all(repo.join("refs")).unwrap();
-        std::fs::write(repo.join("refs/main"), "89abcdef").unwrap();
-        for names in crate::CHATTERBOX_NANO {
-            std::fs::write(snapshot.join(names[0]), b"x").unwrap();
-        }
-        let cache = Cache::new(root.clone());
+        let files: Vec<&str> = crate::CHATTERBOX_NANO.iter().map(|n| n[0]).collect();
+        let (root, snapshot, cache) = snapshot_cache("nano", "ResembleAI--chatterbox-nano", &files);
         let known = Family::known_repo("chatterbox-nano").unwrap();
         let files = resolve_known(known, &cache).unwrap();
         let expected = VoiceFiles::Chatterbox {

@@ -12,8 +12,7 @@ use ferrovox_chatterbox::t3::{
 };
 use ferrovox_chatterbox::tokenizer::EnTokenizer;
 use ferrovox_chatterbox::{
-    speech_tokens, ChatterboxTts, Conditionals, GenerateOptions, RecordedSourceNoise, S3GenNoise,
-    SpeakerReference,
+    speech_tokens, ChatterboxTts, Conditionals, GenerateOptions, SpeakerReference,
 };
 
 fn from<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> T {
@@ -101,21 +100,7 @@ fn text_to_audio_matches_upstream() {
     assert!(generated.stopped);
     let speech = speech_tokens(&generated.tokens, tts.t3().config().start_speech_token);
     assert_eq!(speech, ids(&fx.get("out.speech_tokens")), "speech tokens");
-    let mut source = RecordedSourceNoise {
-        phase_rand: fx.get("s3gen.noise.phase_rand"),
-        sine: fx.get("s3gen.noise.sine"),
-    };
-    let audio = tts
-        .s3gen()
-        .inference(
-            &speech,
-            &voice.gen,
-            S3GenNoise {
-                cfm: fx.get("s3gen.noise.cfm"),
-                source: &mut source,
-            },
-        )
-        .unwrap();
+    let audio = common::s3gen_replayed(tts.s3gen(), &speech, &voice.gen, &fx);
     let err = max_abs_diff(&audio, &fx.get("out.audio"));
     // HiFT's F0 classifier amplifies rounding (its parity test states 1e-3 on the audio, 2e-3
     // on the last stages); on CUDA, cuBLAS's reduction order adds to it: 1.38e-3 measured on

@@ -16,8 +16,8 @@ use candle_core::{Device, Tensor};
 use common::{ids, Fixture};
 use ferrovox_chatterbox::t3::{Flow, ReplayedNoise, SeededNoise, T3Cond, TurboOptions};
 use ferrovox_chatterbox::{
-    speech_tokens, Conditionals, RecordedSourceNoise, S3GenNoise, SpeakerReference, TurboSize,
-    TurboTts, GUARD_FLOOR, NANO_T3, TURBO_T3,
+    speech_tokens, Conditionals, SpeakerReference, TurboSize, TurboTts, GUARD_FLOOR, NANO_T3,
+    TURBO_T3,
 };
 
 /// The silence token of the small S3Gen (256 codes; upstream's 4299 is outside them).
@@ -181,21 +181,7 @@ fn text_to_audio_matches_upstream() {
         prompt_feat: fx.get("voice.gen.prompt_feat"),
         xvector: fx.get("voice.gen.embedding"),
     };
-    let mut source = RecordedSourceNoise {
-        phase_rand: fx.get("s3gen.noise.phase_rand"),
-        sine: fx.get("s3gen.noise.sine"),
-    };
-    let audio = tts
-        .s3gen()
-        .inference(
-            &speech,
-            &reference,
-            S3GenNoise {
-                cfm: fx.get("s3gen.noise.cfm"),
-                source: &mut source,
-            },
-        )
-        .unwrap();
+    let audio = common::s3gen_replayed(tts.s3gen(), &speech, &reference, &fx);
     let err = common::max_abs_diff(&audio, &fx.get("out.audio"));
     eprintln!(
         "text -> audio: {} speech tokens identical, audio max|diff| {err:.2e} (bound 1e-3)",

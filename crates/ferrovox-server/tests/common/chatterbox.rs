@@ -141,12 +141,7 @@ pub fn cloning_chatterbox_dir(tag: &str) -> PathBuf {
     sizes["campplus"] = fixture_config("campplus")["campplus"].clone();
     let dir = write_model(tag, &t3, &s3gen, &sizes);
 
-    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
-    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
-        .into_iter()
-        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
-        .collect();
-    save(&ve, &dir.join("ve.safetensors"));
+    save_voice_encoder(&dir);
     dir
 }
 
@@ -219,6 +214,16 @@ pub fn turbo_chatterbox_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The fixtures' voice encoder as `dir/ve.safetensors`.
+fn save_voice_encoder(dir: &Path) {
+    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
+    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
+        .into_iter()
+        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
+        .collect();
+    save(&ve, &dir.join("ve.safetensors"));
+}
+
 /// Turbo's layout with everything cloning needs (as [`cloning_chatterbox_dir`] makes the
 /// English one): the encoders inside `s3gen_meanflow.safetensors`, `ve.safetensors`, and T3's
 /// and S3Gen's speech vocabularies widened to the tokenizer's 6561 codes by repeating rows.
@@ -261,12 +266,7 @@ pub fn turbo_cloning_chatterbox_dir(tag: &str) -> PathBuf {
     sizes["s3tokenizer"] = fixture_config("s3tokenizer")["model_config"].clone();
     sizes["campplus"] = fixture_config("campplus")["campplus"].clone();
     std::fs::write(&marker, sizes.to_string()).unwrap();
-    let ve_keys = ferrovox_chatterbox::voice_encoder::VoiceEncoder::expected_keys();
-    let ve: HashMap<String, Tensor> = tensors("ve", &[""])
-        .into_iter()
-        .filter(|(k, _)| ve_keys.iter().any(|e| e == k))
-        .collect();
-    save(&ve, &dir.join("ve.safetensors"));
+    save_voice_encoder(&dir);
     dir
 }
 

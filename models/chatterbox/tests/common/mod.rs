@@ -79,6 +79,30 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     ferrovox_kernels::compare::max_abs_diff(a, b).expect("comparable tensors")
 }
 
+/// S3Gen's audio of `tokens` in `reference` under an end-to-end fixture's recorded draws
+/// (`s3gen.noise.cfm`, `s3gen.noise.phase_rand`, `s3gen.noise.sine`).
+pub fn s3gen_replayed(
+    s3gen: &ferrovox_chatterbox::S3Gen,
+    tokens: &[u32],
+    reference: &ferrovox_chatterbox::SpeakerReference,
+    fx: &Fixture,
+) -> Tensor {
+    let mut source = ferrovox_chatterbox::RecordedSourceNoise {
+        phase_rand: fx.get("s3gen.noise.phase_rand"),
+        sine: fx.get("s3gen.noise.sine"),
+    };
+    s3gen
+        .inference(
+            tokens,
+            reference,
+            ferrovox_chatterbox::S3GenNoise {
+                cfm: fx.get("s3gen.noise.cfm"),
+                source: &mut source,
+            },
+        )
+        .unwrap()
+}
+
 /// The small S3Gen of the fixtures (weights from `encoder`, `cfm` and `hift`) and the e2e
 /// fixture's speaker reference, as `s3gen_parity.rs` builds them.
 pub fn small_s3gen() -> (
