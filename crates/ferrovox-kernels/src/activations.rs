@@ -70,6 +70,14 @@ pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// The tanh approximation of GELU (transformers' `gelu_new`, Candle's `gelu`):
+/// `x/2 · (1 + tanh(√(2/π) · x · (1 + 0.044715 x²)))`.
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + tanh(SQRT_TWO_OVER_PI * x * (1.0 + 0.044_715 * x * x)))
+}
+
 /// Mish, `x · tanh(softplus(x))`: with `e = eˣ`, `tanh(ln(1 + e)) = n / (n + 2)` for
 /// `n = e·(e + 2)`; past `x = 20` that is 1 in f32.
 #[inline(always)]
@@ -143,6 +151,11 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub unsafe fn gelu_erf_slice(out: &mut [f32], x: &[f32]) {
         super::map_slice(out, x, super::gelu_erf)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub unsafe fn gelu_tanh_slice(out: &mut [f32], x: &[f32]) {
+        super::map_slice(out, x, super::gelu_tanh)
     }
 
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
@@ -221,6 +234,8 @@ impl CustomOp1 for Snake {
 pub enum Activation {
     /// Exact GELU (`gelu_erf`, torch's default `GELU()`).
     GeluErf,
+    /// GELU's tanh approximation (`gelu_new`, Candle's `gelu`).
+    GeluTanh,
     /// `nn.Mish`.
     Mish,
 }
@@ -233,12 +248,14 @@ impl Activation {
             return unsafe {
                 match self {
                     Self::GeluErf => avx512::gelu_erf_slice(out, x),
+                    Self::GeluTanh => avx512::gelu_tanh_slice(out, x),
                     Self::Mish => avx512::mish_slice(out, x),
                 }
             };
         }
         match self {
             Self::GeluErf => map_slice(out, x, gelu_erf),
+            Self::GeluTanh => map_slice(out, x, gelu_tanh),
             Self::Mish => map_slice(out, x, mish),
         }
     }
@@ -248,6 +265,7 @@ impl CustomOp1 for Activation {
     fn name(&self) -> &'static str {
         match self {
             Self::GeluErf => "ferrovox-gelu-erf",
+            Self::GeluTanh => "ferrovox-gelu-tanh",
             Self::Mish => "ferrovox-mish",
         }
     }
@@ -411,6 +429,9 @@ mod tests {
         let gelu = x.apply_op1(Activation::GeluErf).unwrap();
         let err = super::super::max_abs_diff(&gelu, &x.gelu_erf().unwrap());
         assert!(err < 2e-6, "gelu_erf: {err}");
+        let gelu = x.apply_op1(Activation::GeluTanh).unwrap();
+        let err = super::super::max_abs_diff(&gelu, &x.gelu().unwrap());
+        assert!(err < 2e-6, "gelu (tanh): {err}");
         let mish = x.apply_op1(Activation::Mish).unwrap();
         let reference = (&x
             * x.exp()

@@ -228,10 +228,19 @@ impl Gpt2 {
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
             x = (x + block.attn_proj.forward(&y)?)?;
-            // Candle's `gelu` is the tanh approximation, transformers' `gelu_new`.
-            let m = block
-                .mlp_proj
-                .forward(&block.c_fc.forward(&block.ln_2.forward(&x)?)?.gelu()?)?;
+            // Candle's `gelu` is the tanh approximation, transformers' `gelu_new`; on the CPU
+            // one vectorised pass (libm's scalar `tanhf` weighs on a long prefill).
+            let h1 = block.c_fc.forward(&block.ln_2.forward(&x)?)?;
+            let h1 = if h1.device().is_cpu()
+                && h1.dtype() == candle_core::DType::F32
+                && ferrovox_kernels::enabled()
+            {
+                h1.contiguous()?
+                    .apply_op1(ferrovox_kernels::Activation::GeluTanh)?
+            } else {
+                h1.gelu()?
+            };
+            let m = block.mlp_proj.forward(&h1)?;
             x = (x + m)?;
         }
         cache.len = start + t;
