@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from upstream import bare_chatterbox_package, device_from  # noqa: E402
+from upstream import bare_chatterbox_package, device_from, ref_dict, shared_weights  # noqa: E402
 
 bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
@@ -68,13 +68,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = S3Gen().eval()
     weights = os.path.join(out, "s3gen.safetensors")
-    if not os.path.exists(weights):
-        state = {
-            k: v.contiguous()
-            for k, v in model.state_dict().items()
-            if k.startswith(("flow.", "mel2wav."))
-        }
-        save_file(state, weights)
+    shared_weights(model, weights, ("flow.", "mel2wav."))
     inputs_path = os.path.join(out, "inputs.safetensors")
     if not os.path.exists(inputs_path):
         g = torch.Generator().manual_seed(1)
@@ -89,13 +83,7 @@ def main() -> None:
         save_file(inputs, inputs_path)
     model = model.to(device)
     inputs = {k: v.to(device) for k, v in load_file(inputs_path).items()}
-    ref = {
-        "prompt_token": inputs["prompt_tokens"],
-        "prompt_token_len": torch.tensor([inputs["prompt_tokens"].shape[1]], device=device),
-        "prompt_feat": inputs["prompt_feat"],
-        "prompt_feat_len": None,
-        "embedding": inputs["xvector"],
-    }
+    ref = ref_dict(inputs["prompt_tokens"], inputs["prompt_feat"], inputs["xvector"])
     cases = {}
     with torch.inference_mode():
         for name in spec["cases"]:

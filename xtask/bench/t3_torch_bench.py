@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from upstream import bare_chatterbox_package, device_from  # noqa: E402
+from upstream import bare_chatterbox_package, device_from, ref_dict, shared_weights  # noqa: E402
 
 bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
@@ -35,16 +35,11 @@ def main() -> None:
     torch.manual_seed(0)
     t3 = T3().eval()
     path = os.path.join(out, "t3_cfg.safetensors")
-    if not os.path.exists(path):
-        # Before any `inference` call, which attaches a patched copy as a submodule.
-        save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, path)
-    t3.load_state_dict(load_file(path))
+    # Before any `inference` call, which attaches a patched copy as a submodule.
+    shared_weights(t3, path)
     s3gen = S3Gen().eval()
     s3_path = os.path.join(out, "s3gen.safetensors")
-    if not os.path.exists(s3_path):
-        state = {k: v.contiguous() for k, v in s3gen.state_dict().items() if k.startswith(("flow.", "mel2wav."))}
-        save_file(state, s3_path)
-    s3gen.load_state_dict(load_file(s3_path), strict=False)
+    shared_weights(s3gen, s3_path, ("flow.", "mel2wav."))
     inputs_path = os.path.join(out, "t3_inputs.safetensors")
     if not os.path.exists(inputs_path):
         g = torch.Generator().manual_seed(1)
@@ -73,13 +68,7 @@ def main() -> None:
     )
     text = inputs["text_tokens"].to(device)
     text2 = torch.cat([text, text], dim=0)
-    ref = dict(
-        prompt_token=inputs["prompt_token"].to(device),
-        prompt_token_len=torch.tensor([inputs["prompt_token"].shape[1]], device=device),
-        prompt_feat=inputs["prompt_feat"].to(device),
-        prompt_feat_len=None,
-        embedding=inputs["embedding"].to(device),
-    )
+    ref = ref_dict(*(inputs[k].to(device) for k in ("prompt_token", "prompt_feat", "embedding")))
 
     def generate(n):
         return t3.inference(

@@ -20,7 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from upstream import bare_chatterbox_package, device_from, nano_hp, turbo_hp  # noqa: E402
+from upstream import (  # noqa: E402
+    bare_chatterbox_package, device_from, nano_hp, ref_dict, shared_weights, turbo_hp,
+)
 
 bare_chatterbox_package()
 from chatterbox.models.s3gen import S3Gen  # noqa: E402
@@ -37,16 +39,11 @@ def main() -> None:
     nano = spec.get("nano", False)
     t3 = T3(nano_hp() if nano else turbo_hp()).eval()
     path = os.path.join(out, "t3_nano_v1.safetensors" if nano else "t3_turbo_v1.safetensors")
-    if not os.path.exists(path):
-        save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, path)
-    t3.load_state_dict(load_file(path))
+    shared_weights(t3, path)
     del t3.tfmr.wte  # as ChatterboxTurboTTS.from_local does
     s3gen = S3Gen(meanflow=True).eval()
     s3_path = os.path.join(out, "s3gen_meanflow.safetensors")
-    if not os.path.exists(s3_path):
-        state = {k: v.contiguous() for k, v in s3gen.state_dict().items() if k.startswith(("flow.", "mel2wav."))}
-        save_file(state, s3_path)
-    s3gen.load_state_dict(load_file(s3_path), strict=False)
+    shared_weights(s3gen, s3_path, ("flow.", "mel2wav."))
     inputs_path = os.path.join(out, "turbo_inputs.safetensors")
     if not os.path.exists(inputs_path):
         g = torch.Generator().manual_seed(1)
@@ -73,13 +70,7 @@ def main() -> None:
         emotion_adv=None,
     )
     text = inputs["text_tokens"].to(device)
-    ref = dict(
-        prompt_token=inputs["prompt_token"].to(device),
-        prompt_token_len=torch.tensor([inputs["prompt_token"].shape[1]], device=device),
-        prompt_feat=inputs["prompt_feat"].to(device),
-        prompt_feat_len=None,
-        embedding=inputs["embedding"].to(device),
-    )
+    ref = ref_dict(*(inputs[k].to(device) for k in ("prompt_token", "prompt_feat", "embedding")))
 
     def generate(n):
         # inference_turbo draws once after the prefill, then max_gen_len more.

@@ -1,11 +1,14 @@
 """What the upstream Chatterbox benches share: importing `chatterbox.models` without
-`chatterbox/__init__` (which loads the whole TTS stack and the watermarker), and the device a
-spec asks for with its TF32 setting."""
+`chatterbox/__init__` (which loads the whole TTS stack and the watermarker), the device a
+spec asks for with its TF32 setting, the weights both engines read, S3Gen's reference dict, and
+Turbo's and Nano's hyper-parameters."""
 import importlib.util
+import os
 import sys
 import types
 
 import torch
+from safetensors.torch import load_file, save_file
 
 
 def bare_chatterbox_package() -> None:
@@ -14,6 +17,28 @@ def bare_chatterbox_package() -> None:
     pkg = types.ModuleType("chatterbox")
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["chatterbox"] = pkg
+
+
+def shared_weights(module, path, prefixes=None):
+    """Loads `module`'s weights from `path`, which its own state dict is written to first when
+    the file does not exist yet, so ferrovox reads the same weights; `prefixes` limits what is
+    written (and makes the load non-strict)."""
+    if not os.path.exists(path):
+        state = {k: v.contiguous() for k, v in module.state_dict().items()
+                 if prefixes is None or k.startswith(prefixes)}
+        save_file(state, path)
+    module.load_state_dict(load_file(path), strict=prefixes is None)
+
+
+def ref_dict(prompt_token, prompt_feat, embedding):
+    """S3Gen's speaker reference as `embed_ref` returns it, from its three tensors."""
+    return dict(
+        prompt_token=prompt_token,
+        prompt_token_len=torch.tensor([prompt_token.shape[1]], device=prompt_token.device),
+        prompt_feat=prompt_feat,
+        prompt_feat_len=None,
+        embedding=embedding,
+    )
 
 
 def turbo_hp():

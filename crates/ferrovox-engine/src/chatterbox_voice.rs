@@ -55,7 +55,35 @@ pub struct ChatterboxVoice {
     /// Continuous batching of T3 across requests; `None`: each request runs T3 alone.
     decoder: Option<T3Decoder>,
     /// Generations that reached `max_new_tokens` without T3's stop token.
-    unstopped: AtomicU64,
+    unstopped: Unstopped,
+}
+
+/// Generations of a Chatterbox voice that ran to their token budget without T3's stop token:
+/// counted for `/metrics` and logged, since their audio may end mid-word.
+#[derive(Debug, Default)]
+pub(crate) struct Unstopped(AtomicU64);
+
+impl Unstopped {
+    /// Notes `outcome` of a generation of voice `id` that could draw `budget` tokens.
+    pub(crate) fn note(&self, id: &str, outcome: &ferrovox_chatterbox::Outcome, budget: usize) {
+        if !outcome.stopped {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                voice = %id,
+                budget,
+                tokens = outcome.tokens,
+                "T3 reached its token budget without its stop token: the audio may end mid-word"
+            );
+        }
+    }
+
+    /// The counter as the engine exports it.
+    pub(crate) fn counter(&self) -> (&'static str, u64) {
+        (
+            "chatterbox_unstopped_generations_total",
+            self.0.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl ChatterboxVoice {
@@ -103,7 +131,7 @@ impl ChatterboxVoice {
             id: id.to_string(),
             tts,
             decoder,
-            unstopped: AtomicU64::new(0),
+            unstopped: Unstopped::default(),
         })
     }
 
@@ -301,17 +329,6 @@ impl ChatterboxVoice {
             })
             .collect()
     }
-
-    fn note_outcome(&self, outcome: ferrovox_chatterbox::Outcome, max_new_tokens: usize) {
-        if !outcome.stopped {
-            self.unstopped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                voice = %self.id,
-                max_new_tokens,
-                "T3 reached max_new_tokens without its stop token: the audio may end mid-word"
-            );
-        }
-    }
 }
 
 impl TtsModel for ChatterboxVoice {
@@ -419,7 +436,8 @@ impl TtsModel for ChatterboxVoice {
                         &mut SeededNoise::new(unit.seed),
                     )?,
                 };
-                self.note_outcome(outcome, g.sampling.max_new_tokens);
+                self.unstopped
+                    .note(&self.id, &outcome, g.sampling.max_new_tokens);
                 Ok(audio)
             })
             .collect()
@@ -468,7 +486,8 @@ impl TtsModel for ChatterboxVoice {
         if let Some(e) = failure {
             return Err(e);
         }
-        self.note_outcome(outcome, g.sampling.max_new_tokens);
+        self.unstopped
+            .note(&self.id, &outcome, g.sampling.max_new_tokens);
         Ok(())
     }
 
@@ -490,10 +509,7 @@ impl TtsModel for ChatterboxVoice {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut counters = vec![(
-            "chatterbox_unstopped_generations_total",
-            self.unstopped.load(Ordering::Relaxed),
-        )];
+        let mut counters = vec![self.unstopped.counter()];
         if let Some(f) = self.tts.flow_batcher() {
             let s = f.stats();
             counters.extend([

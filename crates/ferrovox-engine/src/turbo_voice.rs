@@ -3,14 +3,15 @@
 //! (exaggeration, guidance, min-p) are refused by name rather than ignored as upstream does.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::Device;
 use ferrovox_chatterbox::t3::{SeededNoise, TurboOptions};
 use ferrovox_chatterbox::{Conditionals, TurboSize, TurboTts};
 use ferrovox_voices::Family;
 
-use crate::chatterbox_voice::{check_cloned_family, check_not_vits, text_units, voice_or};
+use crate::chatterbox_voice::{
+    check_cloned_family, check_not_vits, text_units, voice_or, Unstopped,
+};
 use crate::model::{check_language, check_range};
 use crate::{BatchKey, EngineError, SynthesisOptions, TtsModel, Unit};
 
@@ -20,7 +21,7 @@ pub struct TurboVoice {
     id: String,
     tts: TurboTts,
     /// Generations that ran to their budget (the stop guard's or the request's) unstopped.
-    unstopped: AtomicU64,
+    unstopped: Unstopped,
 }
 
 impl TurboVoice {
@@ -40,7 +41,7 @@ impl TurboVoice {
         Self {
             id: id.to_string(),
             tts,
-            unstopped: AtomicU64::new(0),
+            unstopped: Unstopped::default(),
         }
     }
 
@@ -141,24 +142,15 @@ impl TtsModel for TurboVoice {
                     unit.seed,
                     &mut SeededNoise::new(unit.seed),
                 )?;
-                if !outcome.stopped {
-                    self.unstopped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        voice = %self.id,
-                        tokens = outcome.tokens,
-                        "Turbo's T3 reached its token budget without its stop token"
-                    );
-                }
+                let budget = TurboTts::token_budget(unit.ids.len(), turbo.max_new_tokens);
+                self.unstopped.note(&self.id, &outcome, budget);
                 Ok(audio)
             })
             .collect()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![(
-            "chatterbox_unstopped_generations_total",
-            self.unstopped.load(Ordering::Relaxed),
-        )]
+        vec![self.unstopped.counter()]
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -183,8 +183,9 @@ fn snake_widest(out: &mut [f32], x: &[f32], alpha: f32, inv_alpha: f32) {
 /// model defines it (HiFT: `1 / (α + 1e-9)`).
 #[derive(Debug, Clone)]
 pub struct Snake {
-    alpha: Vec<f32>,
-    inv_alpha: Vec<f32>,
+    /// Shared, so the op a layer clones for each call copies no weights.
+    alpha: std::sync::Arc<[f32]>,
+    inv_alpha: std::sync::Arc<[f32]>,
 }
 
 impl Snake {
@@ -197,7 +198,10 @@ impl Snake {
                 inv_alpha.len()
             );
         }
-        Ok(Self { alpha, inv_alpha })
+        Ok(Self {
+            alpha: alpha.into(),
+            inv_alpha: inv_alpha.into(),
+        })
     }
 }
 
