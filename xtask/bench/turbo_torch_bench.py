@@ -1,9 +1,10 @@
 """Times upstream Chatterbox Turbo or Nano (chatterbox-tts, PyTorch eager) at full size with
 random weights: T3's tokens per second (`T3.inference_turbo`, GPT-2 medium, or GPT-2 small for
-Nano, no guidance) and S3Gen's meanflow decoder on a sentence's tokens in 2 steps and in 1.
+Nano, no guidance) and its time to the first token, S3Gen's meanflow decoder on a sentence's
+tokens in 2 steps and in 1, and on a paragraph's in 2.
 
 Usage: turbo_torch_bench.py SPEC_JSON  (spec: dir, threads, device, tf32, reps, new_tokens,
-sentence_tokens, prompt_tokens, text_tokens, nano; `weights_only`: write the files, time nothing)
+sentence_tokens, paragraph_tokens, prompt_tokens, text_tokens, nano; `weights_only`: write the files, time nothing)
 On first use writes `dir/t3_turbo_v1.safetensors` (T3 with tts_turbo.py's hyper-parameters,
 seed 0; for Nano `dir/t3_nano_v1.safetensors`, the same on a `GPT2_small` entry of
 `LLAMA_CONFIGS` as later upstream loaders add it: GPT2_medium's at 768 wide, 12 heads, 12 layers), `dir/s3gen_meanflow.safetensors` (S3Gen(meanflow=True)'s flow and HiFT, seed 0) and
@@ -87,26 +88,41 @@ def main() -> None:
         sync()
         counts.append(int(tokens.shape[1]))
         rates.append(tokens.shape[1] / (time.perf_counter() - t0))
-    sentence = torch.cat([inputs["sentence"], torch.tensor([4299, 4299, 4299])]).to(device)
+    firsts = []
+    for rep in range(spec["reps"]):
+        torch.manual_seed(200 + rep)
+        sync()
+        t0 = time.perf_counter()
+        generate(1)
+        sync()
+        firsts.append(time.perf_counter() - t0)
+    silence = torch.tensor([4299, 4299, 4299])
+    sentence = torch.cat([inputs["sentence"], silence]).to(device)
+    # The paragraph: the sentence's tokens repeated to `paragraph_tokens`, then the silence.
+    n_par = spec["paragraph_tokens"]
+    paragraph = torch.cat([inputs["sentence"].repeat(n_par // len(inputs["sentence"]) + 1)[:n_par],
+                           silence]).to(device)
     decode = {}
-    for steps in (2, 1):
+    for steps, tokens, name in ((2, sentence, "2_step"), (1, sentence, "1_step"),
+                                (2, paragraph, "paragraph_2_step")):
         with torch.inference_mode():
-            s3gen.inference(speech_tokens=sentence, ref_dict=ref, n_cfm_timesteps=steps)
+            s3gen.inference(speech_tokens=tokens, ref_dict=ref, n_cfm_timesteps=steps)
         sync()
         walls = []
         for rep in range(spec["reps"]):
             torch.manual_seed(300 + rep)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                s3gen.inference(speech_tokens=sentence, ref_dict=ref, n_cfm_timesteps=steps)
+                s3gen.inference(speech_tokens=tokens, ref_dict=ref, n_cfm_timesteps=steps)
             sync()
             walls.append(time.perf_counter() - t0)
-        decode[f"{steps}_step"] = sorted(walls)[len(walls) // 2]
+        decode[name] = sorted(walls)[len(walls) // 2]
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     print(json.dumps({
         "tokens_per_s": median(rates),
         "tokens_per_s_all": rates,
         "tokens": counts,
+        "first_token_s": median(firsts),
         "s3gen_s": decode,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__,

@@ -117,11 +117,16 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
 
     let sampler = MemorySampler::start(&device);
     let load = Instant::now();
-    let model = S3Gen::load(
+    let mut model = S3Gen::load(
         &dir.join("s3gen.safetensors"),
         &S3GenConfig::default(),
         &device,
     )?;
+    // The products the TTS models choose here: bf16 inputs on a CPU with AVX-512 BF16.
+    let bf16 = !on_gpu
+        && ferrovox_chatterbox::cpu_bf16_products()?
+        && ferrovox_kernels::bf16_products_available();
+    model.bf16_products(bf16)?;
     let load_s = load.elapsed().as_secs_f64();
     let inputs = BenchInputs::load(&dir, &device)?;
     let reference = &inputs.reference;
@@ -175,6 +180,13 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         "batch".into(),
         json!({"items": batch, "case": cases[0].0, "audio_s": audio_s, "ferrovox_wall_s": ours, "torch_wall_s": theirs}),
     );
+    let products = if bf16 {
+        Some(bf16_against_f32(
+            &dir, &device, &model, &inputs, cases[0].0,
+        )?)
+    } else {
+        None
+    };
     println!("| case | audio s | ferrovox RTF | PyTorch RTF | ferrovox / PyTorch |\n|---|---|---|---|---|");
     for (name, audio, ours, theirs) in &rows {
         println!(
@@ -188,6 +200,17 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
         println!("{line}");
     }
     println!("{}", graphs_line(&model));
+    match &products {
+        Some(p) => println!(
+            "(products on bf16 inputs: {} against {} ms with f32 products ({:.2}×); audio against f32's, RMS relative {:.2e}, max |diff| {:.2e})",
+            fmt_ms(&p["bf16_wall_s"]),
+            fmt_ms(&p["f32_wall_s"]),
+            p["f32_wall_s"].as_f64().unwrap_or(f64::NAN) / p["bf16_wall_s"].as_f64().unwrap_or(f64::NAN),
+            p["audio_rms_rel"].as_f64().unwrap_or(f64::NAN),
+            p["audio_max_abs"].as_f64().unwrap_or(f64::NAN),
+        ),
+        None => println!("(f32 products)"),
+    }
     let gpu_peak = sampler.map(MemorySampler::peak_above_mib);
     println!(
         "({}; PyTorch {} peak RSS {:.0} MiB, ferrovox peak RSS {:.0} MiB; model load {load_s:.1} s)",
@@ -210,7 +233,69 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     Ok(
         json!({"device": if on_gpu { "cuda" } else { "cpu" }, "tf32": runtime.tuning.tf32,
         "threads": threads, "torch": torch, "ferrovox": results, "load_s": load_s,
+        "bf16_products": products,
         "ferrovox_gpu_peak_mib": gpu_peak}),
+    )
+}
+
+fn fmt_ms(v: &serde_json::Value) -> String {
+    format!("{:.0}", v.as_f64().unwrap_or(f64::NAN) * 1e3)
+}
+
+/// The `case` synthesized with f32 products (a second copy of the weights) against `model`'s
+/// bf16 ones, same draws: wall times and the audio's error.
+fn bf16_against_f32(
+    dir: &Path,
+    device: &Device,
+    model: &S3Gen,
+    inputs: &BenchInputs,
+    case: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let exact = S3Gen::load(
+        &dir.join("s3gen.safetensors"),
+        &S3GenConfig::default(),
+        device,
+    )?;
+    let tokens = inputs.tokens(case)?;
+    let time = |m: &S3Gen| -> anyhow::Result<(f64, Vec<f32>)> {
+        m.synthesize(&tokens, &inputs.reference, 0)?;
+        let start = Instant::now();
+        let audio = m.synthesize(&tokens, &inputs.reference, 0)?;
+        Ok((start.elapsed().as_secs_f64(), audio))
+    };
+    let (f32_s, want) = time(&exact)?;
+    let (bf16_s, got) = time(model)?;
+    let errors = |got: &[f32], want: &[f32]| {
+        let (mut sq, mut ref_sq, mut max, mut ref_max) = (0f64, 0f64, 0f32, 0f32);
+        for (a, b) in got.iter().zip(want) {
+            sq += f64::from(a - b).powi(2);
+            ref_sq += f64::from(*b).powi(2);
+            max = max.max((a - b).abs());
+            ref_max = ref_max.max(b.abs());
+        }
+        (
+            (sq / ref_sq.max(f64::MIN_POSITIVE)).sqrt(),
+            max,
+            max / ref_max,
+        )
+    };
+    let (audio_rms, audio_max, _) = errors(&got, &want);
+    // The flow's mel alone, same noise: what the products change before HiFT.
+    let frames = exact.noise_frames(&inputs.reference, tokens.len());
+    let noise = Tensor::randn(0f32, 1.0, (1, 80, frames), device)?;
+    let mel = |m: &S3Gen| -> anyhow::Result<Vec<f32>> {
+        Ok(m.mel(&tokens, &inputs.reference, &noise)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    let (mel_rms, _, mel_max_rel) = errors(&mel(model)?, &mel(&exact)?);
+    println!(
+        "(products on bf16 inputs: mel against f32's, RMS relative {mel_rms:.2e}, max |diff| / max |mel| {mel_max_rel:.2e})"
+    );
+    Ok(
+        json!({"case": case, "f32_wall_s": f32_s, "bf16_wall_s": bf16_s,
+        "audio_rms_rel": audio_rms, "audio_max_abs": audio_max,
+        "mel_rms_rel": mel_rms, "mel_max_abs_over_max": mel_max_rel}),
     )
 }
 

@@ -19,6 +19,8 @@ use crate::util::median;
 
 /// Speech tokens of the timed sentence (3 s at 25 a second), before the 3 silence tokens.
 const SENTENCE: usize = 75;
+/// Speech tokens of the timed paragraph (10 s): the sentence's repeated.
+const PARAGRAPH: usize = 250;
 
 pub fn run(
     quick: bool,
@@ -43,7 +45,7 @@ pub fn run(
     let spec = json!({
         "dir": dir, "threads": threads, "device": if on_gpu { "cuda" } else { "cpu" },
         "tf32": runtime.tuning.tf32, "reps": reps, "new_tokens": new_tokens,
-        "sentence_tokens": SENTENCE, "prompt_tokens": 375, "text_tokens": 40, "nano": nano,
+        "sentence_tokens": SENTENCE, "paragraph_tokens": PARAGRAPH, "prompt_tokens": 375, "text_tokens": 40, "nano": nano,
     });
     let spec_path = dir.with_extension("json");
     std::fs::create_dir_all(&dir)?;
@@ -70,11 +72,10 @@ pub fn run(
     let s3gen_of = |steps: usize| -> anyhow::Result<S3Gen> {
         let mut cfg = S3GenConfig::turbo();
         cfg.flow.cfm.n_timesteps = steps;
-        Ok(S3Gen::load(
-            &dir.join("s3gen_meanflow.safetensors"),
-            &cfg,
-            &device,
-        )?)
+        let mut s3gen = S3Gen::load(&dir.join("s3gen_meanflow.safetensors"), &cfg, &device)?;
+        // As `TurboTts` loads it: bf16 products on a CPU with AVX-512 BF16.
+        s3gen.bf16_products(!on_gpu && ferrovox_chatterbox::cpu_bf16_products()?)?;
+        Ok(s3gen)
     };
     let (two, one) = (s3gen_of(2)?, s3gen_of(1)?);
     let load_s = load.elapsed().as_secs_f64();
@@ -116,9 +117,12 @@ pub fn run(
     let steps = step_tokens(&t3, &cond, &text)?;
     let reference_logits = step_logits(&t3, &cond, &text, &steps)?;
     let mut by_format = Vec::new();
-    for format in &formats {
+    for (i, format) in formats.iter().enumerate() {
         let mut packed = t3.clone();
         packed.pack_steps(*format)?;
+        // The default (first) variant as `TurboTts` loads it: its prefill's products on bf16
+        // inputs where the CPU has AVX-512 BF16.
+        packed.bf16_products(i == 0 && !on_gpu && ferrovox_chatterbox::cpu_bf16_products()?)?;
         let generate = |n: usize, seed: u64| -> anyhow::Result<usize> {
             let options = TurboOptions {
                 max_new_tokens: n,
@@ -138,10 +142,17 @@ pub fn run(
             rates.push(n as f64 / start.elapsed().as_secs_f64());
             counts.push(n);
         }
+        let mut firsts = Vec::new();
+        for rep in 0..reps {
+            let start = Instant::now();
+            generate(1, 200 + rep as u64)?;
+            firsts.push(start.elapsed().as_secs_f64());
+        }
         let logits = step_logits(&packed, &cond, &text, &steps)?;
         let (max_rel, rms_rel) = relative_error(&logits, &reference_logits);
         by_format.push(json!({
             "format": format.name(), "tokens_per_s": median(rates.clone()),
+            "first_token_s": median(firsts),
             "tokens_per_s_all": rates, "tokens": counts,
             "logits_max_abs_over_max": max_rel, "logits_rms_rel": rms_rel,
         }));
@@ -160,6 +171,22 @@ pub fn run(
         }
         decode.insert(format!("{steps}_step"), json!(median(walls)));
     }
+    let paragraph: Vec<u32> = sentence[..SENTENCE]
+        .iter()
+        .cycle()
+        .take(PARAGRAPH)
+        .copied()
+        .chain([ferrovox_chatterbox::S3GEN_SILENCE; 3])
+        .collect();
+    two.synthesize(&paragraph, &reference, 0)?;
+    let mut walls = Vec::new();
+    for rep in 0..reps {
+        let start = Instant::now();
+        two.synthesize(&paragraph, &reference, rep as u64)?;
+        device.synchronize()?;
+        walls.push(start.elapsed().as_secs_f64());
+    }
+    decode.insert("paragraph_2_step".into(), json!(median(walls)));
     let (_, stages, stage_line) =
         crate::util::stage_split(|| Ok(two.synthesize(&sentence, &reference, 0)?))?;
     decode.insert("2_step_stages".into(), stages);
@@ -218,6 +245,58 @@ pub fn run(
         rtf(ours, ours_2),
         rtf(theirs, theirs_2)
     );
+    // A paragraph: the prefill, then its tokens at the decode rate (the generation's tokens
+    // after the first over its time after the first token), then S3Gen over all of them.
+    let decode_rate = |tps: f64, first: f64, n: f64| (n - 1.0) / (n / tps - first);
+    let n_gen = counts.first().copied().unwrap_or(new_tokens) as f64;
+    let ours_first = by_format[0]["first_token_s"].as_f64().unwrap_or(f64::NAN);
+    let theirs_first = torch["first_token_s"].as_f64().unwrap_or(f64::NAN);
+    let n_gen_torch = torch["tokens"][0].as_f64().unwrap_or(n_gen);
+    let (ours_rate, theirs_rate) = (
+        decode_rate(ours, ours_first, n_gen),
+        decode_rate(theirs, theirs_first, n_gen_torch),
+    );
+    let ours_par = decode["paragraph_2_step"].as_f64().unwrap_or(f64::NAN);
+    let theirs_par = torch["s3gen_s"]["paragraph_2_step"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let par_audio = (PARAGRAPH + 3) as f64 * 0.04;
+    let par_rtf = |first: f64, rate: f64, s3gen_s: f64| {
+        (first + (PARAGRAPH - 1) as f64 / rate + s3gen_s) / par_audio
+    };
+    println!(
+        "| T3 time to the first token (prefill of {} positions) | {:.0} ms | {:.0} ms | {:.2}× |",
+        1 + 375 + 40 + 1,
+        ours_first * 1e3,
+        theirs_first * 1e3,
+        theirs_first / ours_first
+    );
+    println!(
+        "| T3 decode tokens/s after the first | {ours_rate:.1} | {theirs_rate:.1} | {:.2}× |",
+        ours_rate / theirs_rate
+    );
+    println!(
+        "| S3Gen meanflow, paragraph of {PARAGRAPH} + 3 tokens, 2 steps | {:.0} ms | {:.0} ms | {:.2}× |",
+        ours_par * 1e3,
+        theirs_par * 1e3,
+        theirs_par / ours_par
+    );
+    println!(
+        "| real-time factor of the {par_audio:.1} s paragraph (first token + decode + 2-step S3Gen) | {:.2} | {:.2} | |",
+        par_rtf(ours_first, ours_rate, ours_par),
+        par_rtf(theirs_first, theirs_rate, theirs_par)
+    );
+    println!(
+        "(S3Gen's products: {})",
+        if !on_gpu
+            && ferrovox_chatterbox::cpu_bf16_products()?
+            && ferrovox_kernels::bf16_products_available()
+        {
+            "bf16 inputs, f32 sums (AVX-512 BF16)"
+        } else {
+            "f32"
+        }
+    );
     println!(
         "(threads {threads}; model load {load_s:.1} s; ferrovox peak RSS {:.0} MiB, PyTorch {:.0} MiB)",
         ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
@@ -228,9 +307,13 @@ pub fn run(
         "ferrovox": {"tokens_per_s": ours, "tokens_per_s_all": rates, "tokens": counts,
             "step_weights": by_format,
             "s3gen_s": decode, "rtf": rtf(ours, ours_2), "load_s": load_s,
+            "decode_tokens_per_s": ours_rate,
+            "paragraph_rtf": par_rtf(ours_first, ours_rate, ours_par),
             "peak_rss_mib": ferrovox_device::memory::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64},
         "torch": torch,
         "torch_rtf": rtf(theirs, theirs_2),
+        "torch_decode_tokens_per_s": theirs_rate,
+        "torch_paragraph_rtf": par_rtf(theirs_first, theirs_rate, theirs_par),
         "ratio_tokens_per_s": ours / theirs,
         "ratio_s3gen_2_step": theirs_2 / ours_2,
     }))

@@ -15,6 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
 use super::activations::exp;
+use super::bf16_gemm::{round_rows, Bf16Panels};
 use super::SendPtr;
 
 /// Query rows per job: their scores stay in L2 at the lengths S3Gen runs (656 keys: 164 KB).
@@ -26,6 +27,7 @@ const ROWS: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct CpuSelfAttention {
     key_bias: Option<Arc<Vec<f32>>>,
+    bf16: bool,
 }
 
 impl CpuSelfAttention {
@@ -38,7 +40,15 @@ impl CpuSelfAttention {
     pub fn with_key_bias(key_bias: Arc<Vec<f32>>) -> Self {
         Self {
             key_bias: Some(key_bias),
+            bf16: false,
         }
+    }
+
+    /// Both products on bf16-rounded inputs with f32 sums ([`crate::Bf16Panels`]) where the CPU
+    /// has AVX-512 BF16 and `on`; the softmax stays f32.
+    pub fn bf16_products(mut self, on: bool) -> Self {
+        self.bf16 = on && crate::bf16_products_available();
+        self
     }
 }
 
@@ -76,6 +86,10 @@ impl CustomOp3 for CpuSelfAttention {
         let k = super::contiguous_f32(name, k_s, k_l)?;
         let v = super::contiguous_f32(name, v_s, v_l)?;
         let mut out = vec![0f32; b * t * h * d];
+        if self.bf16 {
+            self.bf16_fwd(q, k, v, (b, h, t, d), &mut out);
+            return Ok((CpuStorage::F32(out), Shape::from((b, t, h * d))));
+        }
         let blocks = t.div_ceil(ROWS);
         let dst = SendPtr(out.as_mut_ptr());
         (0..b * h * blocks).into_par_iter().for_each(|job| {
@@ -116,6 +130,74 @@ impl CustomOp3 for CpuSelfAttention {
             });
         });
         Ok((CpuStorage::F32(out), Shape::from((b, t, h * d))))
+    }
+}
+
+impl CpuSelfAttention {
+    /// The op on bf16-rounded inputs: each head's keys and values packed once, then a job per
+    /// block of query rows as in the f32 path.
+    fn bf16_fwd(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        (b, h, t, d): (usize, usize, usize, usize),
+        out: &mut [f32],
+    ) {
+        let packed: Vec<(Bf16Panels, Bf16Panels)> = (0..b * h)
+            .into_par_iter()
+            .map(|bh| {
+                let plane = bh * t * d;
+                (
+                    Bf16Panels::from_weight(&k[plane..plane + t * d], t, d),
+                    Bf16Panels::from_matrix(&v[plane..plane + t * d], t, d),
+                )
+            })
+            .collect();
+        let blocks = t.div_ceil(ROWS);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..b * h * blocks).into_par_iter().for_each(|job| {
+            let (bh, block) = (job / blocks, job % blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let r0 = block * ROWS;
+            let rows = ROWS.min(t - r0);
+            let plane = bh * t * d;
+            let bias = self.key_bias.as_ref().map(|b| &b[bi * t..(bi + 1) * t]);
+            let (keys, values) = &packed[bh];
+            SCORES.with_borrow_mut(|scores| {
+                ROUNDED.with_borrow_mut(|rounded| {
+                    scores.clear();
+                    scores.resize(rows * t, 0.0);
+                    rounded.clear();
+                    rounded.resize(rows * t.max(d).div_ceil(2), 0);
+                    round_rows(&q[plane + r0 * d..plane + (r0 + rows) * d], d, rounded);
+                    // SAFETY: `scores` is `rows × t`; each job writes rows `r0..r0 + rows` of
+                    // head `hi`'s `d` columns of item `bi` in `out`, which no other job writes.
+                    unsafe {
+                        keys.product(
+                            rounded,
+                            rows,
+                            (0, keys.panels()),
+                            scores.as_mut_ptr(),
+                            t,
+                            None,
+                        );
+                        for row in scores.chunks_exact_mut(t) {
+                            softmax_widest(row, bias);
+                        }
+                        round_rows(scores, t, rounded);
+                        values.product(
+                            rounded,
+                            rows,
+                            (0, values.panels()),
+                            dst.get().add((bi * t + r0) * h * d + hi * d),
+                            h * d,
+                            None,
+                        );
+                    }
+                })
+            });
+        });
     }
 }
 
@@ -160,6 +242,8 @@ unsafe fn product(
 thread_local! {
     /// Each worker's block of scores, kept between jobs.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The same block's queries or probabilities rounded to bf16 pairs.
+    static ROUNDED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Lanes the reductions keep apart so they vectorise.
@@ -269,8 +353,20 @@ mod tests {
             let ours = q
                 .apply_op3(&k, &v, CpuSelfAttention::with_key_bias(Arc::new(bias)))
                 .unwrap();
-            let err = super::super::max_abs_diff(&ours, &reference(&q, &k, &v, Some(&bias_t)));
+            let want = reference(&q, &k, &v, Some(&bias_t));
+            let err = super::super::max_abs_diff(&ours, &want);
             assert!(err < 1e-5, "masked b{b} h{h} t{t} d{d}: {err}");
+            if crate::bf16_products_available() {
+                // Scores of unit-variance inputs reach about ±4√d here; bf16's 8-bit
+                // mantissas move the outputs (weighted means of v) by a few hundredths.
+                let op = CpuSelfAttention::with_key_bias(Arc::new(
+                    bias_t.flatten_all().unwrap().to_vec1().unwrap(),
+                ))
+                .bf16_products(true);
+                let bf16 = q.apply_op3(&k, &v, op).unwrap();
+                let err = super::super::max_abs_diff(&bf16, &want);
+                assert!(err > 0.0 && err < 0.1, "bf16 b{b} h{h} t{t} d{d}: {err}");
+            }
         }
     }
 

@@ -19,6 +19,7 @@
 //! | [`cuda_decode`] | CUDA, f32 / bf16 | `cuda/decode.cu`: a decoder step's RoPE + cache write, one-query attention over the cache, SwiGLU, residual add + RMS norm, each one kernel |
 //! | [`few_rows_matmul`] | CPU, f32 | `x · Wᵀ` for up to 8 rows (a decoder step) against a torch-layout weight read in place, AVX-512 where present: no packing of the weight per call |
 //! | [`PackedRows`] | CPU, f32 activations | the same product against a weight packed once as bf16 (widened in registers) or int8 (a scale per 32 weights; activations quantized alike, integer dot products on AVX-512 VNNI): half or under a third of the bytes a step reads |
+//! | [`Bf16Panels`] | CPU, f32 in and out | a product on bf16-rounded inputs with f32 sums (AVX-512 BF16's `vdpbf16ps`, twice FMA's multiply-adds): a weight packed once, activations rounded as they come; for flows' and prefills' large products where the stated error allows |
 //! | [`GemmConv1d`], [`GemmConvTranspose1d`] | any | Candle ops only: the batch as one GEMM over stacked shifted views (no uncoalesced unfold) |
 //!
 //! Candle's own CPU `conv1d` unfolds the input into a `K`-times larger buffer with a scalar loop,
@@ -29,6 +30,7 @@
 
 mod activations;
 mod attention;
+mod bf16_gemm;
 mod channel_norm;
 pub mod compare;
 mod conv1d;
@@ -53,6 +55,7 @@ mod winograd_avx512;
 
 pub use activations::{Activation, GatedTanh, Snake, Tanh};
 pub use attention::CpuSelfAttention;
+pub use bf16_gemm::{available as bf16_products_available, Bf16Panels};
 pub use channel_norm::ChannelNorm;
 pub use conv1d::PackedConv1d;
 pub use conv_transpose1d::PackedConvTranspose1d;

@@ -2,24 +2,33 @@
 //! (a decoder step) through `few_rows_matmul`, which reads the weight in place, or through a
 //! packed copy of it ([`StepLinear`]); a few rows on CUDA through `cuda_decode::rows_linear`
 //! where `FERROVOX_CUDA_ROWS` asks for it (cuBLAS is as fast on the H100); everything else
-//! through Candle's matmul.
+//! through Candle's matmul, or, where a [`StepLinear`] was asked for bf16 products on a CPU with
+//! AVX-512 BF16, through its weight packed once as bf16 ([`Bf16Panels`]).
 
 use std::sync::Arc;
 
 use candle_core::{DType, Result, Storage, Tensor};
 use candle_nn::Linear;
-use ferrovox_kernels::{cuda_decode, few_rows_matmul, PackedRows, RowFormat, FEW_ROWS_MAX};
+use ferrovox_kernels::{
+    cuda_decode, few_rows_matmul, Bf16Panels, PackedRows, RowFormat, FEW_ROWS_MAX,
+};
 
 /// `x` `[.., in]` times `layer`'s weight `[out, in]` transposed, plus its bias, as `[.., out]`.
 /// The leading axes are flattened into one GEMM's rows, so the weight is read once however
 /// many rows there are (Candle's `Linear` on a 3-D input runs one product per batch entry).
 /// `FERROVOX_FEW_ROWS=0` sends few-row products to Candle too, to measure the kernel.
 pub fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
-    linear_reading(layer, None, x)
+    linear_reading(layer, None, None, x)
 }
 
-/// [`linear`], with a few rows on the CPU multiplied by `packed` (the weight packed) when given.
-fn linear_reading(layer: &Linear, packed: Option<&PackedRows>, x: &Tensor) -> Result<Tensor> {
+/// [`linear`], with a few rows on the CPU multiplied by `packed` (the weight packed) and more
+/// rows by `products` (the weight as bf16 panels) when given.
+fn linear_reading(
+    layer: &Linear,
+    packed: Option<&PackedRows>,
+    products: Option<&Bf16Panels>,
+    x: &Tensor,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (&k, lead) = dims
         .split_last()
@@ -39,17 +48,35 @@ fn linear_reading(layer: &Linear, packed: Option<&PackedRows>, x: &Tensor) -> Re
             None => Ok(y),
         };
     }
+    if let Some(products) = products.filter(|_| x.device().is_cpu() && x.dtype() == DType::F32) {
+        let bias = match layer.bias() {
+            Some(b) => Some(b.to_vec1::<f32>()?),
+            None => None,
+        };
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        if let Storage::Cpu(cpu) = &*storage {
+            let start = layout.start_offset();
+            let xs = &cpu.as_slice::<f32>()?[start..start + rows * k];
+            let y = products
+                .matmul(xs, rows, bias.as_deref())
+                .map_err(candle_core::Error::Msg)?;
+            return Tensor::from_vec(y, out_dims, x.device());
+        }
+    }
     candle_core::Module::forward(layer, &x.reshape((rows, k))?)?.reshape(out_dims)
 }
 
 /// A `Linear` whose decode steps on the CPU may read a packed copy of the weight (bf16, or int8
 /// with a scale per 32 weights: [`RowFormat`]) instead of the f32 one: a step of a large decoder
 /// on a few cores is bound by the bytes of weight it reads. Products of more rows (a prompt's
-/// prefill) keep the f32 weight, so only the steps carry the packing's rounding.
+/// prefill) keep the f32 weight, so only the steps carry the packing's rounding, unless
+/// [`StepLinear::bf16_products`] asks for bf16 products there too.
 #[derive(Debug, Clone)]
 pub struct StepLinear {
     dense: Linear,
     packed: Option<Arc<PackedRows>>,
+    products: Option<Arc<Bf16Panels>>,
 }
 
 impl StepLinear {
@@ -57,7 +84,27 @@ impl StepLinear {
         Self {
             dense,
             packed: None,
+            products: None,
         }
+    }
+
+    /// Products of more rows than a step on bf16-rounded inputs with f32 sums (twice the
+    /// multiply-adds a cycle on AVX-512 BF16) when `on`, the CPU has AVX-512 BF16 and the weight
+    /// is f32 on the CPU; otherwise f32 products. Returns whether bf16 products are now used.
+    pub fn bf16_products(&mut self, on: bool) -> Result<bool> {
+        let w = self.dense.weight();
+        if !on
+            || !w.device().is_cpu()
+            || w.dtype() != DType::F32
+            || !ferrovox_kernels::bf16_products_available()
+        {
+            self.products = None;
+            return Ok(false);
+        }
+        let (n, k) = w.dims2()?;
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        self.products = Some(Arc::new(Bf16Panels::from_weight(&values, n, k)));
+        Ok(true)
     }
 
     /// Packs the weight for steps as `format` (`F32` drops a packed copy). Only an f32 weight on
@@ -86,7 +133,12 @@ impl StepLinear {
 
     /// [`linear`], through the packed weight for a few rows on the CPU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear_reading(&self.dense, self.packed.as_deref(), x)
+        linear_reading(
+            &self.dense,
+            self.packed.as_deref(),
+            self.products.as_deref(),
+            x,
+        )
     }
 }
 
@@ -144,6 +196,52 @@ fn switched_off() -> bool {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// bf16 products of many rows multiply the weight rounded to bf16 by the rows rounded
+    /// alike; steps keep their own path.
+    #[test]
+    fn bf16_products_multiply_the_rounded_inputs() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (40, 96), &dev)?;
+        let b = Tensor::randn(0f32, 1.0, 40, &dev)?;
+        let mut layer = StepLinear::new(Linear::new(w.clone(), Some(b.clone())));
+        if !layer.bf16_products(true)? {
+            assert!(!ferrovox_kernels::bf16_products_available());
+            return Ok(());
+        }
+        let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+        let x = Tensor::randn(0f32, 1.0, (3, 7, 96), &dev)?;
+        let got = layer.forward(&x)?;
+        assert_eq!(got.dims(), &[3, 7, 40]);
+        let want = candle_core::Module::forward(
+            &Linear::new(round(&w)?, Some(b.clone())),
+            &round(&x)?.reshape((21, 96))?,
+        )?
+        .reshape((3, 7, 40))?;
+        let diff = (&got - &want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "bf16 products: {diff}");
+        let exact = candle_core::Module::forward(layer.dense(), &x.reshape((21, 96))?)?;
+        let off = (got.reshape((21, 40))? - exact)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(off > 1e-3, "the bf16 weight was not used: {off}");
+        assert!(!layer.bf16_products(false)?);
+        let back = layer.forward(&x)?.reshape((21, 40))?;
+        let exact = candle_core::Module::forward(layer.dense(), &x.reshape((21, 96))?)?;
+        let diff = (back - exact)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "f32 again: {diff}");
+        Ok(())
+    }
 
     /// A packed step equals the product with the packed weight unpacked, and more rows than a
     /// step (or no packing) give the f32 `Linear`'s result.

@@ -8,6 +8,8 @@
 //!   a sentence's phonemes into model input ids laid out as `^ _ (p _)* $`.
 //! - `EspeakPhonemizer` (feature `espeak`, on by default) turns text into per-sentence
 //!   phoneme lists the way Piper does, on the pure-Rust `espeak-ng` port.
+//! - [`chinese_words`] segments Chinese text into words (jieba's dictionary);
+//!   `kanji_as_hiragana` (feature `japanese`, GPL-3.0) reads Japanese kanji as hiragana.
 //! - [`split_sentences`] is a plain-text sentence splitter for callers that stream sentence by
 //!   sentence; it needs no phonemizer.
 //!
@@ -37,6 +39,8 @@
 //! (phonemes then have to come from elsewhere, e.g. Piper's `[[ raw phonemes ]]` blocks
 //! produced upstream).
 //!
+//! The feature `japanese` (off by default) links the `kakasi` crate, **GPL-3.0**, likewise.
+//!
 //! # Differences from Piper
 //!
 //! The `espeak-ng` port (0.2.0) does not reproduce Piper's C espeak-ng everywhere; see
@@ -45,8 +49,11 @@
 mod chunk;
 #[cfg(feature = "espeak")]
 mod espeak;
+#[cfg(feature = "japanese")]
+mod japanese;
 pub mod normalize;
 mod phoneme_ids;
+mod segment;
 mod sentences;
 
 use std::path::PathBuf;
@@ -54,8 +61,11 @@ use std::path::PathBuf;
 pub use chunk::{chunk_text, TextChunk};
 #[cfg(feature = "espeak")]
 pub use espeak::{default_cache_dir, ensure_bundled_data, EspeakPhonemizer};
+#[cfg(feature = "japanese")]
+pub use japanese::kanji_as_hiragana;
 pub use normalize::normalize_english;
 pub use phoneme_ids::{PhonemeIdMap, BOS, EOS, PAD};
+pub use segment::chinese_words;
 pub use sentences::split_sentences;
 
 /// One sentence of phonemes, as Piper synthesises it (each sentence is run through the model

@@ -40,8 +40,9 @@ pub use s3gen::{
     SourceNoise, SpeakerReference, UtteranceNoise, VocoderContext, VocoderStream, SAMPLE_RATE,
 };
 pub use tts::{
-    cpu_step_weights, speech_tokens, ChatterboxTts, Generate, GenerateOptions, Outcome,
-    TextFrontEnd, CPU_STEP_WEIGHTS, MODEL_FILES, MTL_T3, MTL_T3_V2, MTL_VOCAB, STREAM_CHUNKS,
+    cpu_bf16_products, cpu_step_weights, speech_tokens, ChatterboxTts, Generate, GenerateOptions,
+    Outcome, TextFrontEnd, CPU_STEP_WEIGHTS, MODEL_FILES, MTL_T3, MTL_T3_V2, MTL_VOCAB,
+    STREAM_CHUNKS,
 };
 pub use turbo_tts::{
     TurboSize, TurboTts, GUARD_FLOOR, GUARD_TOKENS_PER_TEXT_TOKEN, NANO_T3, S3GEN_SILENCE,

@@ -65,6 +65,25 @@ pub fn cpu_step_weights() -> Result<RowFormat> {
     }
 }
 
+/// Whether the large CPU products (S3Gen's estimator and encoder projections and the
+/// estimator's attention, T3's prefill) run on bf16-rounded inputs with f32 sums where the CPU
+/// has AVX-512 BF16: yes unless `FERROVOX_CPU_PRODUCTS=f32`. Twice the multiply-adds a cycle of
+/// f32 FMA; the error against f32 mels is measured by `cargo xtask bench s3gen`, against f32
+/// logits by `bench chatterbox-turbo` / `chatterbox-nano`, and stated in the README. An unknown
+/// value is an error.
+pub fn cpu_bf16_products() -> Result<bool> {
+    match std::env::var("FERROVOX_CPU_PRODUCTS") {
+        Ok(v) if !v.trim().is_empty() => match v.trim().to_ascii_lowercase().as_str() {
+            "bf16" | "bfloat16" => Ok(true),
+            "f32" | "float32" => Ok(false),
+            other => Err(Error::Config(format!(
+                "FERROVOX_CPU_PRODUCTS: unknown precision {other:?} (bf16, f32)"
+            ))),
+        },
+        _ => Ok(true),
+    }
+}
+
 /// T3's dtype on `device`: f32, or bf16 on a GPU when `FERROVOX_DTYPE=bf16` asks for it (1.3×
 /// the tokens/s on the H100, logits within 1.9 % RMS of f32's; see the README). S3Gen and the
 /// CPU stay f32.
@@ -250,7 +269,9 @@ impl ChatterboxTts {
         }
         let mut t3 = T3::load(&file(t3_file), &sizes.t3, t3_dtype(device)?, device)?;
         t3.pack_steps(cpu_step_weights()?)?;
-        let s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;
+        t3.bf16_products(cpu_bf16_products()?)?;
+        let mut s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;
+        s3gen.bf16_products(cpu_bf16_products()?)?;
         let tokenizer: TextFrontEnd = if multilingual {
             let cangjie = file("Cangjie5_TC.json");
             if !cangjie.is_file() {
@@ -340,6 +361,14 @@ impl ChatterboxTts {
     /// [`ChatterboxTts::from_dir`] sets [`CPU_STEP_WEIGHTS`] or `FERROVOX_CPU_WEIGHTS`.
     pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
         self.t3.pack_steps(format)
+    }
+
+    /// T3's prefill and S3Gen's flow on bf16-rounded inputs with f32 sums where the CPU has
+    /// AVX-512 BF16 and `on`, else f32 products; [`ChatterboxTts::from_dir`] sets
+    /// [`cpu_bf16_products`].
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.t3.bf16_products(on)?;
+        self.s3gen.bf16_products(on)
     }
 
     pub fn s3gen(&self) -> &S3Gen {

@@ -13,7 +13,7 @@ use crate::t3::model::{Flow, Generated};
 use crate::t3::{Gpt2Config, SamplingNoise, T3Config, T3Turbo, TurboOptions};
 use crate::tokenizer::{turbo_punc_norm, TurboTokenizer};
 use crate::tts::{builtin_voice, marker_sizes, prompt_within, speech_tokens, Outcome};
-use crate::{Conditionals, Error, Result};
+use crate::{Conditionals, Error, Result, RowFormat};
 
 /// Turbo's T3 checkpoint.
 pub const TURBO_T3: &str = "t3_turbo_v1.safetensors";
@@ -160,8 +160,11 @@ impl TurboTts {
         // Upstream builds S3Gen(meanflow=True) and solves it in 2 steps, whatever else it says.
         s3gen_cfg.flow.estimator.meanflow = true;
         s3gen_cfg.flow.cfm.n_timesteps = 2;
-        let t3 = T3Turbo::load(&dir.join(t3_file), &sizes.t3, &gpt2, DType::F32, device)?;
-        let s3gen = S3Gen::load(&dir.join(TURBO_S3GEN), &s3gen_cfg, device)?;
+        let mut t3 = T3Turbo::load(&dir.join(t3_file), &sizes.t3, &gpt2, DType::F32, device)?;
+        t3.pack_steps(crate::cpu_step_weights()?)?;
+        t3.bf16_products(crate::cpu_bf16_products()?)?;
+        let mut s3gen = S3Gen::load(&dir.join(TURBO_S3GEN), &s3gen_cfg, device)?;
+        s3gen.bf16_products(crate::cpu_bf16_products()?)?;
         let tokenizer = TurboTokenizer::from_dir(dir)?;
         let builtin = builtin_voice(dir, device)?.ok_or_else(|| missing("conds.pt"))?;
         Ok(Self {
@@ -174,6 +177,19 @@ impl TurboTts {
             device: device.clone(),
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Decode steps on the CPU read T3's weights as `format` ([`T3Turbo::pack_steps`]); loading
+    /// sets [`crate::CPU_STEP_WEIGHTS`] or `FERROVOX_CPU_WEIGHTS`.
+    pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
+        self.t3.pack_steps(format)
+    }
+
+    /// T3's prefill and S3Gen's flow on bf16-rounded inputs with f32 sums where the CPU has
+    /// AVX-512 BF16 and `on`, else f32 products; loading sets [`crate::cpu_bf16_products`].
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.t3.bf16_products(on)?;
+        self.s3gen.bf16_products(on)
     }
 
     /// Turbo or Nano.

@@ -87,6 +87,37 @@ fn tokens_to_audio_match_upstream() {
     assert!(head.iter().all(|&v| v == 0.0));
 }
 
+/// With bf16 products (AVX-512 BF16 CPUs) the flow's mel stays within 1 % RMS of upstream's
+/// f32 mel; elsewhere the switch leaves the f32 products, and parity, as they are.
+#[test]
+fn bf16_products_keep_the_mel_near_upstreams() {
+    let mut s = setup();
+    s.model.bf16_products(true).unwrap();
+    let mel = s
+        .model
+        .mel(&s.tokens, &s.reference, &s.e2e.get("noise.cfm"))
+        .unwrap();
+    let want = s.e2e.get("e2e.mel");
+    let err = max_abs_diff(&mel, &want);
+    let rms = |t: &candle_core::Tensor| {
+        t.sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt()
+    };
+    let rel = rms(&(&mel - &want).unwrap()) / rms(&want);
+    eprintln!("bf16 products: mel max|diff| {err:.3e}, RMS relative {rel:.3e} (bound 1e-2)");
+    if ferrovox_kernels::bf16_products_available() {
+        assert!(err > 1e-6, "the bf16 products were not used: {err}");
+        assert!(rel < 1e-2, "{rel}");
+    } else {
+        assert!(err <= 1e-4, "{err}");
+    }
+}
+
 #[test]
 fn a_seeded_synthesis_is_reproducible_and_sized_by_the_tokens() {
     let s = setup();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use ferrovox_kernels::{Activation, CpuSelfAttention};
+use ferrovox_layers::StepLinear;
 
 /// The scores' key bias of one estimator call: upstream's `(1 − mask) · −1e10`, as a tensor
 /// `[b, 1, 1, t]` for Candle's ops and, where the CPU kernels run, as rows `[b, t]` on the host
@@ -41,13 +42,15 @@ pub struct BasicTransformerBlock {
     norm1: LayerNorm,
     /// `to_q`, `to_k`, `to_v` as one projection, the score scale `1/√head_dim` folded into the
     /// query rows: one GEMM and one head split instead of three, and no pass over the scores.
-    to_qkv: Linear,
-    to_out: Linear,
+    to_qkv: StepLinear,
+    to_out: StepLinear,
     norm3: LayerNorm,
-    ff_proj: Linear,
-    ff_out: Linear,
+    ff_proj: StepLinear,
+    ff_out: StepLinear,
     heads: usize,
     head_dim: usize,
+    /// Products on bf16-rounded inputs on the CPU (see [`Self::bf16_products`]).
+    bf16: bool,
 }
 
 impl BasicTransformerBlock {
@@ -56,7 +59,7 @@ impl BasicTransformerBlock {
         let attn = vb.pp("attn1");
         Ok(Self {
             norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
-            to_qkv: Linear::new(
+            to_qkv: StepLinear::new(Linear::new(
                 Tensor::cat(
                     &[
                         (attn.pp("to_q").get((inner, dim), "weight")? / (head_dim as f64).sqrt())?,
@@ -66,14 +69,32 @@ impl BasicTransformerBlock {
                     0,
                 )?,
                 None,
-            ),
-            to_out: candle_nn::linear(inner, dim, attn.pp("to_out.0"))?,
+            )),
+            to_out: StepLinear::new(candle_nn::linear(inner, dim, attn.pp("to_out.0"))?),
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff_proj: candle_nn::linear(dim, 4 * dim, vb.pp("ff.net.0.proj"))?,
-            ff_out: candle_nn::linear(4 * dim, dim, vb.pp("ff.net.2"))?,
+            ff_proj: StepLinear::new(candle_nn::linear(dim, 4 * dim, vb.pp("ff.net.0.proj"))?),
+            ff_out: StepLinear::new(candle_nn::linear(4 * dim, dim, vb.pp("ff.net.2"))?),
             heads,
             head_dim,
+            bf16: false,
         })
+    }
+
+    /// The block's four projections and both attention products on bf16-rounded inputs with
+    /// f32 sums when `on` and the CPU has AVX-512 BF16 (norms, softmax and activations stay
+    /// f32); f32 products otherwise.
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        let mut used = true;
+        for p in [
+            &mut self.to_qkv,
+            &mut self.to_out,
+            &mut self.ff_proj,
+            &mut self.ff_out,
+        ] {
+            used &= p.bf16_products(on)?;
+        }
+        self.bf16 = used;
+        Ok(())
     }
 
     /// `x` `[b, t, dim]`; `key_bias` added to the scores.
@@ -92,7 +113,8 @@ impl BasicTransformerBlock {
         let cpu = cpu_kernels(x);
         let a = match &key_bias.host {
             Some(bias) if cpu => {
-                q.apply_op3(&k, &v, CpuSelfAttention::with_key_bias(bias.clone()))?
+                let op = CpuSelfAttention::with_key_bias(bias.clone()).bf16_products(self.bf16);
+                q.apply_op3(&k, &v, op)?
             }
             _ => {
                 let scores = q.matmul(&k.t()?)?.broadcast_add(&key_bias.tensor)?;

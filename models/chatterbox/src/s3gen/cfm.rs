@@ -49,6 +49,11 @@ impl CausalConditionalCfm {
         &self.estimator
     }
 
+    /// See [`ConditionalDecoder::bf16_products`].
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.estimator.bf16_products(on)
+    }
+
     /// `1 − cos(linspace(0, 1, n + 1) · π/2)` (see [`Self::linspace`]).
     pub fn t_span(n_timesteps: usize) -> Vec<f32> {
         Self::linspace(n_timesteps)

@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
-use ferrovox_layers::{Conv1d, ConvSpec};
+use ferrovox_layers::{Conv1d, ConvSpec, StepLinear};
 
 use crate::s3gen::flow_config::EncoderConfig;
 use crate::s3gen::rel_attention::{rel_position_table, RelPositionMultiHeadedAttention};
@@ -96,8 +96,8 @@ impl Upsample1D {
 #[derive(Debug, Clone)]
 pub struct ConformerEncoderLayer {
     self_attn: RelPositionMultiHeadedAttention,
-    w_1: Linear,
-    w_2: Linear,
+    w_1: StepLinear,
+    w_2: StepLinear,
     norm_mha: LayerNorm,
     norm_ff: LayerNorm,
 }
@@ -113,11 +113,28 @@ impl ConformerEncoderLayer {
                 cfg.attention_heads,
                 vb.pp("self_attn"),
             )?,
-            w_1: candle_nn::linear(d, cfg.linear_units, vb.pp("feed_forward.w_1"))?,
-            w_2: candle_nn::linear(cfg.linear_units, d, vb.pp("feed_forward.w_2"))?,
+            w_1: StepLinear::new(candle_nn::linear(
+                d,
+                cfg.linear_units,
+                vb.pp("feed_forward.w_1"),
+            )?),
+            w_2: StepLinear::new(candle_nn::linear(
+                cfg.linear_units,
+                d,
+                vb.pp("feed_forward.w_2"),
+            )?),
             norm_mha: candle_nn::layer_norm(d, eps, vb.pp("norm_mha"))?,
             norm_ff: candle_nn::layer_norm(d, eps, vb.pp("norm_ff"))?,
         })
+    }
+
+    /// The attention's and the feed-forward's projections on bf16-rounded inputs (see
+    /// [`StepLinear::bf16_products`]).
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.self_attn.bf16_products(on)?;
+        self.w_1.bf16_products(on)?;
+        self.w_2.bf16_products(on)?;
+        Ok(())
     }
 
     /// `x` `[b, t, d]`; `pos_emb` and `key_bias` as [`RelPositionMultiHeadedAttention::forward`].
@@ -178,6 +195,15 @@ impl UpsampleConformerEncoder {
             after_norm: candle_nn::layer_norm(d, 1e-5, vb.pp("after_norm"))?,
             stride: cfg.upsample_stride,
         })
+    }
+
+    /// Every conformer layer's projections on bf16-rounded inputs (see
+    /// [`StepLinear::bf16_products`]).
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.encoders
+            .iter_mut()
+            .chain(self.up_encoders.iter_mut())
+            .try_for_each(|l| l.bf16_products(on))
     }
 
     /// `xs` `[b, t, input_size]` (masked token embeddings), `lengths` each item's valid tokens

@@ -113,6 +113,12 @@ impl UNetBlock {
         })
     }
 
+    fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.transformers
+            .iter_mut()
+            .try_for_each(|t| t.bf16_products(on))
+    }
+
     /// `[b, c_in, t]` -> `[b, c_out, t]`, recording `{name}.resnet` and `{name}.tf.{j}`.
     fn forward(
         &self,
@@ -188,6 +194,17 @@ impl ConditionalDecoder {
             )?,
             in_channels: cfg.in_channels,
         })
+    }
+
+    /// The transformer blocks' products on bf16-rounded inputs with f32 sums where the CPU has
+    /// AVX-512 BF16 and `on` ([`BasicTransformerBlock::bf16_products`]); the convolutions stay
+    /// f32.
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.down.bf16_products(on)?;
+        for m in &mut self.mid {
+            m.bf16_products(on)?;
+        }
+        self.up.bf16_products(on)
     }
 
     /// `SinusoidalPosEmb(in_channels)` at scale 1000: `t` `[b]` -> `[b, in_channels]`.

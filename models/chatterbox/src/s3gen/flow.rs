@@ -71,6 +71,14 @@ impl Flow {
         &self.cfg
     }
 
+    /// The encoder's and the estimator's large products on bf16-rounded inputs with f32 sums
+    /// where the CPU has AVX-512 BF16 and `on`; convolutions, norms and the small projections
+    /// stay f32.
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.encoder.bf16_products(on)?;
+        Ok(self.decoder.bf16_products(on)?)
+    }
+
     pub fn encoder(&self) -> &UpsampleConformerEncoder {
         &self.encoder
     }

@@ -2,8 +2,9 @@
 //! `EspnetRelPositionalEncoding` (`transformer/embedding.py`): Transformer-XL self-attention
 //! with espnet's relative positions, as the flow encoder's conformer blocks use it.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, Result, Tensor, D};
+use candle_nn::VarBuilder;
+use ferrovox_layers::StepLinear;
 
 /// The espnet relative position table for a sequence of `len`: `[1, 2·len − 1, d]`, row `n`
 /// holding position `len − 1 − n` (so `len − 1, …, 0, …, −(len − 1)`), `[sin, cos]`
@@ -27,11 +28,11 @@ pub fn rel_position_table(len: usize, d: usize, device: &Device) -> Result<Tenso
 /// Multi-head self-attention with Transformer-XL relative position terms.
 #[derive(Debug, Clone)]
 pub struct RelPositionMultiHeadedAttention {
-    linear_q: Linear,
-    linear_k: Linear,
-    linear_v: Linear,
-    linear_out: Linear,
-    linear_pos: Linear,
+    linear_q: StepLinear,
+    linear_k: StepLinear,
+    linear_v: StepLinear,
+    linear_out: StepLinear,
+    linear_pos: StepLinear,
     /// `[heads, d_k]` biases added to the queries for the content (`u`) and position (`v`) terms.
     pos_bias_u: Tensor,
     pos_bias_v: Tensor,
@@ -42,17 +43,34 @@ pub struct RelPositionMultiHeadedAttention {
 impl RelPositionMultiHeadedAttention {
     pub fn new(d: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
         let d_k = d / heads;
+        let linear = |name: &str| -> Result<StepLinear> {
+            Ok(StepLinear::new(candle_nn::linear(d, d, vb.pp(name))?))
+        };
         Ok(Self {
-            linear_q: candle_nn::linear(d, d, vb.pp("linear_q"))?,
-            linear_k: candle_nn::linear(d, d, vb.pp("linear_k"))?,
-            linear_v: candle_nn::linear(d, d, vb.pp("linear_v"))?,
-            linear_out: candle_nn::linear(d, d, vb.pp("linear_out"))?,
-            linear_pos: candle_nn::linear_no_bias(d, d, vb.pp("linear_pos"))?,
+            linear_q: linear("linear_q")?,
+            linear_k: linear("linear_k")?,
+            linear_v: linear("linear_v")?,
+            linear_out: linear("linear_out")?,
+            linear_pos: StepLinear::new(candle_nn::linear_no_bias(d, d, vb.pp("linear_pos"))?),
             pos_bias_u: vb.get((heads, d_k), "pos_bias_u")?,
             pos_bias_v: vb.get((heads, d_k), "pos_bias_v")?,
             heads,
             d_k,
         })
+    }
+
+    /// The five projections on bf16-rounded inputs (see [`StepLinear::bf16_products`]).
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        for p in [
+            &mut self.linear_q,
+            &mut self.linear_k,
+            &mut self.linear_v,
+            &mut self.linear_out,
+            &mut self.linear_pos,
+        ] {
+            p.bf16_products(on)?;
+        }
+        Ok(())
     }
 
     /// `x` `[b, t, d]`; `pos_emb` `[1, 2t − 1, d]` from [`rel_position_table`]; `key_bias`

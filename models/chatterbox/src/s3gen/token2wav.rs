@@ -337,6 +337,12 @@ impl S3Gen {
         })
     }
 
+    /// The flow's large products on bf16-rounded inputs with f32 sums where the CPU has AVX-512
+    /// BF16 and `on` ([`Flow::bf16_products`]); HiFT stays f32. Off after loading.
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        self.flow.bf16_products(on)
+    }
+
     /// Loads the released `s3gen.safetensors` (full size) onto `device`; a missing or
     /// misshapen tensor names the file and the key.
     pub fn load(path: &Path, cfg: &S3GenConfig, device: &Device) -> Result<Self> {

@@ -178,6 +178,23 @@ impl Gpt2 {
         Ok(())
     }
 
+    /// Every projection's products of more rows than a step (a prefill) on bf16-rounded
+    /// inputs with f32 sums where the CPU has AVX-512 BF16 and `on` (see
+    /// [`StepLinear::bf16_products`]).
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        for b in &mut self.blocks {
+            for p in [
+                &mut b.c_attn,
+                &mut b.attn_proj,
+                &mut b.c_fc,
+                &mut b.mlp_proj,
+            ] {
+                p.0.bf16_products(on)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Final-normed hidden states `[b, t, n_embd]` of `embeds` `[b, t, n_embd]`, which follow
     /// the positions `cache` holds; their keys and values join it.
     pub fn forward(&self, embeds: &Tensor, cache: &mut Gpt2Cache) -> Result<Tensor> {

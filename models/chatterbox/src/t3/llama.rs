@@ -583,6 +583,23 @@ impl Llama {
         Ok(())
     }
 
+    /// Every projection's products of more rows than a step (a prefill) on bf16-rounded
+    /// inputs with f32 sums where the CPU has AVX-512 BF16 and `on` (see
+    /// [`StepLinear::bf16_products`]).
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        for layer in &mut self.layers {
+            for p in [
+                &mut layer.attn.qkv,
+                &mut layer.attn.o,
+                &mut layer.mlp.gate_up,
+                &mut layer.mlp.down,
+            ] {
+                p.bf16_products(on)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Final-normed hidden states `[b, t, hidden]` of `embeds` `[b, t, hidden]`, which follow
     /// the `cache.len()` positions already cached; their keys and values join the cache.
     pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {

@@ -141,6 +141,13 @@ impl T3 {
         Ok(())
     }
 
+    /// The backbone's prefill products on bf16-rounded inputs with f32 sums where the CPU has
+    /// AVX-512 BF16 and `on` ([`Llama::bf16_products`]); decode steps keep
+    /// [`Self::pack_steps`]'s format.
+    pub fn bf16_products(&mut self, on: bool) -> Result<()> {
+        Ok(self.tfmr.bf16_products(on)?)
+    }
+
     /// The format decode steps read the weights in.
     pub fn step_format(&self) -> RowFormat {
         self.speech_head.step_format()

@@ -9,6 +9,6 @@ mod punc;
 mod turbo;
 
 pub use en::{EnTokenizer, EOT, SOT, SPACE, UNK};
-pub use mtl::{Language, MtlTokenizer, LANGUAGES};
+pub use mtl::{Language, MtlTokenizer, LANGUAGES, READS_KANJI};
 pub use punc::{mtl_punc_norm, punc_norm, turbo_punc_norm};
 pub use turbo::TurboTokenizer;

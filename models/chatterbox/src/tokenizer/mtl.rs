@@ -3,13 +3,17 @@
 //! `grapheme_mtl_merged_expanded_v1.json` (tokenizers BPE).
 //!
 //! The language steps, and where ferrovox stands on each:
-//! * `zh`: every glyph of category Lo with a Cangjie code (`Cangjie5_TC.json`) becomes
-//!   `[cj_x]…[cj_.]`, the glyph's index among glyphs sharing its code appended. Upstream first
-//!   segments words with pkuseg and joins them with spaces (`[SPACE]` tokens between words);
-//!   ferrovox has no segmenter, so Chinese runs as upstream does without pkuseg: degraded.
-//! * `ja`: upstream turns kanji into hiragana with pykakasi. ferrovox has no kanji reader yet,
-//!   so it keeps kanji as upstream does without pykakasi (kana-only text is identical; text
-//!   with kanji differs, and its kanji are mostly unknown to the vocabulary): degraded.
+//! * `zh`: words segmented and joined with spaces (`[SPACE]` tokens between words), then every
+//!   glyph of category Lo with a Cangjie code (`Cangjie5_TC.json`) becomes `[cj_x]…[cj_.]`, the
+//!   glyph's index among glyphs sharing its code appended. Upstream segments with pkuseg, whose
+//!   model is a download; ferrovox segments with jieba's dictionary
+//!   ([`ferrovox_text::chinese_words`]), so a `[SPACE]` lands where jieba puts a word boundary
+//!   and pkuseg may not.
+//! * `ja`: upstream turns kanji into hiragana with pykakasi. With the feature `japanese`
+//!   (GPL-3.0, on in the `ferrovox` binary) ferrovox reads them with kakasi's dictionary, a
+//!   Rust port of pykakasi's ([`ferrovox_text::kanji_as_hiragana`] states where the two part);
+//!   without it kanji stay as upstream keeps them without pykakasi (kana-only text is
+//!   identical either way).
 //! * `ko`: Hangul syllables to conjoining Jamo (arithmetic) and surrounding whitespace trimmed,
 //!   as upstream.
 //! * `he`, `ru`: upstream adds diacritics (dicta) or stress marks only when those optional
@@ -138,7 +142,7 @@ impl Cangjie {
         Ok(Self { codes })
     }
 
-    /// `ChineseCangjieConverter.__call__` without a segmenter.
+    /// `ChineseCangjieConverter.__call__` after its segmentation.
     fn convert(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len() * 4);
         for c in text.chars() {
@@ -190,8 +194,11 @@ impl MtlTokenizer {
     pub fn preprocess(&self, text: &str, language: Language) -> String {
         let text: String = text.to_lowercase().nfkd().collect();
         let text = match language.code() {
-            "zh" => self.cangjie.convert(&text),
+            "zh" => self
+                .cangjie
+                .convert(&ferrovox_text::chinese_words(&text).join(" ")),
             "ko" => python_strip(&korean_jamo(&text)).to_string(),
+            "ja" => japanese(&text),
             _ => text,
         };
         format!("[{}]{}", language.code(), text).replace(' ', SPACE)
@@ -215,6 +222,21 @@ impl MtlTokenizer {
 }
 
 /// `korean_normalize`'s syllable decomposition (its range, U+AC00..=U+D7AF, as upstream).
+/// `hiragana_normalize`: kanji read as hiragana, then NFKD again.
+#[cfg(feature = "japanese")]
+fn japanese(text: &str) -> String {
+    ferrovox_text::kanji_as_hiragana(text).nfkd().collect()
+}
+
+/// As upstream runs without pykakasi: the text as it is.
+#[cfg(not(feature = "japanese"))]
+fn japanese(text: &str) -> String {
+    text.to_string()
+}
+
+/// Whether this build reads Japanese kanji (feature `japanese`).
+pub const READS_KANJI: bool = cfg!(feature = "japanese");
+
 fn korean_jamo(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     for c in text.chars() {
