@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -19,7 +18,7 @@ use ferrovox_device::{DeviceRequest, Runtime, TuningConfig};
 use serde_json::json;
 
 use crate::memory_sampler::MemorySampler;
-use crate::util::{repo_root, stage_line, stage_split};
+use crate::util::{stage_line, stage_split};
 
 /// What `s3gen_torch_bench.py` wrote to `inputs.safetensors`: the speaker reference and the
 /// tokens of every case, so both engines see the same inputs.
@@ -107,13 +106,12 @@ pub fn run(quick: bool, request: &DeviceRequest) -> anyhow::Result<serde_json::V
     });
     let spec_path = dir.with_extension("json");
     std::fs::write(&spec_path, spec.to_string())?;
-    let python = bench_python()?;
-    let torch = crate::bench_vits::json_output(
-        Command::new(python)
-            .arg(repo_root().join("xtask/bench/s3gen_torch_bench.py"))
-            .arg(&spec_path),
-    )
-    .context("PyTorch S3Gen bench")?;
+    let torch = crate::util::torch_side(
+        "s3gen_torch_bench.py",
+        &spec_path,
+        &dir.join("s3gen.safetensors"),
+        "s3gen",
+    )?;
 
     let sampler = MemorySampler::start(&device);
     let load = Instant::now();

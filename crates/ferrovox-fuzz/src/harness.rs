@@ -72,6 +72,7 @@ pub fn run_case(target: &Target, input: &[u8], limit: Duration) -> Result<Durati
         "the fuzz harness needs ferrovox_fuzz::Counting as the global allocator"
     );
     quiet_case_panics();
+    (target.warm)();
     let (tx, rx) = mpsc::channel();
     let run = target.run;
     let bytes = input.to_vec();

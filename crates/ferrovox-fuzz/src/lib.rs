@@ -29,6 +29,9 @@ pub struct Target {
     /// Reads the bytes; `Err` is a defect the target checks for itself (an error that names
     /// nothing, a server error for the client's bytes).
     pub run: fn(&[u8]) -> Result<(), String>,
+    /// Loads what every case shares (dictionaries, tokenizer files) before a case is counted:
+    /// a fixed cost of the reader, not of the input.
+    pub warm: fn(),
     /// Bytes a case may hold whatever its input (the reader's fixed cost).
     pub base_bytes: usize,
     /// Bytes a case may hold per input byte.

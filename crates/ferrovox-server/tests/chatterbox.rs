@@ -132,9 +132,16 @@ fn the_openai_client_streams_chatterbox_audio() {
 fn concurrent_requests_decode_together_and_each_gets_its_own_audio() {
     let dir = small_chatterbox_dir("batch");
     let id = dir.to_str().unwrap().to_string();
+    // Audio that stays the same under batching is a property of f32 products: with bf16 ones
+    // a padded item's mel moves by bf16 rounding (`batch.rs` bounds it), which the small
+    // model's HiFT turns into another phase.
+    let exact = || {
+        let mut tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
+        tts.bf16_products(false).unwrap();
+        tts
+    };
     let voice = |slots| -> Arc<dyn ferrovox_engine::TtsModel> {
-        let tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
-        Arc::new(ferrovox_engine::ChatterboxVoice::with_slots(&id, tts, slots).unwrap())
+        Arc::new(ferrovox_engine::ChatterboxVoice::with_slots(&id, exact(), slots).unwrap())
     };
     let config = || ferrovox_server::ServerConfig {
         voices: vec![id.clone()],
@@ -208,9 +215,8 @@ fn concurrent_requests_decode_together_and_each_gets_its_own_audio() {
     // S3Gen's flow batched across the requests too: each request's audio stays its audio
     // alone within f32 summation order (`flow_batch.rs` bounds the samples by 1e-2).
     let flow_voice: Arc<dyn ferrovox_engine::TtsModel> = {
-        let tts = ferrovox_chatterbox::ChatterboxTts::from_dir(&dir, &Device::Cpu).unwrap();
         Arc::new(
-            ferrovox_engine::ChatterboxVoice::with_slots(&id, tts, 4)
+            ferrovox_engine::ChatterboxVoice::with_slots(&id, exact(), 4)
                 .unwrap()
                 .with_flow_batch(ferrovox_chatterbox::FlowBatchConfig::new(6)),
         )
@@ -494,4 +500,71 @@ fn a_turbo_voice_speaks_and_refuses_the_controls_it_lacks() {
     }
     drop(server);
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Every Chatterbox variant speaks a WAV over HTTP from its small random-weight model directory
+/// (English; multilingual, in French; Turbo; Nano: Turbo's layout under Nano's T3 file name):
+/// a 24 kHz mono 16-bit RIFF with sound in it. With `FERROVOX_SAMPLES_DIR` set each one is also
+/// written there as `<variant>.wav` (random weights: the audio is not speech).
+#[test]
+fn every_variant_speaks_a_wav() {
+    use common::chatterbox::{multilingual_chatterbox_dir, turbo_chatterbox_dir};
+    let nano = turbo_chatterbox_dir("wav-nano");
+    std::fs::rename(
+        nano.join("t3_turbo_v1.safetensors"),
+        nano.join("t3_nano_v1.safetensors"),
+    )
+    .unwrap();
+    let variants = [
+        ("chatterbox", small_chatterbox_dir("wav-en"), json!({})),
+        (
+            "chatterbox-multilingual",
+            multilingual_chatterbox_dir("wav-mtl"),
+            json!({"language": "fr", "input": "Bonjour, un petit essai."}),
+        ),
+        (
+            "chatterbox-turbo",
+            turbo_chatterbox_dir("wav-turbo"),
+            json!({}),
+        ),
+        ("chatterbox-nano", nano, json!({})),
+    ];
+    let samples = std::env::var_os("FERROVOX_SAMPLES_DIR").map(std::path::PathBuf::from);
+    for (variant, dir, mut extra) in variants {
+        let server = serve(&dir);
+        extra["response_format"] = json!("wav");
+        extra["seed"] = json!(1);
+        let mut wav = body_bytes(server.post(&speech(&dir, extra)).unwrap());
+        assert!(
+            wav.len() > 44 + 24_000 / 5,
+            "{variant}: {} bytes",
+            wav.len()
+        );
+        let u16_at = |i: usize| u16::from_le_bytes([wav[i], wav[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([wav[i], wav[i + 1], wav[i + 2], wav[i + 3]]);
+        assert_eq!(&wav[..4], b"RIFF", "{variant}");
+        assert_eq!(&wav[8..16], b"WAVEfmt ", "{variant}");
+        assert_eq!(
+            (u16_at(22), u32_at(24), u16_at(34)),
+            (1, 24_000, 16),
+            "{variant}"
+        );
+        assert_eq!(&wav[36..40], b"data", "{variant}");
+        let peak = wav[44..]
+            .chunks_exact(2)
+            .map(|s| i16::from_le_bytes([s[0], s[1]]).unsigned_abs())
+            .max()
+            .unwrap();
+        assert!(peak > 30, "{variant}: silent (peak {peak})");
+        if let Some(out) = &samples {
+            // A streamed WAV's header leaves the sizes open; a file gets them filled in.
+            let len = wav.len() as u32;
+            wav[4..8].copy_from_slice(&(len - 8).to_le_bytes());
+            wav[40..44].copy_from_slice(&(len - 44).to_le_bytes());
+            std::fs::create_dir_all(out).unwrap();
+            std::fs::write(out.join(format!("{variant}.wav")), &wav).unwrap();
+        }
+        drop(server);
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

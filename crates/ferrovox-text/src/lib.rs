@@ -65,7 +65,7 @@ pub use espeak::{default_cache_dir, ensure_bundled_data, EspeakPhonemizer};
 pub use japanese::kanji_as_hiragana;
 pub use normalize::normalize_english;
 pub use phoneme_ids::{PhonemeIdMap, BOS, EOS, PAD};
-pub use segment::chinese_words;
+pub use segment::{chinese_words, load_chinese_segmenter};
 pub use sentences::split_sentences;
 
 /// One sentence of phonemes, as Piper synthesises it (each sentence is run through the model

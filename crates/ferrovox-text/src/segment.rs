@@ -15,6 +15,12 @@ fn jieba() -> &'static Jieba {
     JIEBA.get_or_init(Jieba::new)
 }
 
+/// Builds the segmenter's dictionary now (about 30 MB, a fraction of a second) rather than in
+/// the first call of [`chinese_words`].
+pub fn load_chinese_segmenter() {
+    jieba();
+}
+
 /// The words of `text` in order; whitespace is dropped (it separates words already), every
 /// other character lands in exactly one word.
 pub fn chinese_words(text: &str) -> Vec<&str> {

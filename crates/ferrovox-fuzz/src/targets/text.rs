@@ -46,24 +46,34 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/chatterbox/tests/fixtures")
 }
 
+type Tokenizers = (EnTokenizer, MtlTokenizer, TurboTokenizer);
+static TOKENIZERS: OnceLock<Result<Tokenizers, String>> = OnceLock::new();
+
+/// The tokenizers' files and the Chinese segmenter's dictionary (tens of MB), loaded once.
+pub(super) fn load_chatterbox_tokenizers() {
+    let _ = tokenizers();
+    ferrovox_text::load_chinese_segmenter();
+}
+
+fn tokenizers() -> &'static Result<Tokenizers, String> {
+    TOKENIZERS.get_or_init(|| {
+        let dir = fixtures();
+        let en = EnTokenizer::from_file(&dir.join("t3_tokenizer_vocab.json"));
+        let mtl = MtlTokenizer::from_files(
+            &dir.join("mtl_tokenizer_vocab.json"),
+            Some(&dir.join("mtl_cangjie.json")),
+        );
+        let turbo = TurboTokenizer::from_dir(&dir.join("turbo_tokenizer"));
+        Ok((
+            en.map_err(|e| e.to_string())?,
+            mtl.map_err(|e| e.to_string())?,
+            turbo.map_err(|e| e.to_string())?,
+        ))
+    })
+}
+
 pub(super) fn chatterbox_tokenizers(bytes: &[u8]) -> Result<(), String> {
-    type Tokenizers = (EnTokenizer, MtlTokenizer, TurboTokenizer);
-    static TOKENIZERS: OnceLock<Result<Tokenizers, String>> = OnceLock::new();
-    let (en, mtl, turbo) = TOKENIZERS
-        .get_or_init(|| {
-            let dir = fixtures();
-            let en = EnTokenizer::from_file(&dir.join("t3_tokenizer_vocab.json"));
-            let mtl = MtlTokenizer::from_files(
-                &dir.join("mtl_tokenizer_vocab.json"),
-                Some(&dir.join("mtl_cangjie.json")),
-            );
-            let turbo = TurboTokenizer::from_dir(&dir.join("turbo_tokenizer"));
-            Ok((
-                en.map_err(|e| e.to_string())?,
-                mtl.map_err(|e| e.to_string())?,
-                turbo.map_err(|e| e.to_string())?,
-            ))
-        })
+    let (en, mtl, turbo) = tokenizers()
         .as_ref()
         .map_err(|e| format!("the tokenizers did not load: {e}"))?;
     let (first, text) = split(bytes);

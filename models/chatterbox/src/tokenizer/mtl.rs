@@ -182,6 +182,8 @@ impl MtlTokenizer {
             .transpose()?
             .unwrap_or_default();
         let vocab_size = inner.get_vocab_size(true);
+        // The segmenter's dictionary with the model, not inside the first Chinese request.
+        ferrovox_text::load_chinese_segmenter();
         Ok(Self {
             inner,
             cangjie,
