@@ -90,15 +90,17 @@ impl CustomOp3 for CpuSelfAttention {
             self.bf16_fwd(q, k, v, (b, h, t, d), &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((b, t, h * d))));
         }
-        let blocks = t.div_ceil(ROWS);
         let dst = SendPtr(out.as_mut_ptr());
-        (0..b * h * blocks).into_par_iter().for_each(|job| {
-            let (bh, block) = (job / blocks, job % blocks);
-            let (bi, hi) = (bh / h, bh % h);
-            let r0 = block * ROWS;
-            let rows = ROWS.min(t - r0);
-            let plane = bh * t * d;
-            let bias = self.key_bias.as_ref().map(|b| &b[bi * t..(bi + 1) * t]);
+        self.for_each_block((b, h, t, d), |job| {
+            let Block {
+                bi,
+                hi,
+                r0,
+                rows,
+                plane,
+                bias,
+                ..
+            } = job;
             SCORES.with_borrow_mut(|scores| {
                 scores.clear();
                 scores.resize(rows * t, 0.0);
@@ -133,7 +135,44 @@ impl CustomOp3 for CpuSelfAttention {
     }
 }
 
+/// One job: a block of query rows of one head of one batch item.
+struct Block<'a> {
+    bh: usize,
+    bi: usize,
+    hi: usize,
+    r0: usize,
+    rows: usize,
+    /// Where the head's `t × d` plane starts in q, k and v.
+    plane: usize,
+    /// The item's key bias.
+    bias: Option<&'a [f32]>,
+}
+
 impl CpuSelfAttention {
+    /// Runs `job` for every block of [`ROWS`] query rows of every head of every item, on the
+    /// rayon pool.
+    fn for_each_block(
+        &self,
+        (b, h, t, d): (usize, usize, usize, usize),
+        job: impl Fn(Block<'_>) + Send + Sync,
+    ) {
+        let blocks = t.div_ceil(ROWS);
+        (0..b * h * blocks).into_par_iter().for_each(|i| {
+            let (bh, block) = (i / blocks, i % blocks);
+            let bi = bh / h;
+            let r0 = block * ROWS;
+            job(Block {
+                bh,
+                bi,
+                hi: bh % h,
+                r0,
+                rows: ROWS.min(t - r0),
+                plane: bh * t * d,
+                bias: self.key_bias.as_ref().map(|b| &b[bi * t..(bi + 1) * t]),
+            })
+        });
+    }
+
     /// The op on bf16-rounded inputs: each head's keys and values packed once, then a job per
     /// block of query rows as in the f32 path.
     fn bf16_fwd(
@@ -154,43 +193,37 @@ impl CpuSelfAttention {
                 )
             })
             .collect();
-        let blocks = t.div_ceil(ROWS);
         let dst = SendPtr(out.as_mut_ptr());
-        (0..b * h * blocks).into_par_iter().for_each(|job| {
-            let (bh, block) = (job / blocks, job % blocks);
-            let (bi, hi) = (bh / h, bh % h);
-            let r0 = block * ROWS;
-            let rows = ROWS.min(t - r0);
-            let plane = bh * t * d;
-            let bias = self.key_bias.as_ref().map(|b| &b[bi * t..(bi + 1) * t]);
-            let (keys, values) = &packed[bh];
+        self.for_each_block((b, h, t, d), |job| {
+            let (keys, values) = &packed[job.bh];
             SCORES.with_borrow_mut(|scores| {
                 ROUNDED.with_borrow_mut(|rounded| {
                     scores.clear();
-                    scores.resize(rows * t, 0.0);
+                    scores.resize(job.rows * t, 0.0);
                     rounded.clear();
-                    rounded.resize(rows * t.max(d).div_ceil(2), 0);
-                    round_rows(&q[plane + r0 * d..plane + (r0 + rows) * d], d, rounded);
-                    // SAFETY: `scores` is `rows × t`; each job writes rows `r0..r0 + rows` of
-                    // head `hi`'s `d` columns of item `bi` in `out`, which no other job writes.
+                    rounded.resize(job.rows * t.max(d).div_ceil(2), 0);
+                    let queries = job.plane + job.r0 * d..job.plane + (job.r0 + job.rows) * d;
+                    round_rows(&q[queries], d, rounded);
+                    // SAFETY: `scores` is `rows × t`; each job writes its rows of its head's `d`
+                    // columns of its item in `out`, which no other job writes.
                     unsafe {
                         keys.product(
                             rounded,
-                            rows,
+                            job.rows,
                             (0, keys.panels()),
                             scores.as_mut_ptr(),
                             t,
                             None,
                         );
                         for row in scores.chunks_exact_mut(t) {
-                            softmax_widest(row, bias);
+                            softmax_widest(row, job.bias);
                         }
                         round_rows(scores, t, rounded);
                         values.product(
                             rounded,
-                            rows,
+                            job.rows,
                             (0, values.panels()),
-                            dst.get().add((bi * t + r0) * h * d + hi * d),
+                            dst.get().add((job.bi * t + job.r0) * h * d + job.hi * d),
                             h * d,
                             None,
                         );

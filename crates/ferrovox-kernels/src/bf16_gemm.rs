@@ -196,14 +196,16 @@ impl Bf16Panels {
                 let tile_rows = MR.min(rows - r0);
                 // SAFETY: forwarded from the caller; the tile lies inside `dst`'s extent.
                 unsafe {
-                    tile(
-                        (tile_rows, cols, kp),
-                        &lhs[r0 * kp..],
+                    tile(&Tile {
+                        rows: tile_rows,
+                        cols,
+                        kp,
+                        lhs: &lhs[r0 * kp..],
                         panel,
-                        dst.add(r0 * dst_stride + c0),
+                        dst: dst.add(r0 * dst_stride + c0),
                         dst_stride,
                         bias,
-                    )
+                    })
                 };
             }
         }
@@ -249,33 +251,40 @@ pub fn round_rows_strided(x: &[f32], rows: usize, k: usize, stride: usize, out: 
     }
 }
 
-/// One tile: `dst[rows × cols] = lhs[rows × 2kp] · panel` (+ `bias`).
-///
-/// # Safety
-/// `dst` must be valid for `rows` rows of `cols` floats, `dst_stride` apart.
-unsafe fn tile(
-    (rows, cols, kp): (usize, usize, usize),
-    lhs: &[u32],
-    panel: &[u32],
+/// One tile's product: `dst[rows × cols] = lhs[rows × 2kp] · panel` (+ `bias`).
+struct Tile<'a> {
+    rows: usize,
+    cols: usize,
+    kp: usize,
+    /// `rows` rows of `kp` pair words.
+    lhs: &'a [u32],
+    /// `kp` rows of [`NR`] pair words.
+    panel: &'a [u32],
     dst: *mut f32,
     dst_stride: usize,
-    bias: Option<&[f32]>,
-) {
+    bias: Option<&'a [f32]>,
+}
+
+/// Runs `t`.
+///
+/// # Safety
+/// `t.dst` must be valid for `t.rows` rows of `t.cols` floats, `t.dst_stride` apart.
+unsafe fn tile(t: &Tile<'_>) {
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the CPU has the features; extents forwarded from the caller.
-        return unsafe { avx512::tile(rows, cols, kp, lhs, panel, dst, dst_stride, bias) };
+        return unsafe { avx512::tile(t) };
     }
     let half = |w: u32, i: usize| from_bf16((w >> (16 * i)) as u16);
-    for r in 0..rows {
-        for c in 0..cols {
-            let mut s = bias.map_or(0.0, |b| b[c]);
-            for p in 0..kp {
-                let (a, b) = (lhs[r * kp + p], panel[p * NR + c]);
+    for r in 0..t.rows {
+        for c in 0..t.cols {
+            let mut s = t.bias.map_or(0.0, |b| b[c]);
+            for p in 0..t.kp {
+                let (a, b) = (t.lhs[r * t.kp + p], t.panel[p * NR + c]);
                 s += half(a, 0) * half(b, 0) + half(a, 1) * half(b, 1);
             }
             // SAFETY: forwarded from the caller.
-            unsafe { *dst.add(r * dst_stride + c) = s };
+            unsafe { *t.dst.add(r * t.dst_stride + c) = s };
         }
     }
 }
@@ -284,7 +293,7 @@ unsafe fn tile(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR};
+    use super::{Tile, MR, NR};
 
     /// `src` rounded to bf16 pairs (to nearest even, as `to_bf16`), 32 values at a time.
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -304,24 +313,14 @@ mod avx512 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn tile(
-        rows: usize,
-        cols: usize,
-        kp: usize,
-        lhs: &[u32],
-        panel: &[u32],
-        dst: *mut f32,
-        dst_stride: usize,
-        bias: Option<&[f32]>,
-    ) {
+    pub(super) unsafe fn tile(t: &Tile<'_>) {
         // SAFETY: forwarded.
         unsafe {
             macro_rules! rows {
                 ($($r:literal)*) => {
-                    match rows {
-                        $($r => tile_rows::<$r>(cols, kp, lhs, panel, dst, dst_stride, bias),)*
+                    match t.rows {
+                        $($r => tile_rows::<$r>(t),)*
                         _ => unreachable!("a tile has 1 to {MR} rows"),
                     }
                 };
@@ -332,15 +331,17 @@ mod avx512 {
 
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn tile_rows<const R: usize>(
-        cols: usize,
-        kp: usize,
-        lhs: &[u32],
-        panel: &[u32],
-        dst: *mut f32,
-        dst_stride: usize,
-        bias: Option<&[f32]>,
-    ) {
+    unsafe fn tile_rows<const R: usize>(t: &Tile<'_>) {
+        let Tile {
+            cols,
+            kp,
+            lhs,
+            panel,
+            dst,
+            dst_stride,
+            bias,
+            ..
+        } = *t;
         debug_assert!(lhs.len() >= (R - 1) * kp + kp && panel.len() >= kp * NR);
         // SAFETY: `lhs` holds R rows of kp words, `panel` kp rows of NR words; `dst` is valid
         // for R rows of `cols` floats (the caller's contract).

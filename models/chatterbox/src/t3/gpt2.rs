@@ -163,36 +163,29 @@ impl Gpt2 {
         &self.cfg
     }
 
+    /// Every block's four projections.
+    fn projections(&mut self) -> impl Iterator<Item = &mut StepLinear> {
+        self.blocks.iter_mut().flat_map(|b| {
+            [
+                &mut b.c_attn.0,
+                &mut b.attn_proj.0,
+                &mut b.c_fc.0,
+                &mut b.mlp_proj.0,
+            ]
+        })
+    }
+
     /// Every projection's decode steps read its weight as `format` (see [`StepLinear`]).
     pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
-        for b in &mut self.blocks {
-            for p in [
-                &mut b.c_attn,
-                &mut b.attn_proj,
-                &mut b.c_fc,
-                &mut b.mlp_proj,
-            ] {
-                p.0.pack_steps(format)?;
-            }
-        }
-        Ok(())
+        self.projections().try_for_each(|p| p.pack_steps(format))
     }
 
     /// Every projection's products of more rows than a step (a prefill) on bf16-rounded
     /// inputs with f32 sums where the CPU has AVX-512 BF16 and `on` (see
     /// [`StepLinear::bf16_products`]).
     pub fn bf16_products(&mut self, on: bool) -> Result<()> {
-        for b in &mut self.blocks {
-            for p in [
-                &mut b.c_attn,
-                &mut b.attn_proj,
-                &mut b.c_fc,
-                &mut b.mlp_proj,
-            ] {
-                p.0.bf16_products(on)?;
-            }
-        }
-        Ok(())
+        self.projections()
+            .try_for_each(|p| p.bf16_products(on).map(|_| ()))
     }
 
     /// Final-normed hidden states `[b, t, n_embd]` of `embeds` `[b, t, n_embd]`, which follow

@@ -568,36 +568,29 @@ impl Llama {
         &self.cfg
     }
 
+    /// Every layer's four projections.
+    fn projections(&mut self) -> impl Iterator<Item = &mut StepLinear> {
+        self.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.attn.qkv,
+                &mut l.attn.o,
+                &mut l.mlp.gate_up,
+                &mut l.mlp.down,
+            ]
+        })
+    }
+
     /// Every projection's decode steps read its weight as `format` (see [`StepLinear`]).
     pub fn pack_steps(&mut self, format: RowFormat) -> Result<()> {
-        for layer in &mut self.layers {
-            for p in [
-                &mut layer.attn.qkv,
-                &mut layer.attn.o,
-                &mut layer.mlp.gate_up,
-                &mut layer.mlp.down,
-            ] {
-                p.pack_steps(format)?;
-            }
-        }
-        Ok(())
+        self.projections().try_for_each(|p| p.pack_steps(format))
     }
 
     /// Every projection's products of more rows than a step (a prefill) on bf16-rounded
     /// inputs with f32 sums where the CPU has AVX-512 BF16 and `on` (see
     /// [`StepLinear::bf16_products`]).
     pub fn bf16_products(&mut self, on: bool) -> Result<()> {
-        for layer in &mut self.layers {
-            for p in [
-                &mut layer.attn.qkv,
-                &mut layer.attn.o,
-                &mut layer.mlp.gate_up,
-                &mut layer.mlp.down,
-            ] {
-                p.bf16_products(on)?;
-            }
-        }
-        Ok(())
+        self.projections()
+            .try_for_each(|p| p.bf16_products(on).map(|_| ()))
     }
 
     /// Final-normed hidden states `[b, t, hidden]` of `embeds` `[b, t, hidden]`, which follow
