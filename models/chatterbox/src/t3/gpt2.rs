@@ -96,18 +96,26 @@ struct Block {
     mlp_proj: Conv1D,
 }
 
-/// One layer's keys and values so far, `[b, heads, t, head_dim]`.
-#[derive(Debug, Clone, Default)]
+/// One layer's keys and values, `[b, heads, capacity, head_dim]`, the first `len` positions
+/// filled.
+#[derive(Debug)]
 struct LayerCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
+    k: Tensor,
+    v: Tensor,
 }
 
-/// The keys and values of every layer, grown by each forward.
-#[derive(Debug, Clone, Default)]
+/// Positions a cache grows by at least: a step writes its position in place, and the buffers
+/// are copied only when they fill.
+const CACHE_GROWTH: usize = 256;
+
+/// The keys and values of every layer. Each forward writes its positions into buffers that
+/// grow in steps of at least [`CACHE_GROWTH`] positions (doubling), so a decode step copies one
+/// position, not the whole cache. Not `Clone`: the buffers are written in place.
+#[derive(Debug, Default)]
 pub struct Gpt2Cache {
     layers: Vec<LayerCache>,
     len: usize,
+    capacity: usize,
 }
 
 impl Gpt2Cache {
@@ -118,6 +126,46 @@ impl Gpt2Cache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Room for `needed` positions in every layer's buffers `[b, heads, _, head_dim]`,
+    /// keeping what is cached.
+    fn reserve(
+        &mut self,
+        needed: usize,
+        layers: usize,
+        like: (usize, usize, usize),
+        embeds: &Tensor,
+    ) -> Result<()> {
+        if let Some(first) = self.layers.first() {
+            if first.k.dim(0)? != like.0 {
+                candle_core::bail!(
+                    "a GPT-2 cache of {} rows fed {} rows",
+                    first.k.dim(0)?,
+                    like.0
+                );
+            }
+        }
+        if needed <= self.capacity && self.layers.len() == layers {
+            return Ok(());
+        }
+        let capacity = needed.max(2 * self.capacity).max(CACHE_GROWTH);
+        let (b, h, d) = like;
+        let fresh = || Tensor::zeros((b, h, capacity, d), embeds.dtype(), embeds.device());
+        let mut grown = Vec::with_capacity(layers);
+        for i in 0..layers {
+            let (k, v) = (fresh()?, fresh()?);
+            if let Some(old) = self.layers.get(i) {
+                if self.len > 0 {
+                    k.slice_set(&old.k.narrow(2, 0, self.len)?, 2, 0)?;
+                    v.slice_set(&old.v.narrow(2, 0, self.len)?, 2, 0)?;
+                }
+            }
+            grown.push(LayerCache { k, v });
+        }
+        self.layers = grown;
+        self.capacity = capacity;
+        Ok(())
     }
 }
 
@@ -200,14 +248,12 @@ impl Gpt2 {
                 self.cfg.n_positions
             );
         }
-        if cache.layers.is_empty() {
-            cache.layers = vec![LayerCache::default(); self.blocks.len()];
-        }
+        let (h, d) = (self.cfg.n_head, self.cfg.n_embd / self.cfg.n_head);
+        cache.reserve(start + t, self.blocks.len(), (b, h, d), embeds)?;
         let positions = Tensor::arange(start as u32, (start + t) as u32, embeds.device())?;
         let mut x = embeds.broadcast_add(&self.wpe.forward(&positions)?.unsqueeze(0)?)?;
-        let (h, d) = (self.cfg.n_head, self.cfg.n_embd / self.cfg.n_head);
         let scale = 1.0 / (d as f64).sqrt();
-        for (block, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+        for (block, lc) in self.blocks.iter().zip(&cache.layers) {
             let qkv = block.c_attn.forward(&block.ln_1.forward(&x)?)?;
             let heads = |i: usize| -> Result<Tensor> {
                 qkv.narrow(D::Minus1, i * h * d, h * d)?
@@ -216,16 +262,10 @@ impl Gpt2 {
                     .contiguous()
             };
             let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-            let k = match &lc.k {
-                Some(past) => Tensor::cat(&[past, &k], 2)?,
-                None => k,
-            };
-            let v = match &lc.v {
-                Some(past) => Tensor::cat(&[past, &v], 2)?,
-                None => v,
-            };
-            lc.k = Some(k.clone());
-            lc.v = Some(v.clone());
+            lc.k.slice_set(&k, 2, start)?;
+            lc.v.slice_set(&v, 2, start)?;
+            let k = lc.k.narrow(2, 0, start + t)?;
+            let v = lc.v.narrow(2, 0, start + t)?;
             let mut scores = (q.matmul(&k.t()?)? * scale)?;
             if t > 1 {
                 scores = scores.broadcast_add(&causal_mask(
@@ -255,5 +295,81 @@ impl Gpt2 {
         }
         cache.len = start + t;
         self.ln_f.forward(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+
+    use super::*;
+
+    /// A 2-layer GPT-2 with random weights, 512 positions.
+    fn small() -> Gpt2 {
+        let cfg = Gpt2Config {
+            n_embd: 32,
+            n_head: 4,
+            n_layer: 2,
+            n_positions: 512,
+            ..Gpt2Config::default()
+        };
+        let dev = Device::Cpu;
+        let d = cfg.n_embd;
+        let mut w = HashMap::new();
+        let mut put = |name: String, shape: &[usize]| {
+            w.insert(name, Tensor::randn(0f32, 0.2, shape, &dev).unwrap());
+        };
+        put("wpe.weight".into(), &[cfg.n_positions, d]);
+        put("ln_f.weight".into(), &[d]);
+        put("ln_f.bias".into(), &[d]);
+        for i in 0..cfg.n_layer {
+            for (m, (i_dim, o_dim)) in [
+                ("attn.c_attn", (d, 3 * d)),
+                ("attn.c_proj", (d, d)),
+                ("mlp.c_fc", (d, 4 * d)),
+                ("mlp.c_proj", (4 * d, d)),
+            ] {
+                put(format!("h.{i}.{m}.weight"), &[i_dim, o_dim]);
+                put(format!("h.{i}.{m}.bias"), &[o_dim]);
+            }
+            for n in ["ln_1", "ln_2"] {
+                put(format!("h.{i}.{n}.weight"), &[d]);
+                put(format!("h.{i}.{n}.bias"), &[d]);
+            }
+        }
+        Gpt2::new(&cfg, VarBuilder::from_tensors(w, DType::F32, &dev)).unwrap()
+    }
+
+    /// A prefill, then single positions past the cache's first buffers (256) and past their
+    /// doubling: every position's hidden state equals the one of the whole sequence at once.
+    #[test]
+    fn the_cache_grows_in_place_and_keeps_every_position() {
+        let model = small();
+        let n = 600.min(model.config().n_positions);
+        let x = Tensor::randn(0f32, 1.0, (1, n, 32), &Device::Cpu).unwrap();
+        let whole = model.forward(&x, &mut Gpt2Cache::default()).unwrap();
+        let mut cache = Gpt2Cache::default();
+        let mut parts = vec![model.forward(&x.narrow(1, 0, 200).unwrap(), &mut cache).unwrap()];
+        for i in 200..n {
+            parts.push(model.forward(&x.narrow(1, i, 1).unwrap(), &mut cache).unwrap());
+        }
+        assert_eq!(cache.len(), n);
+        let stepped = Tensor::cat(&parts, 1).unwrap();
+        let err = (stepped - whole)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-4, "{err}");
+        let two = Tensor::randn(0f32, 1.0, (2, 1, 32), &Device::Cpu).unwrap();
+        assert!(model.forward(&two, &mut cache).is_err(), "another batch size");
     }
 }
