@@ -352,9 +352,15 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (1, n, 32), &Device::Cpu).unwrap();
         let whole = model.forward(&x, &mut Gpt2Cache::default()).unwrap();
         let mut cache = Gpt2Cache::default();
-        let mut parts = vec![model.forward(&x.narrow(1, 0, 200).unwrap(), &mut cache).unwrap()];
+        let mut parts = vec![model
+            .forward(&x.narrow(1, 0, 200).unwrap(), &mut cache)
+            .unwrap()];
         for i in 200..n {
-            parts.push(model.forward(&x.narrow(1, i, 1).unwrap(), &mut cache).unwrap());
+            parts.push(
+                model
+                    .forward(&x.narrow(1, i, 1).unwrap(), &mut cache)
+                    .unwrap(),
+            );
         }
         assert_eq!(cache.len(), n);
         let stepped = Tensor::cat(&parts, 1).unwrap();
@@ -370,6 +376,9 @@ mod tests {
             .unwrap();
         assert!(err < 1e-4, "{err}");
         let two = Tensor::randn(0f32, 1.0, (2, 1, 32), &Device::Cpu).unwrap();
-        assert!(model.forward(&two, &mut cache).is_err(), "another batch size");
+        assert!(
+            model.forward(&two, &mut cache).is_err(),
+            "another batch size"
+        );
     }
 }
