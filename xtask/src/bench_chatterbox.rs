@@ -266,13 +266,17 @@ impl FullSize {
             DType::F32,
             device,
         )?;
-        // The weights decode steps read by default, as `ChatterboxTts::from_dir` packs them.
+        // The weights decode steps read and the products, as `ChatterboxTts::from_dir` sets
+        // them (bf16 products only on a CPU with AVX-512 BF16).
         t3.pack_steps(ferrovox_chatterbox::cpu_step_weights()?)?;
-        let s3gen = S3Gen::load(
+        let bf16 = ferrovox_chatterbox::cpu_bf16_products()?;
+        t3.bf16_products(bf16)?;
+        let mut s3gen = S3Gen::load(
             &dir.join("s3gen.safetensors"),
             &S3GenConfig::default(),
             device,
         )?;
+        s3gen.bf16_products(bf16)?;
         let load_s = load.elapsed().as_secs_f64();
         let inputs = candle_core::safetensors::load(dir.join("t3_inputs.safetensors"), device)?;
         let get = |k: &str| {
