@@ -364,16 +364,7 @@ mod tests {
         }
         assert_eq!(cache.len(), n);
         let stepped = Tensor::cat(&parts, 1).unwrap();
-        let err = (stepped - whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = ferrovox_kernels::compare::max_abs_diff(&stepped, &whole).unwrap();
         assert!(err < 1e-4, "{err}");
         let two = Tensor::randn(0f32, 1.0, (2, 1, 32), &Device::Cpu).unwrap();
         assert!(
