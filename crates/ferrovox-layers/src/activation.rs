@@ -1,6 +1,7 @@
 //! Activations with a vectorised CPU path.
 
 use candle_core::{Result, Tensor};
+use ferrovox_kernels::Activation;
 
 use crate::{split_channels, use_cpu_kernels};
 
@@ -19,6 +20,32 @@ pub fn tanh(x: &Tensor) -> Result<Tensor> {
         return x.contiguous()?.apply_op1(ferrovox_kernels::Tanh);
     }
     x.tanh()
+}
+
+/// Exact (erf) GELU, torch's `gelu`, vectorised on the CPU.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if use_cpu_kernels(x) {
+        return x.contiguous()?.apply_op1(Activation::GeluErf);
+    }
+    x.gelu_erf()
+}
+
+/// The tanh approximation of GELU (transformers' `gelu_new`, Candle's `gelu`), vectorised on the
+/// CPU: libm's scalar `tanhf` weighs on a long prefill.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if use_cpu_kernels(x) {
+        return x.contiguous()?.apply_op1(Activation::GeluTanh);
+    }
+    x.gelu()
+}
+
+/// `nn.Mish`, `x · tanh(softplus(x))`, vectorised on the CPU. Where `exp` overflows, `softplus`
+/// is `∞` and `tanh` 1, the limit torch's thresholded softplus reaches too.
+pub fn mish(x: &Tensor) -> Result<Tensor> {
+    if use_cpu_kernels(x) {
+        return x.contiguous()?.apply_op1(Activation::Mish);
+    }
+    x * x.exp()?.affine(1.0, 1.0)?.log()?.tanh()?
 }
 
 /// `torch.nn.functional.leaky_relu`.

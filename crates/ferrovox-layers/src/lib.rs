@@ -11,7 +11,7 @@
 //! | [`ConvTranspose1d`] | `PackedConvTranspose1d` | `CudaConv1d` (polyphase), else `GemmConvTranspose1d` | Candle's unpadded transposed conv, cropped |
 //! | [`ChannelLayerNorm`] | `ChannelNorm` (+GELU fused) | Candle's layer norm over a transpose | same |
 //! | [`linear`] (≤ 8 rows) | `few_rows_matmul` (the weight read in place) | Candle's matmul | Candle's matmul |
-//! | [`tanh`], [`gated_tanh`] | `Tanh`, `GatedTanh` | Candle's ops | Candle's ops |
+//! | [`tanh`], [`gated_tanh`], [`gelu_erf`], [`gelu_tanh`], [`mish`] | `Tanh`, `GatedTanh`, `Activation` | Candle's ops | Candle's ops |
 //!
 //! Weight norm ([`weight_normed`]) is folded at load, in one of two ways ([`WeightNormFold`]).
 
@@ -23,7 +23,7 @@ mod linear;
 mod norm;
 mod weight_norm;
 
-pub use activation::{gated_tanh, leaky_relu, tanh};
+pub use activation::{gated_tanh, gelu_erf, gelu_tanh, leaky_relu, mish, tanh};
 pub use channels::{flip_channels, split_channels};
 pub use conv::{Conv1d, ConvSpec};
 pub use conv_transpose::ConvTranspose1d;
@@ -34,9 +34,8 @@ pub use weight_norm::{fold_weight_norm_f64, scaled, weight_normed, WeightNormFol
 
 use candle_core::{DType, Device, Tensor};
 
-/// Whether a layer with `weight` should use ferrovox's CPU kernels.
-fn use_cpu_kernels(weight: &Tensor) -> bool {
-    matches!(weight.device(), Device::Cpu)
-        && weight.dtype() == DType::F32
-        && ferrovox_kernels::enabled()
+/// Whether an op on `t` (a layer's weight or its input) should run ferrovox's CPU kernels: f32
+/// on the CPU, kernels not switched off.
+pub fn use_cpu_kernels(t: &Tensor) -> bool {
+    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32 && ferrovox_kernels::enabled()
 }

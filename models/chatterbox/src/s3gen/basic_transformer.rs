@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
-use ferrovox_kernels::{Activation, CpuSelfAttention};
-use ferrovox_layers::StepLinear;
+use ferrovox_kernels::CpuSelfAttention;
+use ferrovox_layers::{gelu_erf, use_cpu_kernels, StepLinear};
 
 /// The scores' key bias of one estimator call: upstream's `(1 − mask) · −1e10`, as a tensor
 /// `[b, 1, 1, t]` for Candle's ops and, where the CPU kernels run, as rows `[b, t]` on the host
@@ -22,18 +22,13 @@ impl KeyBias {
     /// From the frame mask `[b, 1, t]`.
     pub fn from_mask(mask: &Tensor) -> Result<Self> {
         let tensor = ((mask.affine(-1.0, 1.0))? * -1e10)?.unsqueeze(1)?;
-        let host = if cpu_kernels(mask) {
+        let host = if use_cpu_kernels(mask) {
             Some(Arc::new(tensor.flatten_all()?.to_vec1::<f32>()?))
         } else {
             None
         };
         Ok(Self { tensor, host })
     }
-}
-
-/// Whether the block runs ferrovox's CPU kernels for `x` (f32 on the CPU, kernels on).
-fn cpu_kernels(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && ferrovox_kernels::enabled()
 }
 
 /// One pre-norm self-attention + feed-forward block over time-major `[b, t, dim]`.
@@ -110,9 +105,8 @@ impl BasicTransformerBlock {
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let cpu = cpu_kernels(x);
         let a = match &key_bias.host {
-            Some(bias) if cpu => {
+            Some(bias) if use_cpu_kernels(x) => {
                 let op = CpuSelfAttention::with_key_bias(bias.clone()).bf16_products(self.bf16);
                 q.apply_op3(&k, &v, op)?
             }
@@ -127,12 +121,7 @@ impl BasicTransformerBlock {
         };
         let x = (x + self.to_out.forward(&a)?)?;
         let n = self.norm3.forward(&x)?;
-        let ff = self.ff_proj.forward(&n)?;
-        let ff = if cpu {
-            ff.apply_op1(Activation::GeluErf)?
-        } else {
-            ff.gelu_erf()?
-        };
+        let ff = gelu_erf(&self.ff_proj.forward(&n)?)?;
         x + self.ff_out.forward(&ff)?
     }
 }

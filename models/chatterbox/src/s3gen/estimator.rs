@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
-use ferrovox_layers::{Conv1d, ConvSpec};
+use ferrovox_layers::{mish, Conv1d, ConvSpec};
 
 use crate::s3gen::basic_transformer::{BasicTransformerBlock, KeyBias};
 use crate::s3gen::flow_config::EstimatorConfig;
@@ -328,15 +328,4 @@ impl ConditionalDecoder {
         record("final_proj", &out);
         out.broadcast_mul(mask)
     }
-}
-
-/// `nn.Mish`: `x · tanh(softplus(x))`, in one pass on the CPU. Where `exp` overflows,
-/// `softplus` is `∞` and `tanh` 1, the limit torch's thresholded softplus reaches too.
-fn mish(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && ferrovox_kernels::enabled() {
-        return x
-            .contiguous()?
-            .apply_op1(ferrovox_kernels::Activation::Mish);
-    }
-    x * x.exp()?.affine(1.0, 1.0)?.log()?.tanh()?
 }

@@ -5,7 +5,7 @@
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
-use ferrovox_layers::{RowFormat, StepLinear};
+use ferrovox_layers::{gelu_tanh, RowFormat, StepLinear};
 use serde::Deserialize;
 
 use super::llama::causal_mask;
@@ -278,18 +278,7 @@ impl Gpt2 {
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
             x = (x + block.attn_proj.forward(&y)?)?;
-            // Candle's `gelu` is the tanh approximation, transformers' `gelu_new`; on the CPU
-            // one vectorised pass (libm's scalar `tanhf` weighs on a long prefill).
-            let h1 = block.c_fc.forward(&block.ln_2.forward(&x)?)?;
-            let h1 = if h1.device().is_cpu()
-                && h1.dtype() == candle_core::DType::F32
-                && ferrovox_kernels::enabled()
-            {
-                h1.contiguous()?
-                    .apply_op1(ferrovox_kernels::Activation::GeluTanh)?
-            } else {
-                h1.gelu()?
-            };
+            let h1 = gelu_tanh(&block.c_fc.forward(&block.ln_2.forward(&x)?)?)?;
             let m = block.mlp_proj.forward(&h1)?;
             x = (x + m)?;
         }

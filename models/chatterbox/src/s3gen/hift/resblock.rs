@@ -47,10 +47,7 @@ impl Snake {
 impl Module for Snake {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Some(op) = &self.cpu {
-            if x.device().is_cpu()
-                && x.dtype() == candle_core::DType::F32
-                && ferrovox_kernels::enabled()
-            {
+            if ferrovox_layers::use_cpu_kernels(x) {
                 return x.contiguous()?.apply_op1(op.clone());
             }
         }
