@@ -21,12 +21,19 @@ pub fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     linear_reading(layer, None, None, x)
 }
 
+/// A layer's weight packed for bf16 products, with its bias read onto the host once.
+#[derive(Debug)]
+struct Bf16Weight {
+    panels: Bf16Panels,
+    bias: Option<Vec<f32>>,
+}
+
 /// [`linear`], with a few rows on the CPU multiplied by `packed` (the weight packed) and more
 /// rows by `products` (the weight as bf16 panels) when given.
 fn linear_reading(
     layer: &Linear,
     packed: Option<&PackedRows>,
-    products: Option<&Bf16Panels>,
+    products: Option<&Bf16Weight>,
     x: &Tensor,
 ) -> Result<Tensor> {
     let dims = x.dims().to_vec();
@@ -48,19 +55,10 @@ fn linear_reading(
             None => Ok(y),
         };
     }
-    if let Some(products) = products.filter(|_| x.device().is_cpu() && x.dtype() == DType::F32) {
-        let bias = match layer.bias() {
-            Some(b) => Some(b.to_vec1::<f32>()?),
-            None => None,
-        };
+    if let Some(p) = products.filter(|_| x.device().is_cpu() && x.dtype() == DType::F32) {
         let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        if let Storage::Cpu(cpu) = &*storage {
-            let start = layout.start_offset();
-            let xs = &cpu.as_slice::<f32>()?[start..start + rows * k];
-            let y = products
-                .matmul(xs, rows, bias.as_deref())
-                .map_err(candle_core::Error::Msg)?;
+        if let Some(y) = in_place(&x, |xs| p.panels.matmul(xs, rows, p.bias.as_deref()))? {
+            let y = y.map_err(candle_core::Error::Msg)?;
             return Tensor::from_vec(y, out_dims, x.device());
         }
     }
@@ -76,7 +74,7 @@ fn linear_reading(
 pub struct StepLinear {
     dense: Linear,
     packed: Option<Arc<PackedRows>>,
-    products: Option<Arc<Bf16Panels>>,
+    products: Option<Arc<Bf16Weight>>,
 }
 
 impl StepLinear {
@@ -103,7 +101,10 @@ impl StepLinear {
         }
         let (n, k) = w.dims2()?;
         let values = w.flatten_all()?.to_vec1::<f32>()?;
-        self.products = Some(Arc::new(Bf16Panels::from_weight(&values, n, k)));
+        self.products = Some(Arc::new(Bf16Weight {
+            panels: Bf16Panels::from_weight(&values, n, k),
+            bias: self.dense.bias().map(|b| b.to_vec1()).transpose()?,
+        }));
         Ok(true)
     }
 
@@ -172,14 +173,22 @@ fn few_rows(
         return Ok(None);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let (storage, layout) = w.storage_and_layout();
+    match in_place(w, |weights| few_rows_matmul(&xs, rows, k, weights, out))? {
+        Some(y) => Ok(Some(Tensor::from_vec(y, (rows, out), x.device())?)),
+        None => Ok(None),
+    }
+}
+
+/// `f` of the values of `t` (contiguous f32) read where they lie; `None` off the CPU.
+fn in_place<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Ok(None);
     };
     let start = layout.start_offset();
-    let weights = &cpu.as_slice::<f32>()?[start..start + out * k];
-    let y = few_rows_matmul(&xs, rows, k, weights, out);
-    Ok(Some(Tensor::from_vec(y, (rows, out), x.device())?))
+    Ok(Some(f(
+        &cpu.as_slice::<f32>()?[start..start + t.elem_count()]
+    )))
 }
 
 fn switched_off() -> bool {
