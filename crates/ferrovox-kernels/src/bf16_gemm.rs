@@ -46,75 +46,34 @@ pub struct Bf16Panels {
 impl Bf16Panels {
     /// From a torch-layout weight `[n, k]` (row `j` is column `j` of the product).
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
-        let mut p = Self::default();
-        p.repack_weight(w, n, k, k);
-        p
+        Self::pack(k, n, |kk, j| w[j * k + kk])
     }
 
     /// From a row-major matrix `[k, n]`.
     pub fn from_matrix(m: &[f32], k: usize, n: usize) -> Self {
-        let mut p = Self::default();
-        p.repack_matrix(m, k, n, n);
-        p
+        Self::pack(k, n, |kk, j| m[kk * n + j])
     }
 
-    /// Repacks in place (keeping the allocation) from `[n, k]` rows `row_stride` apart.
-    pub fn repack_weight(&mut self, w: &[f32], n: usize, k: usize, row_stride: usize) {
-        self.reset(k, n);
+    /// The `[k, n]` whose element `(kk, j)` is `at(kk, j)`, rounded and packed.
+    fn pack(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Self {
         let kp = k.div_ceil(2);
-        for (pi, panel) in self.data.chunks_exact_mut(kp * NR).enumerate() {
+        let mut data = vec![0u32; n.div_ceil(NR) * kp * NR];
+        for (pi, panel) in data.chunks_exact_mut(kp * NR).enumerate() {
             for c in 0..NR.min(n - pi * NR) {
-                let row = &w[(pi * NR + c) * row_stride..][..k];
-                for (p, pair) in row.chunks(2).enumerate() {
-                    panel[p * NR + c] = pair_word(pair);
+                let j = pi * NR + c;
+                for p in 0..kp {
+                    let hi = if 2 * p + 1 < k { at(2 * p + 1, j) } else { 0.0 };
+                    panel[p * NR + c] =
+                        u32::from(to_bf16(at(2 * p, j))) | u32::from(to_bf16(hi)) << 16;
                 }
             }
         }
+        Self { k, n, data }
     }
 
-    /// Repacks in place from a row-major `[k, n]` whose rows are `row_stride` apart.
-    pub fn repack_matrix(&mut self, m: &[f32], k: usize, n: usize, row_stride: usize) {
-        self.reset(k, n);
-        let kp = k.div_ceil(2);
-        for (pi, panel) in self.data.chunks_exact_mut(kp * NR).enumerate() {
-            let c0 = pi * NR;
-            let cols = NR.min(n - c0);
-            for p in 0..kp {
-                let lo = &m[2 * p * row_stride + c0..][..cols];
-                let words = &mut panel[p * NR..][..cols];
-                if 2 * p + 1 < k {
-                    let hi = &m[(2 * p + 1) * row_stride + c0..][..cols];
-                    for ((w, &l), &h) in words.iter_mut().zip(lo).zip(hi) {
-                        *w = u32::from(to_bf16(l)) | u32::from(to_bf16(h)) << 16;
-                    }
-                } else {
-                    for (w, &l) in words.iter_mut().zip(lo) {
-                        *w = u32::from(to_bf16(l));
-                    }
-                }
-            }
-        }
-    }
-
-    fn reset(&mut self, k: usize, n: usize) {
-        self.k = k;
-        self.n = n;
-        self.data.clear();
-        self.data.resize(n.div_ceil(NR) * k.div_ceil(2) * NR, 0);
-    }
-
-    /// The product's `k`.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// The product's `n`.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// The values as packed (bf16-rounded), as a row-major `[k, n]`: for tests.
-    pub fn unpacked(&self) -> Vec<f32> {
+    /// The values as packed (bf16-rounded), as a row-major `[k, n]`.
+    #[cfg(test)]
+    fn unpacked(&self) -> Vec<f32> {
         let kp = self.k.div_ceil(2);
         let mut out = vec![0f32; self.k * self.n];
         for j in 0..self.n {
@@ -230,15 +189,11 @@ fn pair_word(pair: &[f32]) -> u32 {
 
 /// Rows of `x` (`k` wide) rounded to bf16 pairs, `⌈k/2⌉` words a row, into `out`.
 pub fn round_rows(x: &[f32], k: usize, out: &mut [u32]) {
-    round_rows_strided(x, x.len() / k.max(1), k, k, out)
-}
-
-/// [`round_rows`] of `rows` rows of `k` values `stride` apart.
-pub fn round_rows_strided(x: &[f32], rows: usize, k: usize, stride: usize, out: &mut [u32]) {
     let kp = k.div_ceil(2);
-    for r in 0..rows {
-        let src = &x[r * stride..r * stride + k];
-        let dst = &mut out[r * kp..(r + 1) * kp];
+    for (src, dst) in x
+        .chunks_exact(k.max(1))
+        .zip(out.chunks_exact_mut(kp.max(1)))
+    {
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the CPU has the features the function is compiled for.
