@@ -102,6 +102,9 @@ impl Bf16Panels {
         }
         let kp = k.div_ceil(2);
         let mut out = vec![0f32; m * n];
+        if out.is_empty() {
+            return Ok(out);
+        }
         let panels = n.div_ceil(NR);
         let row_blocks = m.div_ceil(MC);
         // Enough jobs to keep every worker busy, each at least two panels wide.
@@ -430,6 +433,15 @@ mod tests {
                 assert_eq!(fast[r * 38 + p], pair_word(pair), "row {r} pair {p}");
             }
         }
+    }
+
+    /// No rows, or a weight of no outputs: an empty product, not a division by zero.
+    #[test]
+    fn empty_products_are_empty() {
+        let p = Bf16Panels::from_weight(&[0.5; 6], 2, 3);
+        assert_eq!(p.matmul(&[], 0, None).unwrap(), Vec::<f32>::new());
+        let none = Bf16Panels::from_weight(&[], 0, 3);
+        assert_eq!(none.matmul(&[1.0; 6], 2, None).unwrap(), Vec::<f32>::new());
     }
 
     #[test]
