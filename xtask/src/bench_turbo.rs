@@ -30,6 +30,10 @@ pub fn run(
     let runtime = Runtime::init(request, &TuningConfig::from_env()?)?;
     let device = runtime.device().clone();
     let on_gpu = !device.is_cpu();
+    // The products the TTS loads on this machine: bf16 inputs on a CPU with AVX-512 BF16.
+    let bf16 = !on_gpu
+        && ferrovox_chatterbox::cpu_bf16_products()?
+        && ferrovox_kernels::bf16_products_available();
     let threads = runtime.tuning.threads.threads;
     let nano = size == TurboSize::Nano;
     let dir = std::env::temp_dir().join(if nano {
@@ -73,8 +77,7 @@ pub fn run(
         let mut cfg = S3GenConfig::turbo();
         cfg.flow.cfm.n_timesteps = steps;
         let mut s3gen = S3Gen::load(&dir.join("s3gen_meanflow.safetensors"), &cfg, &device)?;
-        // As `TurboTts` loads it: bf16 products on a CPU with AVX-512 BF16.
-        s3gen.bf16_products(!on_gpu && ferrovox_chatterbox::cpu_bf16_products()?)?;
+        s3gen.bf16_products(bf16)?;
         Ok(s3gen)
     };
     let (two, one) = (s3gen_of(2)?, s3gen_of(1)?);
@@ -122,7 +125,7 @@ pub fn run(
         packed.pack_steps(*format)?;
         // The default (first) variant as `TurboTts` loads it: its prefill's products on bf16
         // inputs where the CPU has AVX-512 BF16.
-        packed.bf16_products(i == 0 && !on_gpu && ferrovox_chatterbox::cpu_bf16_products()?)?;
+        packed.bf16_products(i == 0 && bf16)?;
         let generate = |n: usize, seed: u64| -> anyhow::Result<usize> {
             let options = TurboOptions {
                 max_new_tokens: n,
@@ -288,10 +291,7 @@ pub fn run(
     );
     println!(
         "(S3Gen's products: {})",
-        if !on_gpu
-            && ferrovox_chatterbox::cpu_bf16_products()?
-            && ferrovox_kernels::bf16_products_available()
-        {
+        if bf16 {
             "bf16 inputs, f32 sums (AVX-512 BF16)"
         } else {
             "f32"

@@ -15,6 +15,8 @@ fn is_kanji(c: char) -> bool {
     ('\u{4e00}'..='\u{9fff}').contains(&c)
 }
 
+/// Whether `c` is in the hiragana block (U+3041–U+309F), which holds the voiced and
+/// semi-voiced marks NFKD splits off kana (U+3099, U+309A) too.
 fn is_hiragana(c: char) -> bool {
     ('\u{3041}'..='\u{309f}').contains(&c)
 }
@@ -28,7 +30,7 @@ pub fn kanji_as_hiragana(text: &str) -> String {
         let run = &rest[start..];
         let kanji_end = run.find(|c: char| !is_kanji(c)).unwrap_or(run.len());
         let end = run[kanji_end..]
-            .find(|c: char| !is_hiragana(c) && !is_combining_mark(c))
+            .find(|c: char| !is_hiragana(c))
             .map_or(run.len(), |e| kanji_end + e);
         let reading = kakasi::convert(&run[..end]).hiragana;
         if reading.starts_with(['は', 'へ']) {
@@ -39,11 +41,6 @@ pub fn kanji_as_hiragana(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// The voiced and semi-voiced marks NFKD splits off kana (U+3099, U+309A).
-fn is_combining_mark(c: char) -> bool {
-    matches!(c, '\u{3099}' | '\u{309a}')
 }
 
 #[cfg(test)]

@@ -267,11 +267,8 @@ impl ChatterboxTts {
                 reason: e.to_string(),
             })?;
         }
-        let mut t3 = T3::load(&file(t3_file), &sizes.t3, t3_dtype(device)?, device)?;
-        t3.pack_steps(cpu_step_weights()?)?;
-        t3.bf16_products(cpu_bf16_products()?)?;
-        let mut s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;
-        s3gen.bf16_products(cpu_bf16_products()?)?;
+        let t3 = T3::load(&file(t3_file), &sizes.t3, t3_dtype(device)?, device)?;
+        let s3gen = S3Gen::load(&file(s3gen_file), &sizes.s3gen, device)?;
         let tokenizer: TextFrontEnd = if multilingual {
             let cangjie = file("Cangjie5_TC.json");
             if !cangjie.is_file() {
@@ -290,6 +287,8 @@ impl ChatterboxTts {
         };
         let builtin = builtin_voice(dir, device)?.ok_or_else(|| missing("conds.pt"))?;
         let mut tts = Self::new(t3, s3gen, tokenizer, builtin, device)?;
+        tts.pack_steps(cpu_step_weights()?)?;
+        tts.bf16_products(cpu_bf16_products()?)?;
         tts.dir = Some(dir.to_path_buf());
         Ok(tts)
     }

@@ -160,14 +160,11 @@ impl TurboTts {
         // Upstream builds S3Gen(meanflow=True) and solves it in 2 steps, whatever else it says.
         s3gen_cfg.flow.estimator.meanflow = true;
         s3gen_cfg.flow.cfm.n_timesteps = 2;
-        let mut t3 = T3Turbo::load(&dir.join(t3_file), &sizes.t3, &gpt2, DType::F32, device)?;
-        t3.pack_steps(crate::cpu_step_weights()?)?;
-        t3.bf16_products(crate::cpu_bf16_products()?)?;
-        let mut s3gen = S3Gen::load(&dir.join(TURBO_S3GEN), &s3gen_cfg, device)?;
-        s3gen.bf16_products(crate::cpu_bf16_products()?)?;
+        let t3 = T3Turbo::load(&dir.join(t3_file), &sizes.t3, &gpt2, DType::F32, device)?;
+        let s3gen = S3Gen::load(&dir.join(TURBO_S3GEN), &s3gen_cfg, device)?;
         let tokenizer = TurboTokenizer::from_dir(dir)?;
         let builtin = builtin_voice(dir, device)?.ok_or_else(|| missing("conds.pt"))?;
-        Ok(Self {
+        let mut tts = Self {
             t3,
             s3gen,
             tokenizer,
@@ -176,7 +173,10 @@ impl TurboTts {
             size,
             device: device.clone(),
             dir: dir.to_path_buf(),
-        })
+        };
+        tts.pack_steps(crate::cpu_step_weights()?)?;
+        tts.bf16_products(crate::cpu_bf16_products()?)?;
+        Ok(tts)
     }
 
     /// Decode steps on the CPU read T3's weights as `format` ([`T3Turbo::pack_steps`]); loading

@@ -223,7 +223,6 @@ impl MtlTokenizer {
     }
 }
 
-/// `korean_normalize`'s syllable decomposition (its range, U+AC00..=U+D7AF, as upstream).
 /// `hiragana_normalize`: kanji read as hiragana, then NFKD again.
 #[cfg(feature = "japanese")]
 fn japanese(text: &str) -> String {
@@ -239,6 +238,7 @@ fn japanese(text: &str) -> String {
 /// Whether this build reads Japanese kanji (feature `japanese`).
 pub const READS_KANJI: bool = cfg!(feature = "japanese");
 
+/// `korean_normalize`'s syllable decomposition (its range, U+AC00..=U+D7AF, as upstream).
 fn korean_jamo(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     for c in text.chars() {
